@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// Set by the release build through -ldflags "-X main.version=… ".
+var (
+	version = ""
+	commit  = ""
+	date    = ""
+)
+
+// exitCodes is the one table of exit codes; `mqtk help exit-codes` prints it
+// and exitCode maps every error through it.
+var exitCodes = []struct {
+	code    int
+	kind    mqttconn.Kind
+	meaning string
+}{
+	{0, -1, "success"},
+	{1, mqttconn.KindOther, "other runtime error"},
+	{2, mqttconn.KindUsage, "usage error (bad flag, bad argument)"},
+	{3, mqttconn.KindNetwork, "could not connect (network, DNS, refused TCP)"},
+	{4, mqttconn.KindTLS, "TLS failure (handshake, verification)"},
+	{5, mqttconn.KindRefused, "broker refused the connection (bad credentials, not authorised, other CONNACK reason)"},
+	{6, mqttconn.KindRejected, "broker refused a subscribe or publish (SUBACK/PUBACK failure reason)"},
+	{7, mqttconn.KindUnmet, "sub --match or bench threshold not met"},
+	{27, mqttconn.KindTimeout, "sub -W timeout reached (the code mosquitto_sub uses)"},
+	{130, mqttconn.KindInterrupted, "interrupted (Ctrl-C or SIGTERM)"},
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	k := mqttconn.KindOf(err)
+	for _, e := range exitCodes {
+		if e.kind == k {
+			return e.code
+		}
+	}
+	return 1
+}
+
+// buildInfo returns version, commit and date: from -ldflags when the release
+// build set them, else from the module build info (go install …@v1.2.3).
+func buildInfo() (v, c, d string) {
+	v, c, d = version, commit, date
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return orDefault(v, "devel"), c, d
+	}
+	if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if c == "" {
+				c = s.Value
+			}
+		case "vcs.time":
+			if d == "" {
+				d = s.Value
+			}
+		}
+	}
+	return orDefault(v, "devel"), c, d
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// app carries what every command constructor needs.
+type app struct {
+	io     *ui.Streams
+	getenv func(string) string
+}
+
+// execute builds the tree, runs it and returns the process exit code.
+func execute(ctx context.Context, streams *ui.Streams, args []string, getenv func(string) string) int {
+	root := newRootCmd(&app{io: streams, getenv: getenv})
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if ctx.Err() != nil && mqttconn.KindOf(err) != mqttconn.KindUsage {
+		if !errors.Is(err, context.Canceled) {
+			streams.Errorf("%s", lowerFirst(err.Error()))
+		}
+		return 130
+	}
+	reportError(streams, err)
+	return exitCode(err)
+}
+
+func reportError(streams *ui.Streams, err error) {
+	streams.Errorf("%s", lowerFirst(err.Error()))
+	for _, h := range mqttconn.HintsOf(err) {
+		streams.Hintf("%s", h)
+	}
+	if mqttconn.KindOf(err) == mqttconn.KindUsage && !strings.Contains(err.Error(), "--help") {
+		streams.Hintf("see 'mqtk --help' or the command's --help")
+	}
+}
+
+func lowerFirst(s string) string {
+	if s == "" || strings.HasPrefix(s, "MQTT") || strings.HasPrefix(s, "TLS") {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	var colorFlag string
+	v, _, _ := buildInfo()
+	root := &cobra.Command{
+		Use:   "mqtk",
+		Short: "MQTT and MQTTS from the shell: pub, sub, bench, broker, tlsgen",
+		Long: `mqtk is one binary for MQTT and MQTTS work from a shell.
+
+Connection flags follow mosquitto_pub and mosquitto_sub (-h host, -p port,
+-t topic, -q qos, -u user, -P password, -V version, -L url, --cafile ...),
+so existing habits carry over. Help is --help only: -h is the host.
+
+Settings come from, strongest first: flags, MQTK_* environment variables,
+a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
+		Version:       v,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			mode, err := ui.ParseColorMode(colorFlag)
+			if err != nil {
+				return mqttconn.Usagef("%v", err)
+			}
+			a.io.SetColorMode(mode)
+			return nil
+		},
+	}
+	root.SetOut(a.io.Out)
+	root.SetErr(a.io.Err)
+	root.SetIn(a.io.In)
+	root.SetVersionTemplate("mqtk {{.Version}}\n")
+	root.PersistentFlags().StringVar(&colorFlag, "color", envOr(a.getenv, "MQTK_COLOR", "auto"), "colour output: auto, always or never (also NO_COLOR, MQTK_COLOR)")
+	// -h is the broker host in every connecting command, as in mosquitto's
+	// clients, so help is --help only.
+	root.PersistentFlags().Bool("help", false, "help for this command")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return mqttconn.Usagef("%v\nrun '%s --help' for usage", err, cmd.CommandPath())
+	})
+	root.CompletionOptions.HiddenDefaultCmd = false
+
+	root.AddCommand(
+		newVersionCmd(a),
+		newManCmd(a),
+	)
+	root.SetHelpCommand(newHelpCmd(a, root))
+	return root
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newVersionCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print mqtk's version, commit and build date",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, c, d := buildInfo()
+			if asJSON {
+				_, err := fmt.Fprintf(a.io.Out, "{\"version\":%q,\"commit\":%q,\"date\":%q,\"go\":%q}\n", v, c, d, goVersion())
+				return err
+			}
+			_, err := fmt.Fprintf(a.io.Out, "mqtk %s\ncommit %s\nbuilt %s\n%s\n", v, orDefault(c, "unknown"), orDefault(d, "unknown"), goVersion())
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as one JSON object")
+	return cmd
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown"
+}
+
+// newHelpCmd replaces cobra's help command so that `mqtk help exit-codes`
+// prints the exit-code table, while `mqtk help pub` works as usual.
+func newHelpCmd(a *app, root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command | exit-codes]",
+		Short: "Help about any command, or the exit-code table",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && args[0] == "exit-codes" {
+				return printExitCodes(a.io.Out)
+			}
+			target, _, err := root.Find(args)
+			if err != nil || target == nil {
+				return mqttconn.Usagef("unknown help topic %q: try 'mqtk help' or 'mqtk help exit-codes'", strings.Join(args, " "))
+			}
+			return target.Help()
+		},
+	}
+}
+
+func printExitCodes(w io.Writer) error {
+	var b strings.Builder
+	b.WriteString("mqtk exit codes:\n\n")
+	for _, e := range exitCodes {
+		fmt.Fprintf(&b, "  %3d  %s\n", e.code, e.meaning)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

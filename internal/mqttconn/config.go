@@ -1,0 +1,110 @@
+// Package mqttconn is the connection and configuration layer shared by every
+// mqtk command that talks to a broker (pub, sub, bench).
+//
+// A Config says how to reach a broker; Dial turns it into a Client. Two
+// implementations sit behind Client — MQTT 5 on github.com/eclipse/paho.golang
+// and MQTT 3.1.1/3.1 on github.com/eclipse/paho.mqtt.golang — and commands
+// never learn which one they hold. Failures are classified once, here, as an
+// *Error with a Kind, so every command prints and exits the same way.
+package mqttconn
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// Version is the MQTT protocol level as carried in CONNECT.
+type Version byte
+
+// Supported protocol levels.
+const (
+	V31  Version = 3 // MQTT 3.1 (MQIsdp)
+	V311 Version = 4 // MQTT 3.1.1
+	V5   Version = 5 // MQTT 5.0
+)
+
+// Config is everything needed to reach one broker. The zero value is not
+// ready to use: start from Default() and call Resolve once all sources
+// (profile, environment, flags) have been applied.
+type Config struct {
+	// URL as given by -L/--url, MQTK_URL or a profile. Resolve splits it into
+	// the fields below; fields set explicitly win over the URL's parts.
+	URL string `yaml:"url,omitempty"`
+
+	Scheme     string `yaml:"-"`                // after Resolve: tcp, tls, ws, wss or unix
+	Host       string `yaml:"host,omitempty"`   // -h; default localhost
+	Port       int    `yaml:"port,omitempty"`   // -p; 0 means the scheme's default
+	SocketPath string `yaml:"socket,omitempty"` // unix:// path
+	Topic      string `yaml:"-"`                // topic named by a mqtt(s):// URL path
+
+	Version   Version       `yaml:"-"`                   // -V; default V5
+	ClientID  string        `yaml:"client_id,omitempty"` // -i
+	IDPrefix  string        `yaml:"id_prefix,omitempty"` // -I; a random suffix is appended
+	KeepAlive time.Duration `yaml:"keepalive,omitempty"` // -k; whole seconds on the wire
+
+	// NoClean asks for a persistent session (-c). With MQTT 5 and no
+	// SessionExpiry the session never expires, as with mosquitto's clients.
+	NoClean bool `yaml:"no_clean,omitempty"`
+	// SessionExpiry is -x; nil means "not given".
+	SessionExpiry *time.Duration `yaml:"session_expiry,omitempty"`
+
+	Username string `yaml:"username,omitempty"`
+	Password string `yaml:"password,omitempty"`
+
+	Will *Will `yaml:"will,omitempty"`
+
+	TLS TLS `yaml:"tls,omitempty"`
+
+	WSPath    string      `yaml:"ws_path,omitempty"` // WebSocket path; default /mqtt
+	WSHeaders http.Header `yaml:"ws_headers,omitempty"`
+
+	ConnectTimeout time.Duration `yaml:"connect_timeout,omitempty"` // default 10s
+
+	// Debug, when not nil, receives one line per MQTT packet sent or received.
+	Debug io.Writer `yaml:"-"`
+
+	// OnMessage receives every incoming PUBLISH, in order, from the
+	// connection's reader goroutine. It must not block for long: the reader
+	// waits for it, which is what gives a slow consumer TCP backpressure
+	// instead of unbounded buffering. Set it before Dial so that retained
+	// messages arriving right after SUBACK are not missed.
+	OnMessage func(*Message) `yaml:"-"`
+
+	// OnConnectionLost is called once, from a library goroutine, when an
+	// established connection drops for any reason other than Disconnect.
+	OnConnectionLost func(error) `yaml:"-"`
+}
+
+// Will is the last-will message registered in CONNECT.
+type Will struct {
+	Topic   string `yaml:"topic"`
+	Payload []byte `yaml:"payload,omitempty"`
+	QoS     byte   `yaml:"qos,omitempty"`
+	Retain  bool   `yaml:"retain,omitempty"`
+}
+
+// TLS holds the client side of TLS. Enabled is implied by mqtts/ssl/tls/wss
+// URLs and by any of the file options.
+type TLS struct {
+	Enabled    bool     `yaml:"enabled,omitempty"`
+	CAFile     string   `yaml:"cafile,omitempty"`
+	CAPath     string   `yaml:"capath,omitempty"`
+	CertFile   string   `yaml:"cert,omitempty"`
+	KeyFile    string   `yaml:"key,omitempty"`
+	Insecure   bool     `yaml:"insecure,omitempty"`
+	MinVersion string   `yaml:"min_version,omitempty"` // "1.2" (default) or "1.3"
+	ALPN       []string `yaml:"alpn,omitempty"`
+	ServerName string   `yaml:"sni,omitempty"` // SNI and verification name; default Host
+}
+
+// Default returns a Config holding mqtk's defaults: localhost, MQTT 5,
+// keepalive 60 s, clean start, 10 s connect timeout.
+func Default() Config {
+	return Config{
+		Host:           "localhost",
+		Version:        V5,
+		KeepAlive:      60 * time.Second,
+		ConnectTimeout: 10 * time.Second,
+	}
+}

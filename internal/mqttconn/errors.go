@@ -1,0 +1,129 @@
+package mqttconn
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kind classifies a failure. cmd/mqtk maps each Kind to one exit code, so
+// every command exits the same way for the same cause.
+type Kind int
+
+// The kinds of failure, with the exit code cmd/mqtk gives each.
+const (
+	KindOther       Kind = iota // 1: anything else
+	KindUsage                   // 2: bad flag, argument or input
+	KindNetwork                 // 3: DNS, unreachable, TCP refused, reset
+	KindTLS                     // 4: handshake or verification failed
+	KindRefused                 // 5: broker refused CONNECT (CONNACK reason)
+	KindRejected                // 6: broker refused a SUBSCRIBE or PUBLISH
+	KindUnmet                   // 7: sub --match or a bench threshold not met
+	KindTimeout                 // 27: sub -W reached (the code mosquitto_sub uses)
+	KindInterrupted             // 130: Ctrl-C / SIGTERM
+)
+
+// Error is a classified failure. Op says what was being done ("connect to
+// localhost:1883"), Err is the cause, Hints say what the user can do.
+type Error struct {
+	Kind   Kind
+	Op     string
+	Err    error
+	Reason byte     // MQTT reason / return code, when there is one
+	Hints  []string // each printed as a "hint:" line
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Op == "":
+		return e.Err.Error()
+	case e.Err == nil:
+		return e.Op
+	}
+	return e.Op + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Usagef returns a KindUsage error: the input was wrong, nothing was tried.
+func Usagef(format string, args ...any) *Error {
+	return &Error{Kind: KindUsage, Err: fmt.Errorf(format, args...)}
+}
+
+// KindOf returns the Kind of err: the Kind of the first *Error in its chain,
+// KindOther when there is none.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindOther
+}
+
+// HintsOf collects the hints of every *Error in err's chain, outermost first.
+func HintsOf(err error) []string {
+	var hints []string
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			break
+		}
+		hints = append(hints, e.Hints...)
+		err = e.Err
+	}
+	return hints
+}
+
+// ReasonName returns the MQTT 5 name of a reason code (0x87 "not authorized").
+// 3.1.1 CONNACK return codes are mapped to their v5 equivalents by the
+// 3.1.1 implementation before they get here.
+func ReasonName(code byte) string {
+	if n, ok := reasonNames[code]; ok {
+		return n
+	}
+	return fmt.Sprintf("reason 0x%02X", code)
+}
+
+// reasonNames is read-only after package initialisation.
+var reasonNames = map[byte]string{
+	0x00: "success",
+	0x01: "granted qos 1",
+	0x02: "granted qos 2",
+	0x04: "disconnect with will message",
+	0x10: "no matching subscribers",
+	0x11: "no subscription existed",
+	0x80: "unspecified error",
+	0x81: "malformed packet",
+	0x82: "protocol error",
+	0x83: "implementation specific error",
+	0x84: "unsupported protocol version",
+	0x85: "client identifier not valid",
+	0x86: "bad user name or password",
+	0x87: "not authorized",
+	0x88: "server unavailable",
+	0x89: "server busy",
+	0x8A: "banned",
+	0x8B: "server shutting down",
+	0x8C: "bad authentication method",
+	0x8D: "keep alive timeout",
+	0x8E: "session taken over",
+	0x8F: "topic filter invalid",
+	0x90: "topic name invalid",
+	0x91: "packet identifier in use",
+	0x92: "packet identifier not found",
+	0x93: "receive maximum exceeded",
+	0x94: "topic alias invalid",
+	0x95: "packet too large",
+	0x96: "message rate too high",
+	0x97: "quota exceeded",
+	0x98: "administrative action",
+	0x99: "payload format invalid",
+	0x9A: "retain not supported",
+	0x9B: "qos not supported",
+	0x9C: "use another server",
+	0x9D: "server moved",
+	0x9E: "shared subscriptions not supported",
+	0x9F: "connection rate exceeded",
+	0xA0: "maximum connect time",
+	0xA1: "subscription identifiers not supported",
+	0xA2: "wildcard subscriptions not supported",
+}
