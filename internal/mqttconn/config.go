@@ -33,7 +33,7 @@ type Config struct {
 	URL string `yaml:"url,omitempty"`
 
 	Scheme     string `yaml:"-"`                // after Resolve: tcp, tls, ws, wss or unix
-	Host       string `yaml:"host,omitempty"`   // -h; default localhost
+	Host       string `yaml:"host,omitempty"`   // -h; empty means localhost
 	Port       int    `yaml:"port,omitempty"`   // -p; 0 means the scheme's default
 	SocketPath string `yaml:"socket,omitempty"` // unix:// path
 	Topic      string `yaml:"-"`                // topic named by a mqtt(s):// URL path
@@ -98,11 +98,12 @@ type TLS struct {
 	ServerName string   `yaml:"sni,omitempty"` // SNI and verification name; default Host
 }
 
-// Default returns a Config holding mqtk's defaults: localhost, MQTT 5,
-// keepalive 60 s, clean start, 10 s connect timeout.
+// Default returns a Config holding mqtk's defaults: MQTT 5, keepalive
+// 60 s, clean start, 10 s connect timeout. Host and port are left empty so
+// that Resolve can tell "not given" from "given": a URL fills what flags
+// left empty, then localhost and the scheme's port fill the rest.
 func Default() Config {
 	return Config{
-		Host:           "localhost",
 		Version:        V5,
 		KeepAlive:      60 * time.Second,
 		ConnectTimeout: 10 * time.Second,

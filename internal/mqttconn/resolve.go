@@ -1,0 +1,200 @@
+package mqttconn
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ParseVersion accepts the spellings mosquitto's clients and MQTTX use.
+func ParseVersion(s string) (Version, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "5", "5.0", "mqttv5", "v5":
+		return V5, nil
+	case "311", "3.1.1", "mqttv311", "v311", "4":
+		return V311, nil
+	case "31", "3.1", "mqttv31", "v31", "3":
+		return V31, nil
+	}
+	return 0, Usagef("unknown protocol version %q: use 5, 311 (3.1.1) or 31 (3.1)", s)
+}
+
+// String returns the version as people write it.
+func (v Version) String() string {
+	switch v {
+	case V5:
+		return "5"
+	case V311:
+		return "3.1.1"
+	case V31:
+		return "3.1"
+	}
+	return fmt.Sprintf("level %d", byte(v))
+}
+
+// Resolve fills the derived fields: it splits URL into scheme, host, port,
+// credentials and topic or WebSocket path (fields already set win), turns TLS
+// on for TLS schemes and TLS files, and applies default host and port.
+// It validates what can be validated without the network.
+func (c *Config) Resolve() error {
+	if c.Version == 0 {
+		c.Version = V5
+	}
+	if c.Version != V5 && c.Version != V311 && c.Version != V31 {
+		return Usagef("unsupported protocol version %d", c.Version)
+	}
+	scheme := "tcp"
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		if err != nil || u.Scheme == "" {
+			return &Error{Kind: KindUsage, Err: fmt.Errorf("invalid URL %q", c.URL),
+				Hints: []string{"write it as mqtt://host:1883, mqtts://host:8883, ws://host:8080/mqtt, wss://…, or unix:///path/to/socket"}}
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "mqtt", "tcp":
+			scheme = "tcp"
+		case "mqtts", "ssl", "tls":
+			scheme = "tls"
+		case "ws":
+			scheme = "ws"
+		case "wss":
+			scheme = "wss"
+		case "unix":
+			scheme = "unix"
+		default:
+			return &Error{Kind: KindUsage, Err: fmt.Errorf("unknown URL scheme %q in %q", u.Scheme, c.URL),
+				Hints: []string{"use mqtt, tcp, mqtts, ssl, tls, ws, wss or unix"}}
+		}
+		if u.User != nil {
+			if c.Username == "" {
+				c.Username = u.User.Username()
+			}
+			if p, ok := u.User.Password(); ok && c.Password == "" {
+				c.Password = p
+			}
+		}
+		if scheme == "unix" {
+			if c.SocketPath == "" {
+				c.SocketPath = u.Host + u.Path
+			}
+		} else {
+			if c.Host == "" {
+				c.Host = u.Hostname()
+			}
+			if p := u.Port(); p != "" && c.Port == 0 {
+				n, err := strconv.Atoi(p)
+				if err != nil {
+					return Usagef("invalid port %q in URL %q", p, c.URL)
+				}
+				c.Port = n
+			}
+			path := u.Path
+			switch scheme {
+			case "ws", "wss":
+				if c.WSPath == "" && path != "" {
+					c.WSPath = path
+				}
+			default:
+				// mosquitto's -L mqtt://host/a/b names the topic a/b.
+				if t := strings.TrimPrefix(path, "/"); t != "" && c.Topic == "" {
+					c.Topic = t
+				}
+			}
+		}
+	} else if c.SocketPath != "" {
+		scheme = "unix"
+	}
+	tlsFiles := c.TLS.CAFile != "" || c.TLS.CAPath != "" || c.TLS.CertFile != "" || c.TLS.Insecure
+	switch scheme {
+	case "tls", "wss":
+		c.TLS.Enabled = true
+	case "tcp":
+		if c.TLS.Enabled || tlsFiles {
+			c.TLS.Enabled = true
+			scheme = "tls"
+		}
+	case "ws":
+		if c.TLS.Enabled || tlsFiles {
+			c.TLS.Enabled = true
+			scheme = "wss"
+		}
+	}
+	c.Scheme = scheme
+	if scheme == "unix" {
+		if c.SocketPath == "" {
+			return Usagef("unix URL has no socket path: write unix:///path/to/socket")
+		}
+		return c.validate()
+	}
+	if c.Host == "" {
+		c.Host = "localhost"
+	}
+	if c.Port == 0 {
+		c.Port = map[string]int{"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}[scheme]
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return Usagef("port %d out of range 1..65535", c.Port)
+	}
+	if (scheme == "ws" || scheme == "wss") && c.WSPath == "" {
+		c.WSPath = "/mqtt"
+	}
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return &Error{Kind: KindUsage, Err: fmt.Errorf("--cert and --key go together"),
+			Hints: []string{"give both the client certificate and its private key"}}
+	}
+	switch c.TLS.MinVersion {
+	case "", "1.2", "1.3", "tlsv1.2", "tlsv1.3":
+	default:
+		return Usagef("unsupported --tls-version %q: use 1.2 or 1.3", c.TLS.MinVersion)
+	}
+	if c.KeepAlive < 0 || c.KeepAlive.Seconds() > 65535 {
+		return Usagef("keepalive %s out of range 0..65535 seconds", c.KeepAlive)
+	}
+	if c.Will != nil {
+		if c.Will.Topic == "" {
+			return Usagef("a will needs --will-topic")
+		}
+		if c.Will.QoS > 2 {
+			return Usagef("--will-qos %d out of range 0..2", c.Will.QoS)
+		}
+	}
+	if c.SessionExpiry != nil && c.Version != V5 {
+		return Usagef("-x/--session-expiry is an MQTT 5 feature; drop it or use -V 5")
+	}
+	if c.Version == V311 || c.Version == V31 {
+		if c.ClientID == "" && c.NoClean {
+			return Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
+		}
+	}
+	if c.Version == V31 && len(c.ClientID) > 23 {
+		return Usagef("client id %q is longer than the 23 bytes MQTT 3.1 allows", c.ClientID)
+	}
+	return nil
+}
+
+// Addr returns host:port, or the socket path for unix.
+func (c *Config) Addr() string {
+	if c.Scheme == "unix" {
+		return c.SocketPath
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+}
+
+// String returns the broker URL this Config dials, without credentials.
+func (c *Config) String() string {
+	switch c.Scheme {
+	case "unix":
+		return "unix://" + c.SocketPath
+	case "ws", "wss":
+		return c.Scheme + "://" + c.Addr() + c.WSPath
+	case "tls":
+		return "mqtts://" + c.Addr()
+	}
+	return "mqtt://" + c.Addr()
+}
