@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// serveHTTP starts the --http endpoint on addr (which may be "127.0.0.1:0"):
+//
+//	/metrics            Prometheus text exposition format 0.0.4
+//	/healthz            200 "ok" while the broker serves
+//	/api/clients        JSON list of sessions (connected and offline persistent)
+//	/api/subscriptions  JSON list of subscriptions
+//	/debug/pprof/*      Go profiles, only when pprof is true
+//
+// It returns the bound address and a function that shuts the server down
+// gracefully (bounded by its context). The server also stops when ctx ends.
+func serveHTTP(ctx context.Context, addr string, srv *mqtt.Server, m *metricsHook, pprofOn bool) (net.Addr, func(context.Context) error, error) {
+	if m == nil {
+		m = newMetricsHook() // counters stay zero; the gauges still come from srv
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_, _ = w.Write(renderMetrics(srv, m, time.Now()))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /api/clients", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, apiClients(srv))
+	})
+	mux.HandleFunc("GET /api/subscriptions", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, apiSubscriptions(srv))
+	})
+	if pprofOn {
+		// Registered on our own mux: importing net/http/pprof also adds its
+		// handlers to http.DefaultServeMux, which we never serve.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("http listener %s: %w", addr, err)
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	stopped := make(chan struct{})
+	go func() {
+		// Tie the server to ctx without leaking this goroutine after an
+		// explicit shutdown.
+		select {
+		case <-ctx.Done():
+			_ = hs.Close()
+		case <-stopped:
+		}
+	}()
+
+	var once atomic.Bool
+	shutdown := func(sctx context.Context) error {
+		if !once.CompareAndSwap(false, true) {
+			return nil
+		}
+		defer close(stopped)
+		err := hs.Shutdown(sctx)
+		if err != nil {
+			_ = hs.Close()
+		}
+		if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("stop http endpoint: %w", err)
+		}
+		return nil
+	}
+	return ln.Addr(), shutdown, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// apiClient is one entry of /api/clients.
+type apiClient struct {
+	ID              string `json:"id"`
+	Username        string `json:"username,omitempty"`
+	Remote          string `json:"remote,omitempty"`
+	Listener        string `json:"listener,omitempty"`
+	ProtocolVersion byte   `json:"protocol_version"`
+	Connected       bool   `json:"connected"`
+	Clean           bool   `json:"clean"`
+	Keepalive       uint16 `json:"keepalive"`
+	Subscriptions   int    `json:"subscriptions"`
+	Inflight        int    `json:"inflight"`
+}
+
+func apiClients(srv *mqtt.Server) []apiClient {
+	out := []apiClient{}
+	for _, cl := range srv.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		out = append(out, apiClient{
+			ID:              cl.ID,
+			Username:        string(cl.Properties.Username),
+			Remote:          cl.Net.Remote,
+			Listener:        cl.Net.Listener,
+			ProtocolVersion: cl.Properties.ProtocolVersion,
+			Connected:       !cl.Closed(),
+			Clean:           cl.Properties.Clean,
+			Keepalive:       cl.State.Keepalive,
+			Subscriptions:   cl.State.Subscriptions.Len(),
+			Inflight:        cl.State.Inflight.Len(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// apiSubscription is one entry of /api/subscriptions.
+type apiSubscription struct {
+	Client            string `json:"client"`
+	Filter            string `json:"filter"`
+	Qos               byte   `json:"qos"`
+	NoLocal           bool   `json:"no_local,omitempty"`
+	RetainAsPublished bool   `json:"retain_as_published,omitempty"`
+	RetainHandling    byte   `json:"retain_handling,omitempty"`
+	Identifier        int    `json:"identifier,omitempty"`
+}
+
+func apiSubscriptions(srv *mqtt.Server) []apiSubscription {
+	out := []apiSubscription{}
+	for id, cl := range srv.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		for _, s := range cl.State.Subscriptions.GetAll() {
+			out = append(out, apiSubscription{
+				Client: id, Filter: s.Filter, Qos: s.Qos, NoLocal: s.NoLocal,
+				RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling,
+				Identifier: s.Identifier,
+			})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Client != out[j].Client {
+			return out[i].Client < out[j].Client
+		}
+		return out[i].Filter < out[j].Filter
+	})
+	return out
+}
+
+// promWriter writes metric families: one HELP and one TYPE line, then the
+// samples, as the text exposition format requires.
+type promWriter struct{ b bytes.Buffer }
+
+func (p *promWriter) family(name, typ, help string) {
+	fmt.Fprintf(&p.b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+func (p *promWriter) sample(name, labels string, v uint64) {
+	if labels != "" {
+		fmt.Fprintf(&p.b, "%s{%s} %d\n", name, labels, v)
+		return
+	}
+	fmt.Fprintf(&p.b, "%s %d\n", name, v)
+}
+
+func (p *promWriter) one(name, typ, help string, v uint64) {
+	p.family(name, typ, help)
+	p.sample(name, "", v)
+}
+
+func (p *promWriter) byQos(name, help string, vs *[3]atomic.Uint64) {
+	p.family(name, "counter", help)
+	for q := range vs {
+		p.sample(name, fmt.Sprintf(`qos="%d"`, q), vs[q].Load())
+	}
+}
+
+// nonNeg converts one of mochi's int64 counters; they never go below zero,
+// but a gauge must not wrap if one briefly did.
+func nonNeg(v int64) uint64 {
+	if v < 0 {
+		return 0
+	}
+	return uint64(v)
+}
+
+func renderMetrics(srv *mqtt.Server, m *metricsHook, now time.Time) []byte {
+	var p promWriter
+	info := srv.Info
+	p.one("mqtk_broker_uptime_seconds", "gauge", "Seconds since the broker started.",
+		nonNeg(now.Unix()-atomic.LoadInt64(&info.Started)))
+	p.one("mqtk_broker_clients_connected", "gauge", "Clients currently connected.",
+		nonNeg(atomic.LoadInt64(&info.ClientsConnected)))
+	p.one("mqtk_broker_sessions", "gauge", "Sessions known to the broker, connected or offline persistent.",
+		uint64(srv.Clients.Len()))
+	p.one("mqtk_broker_connections_total", "counter", "Connections accepted (CONNACK success) since start.",
+		m.connects.Load())
+	p.one("mqtk_broker_subscriptions", "gauge", "Active subscriptions.",
+		nonNeg(atomic.LoadInt64(&info.Subscriptions)))
+	p.one("mqtk_broker_retained_messages", "gauge", "Retained messages held.",
+		uint64(srv.Topics.Retained.Len()))
+	p.one("mqtk_broker_inflight_messages", "gauge", "QoS 1/2 messages in flight or queued for offline sessions.",
+		nonNeg(atomic.LoadInt64(&info.Inflight)))
+	p.byQos("mqtk_broker_messages_received_total", "PUBLISH packets received from clients.", &m.msgsIn)
+	p.byQos("mqtk_broker_messages_sent_total", "PUBLISH packets sent to clients.", &m.msgsOut)
+	p.byQos("mqtk_broker_payload_bytes_received_total", "Payload bytes of PUBLISH packets received.", &m.bytesIn)
+	p.byQos("mqtk_broker_payload_bytes_sent_total", "Payload bytes of PUBLISH packets sent.", &m.bytesOut)
+	p.one("mqtk_broker_bytes_received_total", "counter", "Bytes read from client connections, all packet types.",
+		nonNeg(atomic.LoadInt64(&info.BytesReceived)))
+	p.one("mqtk_broker_bytes_sent_total", "counter", "Bytes written to client connections, all packet types.",
+		nonNeg(atomic.LoadInt64(&info.BytesSent)))
+	p.family("mqtk_broker_messages_dropped_total", "counter",
+		"Messages not delivered, by reason: queue_full (subscriber's outbound queue full), inflight_quota (too many unacknowledged messages for one client), discarded (queued QoS 1/2 message expired or its session was discarded).")
+	p.sample("mqtk_broker_messages_dropped_total", `reason="queue_full"`, m.droppedQueueFull.Load())
+	p.sample("mqtk_broker_messages_dropped_total", `reason="inflight_quota"`, nonNeg(atomic.LoadInt64(&info.InflightDropped)))
+	p.sample("mqtk_broker_messages_dropped_total", `reason="discarded"`, m.droppedInflight.Load())
+	p.one("mqtk_broker_auth_failures_total", "counter", "Connections refused for bad credentials or certificates.",
+		m.authFailures.Load())
+	p.one("mqtk_broker_subscribe_denied_total", "counter", "Subscription filters refused in a SUBACK.",
+		m.subscribeDenied.Load())
+	return p.b.Bytes()
+}
