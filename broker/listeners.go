@@ -1,0 +1,478 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// listenerSpec is a parsed --listen URL.
+type listenerSpec struct {
+	scheme string // tcp, tls, ws, wss, unix
+	addr   string // host:port or socket path
+	path   string // ws path
+}
+
+func (s listenerSpec) secure() bool { return s.scheme == "tls" || s.scheme == "wss" }
+
+// parseListen parses one --listen value.
+func parseListen(raw string) (listenerSpec, error) {
+	if !strings.Contains(raw, "://") {
+		return listenerSpec{}, fmt.Errorf("listener %q: want a URL such as tcp://127.0.0.1:1883, tls://:8883, ws://:8080/mqtt, wss://:8443/mqtt or unix:///path/to.sock", raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return listenerSpec{}, fmt.Errorf("listener %q: %w", raw, err)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	switch scheme {
+	case "mqtt":
+		scheme = "tcp"
+	case "mqtts", "ssl":
+		scheme = "tls"
+	}
+	switch scheme {
+	case "unix":
+		p := u.Path
+		if u.Host != "" { // unix://relative/path
+			p = u.Host + u.Path
+		}
+		if p == "" {
+			return listenerSpec{}, fmt.Errorf("listener %q: unix socket needs a path, as in unix:///tmp/mqtk.sock", raw)
+		}
+		return listenerSpec{scheme: scheme, addr: p}, nil
+	case "tcp", "tls", "ws", "wss":
+	default:
+		return listenerSpec{}, fmt.Errorf("listener %q: unknown scheme %q (want tcp, tls, ws, wss or unix)", raw, u.Scheme)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		// A missing port gets the IANA default for the scheme.
+		host = u.Host
+		port = map[string]string{"tcp": "1883", "tls": "8883", "ws": "8080", "wss": "8443"}[scheme]
+	}
+	spec := listenerSpec{scheme: scheme, addr: net.JoinHostPort(host, port)}
+	if scheme == "ws" || scheme == "wss" {
+		spec.path = u.Path
+		if spec.path == "" {
+			spec.path = "/mqtt"
+		}
+	} else if u.Path != "" && u.Path != "/" {
+		return listenerSpec{}, fmt.Errorf("listener %q: a path only makes sense for ws:// and wss://", raw)
+	}
+	return spec, nil
+}
+
+// checkExposure refuses to open a listener that other machines can reach
+// unless something guards it, as mosquitto 2.0 does with its local-only mode.
+func checkExposure(specs []listenerSpec, o Options) error {
+	if o.AllowAnonymous || o.PasswordFile != "" || o.RequireClientCert {
+		return nil
+	}
+	for _, s := range specs {
+		if s.scheme == "unix" {
+			continue
+		}
+		host, _, _ := net.SplitHostPort(s.addr)
+		if !isLoopbackHost(host) {
+			shown := host
+			if shown == "" {
+				shown = "all interfaces"
+			}
+			return fmt.Errorf("listener %s://%s would accept anonymous clients from other machines (%s): "+
+				"add --password-file FILE (see 'mqtk broker passwd'), --require-client-cert, or --allow-anonymous if that is really what you want",
+				s.scheme, s.addr, shown)
+		}
+	}
+	return nil
+}
+
+// loadTLS builds the server TLS configuration from the certificate files.
+func loadTLS(o Options) (*tls.Config, error) {
+	if o.TLSCert == "" || o.TLSKey == "" {
+		return nil, errors.New("a tls:// or wss:// listener needs --tls-cert and --tls-key (or --tls to use certificates from 'mqtk tlsgen')")
+	}
+	cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load tls certificate %s and key %s: %w", o.TLSCert, o.TLSKey, err)
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"mqtt", "http/1.1"},
+	}
+	if o.TLSCA != "" {
+		pem, err := os.ReadFile(o.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("read client ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client ca %s holds no PEM certificate", o.TLSCA)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	if o.RequireClientCert {
+		if cfg.ClientCAs == nil {
+			return nil, errors.New("--require-client-cert needs --tls-ca, the CA that signed the client certificates")
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if o.CertAsUsername && cfg.ClientCAs == nil {
+		return nil, errors.New("--cert-as-username needs --tls-ca, the CA that signed the client certificates")
+	}
+	return cfg, nil
+}
+
+// tlsConfig returns a config that picks up reloaded certificates for every
+// new handshake.
+func (b *Broker) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return b.tls.Load(), nil
+		},
+	}
+}
+
+// listener is a mochi listeners.Listener over a net.Listener we bound
+// ourselves, so that ":0" resolves to a known port before Start returns, and
+// every connection passes through serveConn (tracking, connect timeout,
+// write timeout).
+type listener struct {
+	b     *Broker
+	id    string
+	info  Listener
+	ln    net.Listener
+	httpS *http.Server // ws and wss only
+
+	once    sync.Once
+	serveWG sync.WaitGroup
+	est     listeners.EstablishFn
+	estMu   sync.Mutex
+}
+
+func (b *Broker) bind(ctx context.Context, id string, spec listenerSpec) (*listener, error) {
+	var lc net.ListenConfig
+	var ln net.Listener
+	var err error
+	if spec.scheme == "unix" {
+		removeStaleSocket(spec.addr)
+		ln, err = lc.Listen(ctx, "unix", spec.addr)
+	} else {
+		ln, err = lc.Listen(ctx, "tcp", spec.addr)
+	}
+	if err != nil {
+		hint := ""
+		if errors.Is(err, errAddrInUse) || strings.Contains(err.Error(), "address already in use") {
+			hint = " (another broker is running there: stop it or pick another port with --listen)"
+		}
+		return nil, fmt.Errorf("listen on %s://%s: %w%s", spec.scheme, spec.addr, err, hint)
+	}
+	l := &listener{b: b, id: id, ln: ln}
+	l.info = Listener{Scheme: spec.scheme, Addr: ln.Addr().String(), Path: spec.path}
+	if spec.scheme == "unix" {
+		l.info.Addr = spec.addr
+	}
+	if spec.scheme == "tls" {
+		l.ln = tls.NewListener(ln, b.tlsConfig())
+	}
+	if spec.scheme == "ws" || spec.scheme == "wss" {
+		if spec.scheme == "wss" {
+			l.ln = tls.NewListener(ln, b.tlsConfig())
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc(spec.path, l.serveWS)
+		l.httpS = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: b.limits.ConnectTimeout,
+			ErrorLog:          nil,
+		}
+	}
+	return l, nil
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// removeStaleSocket deletes a unix socket file nobody listens on any more,
+// left behind by a broker killed with -9.
+func removeStaleSocket(path string) {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		_ = c.Close()
+		return
+	}
+	_ = os.Remove(path)
+}
+
+func (l *listener) ID() string              { return l.id }
+func (l *listener) Address() string         { return l.info.Addr }
+func (l *listener) Protocol() string        { return l.info.Scheme }
+func (l *listener) Init(*slog.Logger) error { return nil }
+
+// Serve accepts until the listener is closed. Accept errors that come from
+// resource exhaustion (too many open files) back off instead of ending the
+// listener, so a flood of connections only delays newcomers.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.serveWG.Add(1)
+	defer l.serveWG.Done()
+	l.estMu.Lock()
+	l.est = establish
+	l.estMu.Unlock()
+	if l.httpS != nil {
+		_ = l.httpS.Serve(l.ln)
+		return
+	}
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.b.isClosing() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+					l.b.log.warn("accept failed, backing off", "listener", l.info.URL(), "error", err)
+				} else if delay < time.Second {
+					delay *= 2
+				}
+				time.Sleep(delay)
+				continue
+			}
+			return
+		}
+		delay = 0
+		go l.b.serveConn(l.id, c, "", establish)
+	}
+}
+
+func isTemporary(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "too many open files") || strings.Contains(s, "resource temporarily unavailable")
+}
+
+// Close is called by mochi's Server.Close; by then we have closed everything.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.closeListener()
+	closeClients(l.id)
+}
+
+func (l *listener) closeListener() {
+	l.once.Do(func() {
+		if l.httpS != nil {
+			_ = l.httpS.Close()
+		}
+		_ = l.ln.Close()
+	})
+}
+
+func (l *listener) wait() { l.serveWG.Wait() }
+
+var wsUpgrader = websocket.Upgrader{
+	ReadBufferSize:  1024,
+	WriteBufferSize: 1024,
+	Subprotocols:    []string{"mqtt", "mqttv3.1"},
+	// Browsers send an Origin; MQTT over WebSocket has no cookies to steal,
+	// and authentication happens in CONNECT, so any origin may connect.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// serveWS upgrades an HTTP request and serves the MQTT connection inside it
+// until it ends (the handler must not return earlier: the connection is
+// hijacked and owned by this goroutine).
+func (l *listener) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := wsUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	l.estMu.Lock()
+	est := l.est
+	l.estMu.Unlock()
+	cn := ""
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		cn = r.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	l.b.serveConn(l.id, &wsConn{Conn: ws}, cn, est)
+}
+
+func (b *Broker) isClosing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closing
+}
+
+// serveConn hands one accepted connection to mochi. It is the gate that
+// makes Close safe (upstream #541): once closing is set no connection enters
+// mochi, and Close waits for every connection that did.
+func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
+	c := &trackedConn{Conn: raw, b: b, certCN: certCN}
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		_ = raw.Close()
+		return
+	}
+	b.conns[c] = struct{}{}
+	b.connWG.Add(1)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+		_ = c.Close()
+		b.connWG.Done()
+	}()
+	// A CONNECT must arrive within ConnectTimeout; mochi replaces this
+	// deadline with the keepalive one once the CONNECT is in (mochi has no
+	// connect timeout, so a silent socket would be held for ever).
+	_ = raw.SetReadDeadline(time.Now().Add(b.limits.ConnectTimeout))
+	if tc, ok := raw.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			b.log.warn("tls handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
+			return
+		}
+		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+			c.certCN = st.PeerCertificates[0].Subject.CommonName
+		}
+	}
+	if err := establish(id, c); err != nil {
+		b.logDisconnect(c, err)
+	}
+}
+
+// logDisconnect logs, once, why mochi dropped a connection, unless it is an
+// ordinary end (client closed, server shutting down).
+func (b *Broker) logDisconnect(c *trackedConn, err error) {
+	if b.isClosing() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errRefusedConnect) {
+		return
+	}
+	var code packets.Code
+	if errors.As(err, &code) {
+		switch code {
+		case packets.CodeDisconnect, packets.ErrSessionTakenOver, packets.CodeDisconnectWillMessage, packets.ErrBadUsernameOrPassword:
+			return
+		}
+	}
+	s := err.Error()
+	if strings.Contains(s, "use of closed network connection") || strings.Contains(s, "connection reset") {
+		return
+	}
+	if c.writeTimedOut.Load() {
+		s = "client is not reading: its queue is full and a write waited " + b.limits.WriteTimeout.String()
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		s = "no CONNECT within " + b.limits.ConnectTimeout.String() + " or keepalive expired"
+	}
+	b.log.warn("connection dropped", "remote", c.RemoteAddr().String(), "reason", s)
+}
+
+// trackedConn is every client connection as mochi sees it. It bounds each
+// write: a client that stops reading fills its (bounded) queue, then the
+// blocked write times out and the connection is closed, so the client cannot
+// pin memory or a goroutine for ever. mochi's write loop ignores write
+// errors, which is why we close the connection here.
+type trackedConn struct {
+	net.Conn
+	b             *Broker
+	certCN        string // verified client certificate common name, if any
+	closeOnce     sync.Once
+	writeTimedOut atomic.Bool
+	shutdown      atomic.Bool
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	d := c.b.limits.WriteTimeout
+	if c.shutdown.Load() {
+		d = time.Second
+	}
+	if d > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.writeTimedOut.Store(true)
+		_ = c.Close()
+	}
+	return n, err
+}
+
+// shuttingDown shortens the write bound so Close cannot wait long on a
+// client that does not read.
+func (c *trackedConn) shuttingDown() {
+	c.shutdown.Store(true)
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+}
+
+func (c *trackedConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() { err = c.Conn.Close() })
+	return err
+}
+
+// wsConn presents a WebSocket as the byte stream MQTT expects: MQTT packets
+// may span WebSocket messages and a message may hold several packets.
+type wsConn struct {
+	*websocket.Conn
+	r io.Reader
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			mt, r, err := c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if mt != websocket.BinaryMessage {
+				// [MQTT-6.0.0-1] MQTT control packets go in binary frames.
+				return 0, errors.New("websocket: text frame received, MQTT needs binary frames")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}

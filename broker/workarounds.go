@@ -1,0 +1,152 @@
+package broker
+
+import (
+	"errors"
+	"math"
+	"sort"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// fixHook works around faults of mochi-mqtt v2.7.9 (upstream is dormant, so
+// they are fixed here rather than there) and applies our connect-time limits.
+// Each fix names the fault; broker_test.go has a test for each.
+type fixHook struct {
+	mqtt.HookBase
+	b *Broker
+
+	mu   sync.Mutex
+	next map[string]int // shared group → round-robin position
+}
+
+func (h *fixHook) ID() string { return "mqtk-fixes" }
+
+func (h *fixHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnWill, mqtt.OnSelectSubscribers:
+		return true
+	}
+	return false
+}
+
+// writeConnack writes a refusing CONNACK straight to the connection, for
+// refusals mochi would answer wrongly. It runs before mochi has parsed the
+// CONNECT, while nothing else writes to the connection.
+func writeConnack(cl *mqtt.Client, version, code byte) {
+	b := []byte{0x20, 0x02, 0x00, code}
+	if version == 5 {
+		b = []byte{0x20, 0x03, 0x00, code, 0x00} // no properties
+	}
+	_, _ = cl.Net.Conn.Write(b)
+}
+
+var errRefusedConnect = errors.New("connect refused")
+
+// OnPacketRead checks a CONNECT before mochi validates it.
+func (h *fixHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Connect {
+		return pk, nil
+	}
+	v := pk.ProtocolVersion
+	id := pk.Connect.ClientIdentifier
+	// mochi answers a 3.1.1 CONNECT with an empty client id and clean
+	// session 0 with 0x80, which 3.1.1 does not define; the spec wants
+	// 0x02 identifier rejected [MQTT-3.1.3-8]. (Anchor note; raw-packet
+	// test TestEmptyClientIDPersistentSessionRefused.)
+	if v < 5 && id == "" && !pk.Connect.Clean {
+		return h.refuse(cl, pk, 0x02, "empty client id with a persistent session")
+	}
+	if len(id) > h.b.limits.MaxClientIDLength {
+		code := byte(0x02)
+		if v == 5 {
+			code = packets.ErrClientIdentifierNotValid.Code
+		}
+		return h.refuse(cl, pk, code, "client id longer than the limit")
+	}
+	// mosquitto's max_keepalive: 3.1.1 has no way to tell a client to use a
+	// shorter keepalive, so a longer (or infinite) one is refused with 0x02.
+	if max := h.b.limits.MaxKeepalive; v < 5 && max < math.MaxUint16 && (pk.Connect.Keepalive == 0 || pk.Connect.Keepalive > max) {
+		return h.refuse(cl, pk, 0x02, "keepalive above --max-keepalive")
+	}
+	return pk, nil
+}
+
+func (h *fixHook) refuse(cl *mqtt.Client, pk packets.Packet, code byte, why string) (packets.Packet, error) {
+	writeConnack(cl, pk.ProtocolVersion, code)
+	h.b.log.warn("connect refused", "remote", cl.Net.Remote, "client", pk.Connect.ClientIdentifier, "reason", why)
+	return pk, errors.Join(packets.ErrRejectPacket, errRefusedConnect)
+}
+
+// OnConnect applies --max-keepalive to MQTT 5 clients: the broker's value is
+// sent back as Server Keep Alive [MQTT-3.2.2-21] and used for the deadline.
+func (h *fixHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	max := h.b.limits.MaxKeepalive
+	if cl.Properties.ProtocolVersion == 5 && max < math.MaxUint16 && (cl.State.Keepalive == 0 || cl.State.Keepalive > max) {
+		cl.State.Keepalive = max
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnWill: mochi publishes a delayed will even when the client reconnects
+// within the will delay (the EMQX-derived test
+// test_no_will_message_if_reconnect_in_time fails against it). The new
+// connection clears mochi's pending-will table, but the old connection's
+// goroutine may add its will only afterwards. A connection ended by a
+// session take-over is exactly "the client reconnected", so its delayed
+// will is turned into a no-op: no delay (nothing enters the table) and an
+// empty topic, which no subscription matches. [MQTT-3.1.3-9]
+func (h *fixHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.WillDelayInterval == 0 {
+		return will, nil
+	}
+	if !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) && !cl.IsTakenOver() {
+		return will, nil
+	}
+	// Only this connection's goroutine reads its will, right after us.
+	cl.Properties.Will.WillDelayInterval = 0
+	return mqtt.Will{}, nil
+}
+
+// OnSelectSubscribers: mochi picks a shared-subscription member from a map
+// iteration, i.e. at random and whether or not it is connected, so messages
+// go to dead sessions while live members idle. We choose among connected
+// members in turn (round robin per group), falling back to any member when
+// none is connected so a persistent session still queues the message.
+func (h *fixHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
+	if len(subs.Shared) == 0 {
+		return subs
+	}
+	subs.SharedSelected = map[string]packets.Subscription{}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.next == nil {
+		h.next = map[string]int{}
+	}
+	for group, members := range subs.Shared {
+		ids := make([]string, 0, len(members))
+		live := make([]string, 0, len(members))
+		for id := range members {
+			ids = append(ids, id)
+			if cl, ok := h.b.srv.Clients.Get(id); ok && !cl.Closed() {
+				live = append(live, id)
+			}
+		}
+		pool := live
+		if len(pool) == 0 {
+			pool = ids
+		}
+		sort.Strings(pool)
+		i := h.next[group] % len(pool)
+		h.next[group] = i + 1
+		id := pool[i]
+		sub := members[id]
+		if prev, ok := subs.SharedSelected[id]; ok {
+			sub = prev.Merge(sub)
+		}
+		subs.SharedSelected[id] = sub
+	}
+	return subs
+}
