@@ -169,6 +169,8 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 	root.AddCommand(
 		newVersionCmd(a),
 		newManCmd(a),
+		newPubCmd(a, nil),
+		newTlsgenCmd(a, nil),
 	)
 	root.SetHelpCommand(newHelpCmd(a, root))
 	return root

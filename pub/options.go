@@ -1,0 +1,262 @@
+// Package pub publishes MQTT messages from the shell: a message from the
+// command line, a file, stdin whole or line by line, or a recorded JSONL
+// file replayed with its original timing. Line mode keeps a bounded window
+// of unacknowledged messages and, when the connection drops, reconnects and
+// resends them in order, so a pipe into `mqtk pub -l -q 1` loses nothing.
+package pub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// Source says where payloads come from. Exactly one is chosen.
+type Source int
+
+// The payload sources, named after their mosquitto_pub flags.
+const (
+	SourceNone    Source = iota
+	SourceMessage        // -m: Options.Message
+	SourceFile           // -f: the whole of Options.File, binary-safe
+	SourceStdin          // -s: all of Options.In as one message
+	SourceLines          // -l: one message per line of Options.In
+	SourceNull           // -n: an empty payload
+	SourceReplay         // --replay: the records in Options.File
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceMessage:
+		return "-m/--message"
+	case SourceFile:
+		return "-f/--file"
+	case SourceStdin:
+		return "-s/--stdin-file"
+	case SourceLines:
+		return "-l/--stdin-line"
+	case SourceNull:
+		return "-n/--null-message"
+	case SourceReplay:
+		return "--replay"
+	}
+	return "no payload source"
+}
+
+// Payload encodings for --encoding.
+const (
+	EncText   = "text"
+	EncHex    = "hex"
+	EncBase64 = "base64"
+)
+
+// Line formats for -l.
+const (
+	LineText  = "text"
+	LineJSONL = "jsonl"
+)
+
+// Props are the MQTT 5 PUBLISH properties given on the command line.
+type Props struct {
+	UserProperties  []mqttconn.UserProperty
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	MessageExpiry   *uint32
+	PayloadFormat   *byte
+	TopicAlias      uint16
+}
+
+func (p Props) empty() bool {
+	return len(p.UserProperties) == 0 && p.ContentType == "" && p.ResponseTopic == "" &&
+		p.CorrelationData == nil && p.MessageExpiry == nil && p.PayloadFormat == nil && p.TopicAlias == 0
+}
+
+// Clock is the time source for pacing (--repeat-delay, --rate, --replay)
+// and for template times. Tests inject a fake one so that pacing is checked
+// without sleeping.
+type Clock interface {
+	Now() time.Time
+	// Sleep waits d or until ctx ends, returning ctx's error then.
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+// Now returns time.Now().
+func (RealClock) Now() time.Time { return time.Now() }
+
+// Sleep waits for d or ctx.
+func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Options configure one Run. cmd/mqtk fills them from flags; tests fill
+// them directly.
+type Options struct {
+	Config mqttconn.Config
+	// Dial opens a connection; required (cmd/mqtk passes mqttconn.Dial).
+	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+
+	Topic  string // -t; may be empty when every line or record names its topic
+	QoS    byte
+	Retain bool
+
+	Source   Source
+	Message  string // -m, before --encoding is applied
+	File     string // -f or --replay
+	In       io.Reader
+	Encoding string // text (default), hex or base64
+
+	Props Props
+
+	Repeat      int           // total sends of a single message; 0 or 1 means once
+	RepeatDelay time.Duration // pause between repeats
+	Rate        float64       // messages per second; 0 means as fast as acks allow
+	MaxInflight int           // QoS 1/2 window; 0 means 20, as mosquitto_pub -M
+
+	Template      bool // --template: topic, -m payload and user properties are Go templates
+	TopicFromLine bool // -l lines are topic<TAB>payload
+	LineFormat    string
+
+	// Speed scales --replay spacing: 2 halves every gap. 0 means as fast as
+	// possible (--speed max).
+	Speed float64
+
+	// ReconnectTimeout bounds how long line mode keeps trying to reconnect
+	// after a dropped connection; 0 means one minute.
+	ReconnectTimeout time.Duration
+
+	Quiet  bool
+	IO     *ui.Streams
+	Clock  Clock                  // nil means RealClock
+	Getenv func(string) string    // for the env template function
+	Host   func() (string, error) // for .Hostname; nil means os.Hostname
+}
+
+// Validate checks what can be checked before connecting. Every failure is
+// a usage error naming the cause and the fix.
+func (o *Options) Validate() error {
+	if o.Source == SourceNone {
+		return mqttconn.Usagef("no payload given: use one of -m MESSAGE, -f FILE, -s (stdin), -l (stdin lines), -n (empty) or --replay FILE")
+	}
+	if o.QoS > 2 {
+		return mqttconn.Usagef("QoS %d out of range: use -q 0, 1 or 2", o.QoS)
+	}
+	switch o.Encoding {
+	case "", EncText, EncHex, EncBase64:
+	default:
+		return mqttconn.Usagef("--encoding %q unknown: use text, hex or base64", o.Encoding)
+	}
+	switch o.LineFormat {
+	case "", LineText:
+	case LineJSONL:
+		if o.Source != SourceLines {
+			return mqttconn.Usagef("--line-format jsonl needs -l: it says how stdin lines are read")
+		}
+		if o.TopicFromLine {
+			return mqttconn.Usagef("--topic-from-line and --line-format jsonl both say where the topic comes from: use one")
+		}
+	default:
+		return mqttconn.Usagef("--line-format %q unknown: use text or jsonl", o.LineFormat)
+	}
+	if o.TopicFromLine && o.Source != SourceLines {
+		return mqttconn.Usagef("--topic-from-line needs -l: it reads topic<TAB>payload lines from stdin")
+	}
+	if o.Repeat < 0 {
+		return mqttconn.Usagef("--repeat %d is negative: give the number of times to publish", o.Repeat)
+	}
+	if o.Repeat > 1 && (o.Source == SourceLines || o.Source == SourceReplay) {
+		return mqttconn.Usagef("--repeat works with -m, -f, -s and -n, not %s", o.Source)
+	}
+	if o.Rate < 0 {
+		return mqttconn.Usagef("--rate must be positive")
+	}
+	if o.Speed < 0 {
+		return mqttconn.Usagef("--speed must be positive or 'max'")
+	}
+	if o.MaxInflight < 0 {
+		return mqttconn.Usagef("--max-inflight %d is negative: use a positive window, e.g. 20", o.MaxInflight)
+	}
+	needTopic := !(o.Source == SourceReplay || o.TopicFromLine || o.LineFormat == LineJSONL)
+	if o.Topic == "" && needTopic {
+		return mqttconn.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
+	}
+	if o.Topic != "" && !o.Template {
+		if err := CheckTopic(o.Topic); err != nil {
+			return mqttconn.Usagef("-t %s: %v", quoteTopic(o.Topic), err)
+		}
+	}
+	if o.Config.Version != mqttconn.V5 && !o.Props.empty() {
+		return mqttconn.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties: drop -V (5 is the default) or the property flag", o.Props.firstName(), o.Config.Version)
+	}
+	if o.Dial == nil {
+		return errors.New("pub: Options.Dial is nil")
+	}
+	return nil
+}
+
+func (p Props) firstName() string {
+	switch {
+	case len(p.UserProperties) > 0:
+		return "--user-property"
+	case p.ContentType != "":
+		return "--content-type"
+	case p.ResponseTopic != "":
+		return "--response-topic"
+	case p.CorrelationData != nil:
+		return "--correlation-data"
+	case p.MessageExpiry != nil:
+		return "--message-expiry"
+	case p.PayloadFormat != nil:
+		return "--payload-format-indicator"
+	}
+	return "--topic-alias"
+}
+
+// CheckTopic reports why name cannot be a PUBLISH topic name.
+func CheckTopic(name string) error {
+	switch {
+	case name == "":
+		// [MQTT-4.7.3-1] topic names are at least one character long.
+		return errors.New("topic is empty: give a topic such as sensors/1/temp")
+	case len(name) > 65535:
+		// A UTF-8 string in MQTT carries a two-byte length prefix.
+		return fmt.Errorf("topic is %d bytes, over MQTT's limit of 65535: shorten it", len(name))
+	case strings.ContainsAny(name, "+#"):
+		// [MQTT-3.3.2-2] wildcards are for subscriptions only.
+		return errors.New("wildcards + and # are only for subscribing: publish to a concrete topic")
+	case strings.ContainsRune(name, 0):
+		// [MQTT-4.7.3-2] topic names must not contain U+0000.
+		return errors.New("topic contains a NUL character: remove it")
+	case !utf8.ValidString(name):
+		// [MQTT-1.5.4-1] strings are well-formed UTF-8.
+		return errors.New("topic is not valid UTF-8: fix its encoding")
+	}
+	return nil
+}
+
+func quoteTopic(t string) string {
+	if len(t) > 60 {
+		return fmt.Sprintf("%q...", t[:60])
+	}
+	return fmt.Sprintf("%q", t)
+}
