@@ -1,0 +1,265 @@
+package mqttconn
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+)
+
+// watchConn sits between an MQTT library and the transport. It remembers the
+// first byte the broker sent (a TLS record there means a plain client hit a
+// TLS port) and, when debug is set, writes one line per MQTT packet in each
+// direction. Both protocol versions share it; it parses only the fixed
+// header and the few fields worth showing.
+type watchConn struct {
+	net.Conn
+	version Version
+	debug   io.Writer
+
+	mu    sync.Mutex // guards first, nread and the debug writer
+	first int        // first byte received, -1 before any
+	nread int64
+
+	rbuf []byte // reader side: owned by the single reading goroutine
+	wmu  sync.Mutex
+	wbuf []byte
+}
+
+func newWatchConn(c net.Conn, v Version, debug io.Writer) *watchConn {
+	return &watchConn{Conn: c, version: v, debug: debug, first: -1}
+}
+
+func (w *watchConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if n > 0 {
+		w.mu.Lock()
+		if w.first < 0 {
+			w.first = int(p[0])
+		}
+		w.nread += int64(n)
+		w.mu.Unlock()
+		if w.debug != nil {
+			w.rbuf = w.trace(w.rbuf, p[:n], "←")
+		}
+	}
+	return n, err
+}
+
+func (w *watchConn) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	if n > 0 && w.debug != nil {
+		w.wmu.Lock()
+		w.wbuf = w.trace(w.wbuf, p[:n], "→")
+		w.wmu.Unlock()
+	}
+	return n, err
+}
+
+// sawTLS reports whether the broker's first byte was a TLS record type:
+// 0x15 alert or 0x16 handshake. Neither is a valid first byte of a CONNACK.
+func (w *watchConn) sawTLS() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.first == 0x15 || w.first == 0x16
+}
+
+func (w *watchConn) readNothing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.nread == 0
+}
+
+// trace appends data to buf, prints every complete packet and returns what
+// is left of the next one.
+func (w *watchConn) trace(buf, data []byte, dir string) []byte {
+	buf = append(buf, data...)
+	for {
+		if len(buf) < 2 {
+			return buf
+		}
+		rl, n, ok := varint(buf[1:])
+		if !ok {
+			if len(buf) > 5 { // malformed length: stop tracing this stream
+				w.line(dir + " (unparseable bytes)")
+				return nil
+			}
+			return buf
+		}
+		total := 1 + n + rl
+		if len(buf) < total {
+			return buf
+		}
+		w.line(dir + " " + describe(buf[0], buf[1+n:total], w.version))
+		buf = append(buf[:0], buf[total:]...)
+	}
+}
+
+func (w *watchConn) line(s string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Fprintf(w.debug, "mqtk: %s\n", s)
+}
+
+// varint decodes an MQTT variable byte integer; ok is false when b does not
+// yet hold all of it.
+func varint(b []byte) (v, n int, ok bool) {
+	mult := 1
+	for i := 0; i < 4 && i < len(b); i++ {
+		v += int(b[i]&0x7f) * mult
+		if b[i]&0x80 == 0 {
+			return v, i + 1, true
+		}
+		mult *= 128
+	}
+	return 0, 0, false
+}
+
+var packetNames = [...]string{"RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC",
+	"PUBREL", "PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ",
+	"PINGRESP", "DISCONNECT", "AUTH"}
+
+// pr is a tiny bounds-checked reader over a packet body.
+type pr struct {
+	b   []byte
+	bad bool
+}
+
+func (r *pr) u8() byte {
+	if len(r.b) < 1 {
+		r.bad = true
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *pr) u16() uint16 {
+	if len(r.b) < 2 {
+		r.bad = true
+		return 0
+	}
+	v := binary.BigEndian.Uint16(r.b)
+	r.b = r.b[2:]
+	return v
+}
+
+func (r *pr) str() string {
+	n := int(r.u16())
+	if len(r.b) < n {
+		r.bad = true
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// skipProps skips an MQTT 5 property block.
+func (r *pr) skipProps() {
+	n, k, ok := varint(r.b)
+	if !ok || len(r.b) < k+n {
+		r.bad = true
+		return
+	}
+	r.b = r.b[k+n:]
+}
+
+func describe(h byte, body []byte, v Version) string {
+	t := h >> 4
+	name := packetNames[t]
+	r := &pr{b: body}
+	var f []string
+	reason := func() {
+		if v == V5 && len(r.b) > 0 {
+			c := r.u8()
+			f = append(f, fmt.Sprintf("reason=0x%02X (%s)", c, ReasonName(c)))
+		}
+	}
+	switch t {
+	case 1: // CONNECT
+		proto := r.str()
+		level := r.u8()
+		flags := r.u8()
+		ka := r.u16()
+		if level == 5 {
+			r.skipProps()
+		}
+		id := r.str()
+		f = append(f, fmt.Sprintf("protocol=%s level=%d id=%q clean=%t keepalive=%d", proto, level, id, flags&0x02 != 0, ka))
+		if flags&0x04 != 0 {
+			f = append(f, fmt.Sprintf("will-qos=%d will-retain=%t", flags>>3&3, flags&0x20 != 0))
+		}
+		if flags&0x80 != 0 {
+			f = append(f, "username")
+		}
+		if flags&0x40 != 0 {
+			f = append(f, "password")
+		}
+	case 2: // CONNACK
+		sp := r.u8()
+		c := r.u8()
+		if v == V5 {
+			f = append(f, fmt.Sprintf("session-present=%t reason=0x%02X (%s)", sp&1 != 0, c, ReasonName(c)))
+		} else {
+			f = append(f, fmt.Sprintf("session-present=%t rc=%d", sp&1 != 0, c))
+		}
+	case 3: // PUBLISH
+		qos := h >> 1 & 3
+		topic := r.str()
+		f = append(f, fmt.Sprintf("topic=%s qos=%d", topic, qos))
+		if qos > 0 {
+			f = append(f, fmt.Sprintf("id=%d", r.u16()))
+		}
+		if h&1 != 0 {
+			f = append(f, "retain")
+		}
+		if h&8 != 0 {
+			f = append(f, "dup")
+		}
+		if v == V5 {
+			r.skipProps()
+		}
+		f = append(f, fmt.Sprintf("len=%d", len(r.b)))
+	case 4, 5, 6, 7: // PUBACK, PUBREC, PUBREL, PUBCOMP
+		f = append(f, fmt.Sprintf("id=%d", r.u16()))
+		reason()
+	case 8, 10: // SUBSCRIBE, UNSUBSCRIBE
+		f = append(f, fmt.Sprintf("id=%d", r.u16()))
+		if v == V5 {
+			r.skipProps()
+		}
+		for len(r.b) > 0 && !r.bad {
+			s := r.str()
+			if t == 8 {
+				o := r.u8()
+				s = fmt.Sprintf("%s(qos=%d)", s, o&3)
+			}
+			f = append(f, "filter="+s)
+		}
+	case 9, 11: // SUBACK, UNSUBACK
+		f = append(f, fmt.Sprintf("id=%d", r.u16()))
+		if v == V5 {
+			r.skipProps()
+		}
+		if len(r.b) > 0 {
+			codes := make([]string, len(r.b))
+			for i, c := range r.b {
+				codes[i] = fmt.Sprintf("0x%02X", c)
+			}
+			f = append(f, "codes="+strings.Join(codes, ","))
+		}
+	case 14, 15: // DISCONNECT, AUTH
+		reason()
+	}
+	if r.bad {
+		f = append(f, "(truncated)")
+	}
+	if len(f) == 0 {
+		return name
+	}
+	return name + " " + strings.Join(f, " ")
+}

@@ -1,0 +1,250 @@
+package mqttconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// diagnose turns a failure to connect into a classified *Error whose
+// message names the cause and whose hints say what to try. It is the one
+// place where connection failures are classified, so that every command
+// prints and exits the same way. w may be nil (the transport never opened).
+func diagnose(cfg *Config, err error, w *watchConn) *Error {
+	op := "connect to " + cfg.String()
+	var ce *Error
+	if errors.As(err, &ce) {
+		if ce.Op == "" {
+			ce.Op = op
+		}
+		return ce
+	}
+	e := &Error{Kind: KindNetwork, Op: op, Err: err}
+	tlsOn := cfg.Scheme == "tls" || cfg.Scheme == "wss"
+	addr := cfg.Addr()
+
+	// TLS verification failures first: they are the most specific.
+	var hostErr x509.HostnameError
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	alert, isAlert := remoteAlert(err)
+	var hs *handshakeError
+	var dnsErr *net.DNSError
+	var wsErr *wsStatusError
+	switch {
+	case errors.As(err, &hostErr):
+		e.Kind = KindTLS
+		names := certNames(hostErr.Certificate)
+		e.Err = fmt.Errorf("the server certificate is for %s, not %q", names, hostErr.Host)
+		e.Hints = []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s", firstName(hostErr.Certificate, cfg.Host), hostErr.Host)}
+	case errors.As(err, &unknownCA):
+		e.Kind = KindTLS
+		issuer := "an unknown authority"
+		if unknownCA.Cert != nil {
+			issuer = fmt.Sprintf("%q", unknownCA.Cert.Issuer.String())
+		}
+		e.Err = fmt.Errorf("the server certificate is signed by %s, which is not trusted", issuer)
+		e.Hints = []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		e.Kind = KindTLS
+		c := invalid.Cert
+		now := time.Now().UTC().Format(time.RFC3339)
+		if c != nil && time.Now().Before(c.NotBefore) {
+			e.Err = fmt.Errorf("the server certificate is not valid yet: valid from %s to %s, now %s",
+				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
+		} else if c != nil {
+			e.Err = fmt.Errorf("the server certificate expired: valid from %s to %s, now %s",
+				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
+		} else {
+			e.Err = fmt.Errorf("the server certificate has expired or is not valid yet")
+		}
+		e.Hints = []string{"reissue the server certificate (mqtk tlsgen server NAME) or check the clocks"}
+	case errors.As(err, &invalid):
+		e.Kind = KindTLS
+		e.Err = fmt.Errorf("the server certificate is not valid: %v", invalid)
+	case isAlert:
+		e.Kind = KindTLS
+		switch {
+		// certificate_required (TLS 1.3); handshake_failure is what TLS 1.2 servers send
+		case strings.Contains(alert, "certificate required"), strings.Contains(alert, "handshake failure"):
+			if cfg.TLS.CertFile == "" {
+				e.Err = fmt.Errorf("the broker requires a client certificate (TLS alert: %v)", err)
+				e.Hints = []string{"give a client certificate and its key with --cert and --key"}
+			} else {
+				e.Err = fmt.Errorf("TLS handshake failed: %v", err)
+			}
+		case strings.Contains(alert, "certificate"):
+			e.Err = fmt.Errorf("the broker did not accept the client certificate (%v)", err)
+			e.Hints = []string{"the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"}
+		default:
+			e.Err = fmt.Errorf("TLS handshake failed: %v", err)
+		}
+	case errors.As(err, &hs):
+		e.Kind = KindTLS
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) || isEOFOrReset(err) {
+			e.Err = fmt.Errorf("the server did not answer TLS: is port %d plain MQTT?", cfg.Port)
+			e.Hints = []string{"drop --cafile/--cert/mqtts:// or use the broker's TLS port (8883 by convention)"}
+		} else {
+			e.Err = fmt.Errorf("TLS handshake failed: %v", hs.err)
+		}
+	case errors.As(err, &dnsErr):
+		e.Err = fmt.Errorf("cannot resolve host %q: %s", dnsErr.Name, dnsErr.Err)
+		e.Hints = []string{"check the host name given with -h or the URL"}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if cfg.Scheme == "unix" {
+			e.Err = fmt.Errorf("connection refused on socket %s", cfg.SocketPath)
+			e.Hints = []string{"is a broker listening on that socket? try mqtk broker"}
+		} else {
+			e.Err = fmt.Errorf("connection refused by %s", addr)
+			e.Hints = []string{fmt.Sprintf("is a broker running on %s? try mqtk broker", addr)}
+		}
+	case cfg.Scheme == "unix" && errors.Is(err, os.ErrNotExist):
+		e.Err = fmt.Errorf("no socket at %s", cfg.SocketPath)
+		e.Hints = []string{"is a broker listening on that socket? try mqtk broker"}
+	case isTimeout(err):
+		e.Err = fmt.Errorf("timed out after %s waiting for %s", cfg.ConnectTimeout, stage(w, tlsOn))
+		e.Hints = []string{fmt.Sprintf("is %s reachable and an MQTT broker? raise --connect-timeout if the link is slow", addr)}
+	case errors.As(err, &wsErr):
+		e.Err = fmt.Errorf("%s at %s", wsErr.Error(), wsErr.url)
+		e.Hints = []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}
+	case w != nil && !tlsOn && w.sawTLS():
+		// A plain client on a TLS port: the broker's first bytes are a TLS
+		// record (alert or handshake), never an MQTT CONNACK.
+		e.Kind = KindTLS
+		e.Err = fmt.Errorf("the server answered with TLS, not MQTT")
+		e.Hints = []string{"the port expects TLS: add --cafile or use mqtts://"}
+	case w != nil && !tlsOn && isEOFOrReset(err) && w.readNothing():
+		e.Err = fmt.Errorf("the broker closed the connection before CONNACK")
+		e.Hints = []string{"the port may expect TLS: add --cafile or use mqtts://",
+			"or the broker rejected the CONNECT: see its log"}
+	case isEOFOrReset(err):
+		e.Err = fmt.Errorf("the connection was closed: %v", err)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		e.Err = fmt.Errorf("%s is unreachable: %v", addr, err)
+		e.Hints = []string{"check the host, the network and any firewall"}
+	default:
+		var op *net.OpError
+		if !errors.As(err, &op) {
+			e.Kind = KindOther
+		}
+	}
+	return e
+}
+
+// refused is the error for a CONNACK with a failure reason code.
+func refused(cfg *Config, code byte, reasonString string) *Error {
+	msg := fmt.Sprintf("the broker refused the connection: %s (0x%02X)", ReasonName(code), code)
+	if reasonString != "" {
+		msg += ": " + reasonString
+	}
+	e := &Error{Kind: KindRefused, Op: "connect to " + cfg.String(), Err: errors.New(msg), Reason: code}
+	switch code {
+	case 0x86:
+		e.Hints = []string{"check -u/--username and the password (-P, --password-file, MQTK_PASSWORD)"}
+	case 0x87:
+		if cfg.Username == "" {
+			e.Hints = []string{"the broker wants credentials: give -u/--username and a password"}
+		} else {
+			e.Hints = []string{"check the user name, password and the broker's access rules"}
+		}
+	case 0x84:
+		e.Hints = []string{"the broker does not speak MQTT " + cfg.Version.String() + ": try -V 311"}
+	case 0x85:
+		e.Hints = []string{"choose another client id with -i, or none to let mqtk pick one"}
+	}
+	return e
+}
+
+func stage(w *watchConn, tlsOn bool) string {
+	switch {
+	case w == nil && tlsOn:
+		return "the TCP connection and TLS handshake"
+	case w == nil:
+		return "the TCP connection"
+	}
+	return "CONNACK"
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isEOFOrReset(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed)
+}
+
+func certNames(c *x509.Certificate) string {
+	if c == nil {
+		return "other names"
+	}
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 && c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName+" (common name only)")
+	}
+	if len(names) == 0 {
+		return "no host name"
+	}
+	for i, n := range names {
+		names[i] = strconv.Quote(n)
+	}
+	return strings.Join(names, ", ")
+}
+
+func firstName(c *x509.Certificate, def string) string {
+	if c != nil {
+		if len(c.DNSNames) > 0 {
+			return c.DNSNames[0]
+		}
+		if len(c.IPAddresses) > 0 {
+			return c.IPAddresses[0].String()
+		}
+	}
+	return def
+}
+
+// lost classifies the end of an established connection.
+func lost(cfg *Config, err error) *Error {
+	e := &Error{Kind: KindNetwork, Op: "connection to " + cfg.String(), Err: err}
+	if isEOFOrReset(err) {
+		e.Err = fmt.Errorf("the broker closed the connection: %v", err)
+	}
+	if _, ok := remoteAlert(err); ok {
+		e.Kind = KindTLS
+	}
+	return e
+}
+
+// remoteAlert reports a TLS alert sent by the broker. crypto/tls returns
+// these as a net.OpError "remote error" wrapping an unexported alert type,
+// so the alert's text is all there is to go on.
+func remoteAlert(err error) (string, bool) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
+		return op.Err.Error(), true
+	}
+	var a tls.AlertError
+	if errors.As(err, &a) {
+		return a.Error(), true
+	}
+	return "", false
+}

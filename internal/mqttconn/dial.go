@@ -1,0 +1,78 @@
+package mqttconn
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Dial connects to the broker described by cfg and returns a live Client:
+// MQTT 5 on paho.golang, 3.1.1 and 3.1 on paho.mqtt.golang. cfg.ConnectTimeout
+// bounds the TCP connection, the TLS handshake and the CONNECT/CONNACK
+// exchange together. Every failure is an *Error with a Kind.
+func Dial(ctx context.Context, cfg Config) (Client, error) {
+	if cfg.Scheme == "" {
+		if err := cfg.Resolve(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	id := clientID(&cfg)
+	if cfg.Version == V5 {
+		return dialV5(ctx, cfg, id)
+	}
+	return dialV3(ctx, cfg, id)
+}
+
+// clientID is -i, else -I plus a random suffix, else "mqtk-" plus one.
+// MQTT 3.1 allows at most 23 bytes [MQTT-3.1 CONNECT], so the result is cut
+// there for that version (the prefix is what gets shortened).
+func clientID(cfg *Config) string {
+	if cfg.ClientID != "" {
+		return cfg.ClientID
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	suffix := hex.EncodeToString(b[:])
+	prefix := cfg.IDPrefix
+	if prefix == "" {
+		prefix = "mqtk-"
+	}
+	if cfg.Version == V31 && len(prefix)+len(suffix) > 23 {
+		prefix = prefix[:23-len(suffix)]
+	}
+	return prefix + suffix
+}
+
+// openConn dials the transport and wraps it for tracing and diagnosis. The
+// connection carries ctx's deadline until the caller clears it after CONNACK.
+func openConn(ctx context.Context, cfg *Config) (*watchConn, error) {
+	raw, err := dialTransport(ctx, cfg)
+	if err != nil {
+		return nil, diagnose(cfg, err, nil)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	return newWatchConn(raw, cfg.Version, cfg.Debug), nil
+}
+
+// sessionExpiry is the MQTT 5 Session Expiry Interval to send: with -c and
+// no -x the session never expires (0xFFFFFFFF), as mosquitto's clients do
+// [MQTT-3.1.2-23]; -x wins when given; otherwise 0 (ends with the connection).
+func sessionExpiry(cfg *Config) uint32 {
+	if cfg.SessionExpiry != nil {
+		s := cfg.SessionExpiry.Seconds()
+		if s >= 0xFFFFFFFF {
+			return 0xFFFFFFFF
+		}
+		return uint32(s)
+	}
+	if cfg.NoClean {
+		return 0xFFFFFFFF
+	}
+	return 0
+}

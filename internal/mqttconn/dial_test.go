@@ -1,0 +1,145 @@
+package mqttconn
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// collector gathers messages delivered to OnMessage.
+type collector struct {
+	mu   sync.Mutex
+	msgs []*Message
+	ch   chan struct{}
+}
+
+func newCollector() *collector { return &collector{ch: make(chan struct{}, 1000)} }
+
+func (c *collector) on(m *Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.mu.Unlock()
+	c.ch <- struct{}{}
+}
+
+// wait returns once n messages arrived, failing the test after 10 s.
+func (c *collector) wait(t *testing.T, n int) []*Message {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.msgs)
+		c.mu.Unlock()
+		if got >= n {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return append([]*Message(nil), c.msgs...)
+		}
+		select {
+		case <-c.ch:
+		case <-deadline:
+			t.Fatalf("got %d messages, want %d", got, n)
+		}
+	}
+}
+
+func dial(t *testing.T, cfg Config) Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("dial %s: %v (hints %v)", cfg.String(), err, HintsOf(err))
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	return c
+}
+
+// roundTrip subscribes with one client and publishes QoS 0, 1 and 2 with
+// another, in order, checking what arrives.
+func roundTrip(t *testing.T, base Config) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	col := newCollector()
+	subCfg := base
+	subCfg.OnMessage = col.on
+	sub := dial(t, subCfg)
+	topic := fmt.Sprintf("mqtk/test/%d", time.Now().UnixNano())
+	codes, err := sub.Subscribe(ctx, []Subscription{{Filter: topic + "/#", QoS: 2}})
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if len(codes) != 1 || codes[0] != 2 {
+		t.Fatalf("subscribe codes = %v, want [2]", codes)
+	}
+	pub := dial(t, base)
+	for q := byte(0); q <= 2; q++ {
+		if err := pub.Publish(ctx, &Message{Topic: fmt.Sprintf("%s/q%d", topic, q), Payload: []byte{'p', '0' + q}, QoS: q}); err != nil {
+			t.Fatalf("publish qos %d: %v", q, err)
+		}
+	}
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		pub.PublishAsync(ctx, &Message{Topic: topic + "/seq", Payload: []byte(fmt.Sprint(i)), QoS: 1}, func(err error) {
+			if err != nil {
+				errs <- err
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("async publish: %v", err)
+	}
+	msgs := col.wait(t, 3+n)
+	for q := 0; q <= 2; q++ {
+		m := msgs[q]
+		if m.Topic != fmt.Sprintf("%s/q%d", topic, q) || !bytes.Equal(m.Payload, []byte{'p', '0' + byte(q)}) || int(m.QoS) != q {
+			t.Errorf("message %d = %s %q qos %d", q, m.Topic, m.Payload, m.QoS)
+		}
+	}
+	for i, m := range msgs[3:] {
+		if string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("async message %d has payload %q: order not kept", i, m.Payload)
+		}
+	}
+	if err := sub.Unsubscribe(ctx, topic+"/#"); err != nil {
+		t.Fatalf("unsubscribe: %v", err)
+	}
+	info := pub.Info()
+	if info.Version != base.Version || info.ClientID == "" {
+		t.Errorf("info = %+v", info)
+	}
+}
+
+func TestRoundTripTCP(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, v := range []Version{V5, V311, V31} {
+		t.Run(v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+			roundTrip(t, cfg)
+		})
+	}
+}

@@ -1,0 +1,74 @@
+package mqttconn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// tlsConfig builds the client TLS configuration from cfg.TLS. File problems
+// are usage errors: nothing was tried on the network yet.
+func tlsConfig(cfg *Config) (*tls.Config, error) {
+	t := cfg.TLS
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: t.ServerName,
+		NextProtos: t.ALPN,
+		// --insecure skips all verification, as mosquitto 2.1 and MQTTX do:
+		// skipping only the hostname (mosquitto 2.0) surprised people.
+		InsecureSkipVerify: t.Insecure,
+	}
+	if tc.ServerName == "" {
+		tc.ServerName = cfg.Host
+	}
+	switch t.MinVersion {
+	case "1.3", "tlsv1.3":
+		tc.MinVersion = tls.VersionTLS13
+	}
+	if t.CAFile != "" || t.CAPath != "" {
+		pool := x509.NewCertPool()
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return nil, &Error{Kind: KindUsage, Op: "read --cafile", Err: err}
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, &Error{Kind: KindUsage, Op: "read --cafile",
+					Err:   fmt.Errorf("%s holds no PEM certificate", t.CAFile),
+					Hints: []string{"give the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)"}}
+			}
+		}
+		if t.CAPath != "" {
+			entries, err := os.ReadDir(t.CAPath)
+			if err != nil {
+				return nil, &Error{Kind: KindUsage, Op: "read --capath", Err: err}
+			}
+			n := 0
+			for _, e := range entries {
+				if e.IsDir() {
+					continue
+				}
+				pem, err := os.ReadFile(filepath.Join(t.CAPath, e.Name()))
+				if err == nil && pool.AppendCertsFromPEM(pem) {
+					n++
+				}
+			}
+			if n == 0 {
+				return nil, &Error{Kind: KindUsage, Op: "read --capath",
+					Err: fmt.Errorf("no PEM certificate found in %s", t.CAPath)}
+			}
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, &Error{Kind: KindUsage, Op: "load --cert/--key", Err: err,
+				Hints: []string{"--cert and --key must be a PEM certificate and its matching private key"}}
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

@@ -1,0 +1,512 @@
+package mqttconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
+)
+
+// v5Client is the MQTT 5 Client on paho.golang. paho handles CONNECT,
+// SUBSCRIBE, keepalive and the QoS 1/2 state machines; PUBLISH goes through
+// our own single writer so that messages queued from one goroutine reach
+// the wire in order while many are in flight (paho's Publish blocks for
+// the acknowledgement, and its async mode gives no result).
+type v5Client struct {
+	cfg  Config
+	pc   *paho.Client
+	conn net.Conn // the thread-safe conn paho also writes to
+	sess *state.State
+	info Info
+
+	queue chan *pubReq  // PublishAsync → writer
+	acks  chan *pubWait // writer → acker, in wire order
+	quit  chan struct{} // closed when the client starts to end
+	// quitCtx is cancelled together with closing quit.
+	quitCtx    context.Context
+	quitCancel context.CancelFunc
+	done       chan struct{}  // closed once everything has stopped
+	wg         sync.WaitGroup // writer and acker
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	closed  bool
+	senders int
+	err     error
+	endOnce sync.Once
+}
+
+type pubReq struct {
+	ctx  context.Context
+	m    *Message
+	done func(error)
+}
+
+// pubWait is one message on the wire waiting for its acknowledgement; ret
+// is nil for QoS 0, whose result (err) is known once written.
+type pubWait struct {
+	m    *Message
+	ret  chan packets.ControlPacket
+	err  error
+	done func(error)
+}
+
+func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	w, err := openConn(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &v5Client{
+		cfg:   cfg,
+		conn:  packets.NewThreadSafeConn(w),
+		sess:  state.NewInMemory(),
+		queue: make(chan *pubReq, 16),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	c.quitCtx, c.quitCancel = context.WithCancel(context.Background())
+	c.pc = paho.NewClient(paho.ClientConfig{
+		ClientID:          id,
+		Conn:              c.conn,
+		Session:           c.sess,
+		PacketTimeout:     time.Minute,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.received},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			msg := fmt.Sprintf("the broker disconnected: %s (0x%02X)", ReasonName(d.ReasonCode), d.ReasonCode)
+			if d.Properties != nil && d.Properties.ReasonString != "" {
+				msg += ": " + d.Properties.ReasonString
+			}
+			c.end(&Error{Kind: KindNetwork, Op: "connection to " + cfg.String(), Err: errors.New(msg), Reason: d.ReasonCode}, true)
+		},
+		OnClientError: func(err error) { c.end(lost(&c.cfg, err), true) },
+	})
+
+	cp := &paho.Connect{
+		ClientID:   id,
+		CleanStart: !cfg.NoClean, // [MQTT-3.1.2-4]
+		KeepAlive:  uint16(cfg.KeepAlive / time.Second),
+	}
+	if se := sessionExpiry(&cfg); se != 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &se}
+	}
+	if cfg.Username != "" {
+		cp.Username, cp.UsernameFlag = cfg.Username, true
+	}
+	if cfg.Password != "" {
+		cp.Password, cp.PasswordFlag = []byte(cfg.Password), true
+	}
+	if cfg.Will != nil {
+		cp.WillMessage = &paho.WillMessage{Topic: cfg.Will.Topic, Payload: cfg.Will.Payload, QoS: cfg.Will.QoS, Retain: cfg.Will.Retain}
+		cp.WillProperties = &paho.WillProperties{}
+	}
+	ca, err := c.pc.Connect(ctx, cp)
+	if err != nil {
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			rs := ""
+			if ca.Properties != nil {
+				rs = ca.Properties.ReasonString
+			}
+			return nil, refused(&cfg, ca.ReasonCode, rs)
+		}
+		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			err = ctx.Err()
+		}
+		return nil, diagnose(&cfg, err, w)
+	}
+	_ = w.SetDeadline(time.Time{})
+
+	c.info = Info{
+		Version:         V5,
+		ClientID:        id,
+		SessionPresent:  ca.SessionPresent,
+		MaximumQoS:      2,
+		RetainAvailable: true,
+		Addr:            cfg.Addr(),
+	}
+	if p := ca.Properties; p != nil {
+		if p.AssignedClientID != "" {
+			c.info.ClientID = p.AssignedClientID
+		}
+		if p.ReceiveMaximum != nil {
+			c.info.ReceiveMaximum = *p.ReceiveMaximum
+		}
+		if p.MaximumPacketSize != nil {
+			c.info.MaximumPacketSize = *p.MaximumPacketSize
+		}
+		if p.MaximumQoS != nil {
+			c.info.MaximumQoS = *p.MaximumQoS
+		}
+		c.info.RetainAvailable = p.RetainAvailable
+		if p.TopicAliasMaximum != nil {
+			c.info.TopicAliasMaximum = *p.TopicAliasMaximum
+		}
+		if p.ServerKeepAlive != nil {
+			c.info.ServerKeepAlive = time.Duration(*p.ServerKeepAlive) * time.Second
+		}
+		c.info.ServerReference = p.ServerReference
+		c.info.ResponseInfo = p.ResponseInfo
+	}
+	inflight := int(c.info.ReceiveMaximum)
+	if inflight == 0 {
+		inflight = 65535
+	}
+	// The acker's queue holds at most receive-maximum QoS>0 messages (the
+	// session's quota blocks the writer beyond that) plus QoS 0 results.
+	c.acks = make(chan *pubWait, inflight+64)
+	c.wg.Add(2)
+	go c.writer()
+	go c.acker()
+	return c, nil
+}
+
+// received hands one incoming PUBLISH to Config.OnMessage.
+func (c *v5Client) received(pr paho.PublishReceived) (bool, error) {
+	if c.cfg.OnMessage == nil {
+		return true, nil
+	}
+	p := pr.Packet
+	m := &Message{
+		Topic:    p.Topic,
+		Payload:  p.Payload,
+		QoS:      p.QoS,
+		Retain:   p.Retain,
+		Dup:      p.Duplicate(),
+		PacketID: p.PacketID,
+		Received: time.Now(),
+	}
+	if pp := p.Properties; pp != nil {
+		m.PayloadFormat = pp.PayloadFormat
+		m.MessageExpiry = pp.MessageExpiry
+		if pp.TopicAlias != nil {
+			m.TopicAlias = *pp.TopicAlias
+		}
+		m.ResponseTopic = pp.ResponseTopic
+		m.CorrelationData = pp.CorrelationData
+		m.ContentType = pp.ContentType
+		for _, u := range pp.User {
+			m.UserProperties = append(m.UserProperties, UserProperty{Key: u.Key, Value: u.Value})
+		}
+		if pp.SubscriptionIdentifier != nil {
+			m.SubscriptionIDs = []int{*pp.SubscriptionIdentifier}
+		}
+	}
+	c.cfg.OnMessage(m)
+	return true, nil
+}
+
+func (c *v5Client) Info() Info            { return c.info }
+func (c *v5Client) Done() <-chan struct{} { return c.done }
+
+func (c *v5Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// closedErr is what operations on an ended client return.
+func (c *v5Client) closedErr() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return &Error{Kind: KindOther, Op: "publish", Err: errors.New("the connection is closed")}
+}
+
+func (c *v5Client) Publish(ctx context.Context, m *Message) error {
+	ch := make(chan error, 1)
+	c.PublishAsync(ctx, m, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *v5Client) PublishAsync(ctx context.Context, m *Message, done func(error)) {
+	if m.QoS > 2 {
+		done(Usagef("qos %d out of range 0..2", m.QoS))
+		return
+	}
+	if m.QoS > c.info.MaximumQoS {
+		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic,
+			Err: fmt.Errorf("the broker's maximum qos is %d", c.info.MaximumQoS), Reason: 0x9B})
+		return
+	}
+	if m.Retain && !c.info.RetainAvailable {
+		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic,
+			Err: errors.New("the broker does not support retained messages"), Reason: 0x9A})
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		done(c.closedErr())
+		return
+	}
+	c.senders++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.senders--
+		if c.senders == 0 {
+			c.cond.Broadcast()
+		}
+		c.mu.Unlock()
+	}()
+	select {
+	case c.queue <- &pubReq{ctx: ctx, m: m, done: done}:
+	case <-ctx.Done():
+		done(ctx.Err())
+	case <-c.quit:
+		done(c.closedErr())
+	}
+}
+
+// writer puts queued messages on the wire one at a time, in queue order.
+// For QoS 1 and 2 it first takes a slot in the session, which blocks while
+// the broker's receive maximum is reached [MQTT-4.9.0-2].
+func (c *v5Client) writer() {
+	defer c.wg.Done()
+	defer close(c.acks)
+	for {
+		select {
+		case r := <-c.queue:
+			c.acks <- c.write(r)
+		case <-c.quit:
+			// No new sender can start once closed is set; wait for those
+			// already in PublishAsync, then fail whatever they queued.
+			c.mu.Lock()
+			for c.senders > 0 {
+				c.cond.Wait()
+			}
+			c.mu.Unlock()
+			for {
+				select {
+				case r := <-c.queue:
+					c.acks <- &pubWait{m: r.m, err: c.closedErr(), done: r.done}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *v5Client) write(r *pubReq) *pubWait {
+	pw := &pubWait{m: r.m, done: r.done}
+	pb := toPacket(r.m)
+	if pb.QoS == 0 {
+		if _, err := pb.WriteTo(c.conn); err != nil {
+			pw.err = lost(&c.cfg, err)
+		}
+		return pw
+	}
+	// Waiting for a slot ends with the caller's ctx or with the client.
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.quitCtx, cancel)
+	defer stop()
+	ret := make(chan packets.ControlPacket, 1)
+	if err := c.sess.AddToSession(ctx, pb, ret); err != nil {
+		if r.ctx.Err() != nil {
+			pw.err = r.ctx.Err()
+		} else {
+			pw.err = c.closedErr()
+		}
+		return pw
+	}
+	// From here the session owns the message and ret will hear about it,
+	// unless the connection ends first (the acker watches for that).
+	if _, err := pb.WriteTo(c.conn); err != nil {
+		pw.err = lost(&c.cfg, err)
+		return pw
+	}
+	pw.ret = ret
+	return pw
+}
+
+// acker reports results in the order the messages went on the wire. The
+// broker acknowledges in that order too [MQTT-4.6.0-2], so waiting in turn
+// costs nothing.
+func (c *v5Client) acker() {
+	defer c.wg.Done()
+	for pw := range c.acks {
+		err := pw.err
+		if err == nil && pw.ret != nil {
+			select {
+			case resp := <-pw.ret:
+				err = c.ackResult(pw.m, resp)
+			case <-c.pc.Done():
+				select {
+				case resp := <-pw.ret:
+					err = c.ackResult(pw.m, resp)
+				default:
+					err = &Error{Kind: KindNetwork, Op: "publish to " + pw.m.Topic,
+						Err: errors.New("the connection ended before the broker acknowledged the message")}
+				}
+			}
+		}
+		pw.done(err)
+	}
+}
+
+func (c *v5Client) ackResult(m *Message, resp packets.ControlPacket) error {
+	var code byte
+	var rs string
+	switch p := resp.Content.(type) {
+	case *packets.Puback:
+		code = p.ReasonCode
+		if p.Properties != nil {
+			rs = p.Properties.ReasonString
+		}
+	case *packets.Pubrec:
+		code = p.ReasonCode
+		if p.Properties != nil {
+			rs = p.Properties.ReasonString
+		}
+	case *packets.Pubcomp:
+		code = p.ReasonCode
+		if p.Properties != nil {
+			rs = p.Properties.ReasonString
+		}
+	default:
+		return &Error{Kind: KindNetwork, Op: "publish to " + m.Topic,
+			Err: errors.New("the connection ended before the broker acknowledged the message")}
+	}
+	if code < 0x80 {
+		return nil
+	}
+	msg := fmt.Sprintf("the broker refused the message: %s (0x%02X)", ReasonName(code), code)
+	if rs != "" {
+		msg += ": " + rs
+	}
+	return &Error{Kind: KindRejected, Op: "publish to " + m.Topic, Err: errors.New(msg), Reason: code}
+}
+
+func toPacket(m *Message) *packets.Publish {
+	pb := &packets.Publish{
+		Topic:   m.Topic,
+		Payload: m.Payload,
+		QoS:     m.QoS,
+		Retain:  m.Retain,
+		Properties: &packets.Properties{
+			PayloadFormat:   m.PayloadFormat,
+			MessageExpiry:   m.MessageExpiry,
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.CorrelationData,
+			ContentType:     m.ContentType,
+		},
+	}
+	if m.TopicAlias != 0 {
+		a := m.TopicAlias
+		pb.Properties.TopicAlias = &a
+	}
+	for _, u := range m.UserProperties {
+		pb.Properties.User = append(pb.Properties.User, packets.User{Key: u.Key, Value: u.Value})
+	}
+	return pb
+}
+
+func (c *v5Client) Subscribe(ctx context.Context, subs []Subscription) ([]byte, error) {
+	s := &paho.Subscribe{}
+	for _, sub := range subs {
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{
+			Topic: sub.Filter, QoS: sub.QoS, NoLocal: sub.NoLocal,
+			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
+		})
+		if sub.SubscriptionID != 0 && s.Properties == nil {
+			id := sub.SubscriptionID
+			s.Properties = &paho.SubscribeProperties{SubscriptionIdentifier: &id}
+		}
+	}
+	sa, err := c.pc.Subscribe(ctx, s)
+	if sa != nil {
+		// paho reports refused filters as an error; the caller decides on
+		// the codes, as the Client contract says.
+		return sa.Reasons, nil
+	}
+	if err != nil {
+		return nil, c.opErr("subscribe", err)
+	}
+	return nil, c.opErr("subscribe", errors.New("no SUBACK"))
+}
+
+func (c *v5Client) Unsubscribe(ctx context.Context, filters ...string) error {
+	ua, err := c.pc.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters})
+	if err != nil && ua != nil {
+		for i, code := range ua.Reasons {
+			if code >= 0x80 && i < len(filters) {
+				return &Error{Kind: KindRejected, Op: "unsubscribe from " + filters[i], Reason: code,
+					Err: fmt.Errorf("the broker refused: %s (0x%02X)", ReasonName(code), code)}
+			}
+		}
+	}
+	if err != nil {
+		return c.opErr("unsubscribe", err)
+	}
+	return nil
+}
+
+func (c *v5Client) opErr(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	select {
+	case <-c.quit:
+		return c.closedErr()
+	default:
+	}
+	return &Error{Kind: KindNetwork, Op: op, Err: err}
+}
+
+func (c *v5Client) Disconnect(ctx context.Context) error {
+	c.endOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		close(c.quit)
+		c.quitCancel()
+		// [MQTT-3.14.4-1] DISCONNECT, then close. paho waits for its
+		// goroutines before returning.
+		_ = c.pc.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		go c.finish(nil, false)
+	})
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// end starts shutting the client down after the connection was lost.
+func (c *v5Client) end(err error, wasLost bool) {
+	c.endOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.err = err
+		c.mu.Unlock()
+		close(c.quit)
+		c.quitCancel()
+		go c.finish(err, wasLost)
+	})
+}
+
+func (c *v5Client) finish(err error, wasLost bool) {
+	<-c.pc.Done()
+	c.wg.Wait()
+	_ = c.sess.Close()
+	close(c.done)
+	if wasLost && c.cfg.OnConnectionLost != nil {
+		c.cfg.OnConnectionLost(err)
+	}
+}
