@@ -1,0 +1,162 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/sub"
+)
+
+func newSubCmd(a *app, runF func(*sub.Options) error) *cobra.Command {
+	opts := &sub.Options{}
+	var (
+		qos                          []string
+		timeout, idle, match, format string
+		retainHandling, subID        int
+		noReconnect                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sub -t TOPIC [-t TOPIC ...] [flags]",
+		Short: "Subscribe: tail topics, wait for a message in a script, record traffic",
+		Long: `Subscribe to topics and print what arrives. Flags follow mosquitto_sub:
+-t topic (repeatable, + and # wildcards, $share/GROUP/filter), -q qos, -T
+filter-out, -R, -C count, -W timeout, -v, -N, -F format, -U, -E.
+
+Ending conditions and exit codes:
+  -C/--count N        exit 0 after N messages (with --match: N matching ones)
+  -W/--timeout DUR    exit 27 if it passes first (as mosquitto_sub); with
+                      --match, exit 7 instead (not enough matches)
+  --idle DUR          exit 0 once no message arrived for DUR; with --match
+                      and not enough matches, exit 7
+  --match EXPR        count and print only matching payloads: re:REGEX, or
+                      jq:EXPR (payload parsed as JSON, matches when EXPR
+                      yields true, e.g. jq:'.status == "ok"')
+  --retained-only     exit 0 once the retained messages have been delivered
+  -E                  exit 0 once the broker acknowledged the subscriptions
+  a refused subscription (SUBACK >= 0x80) exits 6; Ctrl-C exits 130;
+  see 'mqtk help exit-codes' for connection failures (3, 4, 5).
+
+Output (stdout, flushed as each message arrives):
+  default             the payload; on a terminal, a styled view with time,
+                      coloured topic, QoS/retain badges and pretty JSON
+  -v                  topic, a space, then the payload
+  -N                  no newline after each message
+  -F FORMAT           mosquitto_sub's format: %t topic, %p payload, %x/%X hex,
+                      %l length, %q qos, %r retain, %m message id, %I ISO
+                      time, %U unix time with ns, %j/%J JSON, %A %C %D %E %F %P
+                      %R %S MQTT 5 properties, %% percent; flags 0 and -,
+                      width and .precision (%-20t %5.5I); @X strftime, @N ns;
+                      escapes \n \t \e \0 \a \r \v \\
+  --output MODE       text, json (indented record), jsonl (the lossless
+                      record 'mqtk pub --replay' reads), hex, base64, raw
+  --dump DIR          one file per message (raw payload) plus NAME.json
+  --watch             terminal table: one row per topic, updated in place
+  --stats             per-topic counts and rates on stderr at exit
+
+Non-UTF-8 payloads are escaped (\xNN) when stdout is a terminal, never
+written raw to it. A dropped connection is redialled (the same session
+with -c) with a line on stderr, unless --no-reconnect.`,
+		Example: `  mqtk sub -t 'sensors/#' -v
+  mqtk sub -t dev/+/state -C 1 -W 10s --match 'jq:.status == "ok"'
+  mqtk sub -t '#' --output jsonl > traffic.jsonl
+  mqtk sub -t 'cfg/#' --retained-only --remove-retained --dry-run
+  mqtk sub -t 'a/#' -F '%I %t %l bytes: %p'`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConnFlags(cmd, a)
+	fs := cmd.Flags()
+	fs.StringArrayVarP(&opts.Topics, "topic", "t", nil, "topic filter to subscribe to (repeatable; + # wildcards; $share/GROUP/FILTER)")
+	fs.StringArrayVarP(&qos, "qos", "q", nil, "QoS for the subscriptions: one for all, or one per -t in order (default 0)")
+	fs.StringArrayVarP(&opts.FilterOut, "filter-out", "T", nil, "do not print messages whose topic matches this filter (repeatable)")
+	fs.BoolVarP(&opts.NoRetained, "no-retained", "R", false, "skip messages that have the retain flag set")
+	fs.BoolVar(&opts.RetainedOnly, "retained-only", false, "print the retained messages, then exit 0")
+	fs.BoolVar(&opts.NoLocal, "no-local", false, "MQTT 5: do not receive messages this client publishes")
+	fs.BoolVar(&opts.RetainAsPublished, "retain-as-published", false, "MQTT 5: keep the retain flag as the publisher set it")
+	fs.IntVar(&retainHandling, "retain-handling", 0, "MQTT 5: 0 send retained messages, 1 only for a new subscription, 2 never")
+	fs.IntVar(&subID, "subscription-id", 0, "MQTT 5: subscription identifier (1..268435455), shown by %S and in jsonl")
+	fs.StringArrayVarP(&opts.Unsubscribe, "unsubscribe", "U", nil, "unsubscribe from this filter after connecting (repeatable; use with -c)")
+	fs.BoolVarP(&opts.ExitAfterSuback, "exit-after-suback", "E", false, "exit once the subscriptions are acknowledged (sets up a -c session)")
+	fs.BoolVar(&opts.RemoveRetained, "remove-retained", false, "clear every retained message received (publish an empty retained message)")
+	fs.BoolVar(&opts.DryRun, "dry-run", false, "with --remove-retained: list what would be cleared on stderr, clear nothing")
+	fs.IntVarP(&opts.Count, "count", "C", 0, "exit 0 after this many messages")
+	fs.StringVarP(&timeout, "timeout", "W", "", "exit 27 if the count is not reached within this time (seconds or 10s, 2m)")
+	fs.StringVar(&idle, "idle", "", "exit once no message arrived for this long (seconds or a duration)")
+	fs.StringVar(&match, "match", "", "only count and print payloads matching re:REGEX or jq:EXPR")
+	fs.BoolVarP(&opts.Verbose, "verbose", "v", false, "print the topic before the payload")
+	fs.BoolVarP(&opts.NoEOL, "no-eol", "N", false, "do not print a newline after each message")
+	fs.StringVarP(&format, "format", "F", "", "mosquitto_sub format string (see above)")
+	fs.StringVar(&opts.Output, "output", "", "text, json, jsonl, hex, base64 or raw (default: styled on a terminal, text otherwise)")
+	fs.StringVar(&opts.DumpDir, "dump", "", "write each message to a file in this directory, with a .json metadata sidecar")
+	fs.BoolVar(&opts.Watch, "watch", false, "terminal table of topics with last payload, count, rate and age")
+	fs.BoolVar(&opts.Stats, "stats", false, "print per-topic message counts and rates on stderr at exit")
+	fs.BoolVar(&noReconnect, "no-reconnect", false, "exit 3 when the connection drops instead of redialling")
+
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		conn, err := cf.config()
+		if err != nil {
+			return err
+		}
+		opts.Conn = conn
+		opts.IO = a.io
+		opts.Dial = mqttconn.Dial
+		opts.Reconnect = !noReconnect
+		if len(opts.Topics) == 0 && conn.Topic != "" {
+			opts.Topics = []string{conn.Topic}
+		}
+		for _, q := range qos {
+			n, err := strconv.Atoi(strings.TrimSpace(q))
+			if err != nil || n < 0 || n > 2 {
+				return mqttconn.Usagef("-q %q: use 0, 1 or 2", q)
+			}
+			opts.QoS = append(opts.QoS, byte(n))
+		}
+		if retainHandling < 0 || retainHandling > 2 {
+			return mqttconn.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", retainHandling)
+		}
+		opts.RetainHandling = byte(retainHandling)
+		opts.SubscriptionID = subID
+		if fs.Changed("count") && opts.Count <= 0 {
+			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
+		}
+		if timeout != "" {
+			if opts.Timeout, err = parseSeconds("timeout", timeout); err != nil {
+				return err
+			}
+			if opts.Timeout == 0 {
+				return mqttconn.Usagef("-W/--timeout must be more than zero")
+			}
+		}
+		if idle != "" {
+			if opts.Idle, err = parseSeconds("idle", idle); err != nil {
+				return err
+			}
+			if opts.Idle == 0 {
+				return mqttconn.Usagef("--idle must be more than zero")
+			}
+		}
+		if match != "" {
+			if opts.Match, err = sub.CompileMatch(match); err != nil {
+				return mqttconn.Usagef("%v", err)
+			}
+		}
+		if fs.Changed("format") {
+			if format == "" {
+				return mqttconn.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+			}
+			if opts.Format, err = sub.CompileFormat(format); err != nil {
+				return mqttconn.Usagef("-F: %v", err)
+			}
+		}
+		if err := opts.Validate(); err != nil {
+			return err
+		}
+		if runF != nil {
+			return runF(opts)
+		}
+		return sub.Run(cmd.Context(), opts)
+	}
+	return cmd
+}

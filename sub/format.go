@@ -1,0 +1,514 @@
+package sub
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+)
+
+// Format is a compiled mosquitto_sub -F format string. It is compiled once
+// and then applied to every message without further parsing, which matters
+// at tens of thousands of messages per second.
+type Format struct {
+	segs []segment
+}
+
+// segment is either literal text or one % or @ conversion.
+type segment struct {
+	lit  []byte
+	verb byte // % verb, or 0 for literal
+	time byte // @ conversion (strftime letter), or 0
+	zero bool
+	left bool
+	wid  int
+	prec int // -1 when not given
+}
+
+// Which verbs honour which modifiers, as mosquitto_sub documents them.
+const (
+	widthVerbs = "ACEFIlmpRStxX"
+	precVerbs  = "CIRt"
+	zeroVerbs  = "AEFlmSXx"
+	allVerbs   = "%ACDEFIjJlmPpqRrStUxX"
+)
+
+// CompileFormat parses a mosquitto_sub format string: % conversions with
+// optional flags (0, -), width and precision, @ strftime conversions, and
+// \ escapes (\\ \0 \a \e \n \r \t \v).
+func CompileFormat(s string) (*Format, error) {
+	f := &Format{}
+	var lit []byte
+	flush := func() {
+		if len(lit) > 0 {
+			f.segs = append(f.segs, segment{lit: lit})
+			lit = nil
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch c {
+		case '\\':
+			if i+1 >= len(s) {
+				return nil, fmt.Errorf("format ends with a lone '\\': write '\\\\' for a backslash")
+			}
+			i++
+			e, ok := map[byte]byte{'\\': '\\', '0': 0, 'a': '\a', 'e': 0x1b, 'n': '\n', 'r': '\r', 't': '\t', 'v': '\v'}[s[i]]
+			if !ok {
+				return nil, fmt.Errorf("invalid escape '\\%c' in format: use \\\\ \\0 \\a \\e \\n \\r \\t or \\v", s[i])
+			}
+			lit = append(lit, e)
+		case '@':
+			if i+1 >= len(s) {
+				return nil, fmt.Errorf("format ends with a lone '@': write '@@' for an @")
+			}
+			i++
+			if s[i] == '@' {
+				lit = append(lit, '@')
+				continue
+			}
+			if !strings.ContainsRune(strftimeLetters, rune(s[i])) {
+				return nil, fmt.Errorf("invalid time conversion '@%c' in format", s[i])
+			}
+			flush()
+			f.segs = append(f.segs, segment{time: s[i], prec: -1})
+		case '%':
+			seg := segment{prec: -1}
+			i++
+			for ; i < len(s) && (s[i] == '0' || s[i] == '-'); i++ {
+				if s[i] == '0' {
+					seg.zero = true
+				} else {
+					seg.left = true
+				}
+			}
+			start := i
+			for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			}
+			if i > start {
+				seg.wid, _ = strconv.Atoi(s[start:i])
+			}
+			if i < len(s) && s[i] == '.' {
+				i++
+				start = i
+				for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+				}
+				seg.prec, _ = strconv.Atoi(s[start:i])
+			}
+			if i >= len(s) {
+				return nil, fmt.Errorf("format ends inside a %% conversion: write '%%%%' for a percent sign")
+			}
+			seg.verb = s[i]
+			if !strings.ContainsRune(allVerbs, rune(seg.verb)) {
+				return nil, fmt.Errorf("invalid format specifier '%c': see --help for %%t %%p %%x and the rest", seg.verb)
+			}
+			if seg.verb == '%' {
+				lit = append(lit, '%')
+				continue
+			}
+			if !strings.ContainsRune(widthVerbs, rune(seg.verb)) {
+				seg.wid = 0
+			}
+			if !strings.ContainsRune(precVerbs, rune(seg.verb)) {
+				seg.prec = -1
+			}
+			if !strings.ContainsRune(zeroVerbs, rune(seg.verb)) || seg.left {
+				seg.zero = false
+			}
+			flush()
+			f.segs = append(f.segs, seg)
+		default:
+			lit = append(lit, c)
+		}
+	}
+	flush()
+	return f, nil
+}
+
+// FormatEnv is what a Format needs besides the message.
+type FormatEnv struct {
+	// Escape makes binary payloads safe for a terminal: invalid UTF-8 and
+	// control bytes in %p and %D are written as \xNN.
+	Escape bool
+	// Warn receives a complaint about one message (%J with a payload that
+	// is not JSON); nil drops it.
+	Warn func(string)
+}
+
+// Append writes m formatted by f to dst and returns the extended slice.
+// now is the time used by %I, %U, %j and @ conversions.
+func (f *Format) Append(dst []byte, m *mqttconn.Message, now time.Time, env FormatEnv) []byte {
+	for i := range f.segs {
+		s := &f.segs[i]
+		switch {
+		case s.lit != nil:
+			dst = append(dst, s.lit...)
+		case s.time != 0:
+			dst = strftime(dst, s.time, now)
+		default:
+			dst = s.appendVerb(dst, m, now, env)
+		}
+	}
+	return dst
+}
+
+func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env FormatEnv) []byte {
+	var v []byte
+	switch s.verb {
+	case 't':
+		v = []byte(m.Topic)
+	case 'p':
+		v = m.Payload
+		if env.Escape {
+			v = escapeBinary(v)
+		}
+	case 'x':
+		v = hexAppend(nil, m.Payload, false)
+	case 'X':
+		v = hexAppend(nil, m.Payload, true)
+	case 'l':
+		v = strconv.AppendInt(nil, int64(len(m.Payload)), 10)
+	case 'q':
+		return append(dst, '0'+m.QoS)
+	case 'r':
+		return append(dst, boolDigit(m.Retain))
+	case 'm':
+		v = strconv.AppendUint(nil, uint64(m.PacketID), 10)
+	case 'I':
+		v = now.AppendFormat(nil, "2006-01-02T15:04:05-0700")
+	case 'U':
+		v = fmt.Appendf(nil, "%d.%09d", now.Unix(), now.Nanosecond())
+	case 'j':
+		return appendMosquittoJSON(dst, m, now, false, env)
+	case 'J':
+		return appendMosquittoJSON(dst, m, now, true, env)
+	case 'A':
+		if m.TopicAlias != 0 {
+			v = strconv.AppendUint(nil, uint64(m.TopicAlias), 10)
+		}
+	case 'C':
+		v = []byte(m.ContentType)
+	case 'D':
+		v = m.CorrelationData
+		if env.Escape {
+			v = escapeBinary(v)
+		}
+	case 'E':
+		if m.MessageExpiry != nil {
+			v = strconv.AppendUint(nil, uint64(*m.MessageExpiry), 10)
+		}
+	case 'F':
+		if m.PayloadFormat != nil {
+			v = strconv.AppendUint(nil, uint64(*m.PayloadFormat), 10)
+		}
+	case 'P':
+		for i, p := range m.UserProperties {
+			if i > 0 {
+				v = append(v, ' ')
+			}
+			v = append(append(append(v, p.Key...), ':'), p.Value...)
+		}
+	case 'R':
+		v = []byte(m.ResponseTopic)
+	case 'S':
+		for i, id := range m.SubscriptionIDs {
+			if i > 0 {
+				v = append(v, ',')
+			}
+			v = strconv.AppendInt(v, int64(id), 10)
+		}
+	}
+	return s.pad(dst, v)
+}
+
+// pad applies precision (maximum width), then width with blank or zero
+// padding, counting characters rather than bytes so UTF-8 topics align.
+func (s *segment) pad(dst, v []byte) []byte {
+	if s.prec >= 0 && utf8.RuneCount(v) > s.prec {
+		n, i := 0, 0
+		for i < len(v) && n < s.prec {
+			_, sz := utf8.DecodeRune(v[i:])
+			i += sz
+			n++
+		}
+		v = v[:i]
+	}
+	fill := s.wid - utf8.RuneCount(v)
+	if fill <= 0 {
+		return append(dst, v...)
+	}
+	if s.left {
+		dst = append(dst, v...)
+		return append(dst, bytes.Repeat([]byte{' '}, fill)...)
+	}
+	c := byte(' ')
+	if s.zero {
+		c = '0'
+	}
+	dst = append(dst, bytes.Repeat([]byte{c}, fill)...)
+	return append(dst, v...)
+}
+
+func boolDigit(b bool) byte {
+	if b {
+		return '1'
+	}
+	return '0'
+}
+
+func hexAppend(dst, p []byte, upper bool) []byte {
+	n := len(dst)
+	dst = hex.AppendEncode(dst, p)
+	if upper {
+		for i := n; i < len(dst); i++ {
+			if dst[i] >= 'a' {
+				dst[i] -= 'a' - 'A'
+			}
+		}
+	}
+	return dst
+}
+
+// escapeBinary returns p unchanged when it is printable UTF-8 text
+// (newlines and tabs allowed); otherwise a copy where invalid bytes and
+// control characters are \xNN, so a terminal never receives raw bytes.
+func escapeBinary(p []byte) []byte {
+	if safeText(p) {
+		return p
+	}
+	out := make([]byte, 0, len(p)+16)
+	for i := 0; i < len(p); {
+		r, sz := utf8.DecodeRune(p[i:])
+		if (r == utf8.RuneError && sz == 1) || (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			for _, b := range p[i : i+sz] {
+				out = fmt.Appendf(out, "\\x%02x", b)
+			}
+		} else {
+			out = append(out, p[i:i+sz]...)
+		}
+		i += sz
+	}
+	return out
+}
+
+func safeText(p []byte) bool {
+	for _, b := range p {
+		if b < 0x20 && b != '\n' && b != '\t' || b == 0x7f || b >= 0x80 {
+			return utf8.Valid(p) && !hasControl(p)
+		}
+	}
+	return true
+}
+
+func hasControl(p []byte) bool {
+	for _, r := range string(p) {
+		if (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendMosquittoJSON writes the object mosquitto_sub prints for %j and %J,
+// with the same keys in the same order and its timestamp layout, so that
+// scripts parsing mosquitto_sub's JSON keep working.
+func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayload bool, env FormatEnv) []byte {
+	if rawPayload && !json.Valid(m.Payload) {
+		if env.Warn != nil {
+			env.Warn(fmt.Sprintf("message payload is not valid JSON on topic %s", m.Topic))
+		}
+		return dst
+	}
+	dst = append(dst, `{"tst":"`...)
+	dst = now.AppendFormat(dst, "2006-01-02T15:04:05")
+	dst = fmt.Appendf(dst, ".%06dZ", now.Nanosecond()/1000)
+	dst = now.AppendFormat(dst, "-0700")
+	dst = append(dst, `","topic":`...)
+	dst = appendJSONString(dst, []byte(m.Topic))
+	dst = fmt.Appendf(dst, `,"qos":%d,"retain":%c,"payloadlen":%d`, m.QoS, boolDigit(m.Retain), len(m.Payload))
+	if m.QoS > 0 {
+		dst = fmt.Appendf(dst, `,"mid":%d`, m.PacketID)
+	}
+	if hasProps(m) {
+		dst = append(dst, `,"properties":{`...)
+		first := true
+		key := func(k string) {
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = append(append(append(dst, '"'), k...), `":`...)
+		}
+		if len(m.UserProperties) > 0 {
+			key("user-properties")
+			dst = append(dst, '{')
+			for i, p := range m.UserProperties {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendJSONString(dst, []byte(p.Key))
+				dst = append(dst, ':')
+				dst = appendJSONString(dst, []byte(p.Value))
+			}
+			dst = append(dst, '}')
+		}
+		if m.ContentType != "" {
+			key("content-type")
+			dst = appendJSONString(dst, []byte(m.ContentType))
+		}
+		if m.CorrelationData != nil {
+			key("correlation-data")
+			dst = appendJSONString(dst, m.CorrelationData)
+		}
+		if m.ResponseTopic != "" {
+			key("response-topic")
+			dst = appendJSONString(dst, []byte(m.ResponseTopic))
+		}
+		if m.PayloadFormat != nil {
+			key("payload-format-indicator")
+			dst = strconv.AppendUint(dst, uint64(*m.PayloadFormat), 10)
+		}
+		if m.MessageExpiry != nil {
+			key("message-expiry-interval")
+			dst = strconv.AppendUint(dst, uint64(*m.MessageExpiry), 10)
+		}
+		for _, id := range m.SubscriptionIDs {
+			key("subscription-identifier")
+			dst = strconv.AppendInt(dst, int64(id), 10)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"payload":`...)
+	if rawPayload {
+		dst = append(dst, m.Payload...)
+	} else {
+		dst = appendJSONString(dst, m.Payload)
+	}
+	return append(dst, '}')
+}
+
+func hasProps(m *mqttconn.Message) bool {
+	return len(m.UserProperties) > 0 || m.ContentType != "" || m.CorrelationData != nil || m.ResponseTopic != "" ||
+		m.PayloadFormat != nil || m.MessageExpiry != nil || len(m.SubscriptionIDs) > 0
+}
+
+// appendJSONString quotes b as a JSON string; invalid UTF-8 bytes become
+// \u00XX of the byte value rather than being lost.
+func appendJSONString(dst, b []byte) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20 || c == 0x7f:
+				dst = fmt.Appendf(dst, `\u%04x`, c)
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, sz := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && sz == 1 {
+			dst = fmt.Appendf(dst, `\u%04x`, c)
+		} else {
+			dst = append(dst, b[i:i+sz]...)
+		}
+		i += sz
+	}
+	return append(dst, '"')
+}
+
+const strftimeLetters = "aAbBcdDeFHIjklmMnNpPrRsStTuwyYzZ%"
+
+// strftime appends one strftime(3) conversion (the C locale), plus
+// mosquitto's @N extension for nanoseconds.
+func strftime(dst []byte, c byte, t time.Time) []byte {
+	switch c {
+	case 'a':
+		return t.AppendFormat(dst, "Mon")
+	case 'A':
+		return t.AppendFormat(dst, "Monday")
+	case 'b':
+		return t.AppendFormat(dst, "Jan")
+	case 'B':
+		return t.AppendFormat(dst, "January")
+	case 'c':
+		return t.AppendFormat(dst, "Mon Jan _2 15:04:05 2006")
+	case 'd':
+		return t.AppendFormat(dst, "02")
+	case 'D':
+		return t.AppendFormat(dst, "01/02/06")
+	case 'e':
+		return t.AppendFormat(dst, "_2")
+	case 'F':
+		return t.AppendFormat(dst, "2006-01-02")
+	case 'H':
+		return t.AppendFormat(dst, "15")
+	case 'I':
+		return t.AppendFormat(dst, "03")
+	case 'j':
+		return fmt.Appendf(dst, "%03d", t.YearDay())
+	case 'k':
+		return fmt.Appendf(dst, "%2d", t.Hour())
+	case 'l':
+		return t.AppendFormat(dst, "_3")
+	case 'm':
+		return t.AppendFormat(dst, "01")
+	case 'M':
+		return t.AppendFormat(dst, "04")
+	case 'n':
+		return append(dst, '\n')
+	case 'N':
+		return fmt.Appendf(dst, "%09d", t.Nanosecond())
+	case 'p':
+		return t.AppendFormat(dst, "PM")
+	case 'P':
+		return t.AppendFormat(dst, "pm")
+	case 'r':
+		return t.AppendFormat(dst, "03:04:05 PM")
+	case 'R':
+		return t.AppendFormat(dst, "15:04")
+	case 's':
+		return strconv.AppendInt(dst, t.Unix(), 10)
+	case 'S':
+		return t.AppendFormat(dst, "05")
+	case 't':
+		return append(dst, '\t')
+	case 'T':
+		return t.AppendFormat(dst, "15:04:05")
+	case 'u':
+		wd := int(t.Weekday())
+		if wd == 0 {
+			wd = 7
+		}
+		return strconv.AppendInt(dst, int64(wd), 10)
+	case 'w':
+		return strconv.AppendInt(dst, int64(t.Weekday()), 10)
+	case 'y':
+		return t.AppendFormat(dst, "06")
+	case 'Y':
+		return t.AppendFormat(dst, "2006")
+	case 'z':
+		return t.AppendFormat(dst, "-0700")
+	case 'Z':
+		return t.AppendFormat(dst, "MST")
+	case '%':
+		return append(dst, '%')
+	}
+	return dst
+}

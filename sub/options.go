@@ -1,0 +1,138 @@
+// Package sub subscribes to topics and prints, records, waits for or
+// watches what arrives: the library behind `mqtk sub`.
+package sub
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// Output modes for --output.
+const (
+	OutputAuto   = ""       // styled on a terminal, text otherwise
+	OutputText   = "text"   // payload, or topic and payload with -v
+	OutputJSON   = "json"   // the Record, indented
+	OutputJSONL  = "jsonl"  // the lossless Record, one per line
+	OutputHex    = "hex"    // payload as lower-case hex
+	OutputBase64 = "base64" // payload as standard base64
+	OutputRaw    = "raw"    // payload bytes exactly, nothing added
+	OutputStyled = "styled" // the terminal view (chosen by auto on a TTY)
+)
+
+// Options configure one Run. cmd/mqtk fills them from flags.
+type Options struct {
+	Conn mqttconn.Config
+	// Dial connects; cmd/mqtk passes mqttconn.Dial, tests may wrap it.
+	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	IO   *ui.Streams
+
+	// Selection.
+	Topics            []string
+	QoS               []byte // one for all topics, or one per topic
+	FilterOut         []string
+	NoRetained        bool
+	RetainedOnly      bool
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte
+	SubscriptionID    int
+	Unsubscribe       []string
+	ExitAfterSuback   bool
+	RemoveRetained    bool
+	DryRun            bool
+
+	// Ending. Zero means not set.
+	Count   int
+	Timeout time.Duration
+	Idle    time.Duration
+	Match   *Matcher
+
+	// Output.
+	Verbose   bool
+	NoEOL     bool
+	Format    *Format
+	Output    string
+	DumpDir   string
+	Watch     bool
+	Stats     bool
+	Reconnect bool // redial when the connection drops
+
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate checks combinations that flags alone cannot express.
+func (o *Options) Validate() error {
+	if len(o.Topics) == 0 && len(o.Unsubscribe) == 0 {
+		return mqttconn.Usagef("no topic to subscribe to: give at least one -t TOPIC (wildcards + and # allowed)")
+	}
+	if len(o.QoS) > 1 && len(o.QoS) != len(o.Topics) {
+		return mqttconn.Usagef("%d -q values for %d topics: give one -q for all topics or one per -t, in the same order", len(o.QoS), len(o.Topics))
+	}
+	for _, q := range o.QoS {
+		if q > 2 {
+			return mqttconn.Usagef("-q %d out of range: use 0, 1 or 2", q)
+		}
+	}
+	for _, t := range append(append([]string{}, o.Topics...), o.FilterOut...) {
+		if err := ValidFilter(t); err != nil {
+			return mqttconn.Usagef("%v", err)
+		}
+	}
+	if o.RetainHandling > 2 {
+		return mqttconn.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", o.RetainHandling)
+	}
+	if o.SubscriptionID < 0 || o.SubscriptionID > 268435455 {
+		return mqttconn.Usagef("--subscription-id %d out of range 1..268435455", o.SubscriptionID)
+	}
+	v5only := map[string]bool{"--no-local": o.NoLocal, "--retain-as-published": o.RetainAsPublished,
+		"--retain-handling": o.RetainHandling != 0, "--subscription-id": o.SubscriptionID != 0}
+	if o.Conn.Version != mqttconn.V5 {
+		for name, set := range v5only {
+			if set {
+				return mqttconn.Usagef("%s needs MQTT 5: drop -V %s or the flag", name, versionName(o.Conn.Version))
+			}
+		}
+	}
+	if o.NoRetained && o.RetainedOnly {
+		return mqttconn.Usagef("-R/--no-retained and --retained-only exclude each other")
+	}
+	if o.DryRun && !o.RemoveRetained {
+		return mqttconn.Usagef("--dry-run only applies to --remove-retained")
+	}
+	if o.Count < 0 {
+		return mqttconn.Usagef("-C/--count must be positive, got %d", o.Count)
+	}
+	if o.Timeout < 0 || o.Idle < 0 {
+		return mqttconn.Usagef("-W/--timeout and --idle must be positive durations")
+	}
+	switch o.Output {
+	case OutputAuto, OutputText, OutputJSON, OutputJSONL, OutputHex, OutputBase64, OutputRaw, OutputStyled:
+	default:
+		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64 or raw", o.Output)
+	}
+	if o.Format != nil && o.Output != OutputAuto && o.Output != OutputText {
+		return mqttconn.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)
+	}
+	if o.Watch && o.IO != nil && !o.IO.Out.IsTTY() {
+		return mqttconn.Usagef("--watch needs a terminal on stdout: use --stats for a report at exit when piping")
+	}
+	if o.Dial == nil {
+		return fmt.Errorf("sub: Options.Dial is nil")
+	}
+	return nil
+}
+
+func versionName(v mqttconn.Version) string {
+	switch v {
+	case mqttconn.V311:
+		return "311"
+	case mqttconn.V31:
+		return "31"
+	}
+	return "5"
+}

@@ -1,0 +1,251 @@
+package sub
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+)
+
+// printer turns messages into bytes on stdout. It is used from one
+// goroutine only. Output is buffered and flushed by the caller whenever no
+// further message is immediately pending, so that a pipe sees each message
+// as it arrives while a burst costs one write, not thousands.
+type printer struct {
+	w       *bufio.Writer
+	mode    string
+	verbose bool
+	noEOL   bool
+	format  *Format
+	env     FormatEnv
+	escape  bool // stdout is a terminal: never write raw binary
+	st      styles
+	buf     []byte
+}
+
+func newPrinter(o *Options, warn func(string)) *printer {
+	out := o.IO.Out
+	p := &printer{
+		w:       bufio.NewWriterSize(out.Raw(), 64<<10),
+		mode:    o.Output,
+		verbose: o.Verbose,
+		noEOL:   o.NoEOL,
+		format:  o.Format,
+		escape:  out.IsTTY(),
+	}
+	p.env = FormatEnv{Escape: p.escape, Warn: warn}
+	if p.mode == OutputAuto {
+		p.mode = OutputText
+		if out.IsTTY() && o.Format == nil {
+			p.mode = OutputStyled
+		}
+	}
+	p.st = newStyles(out.Renderer())
+	return p
+}
+
+func (p *printer) eol() {
+	if !p.noEOL {
+		p.buf = append(p.buf, '\n')
+	}
+}
+
+// print writes one message; errors surface on flush.
+func (p *printer) print(m *mqttconn.Message, now time.Time) {
+	b := p.buf[:0]
+	switch p.mode {
+	case OutputStyled:
+		p.buf = b
+		p.styled(m, now)
+		_, _ = p.w.Write(p.buf)
+		return
+	case OutputJSONL, OutputJSON:
+		rec := mqttconn.NewRecord(m)
+		var enc []byte
+		if p.mode == OutputJSON {
+			enc, _ = json.MarshalIndent(rec, "", "  ")
+		} else {
+			enc, _ = json.Marshal(rec)
+		}
+		b = append(append(b, enc...), '\n')
+	case OutputRaw:
+		if p.escape {
+			b = append(b, escapeBinary(m.Payload)...)
+		} else {
+			b = append(b, m.Payload...)
+		}
+	case OutputHex, OutputBase64:
+		if p.verbose {
+			b = append(append(b, m.Topic...), ' ')
+		}
+		if p.mode == OutputHex {
+			b = hexAppend(b, m.Payload, false)
+		} else {
+			b = base64.StdEncoding.AppendEncode(b, m.Payload)
+		}
+		p.buf = b
+		p.eol()
+		b = p.buf
+	default: // text
+		switch {
+		case p.format != nil:
+			b = p.format.Append(b, m, now, p.env)
+		case p.verbose:
+			b = append(append(b, m.Topic...), ' ')
+			fallthrough
+		default:
+			if p.escape {
+				b = append(b, escapeBinary(m.Payload)...)
+			} else {
+				b = append(b, m.Payload...)
+			}
+		}
+		p.buf = b
+		p.eol()
+		b = p.buf
+	}
+	p.buf = b
+	_, _ = p.w.Write(b)
+}
+
+func (p *printer) flush() error { return p.w.Flush() }
+
+// styles for the terminal view, built from stdout's renderer so that they
+// degrade to plain text when colour is off.
+type styles struct {
+	time, sep, badge, qos1, qos2, retain, dup, key, str, num, lit, punct lipgloss.Style
+	seg                                                                  []lipgloss.Style
+}
+
+func newStyles(r *lipgloss.Renderer) styles {
+	s := func() lipgloss.Style { return r.NewStyle() }
+	st := styles{
+		time:   s().Foreground(lipgloss.Color("8")),
+		sep:    s().Foreground(lipgloss.Color("8")),
+		badge:  s().Foreground(lipgloss.Color("0")).Background(lipgloss.Color("7")),
+		qos1:   s().Foreground(lipgloss.Color("0")).Background(lipgloss.Color("3")),
+		qos2:   s().Foreground(lipgloss.Color("0")).Background(lipgloss.Color("1")),
+		retain: s().Foreground(lipgloss.Color("0")).Background(lipgloss.Color("5")),
+		dup:    s().Foreground(lipgloss.Color("0")).Background(lipgloss.Color("9")),
+		key:    s().Foreground(lipgloss.Color("4")),
+		str:    s().Foreground(lipgloss.Color("2")),
+		num:    s().Foreground(lipgloss.Color("6")),
+		lit:    s().Foreground(lipgloss.Color("5")),
+		punct:  s().Foreground(lipgloss.Color("8")),
+	}
+	for _, c := range []string{"12", "14", "10", "11", "13", "6"} {
+		st.seg = append(st.seg, s().Foreground(lipgloss.Color(c)).Bold(true))
+	}
+	return st
+}
+
+// styled renders: time, topic coloured level by level, QoS and retain
+// badges, then the payload; JSON objects and arrays are indented and
+// coloured on the following lines.
+func (p *printer) styled(m *mqttconn.Message, now time.Time) {
+	st := &p.st
+	var sb strings.Builder
+	sb.WriteString(st.time.Render(now.Format("15:04:05.000")))
+	sb.WriteByte(' ')
+	for i, lvl := range strings.Split(m.Topic, "/") {
+		if i > 0 {
+			sb.WriteString(st.sep.Render("/"))
+		}
+		sb.WriteString(st.seg[i%len(st.seg)].Render(lvl))
+	}
+	switch m.QoS {
+	case 1:
+		sb.WriteString(" " + st.qos1.Render(" q1 "))
+	case 2:
+		sb.WriteString(" " + st.qos2.Render(" q2 "))
+	}
+	if m.Retain {
+		sb.WriteString(" " + st.retain.Render(" retained "))
+	}
+	if m.Dup {
+		sb.WriteString(" " + st.dup.Render(" dup "))
+	}
+	pl := bytes.TrimSpace(m.Payload)
+	if len(pl) > 0 && (pl[0] == '{' || pl[0] == '[') && json.Valid(pl) {
+		var ind bytes.Buffer
+		if json.Indent(&ind, pl, "  ", "  ") == nil {
+			sb.WriteString("\n  ")
+			sb.WriteString(colorJSON(ind.Bytes(), st))
+			sb.WriteByte('\n')
+			p.buf = append(p.buf, sb.String()...)
+			return
+		}
+	}
+	sb.WriteByte(' ')
+	switch {
+	case len(m.Payload) == 0:
+		sb.WriteString(st.time.Render("(empty)"))
+	case !safeText(m.Payload):
+		sb.WriteString(st.lit.Render("binary "))
+		sb.Write(escapeBinary(m.Payload))
+	default:
+		sb.Write(m.Payload)
+	}
+	sb.WriteByte('\n')
+	p.buf = append(p.buf, sb.String()...)
+}
+
+// colorJSON colours already indented JSON token by token: keys, strings,
+// numbers, literals and punctuation each get their style.
+func colorJSON(b []byte, st *styles) string {
+	var sb strings.Builder
+	for i := 0; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '"':
+			j := i + 1
+			for j < len(b) && b[j] != '"' {
+				if b[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j++
+			if j > len(b) {
+				j = len(b)
+			}
+			k := j
+			for k < len(b) && (b[k] == ' ' || b[k] == '\n') {
+				k++
+			}
+			if k < len(b) && b[k] == ':' {
+				sb.WriteString(st.key.Render(string(b[i:j])))
+			} else {
+				sb.WriteString(st.str.Render(string(b[i:j])))
+			}
+			i = j
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i
+			for j < len(b) && strings.IndexByte("+-.eE0123456789", b[j]) >= 0 {
+				j++
+			}
+			sb.WriteString(st.num.Render(string(b[i:j])))
+			i = j
+		case c == 't' || c == 'f' || c == 'n':
+			j := i
+			for j < len(b) && b[j] >= 'a' && b[j] <= 'z' {
+				j++
+			}
+			sb.WriteString(st.lit.Render(string(b[i:j])))
+			i = j
+		case strings.IndexByte("{}[]:,", c) >= 0:
+			sb.WriteString(st.punct.Render(string(c)))
+			i++
+		default:
+			sb.WriteByte(c)
+			i++
+		}
+	}
+	return sb.String()
+}

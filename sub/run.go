@@ -1,0 +1,362 @@
+package sub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+)
+
+// Run connects, subscribes and handles messages until an ending condition
+// is met (count, timeout, idle, retained-only, -E), the context is
+// cancelled, or the connection fails for good.
+//
+// Exit semantics, as the Kind of the returned error:
+//   - nil: count reached, idle ended, retained messages done, -E acknowledged
+//   - KindTimeout: -W reached before the count (exit 27, as mosquitto_sub)
+//   - KindUnmet: --match given and not enough matches before -W or --idle
+//   - KindRejected: the broker refused a subscription (SUBACK >= 0x80)
+//   - context.Canceled: interrupted
+func Run(ctx context.Context, o *Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	r := newRunner(o)
+	defer close(r.stop)
+	return r.run(ctx)
+}
+
+// runner is the state of one Run. Everything except the OnMessage and
+// OnConnectionLost callbacks runs on Run's goroutine.
+type runner struct {
+	o        *Options
+	now      func() time.Time
+	msgs     chan *mqttconn.Message
+	stop     chan struct{} // closed when Run returns, unblocking the reader
+	client   mqttconn.Client
+	cfg      mqttconn.Config
+	pr       *printer
+	dump     *dumper
+	stats    *statsTable
+	sentinel string // topic used to learn that the retained messages are done
+	cleared  map[string]bool
+	count    int
+	start    time.Time
+}
+
+func newRunner(o *Options) *runner {
+	r := &runner{
+		o:       o,
+		now:     o.Now,
+		msgs:    make(chan *mqttconn.Message, 4096),
+		stop:    make(chan struct{}),
+		cleared: map[string]bool{},
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	r.cfg = o.Conn
+	r.cfg.OnMessage = func(m *mqttconn.Message) {
+		// Blocking here is deliberate: the connection's reader waits, and
+		// TCP pushes back on the broker instead of memory growing.
+		select {
+		case r.msgs <- m:
+		case <-r.stop:
+		}
+	}
+	if o.RetainedOnly {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		r.sentinel = "mqtk/retained-sync/" + hex.EncodeToString(b[:])
+	}
+	return r
+}
+
+func (r *runner) run(ctx context.Context) error {
+	o := r.o
+	r.start = r.now()
+	r.pr = newPrinter(o, func(s string) { o.IO.Warnf("%s", s) })
+	if o.DumpDir != "" {
+		d, err := newDumper(o.DumpDir)
+		if err != nil {
+			return err
+		}
+		r.dump = d
+	}
+	if o.Stats || o.Watch {
+		r.stats = newStatsTable()
+	}
+	if err := r.connect(ctx, false); err != nil {
+		return err
+	}
+	if o.ExitAfterSuback || len(o.Topics) == 0 {
+		return r.finish(nil)
+	}
+
+	var timeoutC, idleC, retryC, watchC <-chan time.Time
+	if o.Timeout > 0 {
+		t := time.NewTimer(o.Timeout)
+		defer t.Stop()
+		timeoutC = t.C
+	}
+	var idle *time.Timer
+	if o.Idle > 0 {
+		idle = time.NewTimer(o.Idle)
+		defer idle.Stop()
+		idleC = idle.C
+	}
+	if o.Watch {
+		tk := time.NewTicker(500 * time.Millisecond)
+		defer tk.Stop()
+		watchC = tk.C
+	}
+	backoff := 250 * time.Millisecond
+	for {
+		var doneC <-chan struct{}
+		if r.client != nil {
+			doneC = r.client.Done()
+		}
+		select {
+		case m := <-r.msgs:
+			if idle != nil {
+				idle.Reset(o.Idle)
+			}
+			end, err := r.handle(ctx, m)
+			if err != nil || end {
+				return r.finish(err)
+			}
+			if len(r.msgs) == 0 {
+				if err := r.pr.flush(); err != nil {
+					return r.finish(fmt.Errorf("write stdout: %w", err))
+				}
+			}
+		case <-timeoutC:
+			if o.Match != nil {
+				return r.finish(&mqttconn.Error{Kind: mqttconn.KindUnmet,
+					Err: fmt.Errorf("%s: %d of %d matching messages before the %s timeout", o.Match, r.count, max(o.Count, 1), o.Timeout)})
+			}
+			return r.finish(&mqttconn.Error{Kind: mqttconn.KindTimeout,
+				Err: fmt.Errorf("timed out after %s with %s", o.Timeout, r.countText())})
+		case <-idleC:
+			if o.Match != nil && r.count < max(o.Count, 1) {
+				return r.finish(&mqttconn.Error{Kind: mqttconn.KindUnmet,
+					Err: fmt.Errorf("%s: %d of %d matching messages before %s without messages", o.Match, r.count, max(o.Count, 1), o.Idle)})
+			}
+			return r.finish(nil)
+		case <-doneC:
+			cerr := r.client.Err()
+			r.client = nil
+			if !o.Reconnect {
+				return r.finish(&mqttconn.Error{Kind: mqttconn.KindNetwork, Op: "connection lost", Err: cerr})
+			}
+			o.IO.Warnf("connection lost: %v; reconnecting", describe(cerr))
+			retryC = time.After(backoff)
+		case <-retryC:
+			retryC = nil
+			if err := r.connect(ctx, true); err != nil {
+				if ctx.Err() != nil {
+					return r.finish(ctx.Err())
+				}
+				if mqttconn.KindOf(err) == mqttconn.KindRejected || mqttconn.KindOf(err) == mqttconn.KindRefused {
+					return r.finish(err)
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				o.IO.Warnf("reconnect failed: %v; retrying in %s", err, backoff)
+				retryC = time.After(backoff)
+				continue
+			}
+			backoff = 250 * time.Millisecond
+			o.IO.Infof("reconnected to %s", r.client.Info().Addr)
+		case <-watchC:
+			r.stats.render(r.pr.w, r.now(), &r.pr.st, true)
+			if err := r.pr.flush(); err != nil {
+				return r.finish(fmt.Errorf("write stdout: %w", err))
+			}
+		case <-ctx.Done():
+			return r.finish(ctx.Err())
+		}
+	}
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "closed by the broker"
+	}
+	return err.Error()
+}
+
+func (r *runner) countText() string {
+	if r.o.Count > 0 {
+		return fmt.Sprintf("%d of %d messages", r.count, r.o.Count)
+	}
+	return fmt.Sprintf("%d messages", r.count)
+}
+
+// connect dials and sets up subscriptions. On a reconnect with -c and a
+// session the broker kept, the subscriptions are still there and are not
+// sent again (that would replay retained messages).
+func (r *runner) connect(ctx context.Context, again bool) error {
+	o := r.o
+	c, err := o.Dial(ctx, r.cfg)
+	if err != nil {
+		return err
+	}
+	r.client = c
+	if again && r.cfg.NoClean && c.Info().SessionPresent {
+		return nil
+	}
+	if !again && len(o.Unsubscribe) > 0 {
+		if err := c.Unsubscribe(ctx, o.Unsubscribe...); err != nil {
+			return fmt.Errorf("unsubscribe %q: %w", o.Unsubscribe, err)
+		}
+	}
+	if len(o.Topics) == 0 {
+		return nil
+	}
+	subs := make([]mqttconn.Subscription, len(o.Topics))
+	for i, t := range o.Topics {
+		var q byte
+		switch len(o.QoS) {
+		case 0:
+		case 1:
+			q = o.QoS[0]
+		default:
+			q = o.QoS[i]
+		}
+		subs[i] = mqttconn.Subscription{Filter: t, QoS: q, NoLocal: o.NoLocal, RetainAsPublished: o.RetainAsPublished,
+			RetainHandling: o.RetainHandling, SubscriptionID: o.SubscriptionID}
+	}
+	codes, err := c.Subscribe(ctx, subs)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for i, code := range codes {
+		if code >= 0x80 && i < len(subs) {
+			return &mqttconn.Error{Kind: mqttconn.KindRejected, Reason: code,
+				Op:    fmt.Sprintf("subscribe to %q", subs[i].Filter),
+				Err:   fmt.Errorf("refused by the broker: %s (0x%02X)", mqttconn.ReasonName(code), code),
+				Hints: subackHints(code, subs[i].Filter)}
+		}
+	}
+	if r.sentinel != "" && !again {
+		r.syncRetained(ctx, c, subs)
+	}
+	return nil
+}
+
+// syncRetained subscribes to a private topic and publishes one message
+// to it after the SUBACK: the broker queues the retained messages of the
+// earlier SUBSCRIBE before it, so its arrival means they have all been
+// delivered. If the broker will not let us, --retained-only falls back to
+// mosquitto_sub's rule (stop at the first message without retain).
+func (r *runner) syncRetained(ctx context.Context, c mqttconn.Client, subs []mqttconn.Subscription) {
+	var q byte
+	for _, s := range subs {
+		q = max(q, s.QoS)
+	}
+	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: r.sentinel, QoS: q}})
+	if err != nil || len(codes) == 0 || codes[0] >= 0x80 {
+		r.sentinel = ""
+		return
+	}
+	if err := c.Publish(ctx, &mqttconn.Message{Topic: r.sentinel, QoS: q, Payload: []byte("sync")}); err != nil {
+		r.sentinel = ""
+	}
+}
+
+func subackHints(code byte, filter string) []string {
+	switch code {
+	case 0x87:
+		return []string{"the broker's ACL does not let this user read " + filter + ": check the user (-u) or the broker's ACL"}
+	case 0x8F:
+		return []string{"the broker does not accept this filter; check its wildcards (+ and # must be whole levels)"}
+	case 0x9E:
+		return []string{"this broker has no shared subscriptions: subscribe without the $share/GROUP/ prefix"}
+	case 0xA1:
+		return []string{"this broker has no subscription identifiers: drop --subscription-id"}
+	case 0xA2:
+		return []string{"this broker refuses wildcards: subscribe to exact topics"}
+	}
+	return nil
+}
+
+// handle processes one arrival and reports whether an ending condition
+// has been met.
+func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) {
+	o := r.o
+	if r.sentinel != "" && m.Topic == r.sentinel {
+		return true, nil
+	}
+	if m.Received.IsZero() {
+		m.Received = r.now()
+	}
+	if o.RetainedOnly && !m.Retain {
+		return true, nil
+	}
+	if o.RemoveRetained {
+		if m.Retain && len(m.Payload) > 0 {
+			if o.DryRun {
+				o.IO.Infof("would clear the retained message on %s (%d bytes)", m.Topic, len(m.Payload))
+			} else if r.client != nil {
+				// An empty retained PUBLISH removes the retained message [MQTT-3.3.1-6].
+				if err := r.client.Publish(ctx, &mqttconn.Message{Topic: m.Topic, Retain: true}); err != nil {
+					return false, fmt.Errorf("clear the retained message on %s: %w", m.Topic, err)
+				}
+				r.cleared[m.Topic] = true
+			}
+		} else if !m.Retain && len(m.Payload) == 0 && r.cleared[m.Topic] {
+			// Our own clearing message coming back: not news.
+			delete(r.cleared, m.Topic)
+			return false, nil
+		}
+	}
+	if o.NoRetained && m.Retain {
+		return false, nil
+	}
+	for _, f := range o.FilterOut {
+		if FilterMatches(f, m.Topic) {
+			return false, nil
+		}
+	}
+	if o.Match != nil && !o.Match.Match(m.Payload) {
+		return false, nil
+	}
+	r.count++
+	if r.stats != nil {
+		r.stats.add(m)
+	}
+	if !o.Watch {
+		r.pr.print(m, m.Received)
+	}
+	if r.dump != nil {
+		if err := r.dump.write(m); err != nil {
+			return false, err
+		}
+	}
+	return o.Count > 0 && r.count >= o.Count, nil
+}
+
+// finish flushes output, prints --stats, and disconnects. err is what Run
+// returns; output errors are reported only when nothing else went wrong.
+func (r *runner) finish(err error) error {
+	ferr := r.pr.flush()
+	if r.stats != nil && r.o.Stats {
+		r.stats.render(r.o.IO.Err, r.now(), &r.pr.st, false)
+	}
+	if r.client != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		derr := r.client.Disconnect(dctx)
+		cancel()
+		if err == nil && derr != nil && !errors.Is(derr, context.DeadlineExceeded) {
+			r.o.IO.Warnf("disconnect: %v", derr)
+		}
+	}
+	if err == nil && ferr != nil {
+		return fmt.Errorf("write stdout: %w", ferr)
+	}
+	return err
+}
