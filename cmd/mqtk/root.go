@@ -170,6 +170,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 		newVersionCmd(a),
 		newManCmd(a),
 		newPubCmd(a, nil),
+		newSubCmd(a, nil),
 		newTlsgenCmd(a, nil),
 	)
 	root.SetHelpCommand(newHelpCmd(a, root))
