@@ -42,21 +42,21 @@ type Options struct {
 	// Empty means tcp://127.0.0.1:1883.
 	Listeners []string `yaml:"listen,omitempty"`
 
-	TLSCert           string `yaml:"tls_cert,omitempty"`
-	TLSKey            string `yaml:"tls_key,omitempty"`
-	TLSCA             string `yaml:"tls_ca,omitempty"` // CA that signs client certificates
-	RequireClientCert bool   `yaml:"require_client_cert,omitempty"`
-	CertAsUsername    bool   `yaml:"cert_as_username,omitempty"` // client certificate CN becomes the username
-	AllowAnonymous    bool   `yaml:"allow_anonymous,omitempty"`
+	TLSCert           string `yaml:"tls-cert,omitempty"`
+	TLSKey            string `yaml:"tls-key,omitempty"`
+	TLSCA             string `yaml:"tls-ca,omitempty"` // CA that signs client certificates
+	RequireClientCert bool   `yaml:"require-client-cert,omitempty"`
+	CertAsUsername    bool   `yaml:"cert-as-username,omitempty"` // client certificate CN becomes the username
+	AllowAnonymous    bool   `yaml:"allow-anonymous,omitempty"`
 
-	PasswordFile string `yaml:"password_file,omitempty"` // mosquitto_passwd format
-	ACLFile      string `yaml:"acl_file,omitempty"`      // mosquitto acl_file format
+	PasswordFile string `yaml:"password-file,omitempty"` // mosquitto_passwd format
+	ACLFile      string `yaml:"acl-file,omitempty"`      // mosquitto acl_file format
 	DataDir      string `yaml:"data,omitempty"`          // persistence directory; empty = in memory
 
-	Limits Limits `yaml:"limits,omitempty"`
+	Limits `yaml:",inline"`
 
 	Trace     bool   `yaml:"trace,omitempty"`
-	LogFormat string `yaml:"log_format,omitempty"` // "text" (default) or "json"
+	LogFormat string `yaml:"log-format,omitempty"` // "text" (default) or "json"
 	HTTPAddr  string `yaml:"http,omitempty"`       // metrics, health and API endpoint
 	Pprof     bool   `yaml:"pprof,omitempty"`
 
@@ -132,7 +132,7 @@ func New(opts Options) (*Broker, error) {
 	}
 	b := &Broker{
 		opts:   opts,
-		limits: opts.Limits.withDefaults(),
+		limits: opts.Limits.WithDefaults(),
 		log:    &logger{w: opts.Log, json: opts.LogFormat == "json"},
 		closed: make(chan struct{}),
 		conns:  map[*trackedConn]struct{}{},

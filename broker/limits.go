@@ -11,23 +11,23 @@ import (
 // Limits bound what one client (or all of them) may cost the broker. A zero
 // field takes the value from DefaultLimits.
 type Limits struct {
-	MaxPacketSize     uint32        `yaml:"max_packet_size,omitempty"`    // bytes, whole packet; larger ones disconnect the sender
-	MaxClients        int64         `yaml:"max_clients,omitempty"`        // connected clients
-	MaxInflight       uint16        `yaml:"max_inflight,omitempty"`       // QoS 1/2 messages stored per client (in flight + queued)
-	MaxQueued         int32         `yaml:"max_queued,omitempty"`         // packets waiting to be written per client; more are dropped
-	ReceiveMaximum    uint16        `yaml:"receive_maximum,omitempty"`    // QoS 1/2 publishes a client may have unacknowledged towards us
-	MaxMessageExpiry  time.Duration `yaml:"max_message_expiry,omitempty"` // ceiling on message expiry; 0 here means none (see withDefaults)
-	MaxSessionExpiry  time.Duration `yaml:"max_session_expiry,omitempty"` // how long a disconnected persistent session is kept
-	MaxKeepalive      uint16        `yaml:"max_keepalive,omitempty"`      // seconds; sent to MQTT 5 clients as Server Keep Alive
-	MaxTopicLength    int           `yaml:"max_topic_length,omitempty"`   // bytes in a topic name or filter
-	MaxTopicLevels    int           `yaml:"max_topic_levels,omitempty"`   // levels in a topic name or filter
-	MaxClientIDLength int           `yaml:"max_client_id_length,omitempty"`
-	TopicAliasMaximum uint16        `yaml:"topic_alias_maximum,omitempty"` // aliases a client may define towards us
-	ConnectTimeout    time.Duration `yaml:"connect_timeout,omitempty"`     // time allowed between accept and CONNECT
-	WriteTimeout      time.Duration `yaml:"write_timeout,omitempty"`       // a client that does not read for this long is dropped
-	AuthFailDelay     time.Duration `yaml:"auth_fail_delay,omitempty"`     // pause before refusing bad credentials
-	ReadBufferSize    int           `yaml:"read_buffer_size,omitempty"`    // per-connection read buffer, bytes
-	WriteBufferSize   int           `yaml:"write_buffer_size,omitempty"`   // per-connection write coalescing threshold, bytes
+	MaxPacketSize     uint32        `yaml:"max-packet-size,omitempty"`    // bytes, whole packet; larger ones disconnect the sender
+	MaxClients        int64         `yaml:"max-clients,omitempty"`        // connected clients
+	MaxInflight       uint16        `yaml:"max-inflight,omitempty"`       // QoS 1/2 messages stored per client (in flight + queued)
+	MaxQueued         int32         `yaml:"max-queued,omitempty"`         // packets waiting to be written per client; more are dropped
+	ReceiveMaximum    uint16        `yaml:"receive-maximum,omitempty"`    // QoS 1/2 publishes a client may have unacknowledged towards us
+	MaxMessageExpiry  time.Duration `yaml:"max-message-expiry,omitempty"` // ceiling on message expiry; 0 here means none (see WithDefaults)
+	MaxSessionExpiry  time.Duration `yaml:"max-session-expiry,omitempty"` // how long a disconnected persistent session is kept
+	MaxKeepalive      uint16        `yaml:"max-keepalive,omitempty"`      // seconds; sent to MQTT 5 clients as Server Keep Alive
+	MaxTopicLength    int           `yaml:"max-topic-length,omitempty"`   // bytes in a topic name or filter
+	MaxTopicLevels    int           `yaml:"max-topic-levels,omitempty"`   // levels in a topic name or filter
+	MaxClientIDLength int           `yaml:"max-client-id-length,omitempty"`
+	TopicAliasMaximum uint16        `yaml:"topic-alias-max,omitempty"`   // aliases a client may define towards us
+	ConnectTimeout    time.Duration `yaml:"connect-timeout,omitempty"`   // time allowed between accept and CONNECT
+	WriteTimeout      time.Duration `yaml:"write-timeout,omitempty"`     // a client that does not read for this long is dropped
+	AuthFailDelay     time.Duration `yaml:"auth-fail-delay,omitempty"`   // pause before refusing bad credentials
+	ReadBufferSize    int           `yaml:"read-buffer-size,omitempty"`  // per-connection read buffer, bytes
+	WriteBufferSize   int           `yaml:"write-buffer-size,omitempty"` // per-connection write coalescing threshold, bytes
 }
 
 // DefaultLimits returns the limits used for fields left at zero. They aim at
@@ -70,7 +70,8 @@ func DefaultLimits() Limits {
 // to state "no ceiling" explicitly in a config file (0 also means that).
 const NoMessageExpiryCeiling = time.Duration(0)
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with every zero field set from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	set := func(v *uint32, dv uint32) {
 		if *v == 0 {

@@ -172,6 +172,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 		newPubCmd(a, nil),
 		newSubCmd(a, nil),
 		newTlsgenCmd(a, nil),
+		newBrokerCmd(a, nil),
 	)
 	root.SetHelpCommand(newHelpCmd(a, root))
 	return root

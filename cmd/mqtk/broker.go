@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/term"
+
+	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/tlsgen"
+)
+
+// brokerConfig is what --config FILE.yaml holds: every flag, by its name.
+type brokerConfig struct {
+	broker.Options `yaml:",inline"`
+	// TLS asks for an MQTTS listener with certificates from 'mqtk tlsgen'.
+	TLS bool `yaml:"tls,omitempty"`
+}
+
+const brokerLong = `Run an MQTT broker (MQTT 3.1, 3.1.1 and 5) for development and small deployments.
+
+With no flags it listens on 127.0.0.1:1883 only, lets anyone on this machine
+connect, keeps everything in memory, and prints how to reach it. Listening
+where other machines can connect needs --password-file, --require-client-cert
+or an explicit --allow-anonymous.
+
+Listeners (--listen, repeatable): tcp://ADDR, tls://ADDR, ws://ADDR/path,
+wss://ADDR/path, unix:///path. Port 0 picks a free port. --tls alone adds
+MQTTS on port 8883 with certificates made (once) by 'mqtk tlsgen' under
+$XDG_DATA_HOME/mqtk/tls; clients need the printed --cafile.
+
+Users and permissions use mosquitto's files unchanged: --password-file from
+mosquitto_passwd or 'mqtk broker passwd', --acl-file in mosquitto's
+acl_file syntax (topic/user/pattern lines, %u and %c). Failed logins are
+logged with the client address and answered after a delay.
+
+--data DIR keeps retained messages, persistent sessions, their subscriptions
+and their queued and in-flight QoS 1/2 messages across restarts, in one
+file. Each change is synced to disk before the broker carries on, so a
+crash or kill -9 loses at most the one write being committed at that
+instant; a clean stop (Ctrl-C, SIGTERM) loses nothing.
+
+Limits have defaults meant for a laptop or a small site and can all be
+changed. Retained messages never expire unless the publisher set a message
+expiry. SIGHUP reloads the password file, the ACL file and the TLS
+certificates without dropping clients. SIGINT or SIGTERM stops cleanly:
+MQTT 5 clients get DISCONNECT "server shutting down", the store is flushed,
+and the exit code is 0.`
+
+const brokerExample = `  # a local broker for development
+  mqtk broker
+
+  # watch every packet (coloured on a terminal; JSON lines with --log-format json)
+  mqtk broker --trace
+
+  # MQTTS on :8883 with certificates made for you, plus plain MQTT on loopback
+  mqtk broker --tls
+
+  # reachable from the LAN, with users, permissions and persistence
+  mqtk broker passwd users.txt alice
+  mqtk broker --listen tcp://0.0.0.0:1883 --password-file users.txt \
+      --acl-file acl.txt --data /var/lib/mqtk
+
+  # WebSocket for browsers, Prometheus metrics on :9100
+  mqtk broker --listen tcp://127.0.0.1:1883 --listen ws://127.0.0.1:8080/mqtt --http 127.0.0.1:9100
+
+  # mutual TLS; the certificate's common name becomes the user name
+  mqtk broker --listen tls://:8883 --tls-cert server.pem --tls-key server-key.pem \
+      --tls-ca ca.pem --require-client-cert --cert-as-username
+
+  # keep the settings in a file; flags still override it
+  mqtk broker --print-config > broker.yaml
+  mqtk broker --config broker.yaml`
+
+func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
+	cfg := brokerConfig{Options: broker.Options{Limits: broker.DefaultLimits()}}
+	var configFile string
+	var printConfig bool
+	cmd := &cobra.Command{
+		Use:     "broker",
+		Short:   "Run a local MQTT broker: TLS, WebSocket, users, ACL, persistence, trace",
+		Long:    brokerLong,
+		Example: brokerExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			eff, err := effectiveBrokerConfig(cmd, cfg, configFile)
+			if err != nil {
+				return err
+			}
+			if printConfig {
+				out, err := yaml.Marshal(eff)
+				if err != nil {
+					return fmt.Errorf("print config: %w", err)
+				}
+				_, err = a.io.Out.Write(out)
+				return err
+			}
+			caFile := ""
+			if eff.TLS {
+				if caFile, err = applyLocalTLS(a, &eff); err != nil {
+					return err
+				}
+			}
+			opts := eff.Options
+			opts.Log = a.io.Err
+			opts.Color = a.io.Err.Color()
+			if runF != nil {
+				return runF(&opts)
+			}
+			return runBroker(cmd.Context(), a, opts, caFile)
+		},
+	}
+	bindBrokerFlags(cmd.Flags(), &cfg)
+	cmd.Flags().StringVar(&configFile, "config", "", "read settings from `FILE.yaml` (keys are the flag names); flags override it")
+	cmd.Flags().BoolVar(&printConfig, "print-config", false, "print the effective configuration as YAML and exit")
+	cmd.Flags().SortFlags = false
+	cmd.AddCommand(newBrokerPasswdCmd(a))
+	return cmd
+}
+
+// bindBrokerFlags binds every configurable flag to c, using c's current
+// values as defaults. It is called twice: once for the command line, once
+// over the config file's values to replay the flags that were set.
+func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
+	o := &c.Options
+	l := &o.Limits
+	fs.StringArrayVar(&o.Listeners, "listen", o.Listeners, "listen on `URL`: tcp://ADDR, tls://ADDR, ws://ADDR/path, wss://ADDR/path, unix:///path (repeatable; default tcp://127.0.0.1:1883)")
+	fs.BoolVar(&c.TLS, "tls", c.TLS, "also serve MQTTS on :8883 (and wss with ws) using certificates from 'mqtk tlsgen', made on first use")
+	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "server certificate `FILE` (PEM) for tls:// and wss://")
+	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "server private key `FILE` (PEM)")
+	fs.StringVar(&o.TLSCA, "tls-ca", o.TLSCA, "CA certificate `FILE` that signs client certificates (enables mutual TLS)")
+	fs.BoolVar(&o.RequireClientCert, "require-client-cert", o.RequireClientCert, "refuse TLS clients without a certificate signed by --tls-ca")
+	fs.BoolVar(&o.CertAsUsername, "cert-as-username", o.CertAsUsername, "use the client certificate's common name as the user name (no password needed)")
+	fs.StringVar(&o.PasswordFile, "password-file", o.PasswordFile, "mosquitto password `FILE` (mosquitto_passwd or 'mqtk broker passwd')")
+	fs.BoolVar(&o.AllowAnonymous, "allow-anonymous", o.AllowAnonymous, "let clients without a user name connect even with a password file or on a non-loopback address")
+	fs.StringVar(&o.ACLFile, "acl-file", o.ACLFile, "mosquitto ACL `FILE`: topic/user/pattern lines")
+	fs.StringVar(&o.DataDir, "data", o.DataDir, "keep retained messages and persistent sessions in `DIR` across restarts")
+	fs.Uint32Var(&l.MaxPacketSize, "max-packet-size", l.MaxPacketSize, "largest packet in `BYTES`; a client sending more is disconnected")
+	fs.Int64Var(&l.MaxClients, "max-clients", l.MaxClients, "most connected clients")
+	fs.Uint16Var(&l.MaxInflight, "max-inflight", l.MaxInflight, "QoS 1/2 messages stored per client, in flight and queued while offline")
+	fs.Int32Var(&l.MaxQueued, "max-queued", l.MaxQueued, "packets waiting to be written per connected client; beyond that messages are dropped and counted")
+	fs.Uint16Var(&l.ReceiveMaximum, "receive-maximum", l.ReceiveMaximum, "unacknowledged QoS 1/2 publishes a client may send at once")
+	fs.DurationVar(&l.MaxMessageExpiry, "max-message-expiry", l.MaxMessageExpiry, "ceiling on message expiry (0: none, retained messages live until cleared)")
+	fs.DurationVar(&l.MaxSessionExpiry, "max-session-expiry", l.MaxSessionExpiry, "how long a disconnected persistent session is kept")
+	fs.Uint16Var(&l.MaxKeepalive, "max-keepalive", l.MaxKeepalive, "largest keepalive in `SECONDS`; MQTT 5 clients are told it (Server Keep Alive), longer 3.1.1 ones are refused")
+	fs.IntVar(&l.MaxTopicLength, "max-topic-length", l.MaxTopicLength, "longest topic name or filter in bytes")
+	fs.IntVar(&l.MaxTopicLevels, "max-topic-levels", l.MaxTopicLevels, "most levels in a topic name or filter")
+	fs.IntVar(&l.MaxClientIDLength, "max-client-id-length", l.MaxClientIDLength, "longest client id in bytes")
+	fs.Uint16Var(&l.TopicAliasMaximum, "topic-alias-max", l.TopicAliasMaximum, "topic aliases an MQTT 5 client may set up towards the broker")
+	fs.IntVar(&l.ReadBufferSize, "read-buffer-size", l.ReadBufferSize, "per-connection read buffer in bytes")
+	fs.IntVar(&l.WriteBufferSize, "write-buffer-size", l.WriteBufferSize, "per-connection write batching threshold in bytes")
+	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", l.ConnectTimeout, "drop connections that send no CONNECT within this time")
+	fs.DurationVar(&l.WriteTimeout, "write-timeout", l.WriteTimeout, "drop clients that stop reading for this long")
+	fs.DurationVar(&l.AuthFailDelay, "auth-fail-delay", l.AuthFailDelay, "pause before answering a failed login")
+	fs.BoolVar(&o.Trace, "trace", o.Trace, "print every packet in and out on stderr")
+	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log and trace format: text or json (default text)")
+	fs.StringVar(&o.HTTPAddr, "http", o.HTTPAddr, "serve /metrics (Prometheus), /healthz, /api/clients and /api/subscriptions on `ADDR`")
+	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve /debug/pprof on the --http address")
+}
+
+// effectiveBrokerConfig merges defaults < config file < flags.
+func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) (brokerConfig, error) {
+	eff := flags
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return eff, mqttconn.Usagef("read config: %v", err)
+		}
+		fromFile := brokerConfig{Options: broker.Options{Limits: broker.DefaultLimits()}}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fromFile); err != nil && !errors.Is(err, io.EOF) {
+			return eff, mqttconn.Usagef("config %s: %v (keys are the flag names without --, see 'mqtk broker --print-config')", file, err)
+		}
+		// Replay the flags given on the command line over the file's values.
+		fs := pflag.NewFlagSet("merge", pflag.ContinueOnError)
+		bindBrokerFlags(fs, &fromFile)
+		var setErr error
+		cmd.Flags().Visit(func(f *pflag.Flag) {
+			target := fs.Lookup(f.Name)
+			if target == nil || setErr != nil {
+				return
+			}
+			if sv, ok := f.Value.(pflag.SliceValue); ok {
+				setErr = target.Value.(pflag.SliceValue).Replace(sv.GetSlice())
+				return
+			}
+			setErr = target.Value.Set(f.Value.String())
+		})
+		if setErr != nil {
+			return eff, mqttconn.Usagef("merge flags over config: %v", setErr)
+		}
+		eff = fromFile
+	}
+	if len(eff.Listeners) == 0 {
+		eff.Listeners = []string{"tcp://127.0.0.1:1883"}
+	}
+	eff.Limits = eff.Limits.WithDefaults()
+	if eff.LogFormat == "" {
+		eff.LogFormat = "text"
+	}
+	if eff.LogFormat != "text" && eff.LogFormat != "json" {
+		return eff, mqttconn.Usagef("--log-format %q: use text or json", eff.LogFormat)
+	}
+	return eff, nil
+}
+
+// tlsDir is where 'mqtk broker --tls' keeps its certificates.
+func tlsDir(getenv func(string) string) (string, error) {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "mqtk", "tls"), nil
+	}
+	home := getenv("HOME")
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find a place for tls certificates: %w (set XDG_DATA_HOME)", err)
+		}
+		home = h
+	}
+	return filepath.Join(home, ".local", "share", "mqtk", "tls"), nil
+}
+
+// applyLocalTLS fills the certificate files from tlsgen and adds MQTTS
+// (and wss, when there is a ws listener) on the host of the first listener.
+func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
+	dir, err := tlsDir(a.getenv)
+	if err != nil {
+		return "", err
+	}
+	files, err := tlsgen.EnsureLocal(dir)
+	if err != nil {
+		return "", fmt.Errorf("prepare tls certificates in %s: %w", dir, err)
+	}
+	if files.Created {
+		a.io.Infof("made a local CA and server certificate in %s", dir)
+	}
+	if c.TLSCert == "" && c.TLSKey == "" {
+		c.TLSCert, c.TLSKey = files.CertFile, files.KeyFile
+	}
+	if c.TLSCA == "" {
+		c.TLSCA = files.CAFile
+	}
+	host := "127.0.0.1"
+	hasTLS, ws := false, ""
+	for _, raw := range c.Listeners {
+		scheme, rest, _ := strings.Cut(raw, "://")
+		switch scheme {
+		case "tls", "mqtts", "ssl", "wss":
+			hasTLS = true
+		case "ws":
+			ws = rest
+		}
+		if scheme == "tcp" || scheme == "mqtt" {
+			if h, _, err := net.SplitHostPort(rest); err == nil {
+				host = h
+			}
+		}
+	}
+	if !hasTLS {
+		c.Listeners = append(c.Listeners, "tls://"+net.JoinHostPort(host, "8883"))
+		if ws != "" {
+			hp, path, _ := strings.Cut(ws, "/")
+			h, _, err := net.SplitHostPort(hp)
+			if err != nil {
+				h = host
+			}
+			c.Listeners = append(c.Listeners, "wss://"+net.JoinHostPort(h, "8443")+"/"+path)
+		}
+	}
+	return files.CAFile, nil
+}
+
+func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) error {
+	b, err := broker.New(opts)
+	if err != nil {
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err}
+	}
+	if err := b.Start(ctx); err != nil {
+		_ = b.Close(context.Background())
+		return err
+	}
+	printBanner(a, b, opts, caFile)
+
+	// SIGHUP reloads; scoped to this command so other commands keep the
+	// default (terminate) behaviour.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if err := b.Reload(); err != nil {
+				a.io.Errorf("%v", err)
+				a.io.Hintf("the previous settings stay in force; fix the file and send SIGHUP again")
+			}
+		case <-ctx.Done():
+		}
+	}
+	a.io.Infof("stopping")
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(cctx); err != nil {
+		return fmt.Errorf("stop broker: %w", err)
+	}
+	return nil
+}
+
+// printBanner tells a newcomer where the broker is and how to use it.
+func printBanner(a *app, b *broker.Broker, opts broker.Options, caFile string) {
+	a.io.Infof("broker ready (MQTT 3.1, 3.1.1 and 5), listening on:")
+	var first *broker.Listener
+	lns := b.Listeners()
+	for i, l := range lns {
+		extra := ""
+		if (l.Scheme == "tls" || l.Scheme == "wss") && caFile != "" {
+			extra = "   (clients need --cafile " + caFile + ")"
+		}
+		a.io.Infof("  %s%s", l.URL(), extra)
+		if first == nil && (l.Scheme == "tcp" || l.Scheme == "unix") {
+			first = &lns[i]
+		}
+	}
+	if first == nil && len(lns) > 0 {
+		first = &lns[0]
+	}
+	if addr := b.HTTPAddr(); addr != "" {
+		a.io.Infof("  http://%s/metrics, /healthz, /api/clients, /api/subscriptions", addr)
+	}
+	if opts.DataDir != "" {
+		a.io.Infof("persisting to %s", opts.DataDir)
+	}
+	if first != nil {
+		conn := "-L " + first.URL()
+		if first.Scheme == "tls" || first.Scheme == "wss" {
+			if caFile != "" {
+				conn += " --cafile " + caFile
+			} else if opts.TLSCA != "" {
+				conn += " --cafile " + opts.TLSCA
+			}
+		}
+		if opts.PasswordFile != "" && !opts.AllowAnonymous {
+			conn += " -u USER -P PASSWORD"
+		}
+		a.io.Infof("try it in another terminal:")
+		a.io.Infof("  mqtk sub %s -t 'hello/#' -v", conn)
+		a.io.Infof("  mqtk pub %s -t hello/world -m 'hi there'", conn)
+	}
+	a.io.Infof("press Ctrl-C to stop")
+}
+
+func newBrokerPasswdCmd(a *app) *cobra.Command {
+	var fromStdin bool
+	cmd := &cobra.Command{
+		Use:   "passwd FILE USER",
+		Short: "Add a user to a mosquitto password file, or change their password",
+		Long: `Add USER to the password FILE, or change their password, in mosquitto's
+format (PBKDF2-SHA512, "$7$"), so the file works with both 'mqtk broker
+--password-file' and mosquitto. Other lines are kept; the file is created
+with mode 0600 if missing. The password is asked for twice on a terminal,
+or read as the first line of standard input with --password-stdin.`,
+		Example: `  mqtk broker passwd users.txt alice
+  echo "$ALICE_PASSWORD" | mqtk broker passwd --password-stdin users.txt alice`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return mqttconn.Usagef("want FILE USER, got %d argument(s): as in 'mqtk broker passwd users.txt alice'", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := readNewPassword(a, fromStdin, args[1])
+			if err != nil {
+				return err
+			}
+			if err := broker.SetPassword(args[0], args[1], pw); err != nil {
+				return err
+			}
+			a.io.Infof("password for %s set in %s", args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
+	return cmd
+}
+
+func readNewPassword(a *app, fromStdin bool, user string) ([]byte, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(a.io.In).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read password from stdin: %w", err)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return nil, mqttconn.Usagef("no password on standard input")
+		}
+		return []byte(pw), nil
+	}
+	f, ok := a.io.In.(*os.File)
+	if !ok || !a.io.InTTY {
+		return nil, mqttconn.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
+	}
+	fmt.Fprintf(a.io.Err, "password for %s: ", user)
+	p1, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.io.Err)
+	if err != nil {
+		return nil, fmt.Errorf("read password: %w", err)
+	}
+	fmt.Fprintf(a.io.Err, "again: ")
+	p2, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.io.Err)
+	if err != nil {
+		return nil, fmt.Errorf("read password: %w", err)
+	}
+	if !bytes.Equal(p1, p2) {
+		return nil, mqttconn.Usagef("the passwords differ; nothing changed")
+	}
+	if len(p1) == 0 {
+		return nil, mqttconn.Usagef("empty password; nothing changed")
+	}
+	return p1, nil
+}
