@@ -40,6 +40,8 @@ type sender struct {
 	genCancel context.CancelFunc
 	window    int
 	reconnect bool
+	sentAny   bool
+	lastQoS   byte
 
 	mu        sync.Mutex
 	pending   map[uint64]*entry
@@ -146,6 +148,15 @@ func (s *sender) publish(ctx context.Context, m *mqttconn.Message) error {
 		s.mu.Unlock()
 		return nil
 	}
+	// MQTT orders messages per QoS level only, and a broker forwards a
+	// QoS 2 message later in the handshake than a QoS 0 one, so a change
+	// of QoS waits until everything before it is acknowledged: a replay
+	// or a JSONL stream with mixed QoS then arrives in file order.
+	limit := s.window
+	if s.sentAny && m.QoS != s.lastQoS {
+		limit = 1
+	}
+	s.sentAny, s.lastQoS = true, m.QoS
 	for {
 		if err := s.settle(ctx); err != nil {
 			return err
@@ -153,7 +164,7 @@ func (s *sender) publish(ctx context.Context, m *mqttconn.Message) error {
 		s.mu.Lock()
 		n := len(s.pending)
 		s.mu.Unlock()
-		if n < s.window {
+		if n < limit {
 			break
 		}
 		if err := s.wait(ctx); err != nil {

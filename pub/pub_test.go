@@ -1,0 +1,426 @@
+package pub
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestCheckTopic(t *testing.T) {
+	for _, tc := range []struct {
+		topic string
+		ok    bool
+	}{
+		{"a/b", true},
+		{"/", true},
+		{"a b/ü", true},
+		{"", false},
+		{"a/+/b", false},
+		{"a/#", false},
+		{"a\x00b", false},
+		{strings.Repeat("x", 65535), true},
+		{strings.Repeat("x", 65536), false},
+		{"\xff", false},
+	} {
+		if err := CheckTopic(tc.topic); (err == nil) != tc.ok {
+			t.Errorf("CheckTopic(%.20q) = %v, want ok=%v", tc.topic, err, tc.ok)
+		}
+	}
+}
+
+func dialNever(context.Context, mqttconn.Config) (mqttconn.Client, error) {
+	panic("Validate must not dial")
+}
+
+func TestValidateUsageErrors(t *testing.T) {
+	v311 := mqttconn.Default()
+	v311.Version = mqttconn.V311
+	one := byte(1)
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"no source", Options{Topic: "a"}, "no payload given"},
+		{"no topic", Options{Source: SourceMessage}, "no topic given"},
+		{"wildcard", Options{Source: SourceMessage, Topic: "a/+"}, "wildcards"},
+		{"nul", Options{Source: SourceMessage, Topic: "a\x00"}, "NUL"},
+		{"qos", Options{Source: SourceMessage, Topic: "a", QoS: 3}, "QoS 3 out of range"},
+		{"encoding", Options{Source: SourceMessage, Topic: "a", Encoding: "rot13"}, "--encoding"},
+		{"topic-from-line without -l", Options{Source: SourceMessage, Topic: "a", TopicFromLine: true}, "needs -l"},
+		{"repeat with -l", Options{Source: SourceLines, Topic: "a", Repeat: 3}, "--repeat works with"},
+		{"user property on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,
+			Props: Props{UserProperties: []mqttconn.UserProperty{{Key: "k", Value: "v"}}}}, "--user-property is an MQTT 5 property"},
+		{"payload format on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,
+			Props: Props{PayloadFormat: &one}}, "--payload-format-indicator is an MQTT 5 property"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			if o.Config.Version == 0 {
+				o.Config = mqttconn.Default()
+			}
+			o.Dial = dialNever
+			err := o.Validate()
+			if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v (kind %v), want a usage error containing %q", err, mqttconn.KindOf(err), tc.want)
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	for _, tc := range []struct{ enc, in, want string }{
+		{EncText, "a{{b", "a{{b"},
+		{EncHex, "48 65\n6c6c6f", "Hello"},
+		{EncBase64, "SGVsbG8=", "Hello"},
+		{EncBase64, "SGVsbG8", "Hello"},
+	} {
+		got, err := decode(tc.enc, []byte(tc.in))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("decode(%s, %q) = %q, %v; want %q", tc.enc, tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := decode(EncHex, []byte("zz")); err == nil {
+		t.Error("decode(hex, zz) succeeded")
+	}
+}
+
+func TestPacketSize(t *testing.T) {
+	// 1 fixed header + 1 remaining length + 2+1 topic + 2 packet id + 1
+	// property length (0) + 5 payload.
+	m := &mqttconn.Message{Topic: "a", Payload: []byte("hello"), QoS: 1}
+	if got := packetSize(m, true); got != 13 {
+		t.Errorf("packetSize = %d, want 13", got)
+	}
+	if got := packetSize(m, false); got != 12 {
+		t.Errorf("packetSize v3 = %d, want 12", got)
+	}
+}
+
+// --- integration against Debian's mosquitto, read back with mosquitto_sub ---
+
+// broker starts mosquitto with queueing of QoS 0 messages for offline
+// persistent sessions, so a probe session sees every message whatever the
+// QoS it was published with.
+func broker(t *testing.T, o mosquittotest.Options) *mosquittotest.Broker {
+	t.Helper()
+	mosquittotest.RequireClients(t)
+	o.Global += "\nqueue_qos0_messages true\nmax_queued_messages 0\nmax_inflight_messages 20\n"
+	return mosquittotest.Start(t, o)
+}
+
+// probe is a persistent mosquitto_sub session created before publishing,
+// so that collecting afterwards needs no timing: queued messages wait in
+// the session.
+type probe struct {
+	t      *testing.T
+	id     string
+	filter string
+	conn   []string
+}
+
+func newProbe(t *testing.T, conn []string, filter string) *probe {
+	t.Helper()
+	p := &probe{t: t, id: fmt.Sprintf("probe-%d", time.Now().UnixNano()), filter: filter, conn: conn}
+	p.run(0, "%t", "-E")
+	return p
+}
+
+// run starts mosquitto_sub in the probe's session; count 0 means -E.
+func (p *probe) run(count int, format string, extra ...string) []byte {
+	p.t.Helper()
+	_, sub := mosquittotest.RequireClients(p.t)
+	args := append([]string{}, p.conn...)
+	args = append(args, "-V", "5", "-x", "600", "-c", "-i", p.id, "-q", "2", "-t", p.filter, "-W", "30", "-F", format)
+	if count > 0 {
+		args = append(args, "-C", fmt.Sprint(count))
+	}
+	args = append(args, extra...)
+	cmd := exec.Command(sub, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		p.t.Fatalf("mosquitto_sub %q: %v\n%s", args, err, errb.String())
+	}
+	return out.Bytes()
+}
+
+// lines collects n messages formatted with format, one per line.
+func (p *probe) lines(n int, format string) []string {
+	p.t.Helper()
+	out := strings.TrimSuffix(string(p.run(n, format)), "\n")
+	return strings.Split(out, "\n")
+}
+
+func tcpArgs(b *mosquittotest.Broker) []string {
+	return []string{"-h", "127.0.0.1", "-p", fmt.Sprint(b.Port())}
+}
+
+func tcpConfig(t *testing.T, b *mosquittotest.Broker, v mqttconn.Version) mqttconn.Config {
+	t.Helper()
+	c := mqttconn.Default()
+	c.Host, c.Port, c.Version = "127.0.0.1", b.Port(), v
+	if err := c.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// run runs Run with test streams and returns its error and stderr.
+func run(t *testing.T, o *Options, stdin []byte) (error, string) {
+	t.Helper()
+	io, _, errb := ui.Test(bytes.NewReader(stdin))
+	o.IO = io
+	if o.Dial == nil {
+		o.Dial = mqttconn.Dial
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := Run(ctx, o)
+	return err, errb.String()
+}
+
+func hexOf(s string) string { return hex.EncodeToString([]byte(s)) }
+
+func TestPayloadSourcesByteForByte(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	binary := make([]byte, 256)
+	for i := range binary {
+		binary[i] = byte(i)
+	}
+	file := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(file, binary, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []mqttconn.Version{mqttconn.V5, mqttconn.V311} {
+		for qos := byte(0); qos <= 2; qos++ {
+			t.Run(fmt.Sprintf("%s/qos%d", v, qos), func(t *testing.T) {
+				p := newProbe(t, tcpArgs(b), "src/#")
+				cases := []struct {
+					o     Options
+					stdin []byte
+					want  []string // topic hexpayload
+				}{
+					{Options{Source: SourceMessage, Topic: "src/m", Message: "hello {{x}}"}, nil, []string{"src/m " + hexOf("hello {{x}}")}},
+					{Options{Source: SourceMessage, Topic: "src/hex", Message: "00ff10", Encoding: EncHex}, nil, []string{"src/hex 00ff10"}},
+					{Options{Source: SourceFile, Topic: "src/f", File: file}, nil, []string{"src/f " + hex.EncodeToString(binary)}},
+					{Options{Source: SourceStdin, Topic: "src/s"}, []byte("a\nb\x00c\n"), []string{"src/s " + hexOf("a\nb\x00c\n")}},
+					{Options{Source: SourceNull, Topic: "src/n"}, nil, []string{"src/n "}},
+					{Options{Source: SourceLines, Topic: "src/l"}, []byte("one\n\nthree"), []string{"src/l " + hexOf("one"), "src/l ", "src/l " + hexOf("three")}},
+					{Options{Source: SourceLines, TopicFromLine: true}, []byte("src/a\tx\tz\nsrc/b\ty\n"), []string{"src/a " + hexOf("x\tz"), "src/b " + hexOf("y")}},
+					{Options{Source: SourceLines, Topic: "src/b64", Encoding: EncBase64}, []byte("AAE=\n"), []string{"src/b64 0001"}},
+				}
+				var want []string
+				for _, c := range cases {
+					o := c.o
+					o.Config, o.QoS = tcpConfig(t, b, v), qos
+					if err, stderr := run(t, &o, c.stdin); err != nil {
+						t.Fatalf("%v: Run: %v\n%s", o.Source, err, stderr)
+					}
+					want = append(want, c.want...)
+				}
+				got := p.lines(len(want), "%t %x")
+				if strings.Join(got, "\n") != strings.Join(want, "\n") {
+					t.Fatalf("received\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+			})
+		}
+	}
+}
+
+func TestRetainAndQoSArrive(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("Run: %v\n%s", err, stderr)
+	}
+	// A fresh subscriber gets the retained message with the retain flag.
+	_, sub := mosquittotest.RequireClients(t)
+	out, err := exec.Command(sub, append(tcpArgs(b), "-t", "keep/me", "-C", "1", "-W", "10", "-F", "%t %r %p")...).CombinedOutput()
+	if err != nil || string(out) != "keep/me 1 kept\n" {
+		t.Fatalf("mosquitto_sub: %q, %v", out, err)
+	}
+}
+
+func TestV5PropertiesArrive(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	p := newProbe(t, tcpArgs(b), "props/#")
+	exp, pfi := uint32(3600), byte(1)
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "props/a", Message: "x", QoS: 1,
+		Props: Props{
+			UserProperties:  []mqttconn.UserProperty{{Key: "k1", Value: "v1"}, {Key: "k2", Value: "v2"}},
+			ContentType:     "text/plain",
+			ResponseTopic:   "reply/here",
+			CorrelationData: []byte{0xde, 0xad},
+			MessageExpiry:   &exp,
+			PayloadFormat:   &pfi,
+		}}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("Run: %v\n%s", err, stderr)
+	}
+	// mosquitto_sub prints correlation data (%D) raw, so binary survives.
+	got := p.lines(1, "%C|%R|%F|%P|%D")
+	if want := "text/plain|reply/here|1|k1:v1 k2:v2|\xde\xad"; got[0] != want {
+		t.Fatalf("properties %q, want %q", got[0], want)
+	}
+}
+
+func TestTemplates(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	p := newProbe(t, tcpArgs(b), "tmpl/#")
+	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	cfg := tcpConfig(t, b, mqttconn.V5)
+	cfg.ClientID = "tmpl-client"
+	o := Options{Config: cfg, Source: SourceMessage, Template: true, QoS: 1, Repeat: 3,
+		Topic:   "tmpl/{{.Seq}}",
+		Message: `{{.Seq}} {{.Unix}} {{.Time}} {{.Hostname}} {{.ClientID}} {{env "PUBTEST"}} {{randInt 5 5}} {{len uuid}}`,
+		Props:   Props{UserProperties: []mqttconn.UserProperty{{Key: "n", Value: "{{.Seq}}"}}},
+		Clock:   clock, Getenv: func(k string) string { return map[string]string{"PUBTEST": "envval"}[k] },
+		Host: func() (string, error) { return "box", nil }}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("Run: %v\n%s", err, stderr)
+	}
+	got := p.lines(3, "%t|%p|%P")
+	for i, g := range got {
+		seq := i + 1
+		want := fmt.Sprintf("tmpl/%d|%d 1767323045 2026-01-02T03:04:05Z box tmpl-client envval 5 36|n:%d", seq, seq, seq)
+		if g != want {
+			t.Errorf("message %d: %q, want %q", seq, g, want)
+		}
+	}
+	// Without --template, braces are literal (checked byte for byte in
+	// TestPayloadSourcesByteForByte with "hello {{x}}").
+}
+
+// fakeClock advances only when slept on, and records every sleep.
+type fakeClock struct {
+	now    time.Time
+	sleeps []time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { return c.now }
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.sleeps = append(c.sleeps, d)
+	c.now = c.now.Add(d)
+	return ctx.Err()
+}
+
+func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	p := newProbe(t, tcpArgs(b), "pace")
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "x",
+		Repeat: 4, RepeatDelay: 250 * time.Millisecond, Clock: clock}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("Run: %v\n%s", err, stderr)
+	}
+	if want := []time.Duration{250 * time.Millisecond, 250 * time.Millisecond, 250 * time.Millisecond}; fmt.Sprint(clock.sleeps) != fmt.Sprint(want) {
+		t.Errorf("repeat-delay sleeps %v, want %v", clock.sleeps, want)
+	}
+	clock2 := &fakeClock{now: time.Unix(1000, 0)}
+	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "y", Repeat: 3, Rate: 4, Clock: clock2}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("Run: %v\n%s", err, stderr)
+	}
+	if want := []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}; fmt.Sprint(clock2.sleeps) != fmt.Sprint(want) {
+		t.Errorf("rate sleeps %v, want %v", clock2.sleeps, want)
+	}
+	if got := p.lines(7, "%p"); strings.Join(got, "") != "xxxxyyy" {
+		t.Errorf("received %q", got)
+	}
+}
+
+func TestReplayOrderPropertiesAndPacing(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	p := newProbe(t, tcpArgs(b), "rec/#")
+	file := filepath.Join(t.TempDir(), "rec.jsonl")
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	ct := "application/json"
+	for i, gap := range []time.Duration{0, 2 * time.Second, 500 * time.Millisecond, 4 * time.Second} {
+		t0 = t0.Add(gap)
+		m := &mqttconn.Message{Topic: fmt.Sprintf("rec/%d", i), Payload: []byte{byte(i), 0xff}, QoS: 1,
+			ContentType: ct, UserProperties: []mqttconn.UserProperty{{Key: "i", Value: fmt.Sprint(i)}}, Received: t0, SubscriptionIDs: []int{7}}
+		line, err := jsonLine(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(line)
+	}
+	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, speed := range []float64{1, 2, 0} {
+		clock := &fakeClock{now: time.Unix(5000, 0)}
+		o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceReplay, File: file, Speed: speed, Clock: clock}
+		if err, stderr := run(t, &o, nil); err != nil {
+			t.Fatalf("Run: %v\n%s", err, stderr)
+		}
+		var want []time.Duration
+		if speed > 0 {
+			for _, g := range []time.Duration{2 * time.Second, 500 * time.Millisecond, 4 * time.Second} {
+				want = append(want, time.Duration(float64(g)/speed))
+			}
+		}
+		if fmt.Sprint(clock.sleeps) != fmt.Sprint(want) {
+			t.Errorf("speed %g: sleeps %v, want %v", speed, clock.sleeps, want)
+		}
+	}
+	got := p.lines(12, "%t %x %q %C %P")
+	for i, g := range got {
+		n := i % 4
+		want := fmt.Sprintf("rec/%d %02xff 1 %s i:%d", n, n, ct, n)
+		if g != want {
+			t.Errorf("message %d: %q, want %q", i, g, want)
+		}
+	}
+}
+
+func jsonLine(m *mqttconn.Message) ([]byte, error) {
+	b, err := jsonMarshal(mqttconn.NewRecord(m))
+	return append(b, '\n'), err
+}
+
+func TestTooLargeAndRejected(t *testing.T) {
+	b := broker(t, mosquittotest.Options{Global: "max_packet_size 100\n"})
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
+	err, _ := run(t, &o, nil)
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
+		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, mqttconn.KindOf(err))
+	}
+}
+
+func TestRejectedPublishIsKindRejected(t *testing.T) {
+	dir := t.TempDir()
+	acl := filepath.Join(dir, "acl")
+	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := broker(t, mosquittotest.Options{ACLFile: acl})
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
+	err, _ := run(t, &o, nil)
+	if mqttconn.KindOf(err) != mqttconn.KindRejected || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, mqttconn.KindOf(err))
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
