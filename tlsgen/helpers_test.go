@@ -61,12 +61,3 @@ func mustCert(t *testing.T, path string) *x509.Certificate {
 	}
 	return certs[0]
 }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}

@@ -184,7 +184,7 @@ func (ca *Authority) issue(p leafParams) (*Issued, error) {
 		return nil, fmt.Errorf("parse new certificate: %w", err)
 	}
 	if err := ca.check(cert, p.Now); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the new certificate does not verify against its CA: %w", err)
 	}
 	return &Issued{Cert: cert, CertDER: der, Key: key}, nil
 }
@@ -203,7 +203,7 @@ func (ca *Authority) check(cert *x509.Certificate, now time.Time) error {
 		if asInvalid(err, &cErr) && cErr.Reason == x509.CANotAuthorizedForThisName {
 			return fmt.Errorf("the CA is name-constrained and may not sign these names (%v): issue only names inside its constraint, or make a CA without --name-constraint", err)
 		}
-		return fmt.Errorf("the new certificate does not verify against the CA: %w", err)
+		return err
 	}
 	return nil
 }

@@ -155,3 +155,5 @@ func classifyAll(names []string) ([]SAN, error) {
 	}
 	return out, nil
 }
+
+func netParseCIDR(s string) (net.IP, *net.IPNet, error) { return net.ParseCIDR(s) }

@@ -1,0 +1,483 @@
+package tlsgen
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// Command selects what Run makes.
+type Command string
+
+// The issuing commands.
+const (
+	CmdAll    Command = ""       // CA + server for local names + client
+	CmdCA     Command = "ca"     // the CA only
+	CmdServer Command = "server" // a server certificate for Names
+	CmdClient Command = "client" // a client certificate for CommonName
+)
+
+// DefaultDir is where certificates go when --dir is not given.
+const DefaultDir = "certs"
+
+// DefaultClientCN is the client certificate's CN when none is given; with
+// use_identity_as_username it is the MQTT user name the broker sees.
+const DefaultClientCN = "mqtk-client"
+
+// Options configure Run. Zero values mean the documented defaults.
+type Options struct {
+	IO      *ui.Streams
+	Command Command
+	Dir     string // default ./certs
+
+	Names      []string // server: the names to cover
+	CommonName string   // client: the CN (MQTT user name); ca: the CA's CN
+	Out        string   // base file name; default "server" or "client"
+
+	KeyType         KeyType
+	Days            int // 0: 397 for leaves, 3650 for a CA
+	Force           bool
+	Fullchain       bool
+	P12             bool
+	P12Legacy       bool
+	P12Password     string
+	NameConstraints []string // for a new CA
+
+	// Test seams.
+	Now      func() time.Time
+	Hostname func() (string, error)
+	Rand     io.Reader
+}
+
+// written is one line of the summary.
+type written struct {
+	what, path, note string
+}
+
+// runner carries one Run's state.
+type runner struct {
+	o     *Options
+	now   time.Time
+	dir   string
+	files []written
+	sans  []SAN // the classified server names
+}
+
+// Run issues what o.Command asks for into o.Dir.
+func Run(ctx context.Context, o *Options) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &runner{o: o, now: time.Now(), dir: o.Dir}
+	if o.Now != nil {
+		r.now = o.Now()
+	}
+	if r.dir == "" {
+		r.dir = DefaultDir
+	}
+	if o.Hostname == nil {
+		o.Hostname = os.Hostname
+	}
+	if err := r.validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.dir, dirMode); err != nil {
+		return fmt.Errorf("create certificate directory: %w", err)
+	}
+	ca, err := r.authority()
+	if err != nil {
+		return err
+	}
+	switch o.Command {
+	case CmdCA:
+	case CmdServer:
+		if err := r.leaf(ca, r.base("server"), leafParams{CommonName: commonNameFor(r.sans), SANs: r.sans}, false); err != nil {
+			return err
+		}
+	case CmdClient:
+		if err := r.leaf(ca, r.base("client"), leafParams{CommonName: o.CommonName, Client: true}, false); err != nil {
+			return err
+		}
+	case CmdAll:
+		sans, err := classifyAll(defaultServerNames(o.Hostname))
+		if err != nil {
+			return err
+		}
+		if err := r.leaf(ca, "server", leafParams{CommonName: "localhost", SANs: sans}, true); err != nil {
+			return err
+		}
+		cn := o.CommonName
+		if cn == "" {
+			cn = DefaultClientCN
+		}
+		if err := r.leaf(ca, "client", leafParams{CommonName: cn, Client: true}, true); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown tlsgen command %q", o.Command)
+	}
+	return r.summary()
+}
+
+func (r *runner) base(def string) string {
+	if r.o.Out != "" {
+		return r.o.Out
+	}
+	return def
+}
+
+// validate checks the options before anything is written.
+func (r *runner) validate() error {
+	o := r.o
+	if o.Days < 0 {
+		return mqttconn.Usagef("--days %d is negative: give a number of days, e.g. --days %d", o.Days, DefaultLeafDays)
+	}
+	if o.Days > 100*366 {
+		return mqttconn.Usagef("--days %d is more than 100 years: give at most %d", o.Days, 100*366)
+	}
+	if o.Out != "" && (strings.ContainsAny(o.Out, `/\`) || o.Out == "." || o.Out == ".." || o.Out == "ca") {
+		return mqttconn.Usagef("--out %q must be a plain file name without a directory (and not \"ca\"): use --dir for the directory", o.Out)
+	}
+	switch o.Command {
+	case CmdServer:
+		if len(o.Names) == 0 {
+			return mqttconn.Usagef("tlsgen server needs at least one name: e.g. mqtk tlsgen server localhost 127.0.0.1 broker.lan")
+		}
+		sans, err := classifyAll(o.Names)
+		if err != nil {
+			return err
+		}
+		r.sans = sans
+	case CmdClient:
+		if err := checkCN(o.CommonName); err != nil {
+			return err
+		}
+	case CmdAll:
+		if o.CommonName != "" {
+			if err := checkCN(o.CommonName); err != nil {
+				return err
+			}
+		}
+	}
+	if o.Command != CmdCA && o.Command != CmdAll && len(o.NameConstraints) > 0 {
+		if _, err := loadAuthority(r.dirOrDefault()); err == nil {
+			return mqttconn.Usagef("--name-constraint applies when a CA is made, and %s already has one: run mqtk tlsgen ca --force --name-constraint ... to replace it", r.dirOrDefault())
+		}
+	}
+	for _, c := range o.NameConstraints {
+		if err := checkConstraint(c); err != nil {
+			return err
+		}
+	}
+	if o.KeyType == Ed25519 {
+		r.warnf("ed25519 keys are not supported by many MQTT clients and TLS stacks (older OpenSSL, Java, some embedded and mobile clients); use the default ecdsa-p256 unless every client is known to cope")
+	}
+	if o.Command != CmdCA && o.Days > MaxQuietLeaf {
+		r.warnf("--days %d: Apple platforms and browsers reject server certificates valid for more than %d days, and many clients cap at 398", o.Days, MaxQuietLeaf)
+	}
+	if o.P12Legacy && !o.P12 {
+		return mqttconn.Usagef("--p12-legacy changes how --p12 encrypts: add --p12")
+	}
+	return nil
+}
+
+func (r *runner) dirOrDefault() string { return r.dir }
+
+func checkCN(cn string) error {
+	if strings.TrimSpace(cn) == "" {
+		return mqttconn.Usagef("tlsgen client needs the client's name (its CN, which brokers with use_identity_as_username take as the MQTT user name): e.g. mqtk tlsgen client sensor-1")
+	}
+	if len(cn) > 64 {
+		return mqttconn.Usagef("client name %q is longer than 64 characters, the limit for a certificate CN: give a shorter name", cn)
+	}
+	for _, c := range cn {
+		if c < 0x20 || c == 0x7f {
+			return mqttconn.Usagef("client name %q contains a control character: use printable characters", cn)
+		}
+	}
+	return nil
+}
+
+func checkConstraint(c string) error {
+	if strings.Contains(c, "/") {
+		if _, _, err := netParseCIDR(c); err != nil {
+			return mqttconn.Usagef("--name-constraint %q is not a valid IP range: give a domain (example.com) or a CIDR (192.168.1.0/24)", c)
+		}
+		return nil
+	}
+	d := strings.TrimPrefix(strings.ToLower(c), ".")
+	if err := checkHostname(d); err != nil {
+		return mqttconn.Usagef("--name-constraint %q is not a domain: %v; give e.g. --name-constraint example.com", c, err)
+	}
+	return nil
+}
+
+// authority loads the CA from the directory, makes one when there is none,
+// and replaces it when asked to with --force.
+func (r *runner) authority() (*Authority, error) {
+	o := r.o
+	certPath, keyPath := caPaths(r.dir)
+	existing, err := loadAuthority(r.dir)
+	replace := o.Force && (o.Command == CmdCA || o.Command == CmdAll)
+	switch {
+	case err == nil && !replace:
+		if !r.now.Before(existing.Cert.NotAfter) {
+			return nil, mqttconn.Usagef("the CA %s expired on %s: replace it with mqtk tlsgen ca --force (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly))
+		}
+		if o.Command == CmdCA && (len(o.NameConstraints) > 0 || o.KeyType != "" || o.Days != 0 || o.CommonName != "") {
+			r.warnf("the CA in %s already exists, so --key-type, --days, --cn and --name-constraint were not applied: add --force to replace it", r.dir)
+		}
+		r.files = append(r.files, written{"CA", certPath, "reused, " + describeValidity(existing.Cert, r.now)})
+		return existing, nil
+	case err != nil && !errors.Is(err, ErrNoCA) && !replace:
+		return nil, mqttconn.Usagef("%v", err)
+	}
+	days := o.Days
+	if days == 0 || o.Command != CmdCA {
+		days = DefaultCADays
+	}
+	cn := localCAName(o.Hostname)
+	if o.Command == CmdCA && o.CommonName != "" {
+		cn = o.CommonName
+	}
+	ca, nerr := newAuthority(caParams{
+		CommonName:  cn,
+		KeyType:     o.KeyType,
+		Days:        days,
+		Constraints: o.NameConstraints,
+		Now:         r.now,
+		Rand:        o.Rand,
+	})
+	if nerr != nil {
+		return nil, nerr
+	}
+	if err := saveAuthority(r.dir, ca, replace); err != nil {
+		return nil, err
+	}
+	note := "created, " + describeValidity(ca.Cert, r.now)
+	if len(o.NameConstraints) > 0 {
+		note += ", may sign only for " + strings.Join(o.NameConstraints, ", ")
+	}
+	if err == nil || !errors.Is(err, ErrNoCA) {
+		old := "the old CA"
+		if existing != nil {
+			old = fmt.Sprintf("the old CA (SHA-256 %s)", shortFingerprint(existing.Cert))
+		}
+		if o.Command == CmdAll {
+			r.warnf("replaced the CA in %s: every certificate signed by %s stops working; the server and client certificates here are reissued, others must be reissued too, and every client needs the new %s", r.dir, old, certPath)
+		} else {
+			r.warnf("replaced the CA in %s: every certificate signed by %s stops working; reissue server and client certificates and give every client the new %s", r.dir, old, certPath)
+		}
+		note = "replaced, " + describeValidity(ca.Cert, r.now)
+	}
+	r.files = append(r.files, written{"CA", certPath, note}, written{"CA key", keyPath, "keep private: it can sign for any name"})
+	return ca, nil
+}
+
+// leaf issues one certificate and writes base.pem and base-key.pem (and
+// the optional fullchain and PKCS#12 files). With reuse, a valid pair that
+// already chains to ca is kept instead, which makes `mqtk tlsgen` safe to
+// run again.
+func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) error {
+	o := r.o
+	what := "server"
+	if p.Client {
+		what = "client"
+	}
+	certPath := filepath.Join(r.dir, base+".pem")
+	keyPath := filepath.Join(r.dir, base+"-key.pem")
+	if !o.Force {
+		_, cerr := os.Lstat(certPath)
+		_, kerr := os.Lstat(keyPath)
+		if cerr == nil || kerr == nil {
+			if reuse {
+				ok, why := r.reusable(ca, certPath, keyPath)
+				if ok {
+					r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(mustFirstCert(certPath), r.now)}, written{what + " key", keyPath, "reused"})
+					return nil
+				}
+				// --force on this command would replace the CA as well, so
+				// name the command that reissues just this certificate.
+				again := "mqtk tlsgen client " + shellQuote(p.CommonName)
+				if !p.Client {
+					again = "mqtk tlsgen server " + sanArgs(p.SANs)
+				}
+				if r.dir != DefaultDir {
+					again += " --dir " + shellQuote(r.dir)
+				}
+				return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s --force (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, again)
+			}
+			existing := certPath
+			if cerr != nil {
+				existing = keyPath
+			}
+			return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
+		}
+	}
+	p.KeyType, p.Now, p.Rand = o.KeyType, r.now, o.Rand
+	p.Days = o.Days
+	if p.Days == 0 {
+		p.Days = DefaultLeafDays
+	}
+	if p.Now.AddDate(0, 0, p.Days).After(ca.Cert.NotAfter) {
+		r.warnf("the %s certificate would outlive its CA, which expires on %s: clients stop accepting it then", what, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
+	}
+	for _, s := range p.SANs {
+		if s.Warn != "" {
+			r.warnf("%s", s.Warn)
+		}
+	}
+	leaf, err := ca.issue(p)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := encodeKey(leaf.Key)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(keyPath, keyPEM, keyFileMode, o.Force); err != nil {
+		return err
+	}
+	if err := writeFile(certPath, leaf.CertPEM(), certFileMode, o.Force); err != nil {
+		return err
+	}
+	note := describeValidity(leaf.Cert, r.now)
+	if p.Client {
+		note = "CN=" + p.CommonName + ", " + note
+	} else {
+		note = strings.Join(sanStrings(leaf.Cert), ", ") + ", " + note
+	}
+	r.files = append(r.files, written{what, certPath, note}, written{what + " key", keyPath, "mode 0600"})
+	if o.Fullchain {
+		fc := filepath.Join(r.dir, base+"-fullchain.pem")
+		data := append(leaf.CertPEM(), pemCert(ca.Cert.Raw)...)
+		if err := writeFile(fc, data, certFileMode, o.Force); err != nil {
+			return err
+		}
+		r.files = append(r.files, written{what + " chain", fc, "certificate followed by the CA"})
+	}
+	if o.P12 {
+		enc, kind := pkcs12.Modern2023, "AES-256, PBKDF2-SHA-256"
+		if o.P12Legacy {
+			// 3DES rather than RC2: old Java, Windows and Android read it,
+			// and so does OpenSSL 3 without its legacy provider.
+			enc, kind = pkcs12.LegacyDES, "legacy 3DES, SHA-1 MAC"
+		}
+		pfx, err := enc.Encode(leaf.Key, leaf.Cert, []*x509.Certificate{ca.Cert}, o.P12Password)
+		if err != nil {
+			return fmt.Errorf("encode PKCS#12: %w", err)
+		}
+		pp := filepath.Join(r.dir, base+".p12")
+		// The bundle holds the private key, so it is as private as the key.
+		if err := writeFile(pp, pfx, keyFileMode, o.Force); err != nil {
+			return err
+		}
+		r.files = append(r.files, written{what + " PKCS#12", pp, kind + ", mode 0600"})
+	}
+	return nil
+}
+
+// reusable reports whether an existing pair may be kept, and why not.
+func (r *runner) reusable(ca *Authority, certPath, keyPath string) (bool, string) {
+	certs, err := readCertFile(certPath)
+	if err != nil {
+		return false, err.Error()
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return false, "its key is unreadable or missing (" + err.Error() + ")"
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return false, "its key is unreadable (" + err.Error() + ")"
+	}
+	if !sameKey(certs[0], key) {
+		return false, "its key does not match it"
+	}
+	if err := ca.check(certs[0], r.now); err != nil {
+		if !r.now.Before(certs[0].NotAfter) {
+			return false, "it expired on " + certs[0].NotAfter.UTC().Format(time.DateOnly)
+		}
+		return false, "it was not signed by the CA in " + r.dir + " (was the CA replaced?)"
+	}
+	return true, ""
+}
+
+func sanArgs(sans []SAN) string {
+	q := make([]string, len(sans))
+	for i, s := range sans {
+		q[i] = shellQuote(s.Value)
+	}
+	return strings.Join(q, " ")
+}
+
+func mustFirstCert(path string) *x509.Certificate {
+	certs, err := readCertFile(path)
+	if err != nil {
+		return &x509.Certificate{}
+	}
+	return certs[0]
+}
+
+// commonNameFor picks a CN for a server certificate: the first DNS name,
+// else the first name of any kind. Go and modern clients ignore the CN, but
+// older ones still show or check it.
+func commonNameFor(sans []SAN) string {
+	for _, s := range sans {
+		if s.Kind == SANDNS || s.Kind == SANWildcard {
+			return s.Value
+		}
+	}
+	if len(sans) > 0 {
+		return sans[0].Value
+	}
+	return ""
+}
+
+func sanStrings(c *x509.Certificate) []string {
+	var out []string
+	out = append(out, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	for _, u := range c.URIs {
+		out = append(out, u.String())
+	}
+	out = append(out, c.EmailAddresses...)
+	return out
+}
+
+func describeValidity(c *x509.Certificate, now time.Time) string {
+	return fmt.Sprintf("valid until %s (%d days)", c.NotAfter.UTC().Format(time.DateOnly), daysLeft(c.NotAfter, now))
+}
+
+func fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
+
+func shortFingerprint(c *x509.Certificate) string {
+	return fingerprint(c)[:23]
+}
+
+func (r *runner) warnf(format string, args ...any) {
+	if r.o.IO != nil {
+		r.o.IO.Warnf(format, args...)
+	}
+}

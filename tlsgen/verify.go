@@ -1,0 +1,174 @@
+package tlsgen
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	IO       *ui.Streams
+	CAFile   string // trusted CA certificates (PEM, one or more)
+	CertFile string // the certificate, optionally followed by intermediates
+	Host     string // check the certificate for this host name or IP
+	Now      func() time.Time
+}
+
+// Verify checks CertFile the way a TLS client would: chain to CAFile,
+// validity dates, usages and, with Host, the name. The verdict is written
+// in plain language: on success to stdout; on failure as a KindTLS error
+// whose hints say what to do.
+func Verify(o *VerifyOptions) error {
+	if o.CAFile == "" {
+		return mqttconn.Usagef("tlsgen verify needs the CA: give --ca FILE, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+	}
+	if o.CertFile == "" {
+		return mqttconn.Usagef("tlsgen verify needs the certificate to check: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+	}
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
+	}
+	cas, err := readCertFile(o.CAFile)
+	if err != nil {
+		return mqttconn.Usagef("cannot read the CA %s: %v", o.CAFile, err)
+	}
+	chain, err := readCertFile(o.CertFile)
+	if err != nil {
+		return mqttconn.Usagef("cannot read the certificate %s: %v", o.CertFile, err)
+	}
+	leaf := chain[0]
+	fail := func(msg string, hints ...string) error {
+		return &mqttconn.Error{Kind: mqttconn.KindTLS, Op: "verify " + o.CertFile, Err: errors.New(msg), Hints: hints}
+	}
+	reissue := reissueHint(leaf, o.Host)
+
+	switch {
+	case now.Before(leaf.NotBefore):
+		return fail(fmt.Sprintf("not valid yet: it starts on %s, and this machine's clock says %s", leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
+			"check the clock here and on the issuing machine (NTP), or reissue it: "+reissue)
+	case !now.Before(leaf.NotAfter):
+		return fail(fmt.Sprintf("expired on %s (%d days ago): every client will refuse it", leaf.NotAfter.UTC().Format(time.DateOnly), -daysLeft(leaf.NotAfter, now)),
+			"reissue it: "+reissue)
+	}
+
+	roots := x509.NewCertPool()
+	for _, c := range cas {
+		roots.AddCert(c)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, verr := leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if verr != nil {
+		var ua x509.UnknownAuthorityError
+		var inv x509.CertificateInvalidError
+		switch {
+		case errors.As(verr, &ua) && leaf.Issuer.String() == cas[0].Subject.String():
+			return fail(fmt.Sprintf("not signed by this CA: it was issued by a different CA with the same name %q (key %s, but %s has key %s); the CA was probably replaced",
+				leaf.Issuer.String(), keyID(leaf.AuthorityKeyId), o.CAFile, keyID(cas[0].SubjectKeyId)),
+				"reissue it from the current CA: "+reissue)
+		case errors.As(verr, &ua):
+			return fail(fmt.Sprintf("not signed by this CA: it was issued by %q, but %s is %q", leaf.Issuer.String(), o.CAFile, cas[0].Subject.String()),
+				"give the CA that issued it (to clients as --cafile too), or reissue it from this CA: "+reissue)
+		case errors.As(verr, &inv) && inv.Reason == x509.Expired:
+			return fail("a certificate in its chain has expired ("+inv.Detail+")",
+				"replace the CA with mqtk tlsgen ca --force and reissue its certificates")
+		case errors.As(verr, &inv) && inv.Reason == x509.NotAuthorizedToSign:
+			return fail(o.CAFile+" is not a CA certificate, so it cannot vouch for anything",
+				"give the CA file (ca.pem), not a server or client certificate, as --ca")
+		case errors.As(verr, &inv) && inv.Reason == x509.CANotAuthorizedForThisName:
+			return fail("the CA is name-constrained and may not sign the names in this certificate ("+inv.Detail+")",
+				"issue only names inside the CA's --name-constraint, or use a CA without one")
+		}
+		return fail(verr.Error())
+	}
+
+	isServer := hasEKU(leaf, x509.ExtKeyUsageServerAuth) || len(leaf.ExtKeyUsage) == 0
+	isClient := hasEKU(leaf, x509.ExtKeyUsageClientAuth) || len(leaf.ExtKeyUsage) == 0
+	if o.Host != "" {
+		if !isServer {
+			return fail("it is a client certificate (extended key usage client auth only): TLS clients refuse it as a server certificate",
+				"issue a server certificate: "+reissue)
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(o.Host, "["), "]")
+		if err := leaf.VerifyHostname(host); err != nil {
+			names := sanStrings(leaf)
+			if len(names) == 0 {
+				return fail(fmt.Sprintf("not valid for %s: it has no subjectAltName at all, and Go, MQTT.js and OpenSSL ignore the CN %q", o.Host, leaf.Subject.CommonName),
+					"reissue it with names: "+reissue)
+			}
+			return fail(fmt.Sprintf("not valid for %s: it is valid for %s", o.Host, strings.Join(names, ", ")),
+				fmt.Sprintf("connect with -h %s, or reissue it to cover %s: %s", names[0], o.Host, reissue))
+		}
+	}
+
+	var role []string
+	if isServer {
+		role = append(role, "server")
+	}
+	if isClient {
+		role = append(role, "client")
+	}
+	verdict := fmt.Sprintf("ok: %s is signed by %s (%s)", o.CertFile, o.CAFile, cas[0].Subject.CommonName)
+	if o.Host != "" {
+		verdict += ", valid for " + o.Host
+	}
+	verdict += fmt.Sprintf(", usable as a %s certificate, until %s (%d days left)\n",
+		strings.Join(role, " and "), leaf.NotAfter.UTC().Format(time.DateOnly), daysLeft(leaf.NotAfter, now))
+	if _, err := fmt.Fprint(o.IO.Out, verdict); err != nil {
+		return err
+	}
+	if d := daysLeft(leaf.NotAfter, now); d < 30 {
+		o.IO.Warnf("%s expires in %d days: reissue it soon: %s", o.CertFile, d, reissue)
+	}
+	return nil
+}
+
+// reissueHint is the command that would make a replacement certificate.
+func reissueHint(leaf *x509.Certificate, host string) string {
+	if hasEKU(leaf, x509.ExtKeyUsageClientAuth) && !hasEKU(leaf, x509.ExtKeyUsageServerAuth) {
+		return "mqtk tlsgen client " + shellQuote(leaf.Subject.CommonName) + " --force"
+	}
+	names := sanStrings(leaf)
+	if host != "" && !contains(names, host) {
+		names = append([]string{host}, names...)
+	}
+	if len(names) == 0 {
+		names = []string{"localhost"}
+	}
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = shellQuote(n)
+	}
+	return "mqtk tlsgen server " + strings.Join(q, " ") + " --force"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func keyID(id []byte) string {
+	if len(id) == 0 {
+		return "unknown"
+	}
+	return strings.ToUpper(hex.EncodeToString(id[:min(len(id), 8)]))
+}
