@@ -418,4 +418,3 @@ func TestLoadAuthorityMismatch(t *testing.T) {
 		t.Errorf("missing CA key: %v", err)
 	}
 }
-
