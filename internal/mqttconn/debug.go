@@ -18,6 +18,7 @@ type watchConn struct {
 	net.Conn
 	version Version
 	debug   io.Writer
+	st      *connState
 
 	mu    sync.Mutex // guards first, nread and the debug writer
 	first int        // first byte received, -1 before any

@@ -19,7 +19,7 @@ import (
 // message names the cause and whose hints say what to try. It is the one
 // place where connection failures are classified, so that every command
 // prints and exits the same way. w may be nil (the transport never opened).
-func diagnose(cfg *Config, err error, w *watchConn) *Error {
+func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	op := "connect to " + cfg.String()
 	var ce *Error
 	if errors.As(err, &ce) {
@@ -48,11 +48,11 @@ func diagnose(cfg *Config, err error, w *watchConn) *Error {
 		e.Hints = []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s", firstName(hostErr.Certificate, cfg.Host), hostErr.Host)}
 	case errors.As(err, &unknownCA):
 		e.Kind = KindTLS
-		issuer := "an unknown authority"
+		issuer := ""
 		if unknownCA.Cert != nil {
-			issuer = fmt.Sprintf("%q", unknownCA.Cert.Issuer.String())
+			issuer = fmt.Sprintf(" (issuer %q)", unknownCA.Cert.Issuer.String())
 		}
-		e.Err = fmt.Errorf("the server certificate is signed by %s, which is not trusted", issuer)
+		e.Err = fmt.Errorf("the server certificate is signed by an unknown authority%s", issuer)
 		e.Hints = []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		e.Kind = KindTLS
@@ -88,6 +88,10 @@ func diagnose(cfg *Config, err error, w *watchConn) *Error {
 		default:
 			e.Err = fmt.Errorf("TLS handshake failed: %v", err)
 		}
+	case st != nil && st.certRequested.Load() && cfg.TLS.CertFile == "" && !isTimeout(err):
+		e.Kind = KindTLS
+		e.Err = fmt.Errorf("the broker requires a client certificate: it asked for one and closed the connection (%v)", err)
+		e.Hints = []string{"give a client certificate and its key with --cert and --key"}
 	case errors.As(err, &hs):
 		e.Kind = KindTLS
 		var rh tls.RecordHeaderError

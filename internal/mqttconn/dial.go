@@ -50,14 +50,17 @@ func clientID(cfg *Config) string {
 // openConn dials the transport and wraps it for tracing and diagnosis. The
 // connection carries ctx's deadline until the caller clears it after CONNACK.
 func openConn(ctx context.Context, cfg *Config) (*watchConn, error) {
-	raw, err := dialTransport(ctx, cfg)
+	st := &connState{}
+	raw, err := dialTransport(ctx, cfg, st)
 	if err != nil {
-		return nil, diagnose(cfg, err, nil)
+		return nil, diagnose(cfg, err, nil, st)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
-	return newWatchConn(raw, cfg.Version, cfg.Debug), nil
+	w := newWatchConn(raw, cfg.Version, cfg.Debug)
+	w.st = st
+	return w, nil
 }
 
 // sessionExpiry is the MQTT 5 Session Expiry Interval to send: with -c and

@@ -10,7 +10,7 @@ import (
 
 // tlsConfig builds the client TLS configuration from cfg.TLS. File problems
 // are usage errors: nothing was tried on the network yet.
-func tlsConfig(cfg *Config) (*tls.Config, error) {
+func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 	t := cfg.TLS
 	tc := &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -69,6 +69,14 @@ func tlsConfig(cfg *Config) (*tls.Config, error) {
 				Hints: []string{"--cert and --key must be a PEM certificate and its matching private key"}}
 		}
 		tc.Certificates = []tls.Certificate{cert}
+	} else if st != nil {
+		// With TLS 1.3 a broker that requires a client certificate lets
+		// the handshake finish and then resets the connection, so the
+		// request itself is the only clue to what went wrong.
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			st.certRequested.Store(true)
+			return &tls.Certificate{}, nil
+		}
 	}
 	return tc, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,7 +19,7 @@ import (
 // unix socket) within ctx. Both MQTT implementations run over the returned
 // conn, so transports behave the same whatever the protocol version.
 // Errors are returned raw; the caller classifies them.
-func dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
+func dialTransport(ctx context.Context, cfg *Config, st *connState) (net.Conn, error) {
 	var d net.Dialer
 	switch cfg.Scheme {
 	case "unix":
@@ -26,7 +27,7 @@ func dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
 	case "tcp":
 		return d.DialContext(ctx, "tcp", cfg.Addr())
 	case "tls":
-		tc, err := tlsConfig(cfg)
+		tc, err := tlsConfig(cfg, st)
 		if err != nil {
 			return nil, err
 		}
@@ -41,9 +42,16 @@ func dialTransport(ctx context.Context, cfg *Config) (net.Conn, error) {
 		}
 		return conn, nil
 	case "ws", "wss":
-		return dialWebSocket(ctx, cfg)
+		return dialWebSocket(ctx, cfg, st)
 	}
 	return nil, Usagef("unknown transport %q", cfg.Scheme)
+}
+
+// connState records what the TLS handshake revealed, for diagnose.
+type connState struct {
+	// certRequested is set when the broker asked for a client certificate
+	// and we had none to give: a failure right after is then explained.
+	certRequested atomic.Bool
 }
 
 // handshakeError marks a failure during the TLS handshake, so that diagnose
@@ -53,7 +61,7 @@ type handshakeError struct{ err error }
 func (e *handshakeError) Error() string { return e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
 
-func dialWebSocket(ctx context.Context, cfg *Config) (net.Conn, error) {
+func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, error) {
 	u := url.URL{Scheme: cfg.Scheme, Host: cfg.Addr(), Path: cfg.WSPath}
 	var nd net.Dialer
 	d := websocket.Dialer{
@@ -63,7 +71,7 @@ func dialWebSocket(ctx context.Context, cfg *Config) (net.Conn, error) {
 		HandshakeTimeout: cfg.ConnectTimeout,
 	}
 	if cfg.Scheme == "wss" {
-		tc, err := tlsConfig(cfg)
+		tc, err := tlsConfig(cfg, st)
 		if err != nil {
 			return nil, err
 		}
@@ -146,14 +154,22 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) Close() error                      { return c.ws.Close() }
+func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline takes the write lock: gorilla's deadline setter must not
+// run concurrently with a write.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.SetWriteDeadline(t)
+}
+
 func (c *wsConn) SetDeadline(t time.Time) error {
 	if err := c.ws.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.ws.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }

@@ -131,7 +131,7 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 		if ctx.Err() != nil && !isTimeout(err) {
 			err = fmt.Errorf("%w: %w", ctx.Err(), err)
 		}
-		return nil, diagnose(&cfg, err, w)
+		return nil, diagnose(&cfg, err, w, w.st)
 	}
 	c.info = Info{
 		Version:         cfg.Version,

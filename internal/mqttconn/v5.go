@@ -120,7 +120,7 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			err = ctx.Err()
 		}
-		return nil, diagnose(&cfg, err, w)
+		return nil, diagnose(&cfg, err, w, w.st)
 	}
 	_ = w.SetDeadline(time.Time{})
 

@@ -1,0 +1,314 @@
+package mqttconn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+)
+
+var versions = []Version{V5, V311, V31}
+
+func TestRoundTripWebSocketAndUnix(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
+		{WebSockets: true}, {Unix: true},
+	}})
+	for _, v := range versions {
+		t.Run("ws/"+v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.URL = fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.Ports[0])
+			cfg.WSHeaders = map[string][]string{"X-Test": {"mqtk"}}
+			roundTrip(t, cfg)
+		})
+		t.Run("unix/"+v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.URL = "unix://" + b.Socket[1]
+			roundTrip(t, cfg)
+		})
+	}
+}
+
+// connectErr dials cfg and returns the error, failing when Dial succeeds.
+func connectErr(t *testing.T, cfg Config) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, cfg)
+	if err == nil {
+		c.Disconnect(ctx)
+		t.Fatalf("dial %s succeeded, want an error", cfg.String())
+	}
+	return err
+}
+
+// wantErr checks the error's Kind and that its message and hints hold each
+// of the given fragments.
+func wantErr(t *testing.T, err error, kind Kind, fragments ...string) {
+	t.Helper()
+	if KindOf(err) != kind {
+		t.Errorf("kind of %q = %d, want %d", err, KindOf(err), kind)
+	}
+	all := err.Error() + "\n" + strings.Join(HintsOf(err), "\n")
+	for _, f := range fragments {
+		if !strings.Contains(all, f) {
+			t.Errorf("error %q (hints %q) does not mention %q", err, HintsOf(err), f)
+		}
+	}
+	if msg := err.Error(); msg != "" && strings.ToLower(msg[:1]) != msg[:1] {
+		t.Errorf("message %q does not start lower-case", msg)
+	}
+}
+
+func TestUsernamePassword(t *testing.T) {
+	passwd, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
+	}
+	pwfile := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile})
+	for _, v := range versions {
+		t.Run(v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+			cfg.Username, cfg.Password = "alice", "s3cret"
+			roundTrip(t, cfg)
+
+			bad := cfg
+			bad.Password = "wrong"
+			err := connectErr(t, bad)
+			wantErr(t, err, KindRefused, "refused the connection")
+			var e *Error
+			if !errors.As(err, &e) || (e.Reason != 0x86 && e.Reason != 0x87) {
+				t.Errorf("reason = %#x, want 0x86 or 0x87", e.Reason)
+			}
+			if !strings.Contains(err.Error(), ReasonName(e.Reason)) {
+				t.Errorf("message %q does not name the reason", err)
+			}
+			if len(HintsOf(err)) == 0 {
+				t.Errorf("no hint for %q", err)
+			}
+
+			anon := cfg
+			anon.Username, anon.Password = "", ""
+			wantErr(t, connectErr(t, anon), KindRefused, "refused the connection")
+		})
+	}
+}
+
+func TestTLS(t *testing.T) {
+	pki := newPKI(t)
+	cert, key := pki.server(t, "server", "localhost", "127.0.0.1")
+	ccert, ckey := pki.issue(t, "client", true, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), "client")
+	tlsL := &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key}
+	mtlsL := &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key, RequireCertificate: true}
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
+		{TLS: tlsL}, {TLS: mtlsL}, {TLS: tlsL, WebSockets: true},
+	}})
+	for _, v := range versions {
+		t.Run("cafile/"+v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.URL = fmt.Sprintf("mqtts://localhost:%d", b.Ports[0])
+			cfg.TLS.CAFile = pki.CAFile
+			roundTrip(t, cfg)
+		})
+		t.Run("client-cert/"+v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
+			cfg.TLS = TLS{CAFile: pki.CAFile, CertFile: ccert, KeyFile: ckey}
+			roundTrip(t, cfg)
+		})
+		t.Run("wss/"+v.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Version = v
+			cfg.URL = fmt.Sprintf("wss://localhost:%d/mqtt", b.Ports[2])
+			cfg.TLS.CAFile = pki.CAFile
+			roundTrip(t, cfg)
+		})
+	}
+	t.Run("insecure", func(t *testing.T) {
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
+		cfg.TLS.Insecure = true
+		roundTrip(t, cfg)
+	})
+	t.Run("unknown-authority", func(t *testing.T) {
+		cfg := Default()
+		cfg.URL = fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[0])
+		wantErr(t, connectErr(t, cfg), KindTLS, "unknown authority", "mqtk test CA", "--cafile")
+	})
+	t.Run("client-cert-required", func(t *testing.T) {
+		for _, v := range []Version{V5, V311} {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
+			cfg.TLS.CAFile = pki.CAFile
+			wantErr(t, connectErr(t, cfg), KindTLS, "requires a client certificate", "--cert")
+		}
+	})
+	t.Run("tls-to-plain-port", func(t *testing.T) {
+		plain := mosquittotest.Start(t, mosquittotest.Options{})
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", plain.Port()
+		cfg.TLS.CAFile = pki.CAFile
+		wantErr(t, connectErr(t, cfg), KindTLS, "did not answer TLS", fmt.Sprintf("port %d", plain.Port()), "drop --cafile")
+	})
+	t.Run("plain-to-tls-port", func(t *testing.T) {
+		for _, v := range versions {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
+			err := connectErr(t, cfg)
+			if k := KindOf(err); k != KindTLS && k != KindNetwork {
+				t.Errorf("kind = %d, want TLS or network", k)
+			}
+			wantErr(t, err, KindOf(err), "expect", "TLS", "mqtts://")
+		}
+	})
+}
+
+func TestTLSCertificateProblems(t *testing.T) {
+	pki := newPKI(t)
+	wrongCert, wrongKey := pki.server(t, "wrong", "broker.example", "10.9.8.7")
+	oldCert, oldKey := pki.issue(t, "old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "localhost", "127.0.0.1")
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
+		{TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: wrongCert, KeyFile: wrongKey}},
+		{TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: oldCert, KeyFile: oldKey}},
+	}})
+	t.Run("hostname-mismatch", func(t *testing.T) {
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
+		cfg.TLS.CAFile = pki.CAFile
+		wantErr(t, connectErr(t, cfg), KindTLS, `"broker.example"`, `"10.9.8.7"`, `not "127.0.0.1"`,
+			"-h broker.example", "mqtk tlsgen server 127.0.0.1")
+	})
+	t.Run("expired", func(t *testing.T) {
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
+		cfg.TLS.CAFile = pki.CAFile
+		wantErr(t, connectErr(t, cfg), KindTLS, "expired", "valid from")
+	})
+}
+
+func TestNetworkErrors(t *testing.T) {
+	t.Run("refused", func(t *testing.T) {
+		port := mosquittotest.FreePort(t)
+		for _, v := range versions {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", port
+			wantErr(t, connectErr(t, cfg), KindNetwork, "connection refused", fmt.Sprintf("127.0.0.1:%d", port), "mqtk broker",
+				fmt.Sprintf("connect to mqtt://127.0.0.1:%d", port))
+		}
+	})
+	t.Run("dns", func(t *testing.T) {
+		cfg := Default()
+		cfg.Host = "no-such-host.invalid"
+		wantErr(t, connectErr(t, cfg), KindNetwork, "cannot resolve host", "no-such-host.invalid")
+	})
+	t.Run("no-socket", func(t *testing.T) {
+		cfg := Default()
+		cfg.URL = "unix://" + filepath.Join(t.TempDir(), "nothing")
+		wantErr(t, connectErr(t, cfg), KindNetwork, "no socket at")
+	})
+	t.Run("timeout", func(t *testing.T) {
+		// A listener that accepts and never answers: CONNACK never comes.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan net.Conn, 4)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					close(accepted)
+					return
+				}
+				accepted <- c
+			}
+		}()
+		for _, v := range versions {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", l.Addr().(*net.TCPAddr).Port
+			cfg.ConnectTimeout = 300 * time.Millisecond
+			wantErr(t, connectErr(t, cfg), KindNetwork, "timed out", "CONNACK")
+		}
+		l.Close()
+		for c := range accepted {
+			c.Close()
+		}
+	})
+}
+
+func TestDebugTrace(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, v := range versions {
+		t.Run(v.String(), func(t *testing.T) {
+			var buf syncBuffer
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+			cfg.Debug = &buf
+			c := dial(t, cfg)
+			ctx := context.Background()
+			if _, err := c.Subscribe(ctx, []Subscription{{Filter: "dbg/#", QoS: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Publish(ctx, &Message{Topic: "dbg/x", Payload: []byte("hello"), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Disconnect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			out := buf.String()
+			for _, want := range []string{"mqtk: → CONNECT", "mqtk: ← CONNACK", "mqtk: → SUBSCRIBE", "filter=dbg/#(qos=1)",
+				"mqtk: ← SUBACK", "mqtk: → PUBLISH topic=dbg/x qos=1 id=", "len=5", "mqtk: ← PUBACK", "mqtk: → DISCONNECT"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("trace lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+type syncBuffer struct {
+	mu  chan struct{}
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) lock() {
+	if s.mu == nil {
+		s.mu = make(chan struct{}, 1)
+	}
+	s.mu <- struct{}{}
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.lock()
+	defer func() { <-s.mu }()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.lock()
+	defer func() { <-s.mu }()
+	return s.buf.String()
+}
