@@ -173,6 +173,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 		newSubCmd(a, nil),
 		newTlsgenCmd(a, nil),
 		newBrokerCmd(a, nil),
+		newBenchCmd(a, nil),
 	)
 	root.SetHelpCommand(newHelpCmd(a, root))
 	return root

@@ -1,0 +1,618 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+)
+
+// publisher is one publishing client and everything it measures. Its
+// histograms and counters are written by its own goroutine only; mu is
+// uncontended except for the once-per-interval snapshot and the end.
+type publisher struct {
+	r      *runner
+	c      mqttconn.Client
+	id     uint32 // publisher id in the header: the global client index
+	topics []string
+	count  uint64 // messages to send; 0 = until r.end
+	sched  schedule
+
+	// Read by the progress line and the drain without locking.
+	total  atomic.Int64 // completed sends, warm-up included
+	sent   atomic.Int64 // completed sends in the measured phase
+	acked  atomic.Int64
+	failed atomic.Int64
+
+	mu       sync.Mutex
+	ack      *hdrhistogram.Histogram
+	iv       *hdrhistogram.Histogram
+	warm     int64
+	overruns int64
+	maxLag   time.Duration
+	lastEnd  time.Duration
+	err      error // first publish error
+}
+
+type completion struct {
+	intended, actual, done time.Duration
+	err                    error
+}
+
+// run sends until the count or the end time is reached or ctx ends.
+// Closed loop keeps at most Inflight messages outstanding; a scheduled run
+// sends message n at its due time whatever is outstanding (up to the
+// library's own in-flight limit), so lateness shows up as lag and
+// overruns rather than silently lowering the offered rate.
+func (p *publisher) run(ctx context.Context) {
+	r, o := p.r, p.r.o
+	scheduled := o.Rate > 0
+	capacity := o.Inflight
+	if scheduled {
+		capacity = 4096
+	}
+	sync1 := !scheduled && capacity == 1
+	comp := make(chan completion, capacity)
+	inflight := 0
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var buf []byte
+	if sync1 {
+		buf = make([]byte, o.Size)
+	}
+	for n := uint64(0); p.count == 0 || n < p.count; n++ {
+		var intended time.Duration
+		if scheduled {
+			intended = p.sched.due(n)
+			if r.end > 0 && intended >= r.end {
+				break
+			}
+			if d := intended - r.since(); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		for inflight >= capacity {
+			p.complete(<-comp)
+			inflight--
+		}
+	drain:
+		for inflight > 0 {
+			select {
+			case c := <-comp:
+				p.complete(c)
+				inflight--
+			default:
+				break drain
+			}
+		}
+		now := r.since()
+		if !scheduled {
+			if r.end > 0 && now >= r.end {
+				break
+			}
+			intended = now
+		} else if intended >= r.measureStart {
+			lag, over := p.sched.lag(n, now)
+			p.mu.Lock()
+			p.maxLag = max(p.maxLag, lag)
+			if over {
+				p.overruns++
+			}
+			p.mu.Unlock()
+		}
+		payload := buf
+		if !sync1 {
+			payload = make([]byte, o.Size)
+		}
+		h := header{wallClock: r.wall, pub: p.id, seq: n, intended: r.stamp(intended), actual: r.stamp(now)}
+		h.put(payload)
+		m := &mqttconn.Message{Topic: p.topics[n%uint64(len(p.topics))], Payload: payload, QoS: o.QoS, Retain: o.Retain}
+		if sync1 {
+			err := p.c.Publish(ctx, m)
+			p.complete(completion{intended, now, r.since(), err})
+			continue
+		}
+		inflight++
+		p.c.PublishAsync(ctx, m, func(err error) {
+			comp <- completion{intended, now, r.since(), err} // never blocks: capacity ≥ inflight
+		})
+	}
+	deadline := time.After(o.DrainTimeout)
+	for ; inflight > 0; inflight-- {
+		select {
+		case c := <-comp:
+			p.complete(c)
+		case <-deadline:
+			p.failed.Add(int64(inflight))
+			return
+		}
+	}
+}
+
+func (p *publisher) complete(c completion) {
+	if c.err != nil {
+		p.failed.Add(1)
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = c.err
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.total.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.intended < p.r.measureStart {
+		p.warm++
+		return
+	}
+	p.sent.Add(1)
+	p.lastEnd = max(p.lastEnd, c.done)
+	if p.r.o.QoS > 0 {
+		p.acked.Add(1)
+		lat := int64(c.done - c.actual)
+		record(p.ack, lat)
+		if p.r.o.Mode == ModePub {
+			record(p.iv, lat)
+		}
+	}
+}
+
+// subscriber is one subscribing client. onMessage runs on the
+// connection's reader goroutine; mu is only contended by the interval
+// snapshot and the final collection.
+type subscriber struct {
+	r        *runner
+	c        mqttconn.Client
+	received atomic.Int64 // bench messages, warm-up and repeats included
+	measured atomic.Int64
+
+	mu        sync.Mutex
+	trackers  map[uint32]*seqTracker
+	e2e, unc  *hdrhistogram.Histogram
+	iv        *hdrhistogram.Histogram
+	bytes     int64
+	foreign   int64
+	lastRecv  time.Duration
+	skewed    bool // saw a timestamp from the future: clocks differ
+	noLatency bool // saw run-relative stamps from another process
+}
+
+func (s *subscriber) onMessage(m *mqttconn.Message) {
+	now := s.r.since()
+	h, err := parseHeader(m.Payload)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.foreign++
+		return
+	}
+	t := s.trackers[h.pub]
+	if t == nil {
+		t = &seqTracker{}
+		s.trackers[h.pub] = t
+	}
+	t.add(h.seq)
+	s.received.Add(1)
+	r := s.r
+	measured := now >= r.measureStart
+	if r.o.Mode == ModePubSub {
+		measured = h.intended >= int64(r.measureStart)
+	}
+	if !measured {
+		return
+	}
+	s.measured.Add(1)
+	s.bytes += int64(len(m.Payload))
+	s.lastRecv = now
+	if h.wallClock != r.wall {
+		s.noLatency = true
+		return
+	}
+	at := r.stamp(now)
+	if at < h.actual {
+		s.skewed = true
+	}
+	lat := at - h.intended
+	record(s.e2e, lat)
+	record(s.unc, at-h.actual)
+	record(s.iv, lat)
+}
+
+// runMessages runs pubsub, pub and sub.
+func (r *runner) runMessages(ctx context.Context, rep *Report) error {
+	o := r.o
+	var subRes, pubRes []connResult
+	defer func() { disconnectAll(pubRes); disconnectAll(subRes) }()
+
+	// Subscribers first, all subscribed before the first publish, so that
+	// the expected count (sent × subscribers) holds from message 0.
+	nSubs := 0
+	if o.Mode != ModePub {
+		nSubs = o.Subscribers
+	}
+	slo, shi := 0, nSubs
+	if o.Shards > 1 {
+		// --subscribers is the total across shards, like -c.
+		slo, shi = shardRange(nSubs, o.Shard, o.Shards)
+	}
+	var cfgs []mqttconn.Config
+	for i := slo; i < shi; i++ {
+		s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}, e2e: newHist(), unc: newHist(), iv: newIvHist()}
+		r.subs = append(r.subs, s)
+		c := r.cfg
+		c.ClientID, c.IDPrefix, c.OnMessage = r.idBase+"s"+fmt.Sprint(i), "", s.onMessage
+		cfgs = append(cfgs, c)
+	}
+	subRes, ramp := r.connectAll(ctx, cfgs)
+	var pcfgs []mqttconn.Config
+	var plo int
+	if o.Mode != ModeSub {
+		lo, hi := shardRange(o.Clients, o.Shard, o.Shards)
+		plo = lo
+		for i := lo; i < hi; i++ {
+			c := r.cfg
+			c.ClientID, c.IDPrefix = r.idBase+"p"+fmt.Sprint(i), ""
+			pcfgs = append(pcfgs, c)
+		}
+	}
+	var pramp time.Duration
+	if err := firstErr(subRes); err == nil {
+		pubRes, pramp = r.connectAll(ctx, pcfgs)
+	}
+	recordConnects(rep, append(append([]connResult{}, subRes...), pubRes...), ramp+pramp)
+	if err := firstErr(subRes); err != nil {
+		return err
+	}
+	if err := firstErr(pubRes); err != nil {
+		return err
+	}
+	filter := filterFor(o.Topic)
+	for i, s := range r.subs {
+		s.c = subRes[i].c
+		codes, err := s.c.Subscribe(ctx, []mqttconn.Subscription{{Filter: filter, QoS: o.QoS}})
+		if err != nil {
+			return fmt.Errorf("subscribe to %s: %w", filter, err)
+		}
+		if len(codes) != 1 || codes[0] >= 0x80 {
+			code := byte(0x80)
+			if len(codes) == 1 {
+				code = codes[0]
+			}
+			return &mqttconn.Error{Kind: mqttconn.KindRejected, Op: "subscribe to " + filter, Reason: code, Err: fmt.Errorf("%s", mqttconn.ReasonName(code))}
+		}
+		if codes[0] < o.QoS {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the broker granted QoS %d, not %d, to subscriber %d", codes[0], o.QoS, i))
+		}
+	}
+
+	// Publishers: split the count and the rate, stagger scheduled starts
+	// across one interval so that they do not all fire at once.
+	perRate := o.Rate
+	if !o.RatePerClient && o.Clients > 0 {
+		perRate = o.Rate / float64(o.Clients)
+	}
+	pubStart := r.since()
+	r.measureStart = pubStart + o.Warmup
+	if o.Duration > 0 {
+		r.end = r.measureStart + o.Duration // with -n too: whichever comes first
+	}
+	for k, x := range pubRes {
+		idx := plo + k
+		p := &publisher{r: r, c: x.c, id: uint32(idx), ack: newHist(), iv: newIvHist()}
+		id := r.idBase + "p" + fmt.Sprint(idx)
+		for t := range o.Topics {
+			p.topics = append(p.topics, expandTopic(o.Topic, idx, id, t))
+			if o.Topics == 1 {
+				break
+			}
+		}
+		if o.Count > 0 {
+			total := uint64(o.Count)
+			c := uint64(o.Clients)
+			p.count = total / c
+			if uint64(idx) < total%c {
+				p.count++
+			}
+		}
+		if perRate > 0 {
+			iv := time.Duration(float64(time.Second) / perRate)
+			p.sched = schedule{start: pubStart + iv*time.Duration(idx)/time.Duration(o.Clients), interval: iv}
+		}
+		r.pubs = append(r.pubs, p)
+	}
+
+	stopIv := r.intervals(ctx, rep)
+	switch o.Mode {
+	case ModeSub:
+		r.waitSub(ctx)
+	default:
+		var wg sync.WaitGroup
+		for _, p := range r.pubs {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.run(ctx) }()
+		}
+		wg.Wait()
+		r.drain(ctx)
+	}
+	stopIv()
+	r.collect(rep)
+	for _, p := range r.pubs {
+		if p.err != nil && mqttconn.KindOf(p.err) == mqttconn.KindRejected {
+			return fmt.Errorf("publish: %w", p.err)
+		}
+	}
+	return ctx.Err()
+}
+
+// waitSub receives until --count measured messages or the end time.
+func (r *runner) waitSub(ctx context.Context) {
+	o := r.o
+	var deadline <-chan time.Time
+	if o.Duration > 0 {
+		deadline = time.After(r.measureStart + o.Duration - r.since())
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+			if o.Count > 0 {
+				var n int64
+				for _, s := range r.subs {
+					n += s.measured.Load()
+				}
+				if n >= o.Count {
+					return
+				}
+			}
+		}
+	}
+}
+
+// drain waits, up to --drain-timeout, for every expected delivery.
+func (r *runner) drain(ctx context.Context) {
+	if len(r.subs) == 0 {
+		return
+	}
+	var sent int64
+	for _, p := range r.pubs {
+		sent += p.total.Load()
+	}
+	want := sent * int64(len(r.subs))
+	deadline := time.After(r.o.DrainTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got int64
+		for _, s := range r.subs {
+			got += s.received.Load()
+		}
+		if got >= want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// intervals snapshots counters and interval histograms once per interval
+// from the start of the measured phase, for the CSV rows and the live
+// progress line.
+func (r *runner) intervals(ctx context.Context, rep *Report) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var prevSent, prevAcked, prevRecv int64
+	var last time.Duration
+	snap := func(now time.Duration) Interval {
+		var sent, acked, recv int64
+		h := newIvHist()
+		for _, p := range r.pubs {
+			sent += p.sent.Load()
+			acked += p.acked.Load()
+			p.mu.Lock()
+			h.Merge(p.iv)
+			p.iv = newIvHist()
+			p.mu.Unlock()
+		}
+		for _, s := range r.subs {
+			recv += s.measured.Load()
+			s.mu.Lock()
+			h.Merge(s.iv)
+			s.iv = newIvHist()
+			s.mu.Unlock()
+		}
+		dt := (now - last).Seconds()
+		iv := Interval{T: round3((now - r.measureStart).Seconds()), Sent: sent - prevSent, Acked: acked - prevAcked, Received: recv - prevRecv, hist: h}
+		if dt > 0 {
+			iv.SentPS = round3(float64(iv.Sent) / dt)
+			iv.RecvPS = round3(float64(iv.Received) / dt)
+		}
+		if h.TotalCount() > 0 {
+			iv.P50 = ms(float64(h.ValueAtQuantile(50)))
+			iv.P99 = ms(float64(h.ValueAtQuantile(99)))
+			iv.Max = ms(float64(h.Max()))
+		}
+		prevSent, prevAcked, prevRecv, last = sent, acked, recv, now
+		return iv
+	}
+	st := r.o.IO.Err.Style().Faint(true)
+	progress := func(iv Interval, lost int64) {
+		if !r.o.Progress {
+			return
+		}
+		line := fmt.Sprintf("%4.0fs sent=%s (%s/s) recv=%s (%s/s) p99=%.3fms lost=%s",
+			iv.T, fmtCount(prevSent), fmtRate(iv.SentPS), fmtCount(prevRecv), fmtRate(iv.RecvPS), iv.P99, fmtCount(lost))
+		fmt.Fprintf(r.o.IO.Err, "\r\033[K%s", st.Render("mqtk: "+line))
+	}
+	lost := func() int64 {
+		var n int64
+		for _, s := range r.subs {
+			s.mu.Lock()
+			for _, t := range s.trackers {
+				n += t.gaps()
+			}
+			s.mu.Unlock()
+		}
+		return n
+	}
+	go func() {
+		defer wg.Done()
+		// Wait out the warm-up, showing that it is one.
+		if d := r.measureStart - r.since(); d > 0 {
+			if r.o.Progress {
+				fmt.Fprintf(r.o.IO.Err, "\r\033[K%s", st.Render(fmt.Sprintf("mqtk: warming up for %s", r.o.Warmup)))
+			}
+			select {
+			case <-time.After(d):
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+		last = r.measureStart
+		t := time.NewTicker(r.o.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				iv := snap(r.since())
+				rep.Intervals = append(rep.Intervals, iv)
+				progress(iv, lost())
+			case <-done:
+				if now := r.since(); now > r.measureStart {
+					if iv := snap(now); iv.Sent+iv.Acked+iv.Received > 0 {
+						rep.Intervals = append(rep.Intervals, iv)
+					}
+				}
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		if r.o.Progress {
+			fmt.Fprint(r.o.IO.Err, "\r\033[K")
+		}
+	}
+}
+
+// collect merges every goroutine's statistics into rep.
+func (r *runner) collect(rep *Report) {
+	o := r.o
+	if rep.Intervals == nil {
+		rep.Intervals = []Interval{}
+	}
+	var end time.Duration
+	if o.Mode != ModeSub {
+		pb := &Publish{Publishers: len(r.pubs)}
+		ack := newHist()
+		for _, p := range r.pubs {
+			p.mu.Lock()
+			pb.Sent += p.sent.Load()
+			pb.Acked += p.acked.Load()
+			pb.Failed += p.failed.Load()
+			pb.Total += p.total.Load()
+			pb.Warmup += p.warm
+			pb.Overruns += p.overruns
+			pb.MaxLagMS = max(pb.MaxLagMS, ms(float64(p.maxLag)))
+			end = max(end, p.lastEnd)
+			ack.Merge(p.ack)
+			p.mu.Unlock()
+		}
+		if o.QoS == 0 {
+			pb.Acked = 0
+		}
+		if d := (end - r.measureStart).Seconds(); d > 0 {
+			pb.PerSecond = round3(float64(pb.Sent) / d)
+			pb.MBPerSecond = round3(float64(pb.Sent) * float64(o.Size) / d / 1e6)
+		}
+		pb.Offered = rep.Config.Rate
+		rep.Publish = pb
+		rep.Hists.Ack = ack
+	}
+	if o.Mode != ModePub {
+		rc := &Receive{WallClock: r.wall, Subscribers: len(r.subs)}
+		e2e, unc := newHist(), newHist()
+		var gaps, bytes int64
+		var rend time.Duration
+		skewed, noLat := false, false
+		for _, s := range r.subs {
+			s.mu.Lock()
+			rc.Received += s.received.Load()
+			rc.Measured += s.measured.Load()
+			rc.Foreign += s.foreign
+			for _, t := range s.trackers {
+				rc.Unique += t.unique
+				rc.Duplicated += t.dups
+				rc.OutOfOrder += t.reorder
+				gaps += t.gaps()
+			}
+			bytes += s.bytes
+			rend = max(rend, s.lastRecv)
+			skewed = skewed || s.skewed
+			noLat = noLat || s.noLatency
+			e2e.Merge(s.e2e)
+			unc.Merge(s.unc)
+			s.mu.Unlock()
+		}
+		if o.Mode == ModePubSub && o.Shards == 1 && rep.Publish != nil {
+			rc.Expected = rep.Publish.Total * int64(len(r.subs))
+		}
+		rc.finish(gaps)
+		rc.LossPct = round3(rc.LossPct)
+		if d := (rend - r.measureStart).Seconds(); d > 0 {
+			rc.PerSecond = round3(float64(rc.Measured) / d)
+			rc.MBPerSecond = round3(float64(bytes) / d / 1e6)
+		}
+		end = max(end, rend)
+		rep.Receive = rc
+		rep.Hists.E2E, rep.Hists.E2EUncorrected = e2e, unc
+		if skewed {
+			rep.Warnings = append(rep.Warnings, "some messages arrived before they were sent by this host's clock: the publishing host's clock differs, so end-to-end latency is off by the skew")
+		} else if o.Mode == ModeSub && e2e.TotalCount() > 0 {
+			rep.Warnings = append(rep.Warnings, "end-to-end latency compares the publisher's wall clock with this host's: any clock skew between the hosts is included")
+		}
+		if noLat {
+			rep.Warnings = append(rep.Warnings, "some messages carried run-relative timestamps from another process (bench pubsub); they were counted but not timed")
+		}
+		if rc.Foreign > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages on the topic had no bench header (another publisher?) and were ignored", rc.Foreign))
+		}
+	}
+	if end < r.measureStart {
+		end = r.measureStart
+	}
+	rep.Started = r.t0.Add(r.measureStart)
+	rep.Ended = r.t0.Add(end)
+	rep.Measured = round3((end - r.measureStart).Seconds())
+	if rep.Publish != nil && rep.Publish.Sent == 0 && rep.Publish.Warmup > 0 {
+		rep.Warnings = append(rep.Warnings, "every message was sent during the warm-up: lower --warmup or raise -n/-d")
+	}
+}

@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"fmt"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Merge combines the JSON reports of shards of one run (or of separate
+// runs of the same shape) into one. Counts add up; histograms are merged
+// bucket by bucket, so the merged percentiles are exact rather than
+// averages of percentiles; throughput is recomputed as the total over
+// (last end − first start), never a sum of rates.
+func Merge(reps []*Report) (*Report, error) {
+	if len(reps) == 0 {
+		return nil, fmt.Errorf("nothing to merge")
+	}
+	first := reps[0]
+	out := &Report{Schema: Schema, Mode: first.Mode, LoadModel: first.LoadModel, Env: first.Env, Config: first.Config,
+		Started: first.Started, Ended: first.Ended}
+	out.Env.Shard = ""
+	out.Env.CPUUser, out.Env.CPUSys, out.Env.CPUPerMsgUS, out.Env.CPUPercent = 0, 0, 0, 0
+	var hists []Hists
+	for i, r := range reps {
+		if r.Mode != first.Mode {
+			return nil, fmt.Errorf("report %d is bench %s, report 1 is bench %s: merge runs of one mode", i+1, r.Mode, first.Mode)
+		}
+		if r.Config.QoS != first.Config.QoS || r.Config.Size != first.Config.Size {
+			return nil, fmt.Errorf("report %d used QoS %d, %d B; report 1 used QoS %d, %d B: merge runs of one shape", i+1, r.Config.QoS, r.Config.Size, first.Config.QoS, first.Config.Size)
+		}
+		if r.Started.Before(out.Started) {
+			out.Started = r.Started
+		}
+		if r.Ended.After(out.Ended) {
+			out.Ended = r.Ended
+		}
+		out.Shards += max(r.Shards, 1)
+		out.Env.CPUUser += r.Env.CPUUser
+		out.Env.CPUSys += r.Env.CPUSys
+		if r.Env.BrokerURL != first.Env.BrokerURL {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("report %d measured %s, report 1 %s", i+1, r.Env.BrokerURL, first.Env.BrokerURL))
+		}
+		for _, w := range r.Warnings {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("report %d: %s", i+1, w))
+		}
+		mergeConnect(&out.Connect, r.Connect)
+		if r.Publish != nil {
+			if out.Publish == nil {
+				out.Publish = &Publish{}
+			}
+			p, q := out.Publish, r.Publish
+			p.Publishers += q.Publishers
+			p.Sent += q.Sent
+			p.Acked += q.Acked
+			p.Failed += q.Failed
+			p.Warmup += q.Warmup
+			p.Total += q.Total
+			p.Overruns += q.Overruns
+			p.MaxLagMS = max(p.MaxLagMS, q.MaxLagMS)
+			p.Offered = first.Config.Rate
+		}
+		if r.Receive != nil {
+			if out.Receive == nil {
+				out.Receive = &Receive{WallClock: r.Receive.WallClock}
+			}
+			d, q := out.Receive, r.Receive
+			d.Subscribers += q.Subscribers
+			d.Received += q.Received
+			d.Measured += q.Measured
+			d.Unique += q.Unique
+			d.Lost += q.Lost
+			d.Duplicated += q.Duplicated
+			d.OutOfOrder += q.OutOfOrder
+			d.Foreign += q.Foreign
+		}
+		hists = append(hists, r.Hists)
+		out.Intervals = mergeIntervals(out.Intervals, r.Intervals)
+	}
+	out.Measured = round3(out.Ended.Sub(out.Started).Seconds())
+	secs := out.Measured
+	if p := out.Publish; p != nil && secs > 0 {
+		p.PerSecond = round3(float64(p.Sent) / secs)
+		p.MBPerSecond = round3(float64(p.Sent) * float64(first.Config.Size) / secs / 1e6)
+	}
+	if d := out.Receive; d != nil {
+		if out.Mode == ModePubSub && out.Publish != nil {
+			// Every subscriber of every shard subscribes to every
+			// publisher's topics, so each sent message is due once per
+			// subscriber across the whole run.
+			d.Expected = out.Publish.Total * int64(d.Subscribers)
+			d.finish(0)
+			d.LossPct = round3(d.LossPct)
+		} else if n := d.Unique + d.Lost; n > 0 {
+			d.LossPct = round3(float64(d.Lost) / float64(n) * 100)
+		}
+		if secs > 0 {
+			d.PerSecond = round3(float64(d.Measured) / secs)
+			d.MBPerSecond = round3(float64(d.Measured) * float64(first.Config.Size) / secs / 1e6)
+		}
+	}
+	for _, h := range hists {
+		out.Hists.Connect = mergeInto(out.Hists.Connect, h.Connect)
+		out.Hists.Ack = mergeInto(out.Hists.Ack, h.Ack)
+		out.Hists.E2E = mergeInto(out.Hists.E2E, h.E2E)
+		out.Hists.E2EUncorrected = mergeInto(out.Hists.E2EUncorrected, h.E2EUncorrected)
+	}
+	if out.Publish != nil && out.Publish.Total > 0 {
+		out.Env.CPUPerMsgUS = round3((out.Env.CPUUser + out.Env.CPUSys) / float64(out.Publish.Total) * 1e6)
+	}
+	out.Env.CPUUser, out.Env.CPUSys = round3(out.Env.CPUUser), round3(out.Env.CPUSys)
+	if out.Intervals == nil {
+		out.Intervals = []Interval{}
+	}
+	out.summarize()
+	return out, nil
+}
+
+func mergeInto(dst, src *hdrhistogram.Histogram) *hdrhistogram.Histogram {
+	if src == nil {
+		return dst
+	}
+	if dst == nil {
+		dst = newHist()
+	}
+	dst.Merge(src)
+	return dst
+}
+
+func mergeConnect(c *Connect, q Connect) {
+	c.Attempted += q.Attempted
+	c.OK += q.OK
+	c.Failed += q.Failed
+	if len(q.Failures) > 0 {
+		if c.Failures == nil {
+			c.Failures = map[string]int{}
+		}
+		for k, v := range q.Failures {
+			c.Failures[k] += v
+		}
+	}
+	// Shards ramp in parallel: the slowest ramp bounds the rate.
+	c.RampS = max(c.RampS, q.RampS)
+	if c.RampS > 0 {
+		c.PerSecond = round3(float64(c.OK) / c.RampS)
+	}
+}
+
+// mergeIntervals adds b's rows to a's by position: shards started together
+// by one orchestrator line up interval by interval.
+func mergeIntervals(a, b []Interval) []Interval {
+	for i, iv := range b {
+		if i >= len(a) {
+			cp := iv
+			cp.hist = mergeInto(newIvHist(), iv.hist)
+			a = append(a, cp)
+			continue
+		}
+		x := &a[i]
+		x.T = max(x.T, iv.T)
+		x.Sent += iv.Sent
+		x.Acked += iv.Acked
+		x.Received += iv.Received
+		x.SentPS = round3(x.SentPS + iv.SentPS)
+		x.RecvPS = round3(x.RecvPS + iv.RecvPS)
+		if iv.hist != nil {
+			if x.hist == nil {
+				x.hist = newIvHist()
+			}
+			x.hist.Merge(iv.hist)
+		}
+		if x.hist != nil && x.hist.TotalCount() > 0 {
+			x.P50 = ms(float64(x.hist.ValueAtQuantile(50)))
+			x.P99 = ms(float64(x.hist.ValueAtQuantile(99)))
+			x.Max = ms(float64(x.hist.Max()))
+		}
+	}
+	return a
+}

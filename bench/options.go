@@ -1,0 +1,211 @@
+// Package bench measures an MQTT broker honestly: closed-loop or scheduled
+// (open-loop) load, end-to-end latency from a payload header, publish-to-ack
+// latency, and loss, duplicate and reorder accounting, with HDR histograms
+// that merge exactly across goroutines, processes and machines.
+//
+// Measuring (run.go), statistics (stats.go) and rendering (report.go) are
+// kept apart so that the renderers can be tested on fixed inputs.
+package bench
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// Modes.
+const (
+	ModePubSub = "pubsub"
+	ModePub    = "pub"
+	ModeSub    = "sub"
+	ModeConn   = "conn"
+)
+
+// Options configure one run. cmd/mqtk fills them from flags.
+type Options struct {
+	Mode string
+
+	// Conn is the resolved connection config; it is cloned per client with
+	// its own ClientID and OnMessage. Ignored when Embedded is set.
+	Conn mqttconn.Config
+	// Embedded starts the project's broker in-process on 127.0.0.1:0 and
+	// benchmarks that (the default when no broker was named).
+	Embedded bool
+
+	Clients     int    // publishers (pubsub, pub) or connections (conn)
+	Subscribers int    // pubsub, sub
+	Topic       string // pattern: %i client index, %c client id, %t topic index
+	Topics      int    // how many values %t takes
+	QoS         byte
+	Size        int // payload bytes, header included
+	Retain      bool
+
+	Rate          float64 // messages/s; 0 = closed loop
+	RatePerClient bool    // Rate is per publisher rather than in total
+	Inflight      int     // closed loop: messages in flight per publisher
+
+	Count    int64         // total messages across publishers (sub: to receive); 0 = use Duration
+	Duration time.Duration // measured phase (conn: how long to hold)
+	Warmup   time.Duration // before the measured phase; sent but not measured
+	ConnRate float64       // connections/s during the ramp; 0 = as fast as possible
+
+	Interval     time.Duration // progress and CSV interval; default 1s
+	DrainTimeout time.Duration // wait for in-flight deliveries at the end; default 5s
+
+	MaxLossPct *float64      // --max-loss: fail (KindUnmet) above this loss, in percent
+	MaxP99     time.Duration // --max-p99: fail above this p99; 0 = no check
+
+	Shard, Shards int // --shard I/N: this process is shard I of N
+
+	Format   string // text, json or csv
+	Progress bool   // live progress line on stderr (set when it is a terminal)
+	Version  string // mqtk version, recorded in the report
+
+	IO *ui.Streams
+
+	// Dial connects one client; nil means mqttconn.Dial. Tests wrap it to
+	// inject faults.
+	Dial func(ctx context.Context, cfg mqttconn.Config) (mqttconn.Client, error)
+	// StartBroker starts the in-process broker for Embedded and returns its
+	// URL and a stop function; nil means the project's broker package.
+	StartBroker func(ctx context.Context) (url string, stop func() error, err error)
+}
+
+// Validate rejects nonsense combinations with a message that names the
+// cause and the fix. It does not touch the network.
+func (o *Options) Validate() error {
+	switch o.Mode {
+	case ModePubSub, ModePub, ModeSub, ModeConn:
+	default:
+		return mqttconn.Usagef("unknown bench mode %q: use pubsub, pub, sub or conn", o.Mode)
+	}
+	if o.Clients < 0 || o.Subscribers < 0 {
+		return mqttconn.Usagef("--clients and --subscribers must not be negative")
+	}
+	switch o.Mode {
+	case ModePubSub:
+		if o.Clients < 1 || o.Subscribers < 1 {
+			return mqttconn.Usagef("bench pubsub needs at least one publisher (-c) and one subscriber (--subscribers); use 'bench pub' or 'bench sub' for one side only")
+		}
+	case ModePub, ModeConn:
+		if o.Clients < 1 {
+			return mqttconn.Usagef("bench %s needs -c/--clients of at least 1", o.Mode)
+		}
+	case ModeSub:
+		if o.Subscribers < 1 {
+			return mqttconn.Usagef("bench sub needs --subscribers of at least 1")
+		}
+	}
+	if o.QoS > 2 {
+		return mqttconn.Usagef("-q/--qos %d out of range: use 0, 1 or 2", o.QoS)
+	}
+	if o.Size < HeaderSize {
+		return mqttconn.Usagef("--size %d is smaller than the %d-byte bench header (timestamps, publisher id, sequence): use --size %d or more", o.Size, HeaderSize, HeaderSize)
+	}
+	if o.Size > 256<<20 {
+		return mqttconn.Usagef("--size %d exceeds MQTT's 256 MiB maximum payload", o.Size)
+	}
+	if o.Topic == "" {
+		return mqttconn.Usagef("-t/--topic must not be empty")
+	}
+	if strings.ContainsAny(o.Topic, "+#") {
+		return mqttconn.Usagef("-t/--topic %q is a pattern for publishing and must not hold wildcards; use %%i, %%c and %%t for per-client and per-topic levels", o.Topic)
+	}
+	if o.Topics < 1 {
+		return mqttconn.Usagef("--topics must be at least 1")
+	}
+	if o.Topics > 1 && !strings.Contains(o.Topic, "%t") {
+		return mqttconn.Usagef("--topics %d has no effect: the topic pattern %q has no %%t", o.Topics, o.Topic)
+	}
+	if o.Rate < 0 {
+		return mqttconn.Usagef("--rate must not be negative; use 0 for closed-loop maximum throughput")
+	}
+	if o.Rate > 0 && o.Inflight > 0 {
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--rate and --inflight do not go together: a scheduled run sends on time whatever is in flight, a closed-loop run (--rate 0) keeps --inflight messages outstanding"),
+			Hints: []string{"drop --inflight for a scheduled run, or use --rate 0 --inflight N for maximum throughput"}}
+	}
+	if o.Rate == 0 && o.RatePerClient {
+		return mqttconn.Usagef("--rate-per-client needs --rate above 0")
+	}
+	if o.Inflight < 0 || o.Inflight > 65535 {
+		return mqttconn.Usagef("--inflight %d out of range 1..65535", o.Inflight)
+	}
+	if o.Count < 0 {
+		return mqttconn.Usagef("-n/--count must not be negative")
+	}
+	if o.Count == 0 && o.Duration <= 0 {
+		return mqttconn.Usagef("give -n/--count or a positive -d/--duration")
+	}
+	if o.Warmup < 0 || o.ConnRate < 0 {
+		return mqttconn.Usagef("--warmup and --conn-rate must not be negative")
+	}
+	if o.Mode == ModePubSub || o.Mode == ModePub {
+		if o.Count > 0 && o.Count < int64(o.Clients) {
+			return mqttconn.Usagef("-n/--count %d is fewer than one message per publisher (-c %d)", o.Count, o.Clients)
+		}
+	}
+	if o.MaxLossPct != nil {
+		if *o.MaxLossPct < 0 || *o.MaxLossPct > 100 {
+			return mqttconn.Usagef("--max-loss %g out of range 0..100 (percent)", *o.MaxLossPct)
+		}
+		if o.Mode == ModePub || o.Mode == ModeConn {
+			return mqttconn.Usagef("--max-loss needs subscribers: use it with bench pubsub or bench sub")
+		}
+		if o.QoS == 0 && *o.MaxLossPct == 0 {
+			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--max-loss 0 with QoS 0 asks for a guarantee QoS 0 does not give: the broker may drop QoS 0 messages for a slow subscriber"),
+				Hints: []string{"use -q 1 for a zero-loss check, or allow some loss, e.g. --max-loss 0.1"}}
+		}
+	}
+	if o.MaxP99 < 0 {
+		return mqttconn.Usagef("--max-p99 must not be negative")
+	}
+	if o.Shards < 1 || o.Shard < 0 || o.Shard >= o.Shards {
+		return mqttconn.Usagef("--shard %d/%d: write I/N with 0 <= I < N", o.Shard, o.Shards)
+	}
+	if o.Shards > 1 {
+		if o.Embedded {
+			return mqttconn.Usagef("--shard splits one benchmark across processes, which need a shared broker: give it with -L/--url or -h")
+		}
+		if o.Clients > 0 && o.Clients < o.Shards && o.Mode != ModeSub {
+			return mqttconn.Usagef("--shard %d/%d with -c %d leaves some shards without clients: give at least one client per shard", o.Shard, o.Shards, o.Clients)
+		}
+	}
+	switch o.Format {
+	case "", "text", "json", "csv":
+	default:
+		return mqttconn.Usagef("--format %q: use text, json or csv", o.Format)
+	}
+	return nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// span of indexes [lo, hi) this shard owns out of n.
+func shardRange(n, shard, shards int) (lo, hi int) {
+	return n * shard / shards, n * (shard + 1) / shards
+}
+
+// filterFor turns a publishing pattern into the filter subscribers use:
+// every level holding a placeholder becomes "+", so each subscriber gets
+// every publisher's messages and the expected count is sent × subscribers.
+func filterFor(pattern string) string {
+	levels := strings.Split(pattern, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "%") {
+			levels[i] = "+"
+		}
+	}
+	return strings.Join(levels, "/")
+}
+
+// expandTopic fills the pattern for one publisher and topic index.
+func expandTopic(pattern string, index int, id string, topic int) string {
+	r := strings.NewReplacer("%i", strconv.Itoa(index), "%c", id, "%t", strconv.Itoa(topic))
+	return r.Replace(pattern)
+}
