@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
+	"github.com/mqtk/mqtk/pub"
+)
+
+// parsePub runs `pub ARGS` with a runF that captures the Options.
+func parsePub(t *testing.T, args ...string) (*pub.Options, error) {
+	t.Helper()
+	streams, _, _ := ui.Test(nil)
+	a := &app{io: streams, getenv: func(string) string { return "" }}
+	var got *pub.Options
+	root := &cobra.Command{Use: "mqtk", SilenceErrors: true, SilenceUsage: true}
+	root.PersistentFlags().Bool("help", false, "help") // -h is the host, as on the real root
+	root.AddCommand(newPubCmd(a, func(o *pub.Options) error { got = o; return nil }))
+	root.SetArgs(append([]string{"pub"}, args...))
+	err := root.Execute()
+	return got, err
+}
+
+func TestPubFlagsFillOptions(t *testing.T) {
+	o, err := parsePub(t, "-h", "127.0.0.1", "-p", "1999", "-t", "a/b", "-m", "hi", "-q", "2", "-r",
+		"--repeat", "3", "--repeat-delay", "0.5", "--rate", "120/m", "-M", "7",
+		"--user-property", "k=v", "--user-property", "k=w=x", "--correlation-data", "hex:0a0b",
+		"--message-expiry", "2m", "--payload-format-indicator", "1", "--content-type", "text/plain",
+		"--response-topic", "re/ply", "--topic-alias", "3", "--quiet", "--encoding", "hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Topic != "a/b" || o.Message != "hi" || o.Source != pub.SourceMessage || o.QoS != 2 || !o.Retain ||
+		o.Repeat != 3 || o.RepeatDelay != 500*time.Millisecond || o.Rate != 2 || o.MaxInflight != 7 || !o.Quiet || o.Encoding != "hex" {
+		t.Errorf("options: %+v", o)
+	}
+	p := o.Props
+	if fmt.Sprint(p.UserProperties) != "[{k v} {k w=x}]" || !bytes.Equal(p.CorrelationData, []byte{0x0a, 0x0b}) ||
+		*p.MessageExpiry != 120 || *p.PayloadFormat != 1 || p.ContentType != "text/plain" || p.ResponseTopic != "re/ply" || p.TopicAlias != 3 {
+		t.Errorf("properties: %+v", p)
+	}
+	if o.Config.Host != "127.0.0.1" || o.Config.Port != 1999 || o.Dial == nil {
+		t.Errorf("config: %+v", o.Config)
+	}
+
+	o, err = parsePub(t, "-L", "mqtt://127.0.0.1:1884/from/url", "-n")
+	if err != nil || o.Topic != "from/url" || o.Source != pub.SourceNull {
+		t.Errorf("-L topic: %v %+v", err, o)
+	}
+	o, err = parsePub(t, "--replay", "x.jsonl", "--speed", "max")
+	if err != nil || o.Source != pub.SourceReplay || o.File != "x.jsonl" || o.Speed != 0 {
+		t.Errorf("--replay: %v %+v", err, o)
+	}
+	o, err = parsePub(t, "--replay", "x.jsonl", "--speed", "2x")
+	if err != nil || o.Speed != 2 {
+		t.Errorf("--speed 2x: %v %+v", err, o)
+	}
+	o, err = parsePub(t, "-l", "--topic-from-line", "--line-format", "text")
+	if err != nil || o.Source != pub.SourceLines || !o.TopicFromLine {
+		t.Errorf("-l --topic-from-line: %v %+v", err, o)
+	}
+	o, err = parsePub(t, "-t", "x", "--correlation-data", "base64:AAE=", "-m", "")
+	if err != nil || !bytes.Equal(o.Props.CorrelationData, []byte{0, 1}) || o.Source != pub.SourceMessage {
+		t.Errorf("base64 correlation data / empty -m: %v %+v", err, o)
+	}
+}
+
+// runMqtk runs the whole command tree as the binary would.
+func runMqtk(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	streams, out, errb := ui.Test(strings.NewReader(stdin))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code = execute(ctx, streams, args, func(string) string { return "" })
+	return code, out.String(), errb.String()
+}
+
+func TestPubUsageErrorsExit2(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-t", "a", "-m", "x", "-n"}, "more than one payload source (-m, -n)"},
+		{[]string{"-t", "a", "-m", "x", "-q", "3"}, "-q 3 out of range"},
+		{[]string{"-t", "a/#", "-m", "x"}, "wildcards"},
+		{[]string{"-t", "", "-m", "x"}, "no topic given"},
+		{[]string{"-m", "x"}, "no topic given"},
+		{[]string{"-t", "a"}, "no payload given"},
+		{[]string{"-t", "a", "-f", "/nonexistent/file"}, "cannot read -f /nonexistent/file"},
+		{[]string{"-t", "a", "-m", "x", "-V", "311", "--content-type", "c"}, "--content-type is an MQTT 5 property"},
+		{[]string{"-t", "a", "-m", "x", "-V", "31", "--user-property", "a=b"}, "--user-property is an MQTT 5 property"},
+		{[]string{"-t", "a", "-m", "x", "--user-property", "novalue"}, "key=value"},
+		{[]string{"-t", "a", "-m", "zz", "--encoding", "hex"}, "not valid hex"},
+		{[]string{"-t", "a", "-m", "x", "--rate", "fast"}, "--rate"},
+		{[]string{"--replay", "x", "--speed", "-1"}, "--speed"},
+		{[]string{"-t", "a", "-m", "x", "--topic-alias", "0"}, "--topic-alias 0 out of range"},
+	} {
+		// Port 1 has no broker: none of these may get as far as dialling.
+		code, _, stderr := runMqtk(t, "", append([]string{"pub", "-h", "127.0.0.1", "-p", "1"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("pub %q: exit %d, stderr %q; want exit 2 mentioning %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestPubEndToEndWithMosquitto(t *testing.T) {
+	_, subBin := mosquittotest.RequireClients(t)
+	dir := t.TempDir()
+	acl := filepath.Join(dir, "acl")
+	if err := os.WriteFile(acl, []byte("topic readwrite ok/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := mosquittotest.Start(t, mosquittotest.Options{ACLFile: acl})
+	port := fmt.Sprint(b.Port())
+
+	// A retained message is there for a subscriber that comes later, so no
+	// timing is involved in reading it back.
+	code, _, stderr := runMqtk(t, "", "pub", "-h", "127.0.0.1", "-p", port, "-t", "ok/one", "-m", "a b\tc", "-q", "1", "-r")
+	if code != 0 {
+		t.Fatalf("pub exit %d: %s", code, stderr)
+	}
+	out, err := exec.Command(subBin, "-h", "127.0.0.1", "-p", port, "-t", "ok/one", "-q", "1", "-C", "1", "-W", "10", "-F", "%t|%q|%r|%p").CombinedOutput()
+	if err != nil || string(out) != "ok/one|1|1|a b\tc\n" {
+		t.Fatalf("mosquitto_sub read %q, %v", out, err)
+	}
+
+	// The broker refuses a publish outside the ACL: exit 6, reason named.
+	code, _, stderr = runMqtk(t, "", "pub", "-h", "127.0.0.1", "-p", port, "-t", "denied/x", "-m", "x", "-q", "1")
+	if code != 6 || !strings.Contains(stderr, "not authorized") {
+		t.Fatalf("denied publish: exit %d, stderr %q; want 6 naming 'not authorized'", code, stderr)
+	}
+
+	// Line mode: a bad line is counted as failed and makes the exit non-zero,
+	// the good lines still go out.
+	code, _, stderr = runMqtk(t, "ok/a\t1\nno tab here\nok/b\t2\n", "pub", "-h", "127.0.0.1", "-p", port, "-l", "--topic-from-line", "-q", "1")
+	if code == 0 || !strings.Contains(stderr, "sent 3, acked 2, failed 1") || !strings.Contains(stderr, "line 2: no TAB") {
+		t.Fatalf("line mode with a bad line: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runMqtk(t, "x\n", "pub", "-h", "127.0.0.1", "-p", port, "-l", "-t", "ok/q", "--quiet")
+	if code != 0 || stderr != "" {
+		t.Fatalf("--quiet: exit %d, stderr %q", code, stderr)
+	}
+}
