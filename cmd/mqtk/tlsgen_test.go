@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
+	"github.com/mqtk/mqtk/tlsgen"
+)
+
+// mqtk runs the real command tree in-process and returns the exit code,
+// stdout and stderr.
+func mqtkRun(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	streams, out, errb := ui.Test(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := execute(ctx, streams, args, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+// TestTlsgenFlagsToOptions checks flag → Options through the runF seam.
+func TestTlsgenFlagsToOptions(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want tlsgen.Options
+	}{
+		{[]string{}, nil, tlsgen.Options{Command: tlsgen.CmdAll, Dir: "certs", CommonName: tlsgen.DefaultClientCN}},
+		{[]string{"--dir", "x", "--key-type", "rsa-3072", "--days", "30", "--force", "--name-constraint", "lan", "--cn", "bob"}, nil,
+			tlsgen.Options{Command: tlsgen.CmdAll, Dir: "x", KeyType: tlsgen.RSA3072, Days: 30, Force: true, NameConstraints: []string{"lan"}, CommonName: "bob"}},
+		{[]string{"ca", "--cn", "Home CA", "--days", "7300"}, nil, tlsgen.Options{Command: tlsgen.CmdCA, Dir: "certs", CommonName: "Home CA", Days: 7300}},
+		{[]string{"server", "a.lan", "10.0.0.1", "--out", "a", "--fullchain"}, nil,
+			tlsgen.Options{Command: tlsgen.CmdServer, Dir: "certs", Names: []string{"a.lan", "10.0.0.1"}, Out: "a", Fullchain: true}},
+		{[]string{"client", "sensor-1", "--p12", "--p12-password", "pw", "--p12-legacy"}, nil,
+			tlsgen.Options{Command: tlsgen.CmdClient, Dir: "certs", CommonName: "sensor-1", P12: true, P12Legacy: true, P12Password: "pw"}},
+		{[]string{"client", "sensor-1", "--p12"}, map[string]string{"MQTK_P12_PASSWORD": "fromenv"},
+			tlsgen.Options{Command: tlsgen.CmdClient, Dir: "certs", CommonName: "sensor-1", P12: true, P12Password: "fromenv"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			streams, _, errb := ui.Test(nil)
+			a := &app{io: streams, getenv: func(k string) string { return tt.env[k] }}
+			var got *tlsgen.Options
+			root := newTlsgenCmd(a, func(o *tlsgen.Options) error { got = o; return nil })
+			root.SetArgs(tt.args)
+			root.SilenceErrors, root.SilenceUsage = true, true
+			if err := root.Execute(); err != nil {
+				t.Fatalf("execute: %v %s", err, errb)
+			}
+			if got == nil {
+				t.Fatal("runF not called")
+			}
+			got.IO = nil
+			w := tt.want
+			if got.Command != w.Command || got.Dir != w.Dir || got.KeyType != w.KeyType || got.Days != w.Days || got.Force != w.Force ||
+				strings.Join(got.NameConstraints, ",") != strings.Join(w.NameConstraints, ",") || got.CommonName != w.CommonName ||
+				strings.Join(got.Names, ",") != strings.Join(w.Names, ",") || got.Out != w.Out || got.Fullchain != w.Fullchain ||
+				got.P12 != w.P12 || got.P12Legacy != w.P12Legacy || got.P12Password != w.P12Password {
+				t.Errorf("got %+v\nwant %+v", *got, w)
+			}
+		})
+	}
+}
+
+func TestTlsgenUsageErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tlsgen", "--key-type", "dsa"}, "unknown --key-type"},
+		{[]string{"tlsgen", "--days", "0"}, "positive number of days"},
+		{[]string{"tlsgen", "server"}, "at least one name"},
+		{[]string{"tlsgen", "server", "broker:8883"}, "has a port"},
+		{[]string{"tlsgen", "client"}, "exactly one name"},
+		{[]string{"tlsgen", "client", "a", "--p12"}, "give --p12-password or set MQTK_P12_PASSWORD"},
+		{[]string{"tlsgen", "localhost"}, "mqtk tlsgen server localhost"},
+		{[]string{"tlsgen", "inspect"}, "at least one file"},
+		{[]string{"tlsgen", "inspect", "--format", "yaml", "x"}, "use text or json"},
+		{[]string{"tlsgen", "verify", "x.pem"}, "--ca FILE"},
+		{[]string{"tlsgen", "--bogus"}, "unknown flag"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			args := append(tt.args, "--dir", dir)
+			if tt.args[1] == "inspect" || tt.args[1] == "verify" {
+				args = tt.args
+			}
+			code, out, errs := mqtkRun(t, nil, args...)
+			if code != 2 || !strings.Contains(errs, tt.want) || !strings.HasPrefix(errs, "mqtk: ") {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errs, tt.want)
+			}
+			if out != "" {
+				t.Errorf("stdout %q on a usage error", out)
+			}
+		})
+	}
+}
+
+func TestTlsgenCommandEndToEnd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	code, out, errs := mqtkRun(t, nil, "tlsgen", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("tlsgen: exit %d\n%s", code, errs)
+	}
+	if !strings.Contains(out, "--tls-cert "+filepath.Join(dir, "server.pem")) {
+		t.Errorf("no broker line:\n%s", out)
+	}
+	code, out, _ = mqtkRun(t, nil, "tlsgen", "verify", "--ca", filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), "--host", "127.0.0.1")
+	if code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("verify: exit %d, %q", code, out)
+	}
+	code, _, errs = mqtkRun(t, nil, "tlsgen", "verify", "--ca", filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), "--host", "mqtt.example.com")
+	if code != 4 || !strings.Contains(errs, "not valid for mqtt.example.com") || !strings.Contains(errs, "hint: ") {
+		t.Errorf("verify mismatch: exit %d, %q", code, errs)
+	}
+	code, out, _ = mqtkRun(t, nil, "tlsgen", "inspect", "--format", "json", filepath.Join(dir, "client.pem"))
+	if code != 0 || !strings.Contains(out, `"common_name": "mqtk-client"`) {
+		t.Errorf("inspect: exit %d, %q", code, out)
+	}
+	code, _, errs = mqtkRun(t, map[string]string{"MQTK_P12_PASSWORD": "pw"}, "tlsgen", "client", "alice", "--out", "alice", "--p12", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("client --p12: exit %d %s", code, errs)
+	}
+	if bin, err := exec.LookPath("openssl"); err == nil {
+		o, err := exec.Command(bin, "pkcs12", "-in", filepath.Join(dir, "alice.p12"), "-passin", "pass:pw", "-nokeys").CombinedOutput()
+		if err != nil || !strings.Contains(string(o), "CN = alice") {
+			t.Errorf("openssl pkcs12: %v\n%s", err, o)
+		}
+	}
+	// Overwriting without --force is a usage error and keeps the file.
+	before, _ := os.ReadFile(filepath.Join(dir, "alice.pem"))
+	code, _, errs = mqtkRun(t, nil, "tlsgen", "client", "alice", "--out", "alice", "--dir", dir)
+	after, _ := os.ReadFile(filepath.Join(dir, "alice.pem"))
+	if code != 2 || !strings.Contains(errs, "--force") || string(before) != string(after) {
+		t.Errorf("overwrite without --force: exit %d %q", code, errs)
+	}
+}
+
+// TestTlsgenWithMosquittoMTLS runs Debian's mosquitto with the generated CA
+// and server certificate, require_certificate and use_identity_as_username,
+// and exchanges messages with mosquitto's clients and with mqtk pub/sub
+// using the generated client certificate.
+func TestTlsgenWithMosquittoMTLS(t *testing.T) {
+	mosquittotest.Require(t)
+	pubBin, subBin := mosquittotest.RequireClients(t)
+	dir := filepath.Join(t.TempDir(), "certs")
+	if code, _, errs := mqtkRun(t, nil, "tlsgen", "--dir", dir); code != 0 {
+		t.Fatalf("tlsgen: exit %d %s", code, errs)
+	}
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{TLS: &mosquittotest.TLS{
+		CAFile: ca, CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server-key.pem"),
+		RequireCertificate: true, UseIdentityAsUsername: true,
+	}}}})
+	port := strconv.Itoa(b.Port())
+	mosqTLS := []string{"-h", "localhost", "-p", port, "--cafile", ca, "--cert", cert, "--key", key}
+
+	// mosquitto_pub publishes a retained message; mosquitto_sub reads it.
+	runTool := func(bin string, args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s\nbroker log:\n%s", filepath.Base(bin), args, err, out, b.Log())
+		}
+		return string(out)
+	}
+	runTool(pubBin, append(mosqTLS, "-t", "tlsgen/mosq", "-m", "from mosquitto_pub", "-r", "-q", "1")...)
+	if got := runTool(subBin, append(mosqTLS, "-t", "tlsgen/mosq", "-C", "1", "-W", "10")...); strings.TrimSpace(got) != "from mosquitto_pub" {
+		t.Errorf("mosquitto_sub got %q", got)
+	}
+	if !strings.Contains(b.Log(), "u'mqtk-client'") {
+		t.Errorf("mosquitto did not take the certificate CN as the user name:\n%s", b.Log())
+	}
+	// Connecting by IP works too, because 127.0.0.1 is an IP SAN.
+	runTool(pubBin, "-h", "127.0.0.1", "-p", port, "--cafile", ca, "--cert", cert, "--key", key, "-t", "tlsgen/ip", "-m", "x")
+
+	// mqtk pub and sub with the client certificate.
+	mqtkTLS := []string{"-h", "localhost", "-p", port, "--cafile", ca, "--cert", cert, "--key", key}
+	if code, _, errs := mqtkRun(t, nil, append([]string{"pub"}, append(mqtkTLS, "-t", "tlsgen/mqtk", "-m", "from mqtk pub", "-r", "-q", "1")...)...); code != 0 {
+		t.Fatalf("mqtk pub: exit %d %s\nbroker log:\n%s", code, errs, b.Log())
+	}
+	code, out, errs := mqtkRun(t, nil, append([]string{"sub"}, append(mqtkTLS, "-t", "tlsgen/#", "-C", "2", "-W", "10")...)...)
+	if code != 0 || !strings.Contains(out, "from mqtk pub") || !strings.Contains(out, "from mosquitto_pub") {
+		t.Errorf("mqtk sub: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+
+	// Without a client certificate the broker refuses the handshake: exit 4
+	// and a message that says so.
+	code, _, errs = mqtkRun(t, nil, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "tlsgen/anon", "-m", "x")
+	t.Logf("no client certificate: exit %d, stderr:\n%s", code, errs)
+	if code != 4 || !strings.Contains(strings.ToLower(errs), "certificate") {
+		t.Errorf("pub without a client certificate: exit %d, stderr %q; want 4 and a message about the certificate", code, errs)
+	}
+}
