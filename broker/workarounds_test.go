@@ -2,8 +2,8 @@ package broker
 
 import (
 	"bytes"
-	"io"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
