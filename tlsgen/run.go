@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -179,6 +180,19 @@ func (r *runner) validate() error {
 	for _, c := range o.NameConstraints {
 		if err := checkConstraint(c); err != nil {
 			return err
+		}
+	}
+	// The one-shot command issues for the local names right after making
+	// the CA: refuse up front, before any file is written, when the
+	// constraint would forbid them.
+	if o.Command == CmdAll && len(o.NameConstraints) > 0 {
+		if _, err := loadAuthority(r.dir); errors.Is(err, ErrNoCA) || o.Force {
+			sans, _ := classifyAll(defaultServerNames(o.Hostname))
+			for _, s := range sans {
+				if !permitted(o.NameConstraints, s) {
+					return mqttconn.Usagef("--name-constraint %s would forbid the local server name %s that mqtk tlsgen issues: make the CA with mqtk tlsgen ca --name-constraint ..., then mqtk tlsgen server NAME... with names inside it", strings.Join(o.NameConstraints, ","), s.Value)
+				}
+			}
 		}
 	}
 	if o.KeyType == Ed25519 {
@@ -480,4 +494,43 @@ func (r *runner) warnf(format string, args ...any) {
 	if r.o.IO != nil {
 		r.o.IO.Warnf(format, args...)
 	}
+}
+
+// permitted mirrors RFC 5280 name-constraint matching for what we issue: a
+// DNS name is inside a domain when it equals it or ends in "."+domain; an IP
+// inside a range; a kind with no constraint of its own is unconstrained.
+func permitted(constraints []string, s SAN) bool {
+	var domains []string
+	var nets []*net.IPNet
+	for _, c := range constraints {
+		if _, n, err := net.ParseCIDR(c); err == nil {
+			nets = append(nets, n)
+		} else {
+			domains = append(domains, strings.TrimPrefix(strings.ToLower(c), "."))
+		}
+	}
+	switch s.Kind {
+	case SANDNS, SANWildcard:
+		if len(domains) == 0 {
+			return true
+		}
+		name := strings.TrimPrefix(s.Value, "*.")
+		for _, d := range domains {
+			if name == d || strings.HasSuffix(name, "."+d) {
+				return true
+			}
+		}
+		return false
+	case SANIP:
+		if len(nets) == 0 {
+			return true
+		}
+		for _, n := range nets {
+			if n.Contains(s.IP) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }

@@ -264,14 +264,15 @@ func TestRunServerAndClient(t *testing.T) {
 func TestRunUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	for name, o := range map[string]Options{
-		"no names":        {Dir: dir, Command: CmdServer},
-		"no client CN":    {Dir: dir, Command: CmdClient},
-		"bad name":        {Dir: dir, Command: CmdServer, Names: []string{"host:1883"}},
-		"negative days":   {Dir: dir, Days: -1},
-		"out with dir":    {Dir: dir, Command: CmdServer, Names: []string{"x"}, Out: "../x"},
-		"bad constraint":  {Dir: dir, Command: CmdCA, NameConstraints: []string{"not a domain"}},
-		"legacy no p12":   {Dir: dir, Command: CmdClient, CommonName: "a", P12Legacy: true},
-		"control char CN": {Dir: dir, Command: CmdClient, CommonName: "a\nb"},
+		"no names":                  {Dir: dir, Command: CmdServer},
+		"no client CN":              {Dir: dir, Command: CmdClient},
+		"bad name":                  {Dir: dir, Command: CmdServer, Names: []string{"host:1883"}},
+		"negative days":             {Dir: dir, Days: -1},
+		"out with dir":              {Dir: dir, Command: CmdServer, Names: []string{"x"}, Out: "../x"},
+		"bad constraint":            {Dir: dir, Command: CmdCA, NameConstraints: []string{"not a domain"}},
+		"legacy no p12":             {Dir: dir, Command: CmdClient, CommonName: "a", P12Legacy: true},
+		"control char CN":           {Dir: dir, Command: CmdClient, CommonName: "a\nb"},
+		"constraint vs local names": {Dir: dir, NameConstraints: []string{"home.arpa"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := run(t, o)
