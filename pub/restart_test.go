@@ -25,6 +25,12 @@ func TestLineModeSurvivesBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a broker")
 	}
+	for _, v := range []mqttconn.Version{mqttconn.V5, mqttconn.V311} {
+		t.Run(v.String(), func(t *testing.T) { lineModeRestart(t, v) })
+	}
+}
+
+func lineModeRestart(t *testing.T, v mqttconn.Version) {
 	const total = 10000
 	b := broker(t, mosquittotest.Options{Persistence: true})
 	_, subBin := mosquittotest.RequireClients(t)
@@ -69,7 +75,7 @@ func TestLineModeSurvivesBrokerRestart(t *testing.T) {
 
 	pr, pw := io.Pipe()
 	streams, _, errb := ui.Test(pr)
-	o := &Options{Config: tcpConfig(t, b, mqttconn.V5), Dial: mqttconn.Dial, IO: streams, In: pr,
+	o := &Options{Config: tcpConfig(t, b, v), Dial: mqttconn.Dial, IO: streams, In: pr,
 		Source: SourceLines, Topic: "stream", QoS: 1, ReconnectTimeout: time.Minute}
 	runErr := make(chan error, 1)
 	go func() { runErr <- Run(ctx, o) }()
