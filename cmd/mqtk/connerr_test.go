@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
+)
+
+// runMqtk runs the command tree in-process and returns the exit code and
+// stderr.
+func runConnCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	streams, _, errb := ui.Test(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := execute(ctx, streams, args, func(string) string { return "" })
+	return code, errb.String()
+}
+
+func wantConnExit(t *testing.T, want int, fragments []string, args ...string) {
+	t.Helper()
+	code, stderr := runConnCmd(t, args...)
+	if code != want {
+		t.Errorf("mqtk %s: exit %d, want %d\n%s", strings.Join(args, " "), code, want, stderr)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(stderr, f) {
+			t.Errorf("mqtk %s: stderr lacks %q:\n%s", strings.Join(args, " "), f, stderr)
+		}
+	}
+}
+
+// TestConnectErrorExitCodes provokes each connection error class for real
+// and checks the exit code from the table and that stderr names the cause.
+func TestConnectErrorExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey, caFile := connTestCA(t, dir)
+	srv, srvKey := connTestLeaf(t, dir, "server", ca, caKey, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "localhost", "127.0.0.1")
+	wrong, wrongKey := connTestLeaf(t, dir, "wrong", ca, caKey, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "broker.example")
+	old, oldKey := connTestLeaf(t, dir, "old", ca, caKey, false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "127.0.0.1")
+	cli, cliKey := connTestLeaf(t, dir, "client", ca, caKey, true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "client")
+
+	pwfile := filepath.Join(dir, "passwd")
+	passwd, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
+	}
+	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile, Listeners: []mosquittotest.Listener{
+		{},
+		{TLS: &mosquittotest.TLS{CAFile: caFile, CertFile: srv, KeyFile: srvKey}},
+		{TLS: &mosquittotest.TLS{CAFile: caFile, CertFile: srv, KeyFile: srvKey, RequireCertificate: true}},
+		{TLS: &mosquittotest.TLS{CAFile: caFile, CertFile: wrong, KeyFile: wrongKey}},
+		{TLS: &mosquittotest.TLS{CAFile: caFile, CertFile: old, KeyFile: oldKey}},
+	}})
+	p := func(i int) string { return fmt.Sprint(b.Ports[i]) }
+	auth := []string{"-u", "alice", "-P", "s3cret"}
+	pub := func(extra ...string) []string {
+		return append(append([]string{"pub", "-h", "127.0.0.1", "-t", "x", "-m", "y"}, auth...), extra...)
+	}
+
+	for _, v := range []string{"5", "311", "31"} {
+		t.Run("v"+v, func(t *testing.T) {
+			// Success paths, so the failures below are about the cause named.
+			wantConnExit(t, 0, nil, pub("-V", v, "-p", p(0))...)
+			wantConnExit(t, 0, nil, pub("-V", v, "-p", p(1), "--cafile", caFile)...)
+			wantConnExit(t, 0, nil, pub("-V", v, "-p", p(2), "--cafile", caFile, "--cert", cli, "--key", cliKey)...)
+			wantConnExit(t, 0, nil, pub("-V", v, "-p", p(1), "--insecure")...)
+
+			// 5: CONNACK refusal, with the reason named.
+			wantConnExit(t, 5, []string{"refused the connection", "hint: "},
+				"pub", "-V", v, "-h", "127.0.0.1", "-p", p(0), "-u", "alice", "-P", "wrong", "-t", "x", "-m", "y")
+			// 4: TLS verification and handshake failures.
+			wantConnExit(t, 4, []string{"unknown authority", "hint: give the CA certificate"}, pub("-V", v, "-L", "mqtts://127.0.0.1:"+p(1))...)
+			wantConnExit(t, 4, []string{`the server certificate is for "broker.example", not "127.0.0.1"`, "hint: connect with -h broker.example or reissue with mqtk tlsgen server 127.0.0.1"},
+				pub("-V", v, "-p", p(3), "--cafile", caFile)...)
+			wantConnExit(t, 4, []string{"the server certificate expired: valid from"}, pub("-V", v, "-p", p(4), "--cafile", caFile)...)
+			wantConnExit(t, 4, []string{"requires a client certificate", "hint: give a client certificate and its key with --cert and --key"},
+				pub("-V", v, "-p", p(2), "--cafile", caFile)...)
+			wantConnExit(t, 4, []string{"the server did not answer TLS: is port " + p(0) + " plain MQTT?"}, pub("-V", v, "-p", p(0), "--cafile", caFile)...)
+			// A plain client on the TLS port.
+			code, stderr := runConnCmd(t, pub("-V", v, "-p", p(1))...)
+			if code != 4 && code != 3 {
+				t.Errorf("plain client on a TLS port: exit %d, want 4 (or 3)\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "expect") || !strings.Contains(stderr, "mqtts://") {
+				t.Errorf("plain client on a TLS port: no TLS hint:\n%s", stderr)
+			}
+		})
+	}
+
+	t.Run("timeout", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var conns []net.Conn
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					break
+				}
+				conns = append(conns, c)
+			}
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		port := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+		wantConnExit(t, 3, []string{"timed out after 300ms waiting for CONNACK"},
+			"pub", "-h", "127.0.0.1", "-p", port, "--connect-timeout", "300ms", "-t", "x", "-m", "y")
+		l.Close()
+		<-done
+	})
+}
+
+func connTestCA(t *testing.T, dir string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqtk cmd test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	return ca, key, connWritePEM(t, dir, "ca.pem", "CERTIFICATE", der)
+}
+
+func connTestLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, client bool, from, to time.Time, names ...string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: from, NotAfter: to, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return connWritePEM(t, dir, name+".pem", "CERTIFICATE", der), connWritePEM(t, dir, name+".key", "PRIVATE KEY", kder)
+}
+
+func connWritePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
