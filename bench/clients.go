@@ -207,9 +207,12 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 	t.add(h.seq)
 	s.received.Add(1)
 	r := s.r
-	measured := now >= r.measureStart
+	// measureStart is published atomically: subscribers are connected
+	// (and may receive) before it is fixed.
+	ms := time.Duration(r.mstart.Load())
+	measured := now >= ms
 	if r.o.Mode == ModePubSub {
-		measured = h.intended >= int64(r.measureStart)
+		measured = h.intended >= int64(ms)
 	}
 	if !measured {
 		return
@@ -300,12 +303,16 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 
 	// Publishers: split the count and the rate, stagger scheduled starts
 	// across one interval so that they do not all fire at once.
+	if o.OnReady != nil {
+		o.OnReady()
+	}
 	perRate := o.Rate
 	if !o.RatePerClient && o.Clients > 0 {
 		perRate = o.Rate / float64(o.Clients)
 	}
 	pubStart := r.since()
 	r.measureStart = pubStart + o.Warmup
+	r.mstart.Store(int64(r.measureStart))
 	if o.Duration > 0 {
 		r.end = r.measureStart + o.Duration // with -n too: whichever comes first
 	}

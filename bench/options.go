@@ -73,6 +73,10 @@ type Options struct {
 	// StartBroker starts the in-process broker for Embedded and returns its
 	// URL and a stop function; nil means the project's broker package.
 	StartBroker func(ctx context.Context) (url string, stop func() error, err error)
+	// OnReady, when set, is called once every client is connected and
+	// subscribed, just before the load starts: a hook for orchestration
+	// and for tests that start a 'bench pub' only once 'bench sub' listens.
+	OnReady func()
 }
 
 // Validate rejects nonsense combinations with a message that names the

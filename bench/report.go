@@ -299,13 +299,24 @@ func num(f float64) string {
 func WriteText(w io.Writer, r *Report) error {
 	var b strings.Builder
 	c := r.Config
-	fmt.Fprintf(&b, "mqtk bench %s: %s", r.Mode, r.LoadModel)
-	if r.LoadModel == "scheduled" {
-		fmt.Fprintf(&b, " at %s msg/s", fmtRate(c.Rate))
-	} else if r.LoadModel == "closed-loop" {
-		fmt.Fprintf(&b, ", %d in flight per client", c.Inflight)
+	switch r.Mode {
+	case ModeConn:
+		fmt.Fprintf(&b, "mqtk bench conn: %s", plural(c.Clients, "connection"))
+	case ModeSub:
+		fmt.Fprintf(&b, "mqtk bench sub: %s, QoS %d", plural(c.Subscribers, "subscriber"), c.QoS)
+	default:
+		fmt.Fprintf(&b, "mqtk bench %s: %s", r.Mode, r.LoadModel)
+		if r.LoadModel == "scheduled" {
+			fmt.Fprintf(&b, " at %s msg/s", fmtRate(c.Rate))
+		} else {
+			fmt.Fprintf(&b, ", %d in flight per client", c.Inflight)
+		}
+		fmt.Fprintf(&b, ", %s", plural(c.Clients, "publisher"))
+		if r.Mode == ModePubSub {
+			fmt.Fprintf(&b, ", %s", plural(c.Subscribers, "subscriber"))
+		}
+		fmt.Fprintf(&b, ", QoS %d, %d B", c.QoS, c.Size)
 	}
-	fmt.Fprintf(&b, ", %s, %s, QoS %d, %d B", plural(c.Clients, "publisher"), plural(c.Subscribers, "subscriber"), c.QoS, c.Size)
 	if r.Shards > 1 {
 		fmt.Fprintf(&b, ", %d shards merged", r.Shards)
 	}
@@ -317,6 +328,13 @@ func WriteText(w io.Writer, r *Report) error {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	cn := r.Connect
 	fmt.Fprintf(tw, "connect\t%d/%d ok\t%d failed\t%s/s over %.2fs\n", cn.OK, cn.Attempted, cn.Failed, fmtRate(cn.PerSecond), cn.RampS)
+	if len(cn.Failures) > 0 {
+		var fs []string
+		for _, k := range sortedKeys(cn.Failures) {
+			fs = append(fs, fmt.Sprintf("%s %d", k, cn.Failures[k]))
+		}
+		fmt.Fprintf(tw, "\tfailures: %s\t\t\n", strings.Join(fs, ", "))
+	}
 	if p := r.Publish; p != nil {
 		fmt.Fprintf(tw, "publish\t%s sent\t%s msg/s\t%.2f MB/s\n", fmtCount(p.Sent), fmtRate(p.PerSecond), p.MBPerSecond)
 		if c.QoS > 0 {

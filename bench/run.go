@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -31,6 +33,7 @@ type runner struct {
 
 	// Run-relative times, fixed before publishing starts.
 	measureStart time.Duration
+	mstart       atomic.Int64  // measureStart for the subscribers' goroutines
 	end          time.Duration // 0: no time limit
 
 	pubs []*publisher
@@ -111,6 +114,7 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 		prefix = "mqtk-bench-"
 	}
 	r.idBase = prefix + hex.EncodeToString(tok[:]) + "-"
+	r.mstart.Store(math.MaxInt64) // nothing is measured before publishing starts
 	r.t0 = time.Now()
 	r.cpu0 = readCPU()
 
