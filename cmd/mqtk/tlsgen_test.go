@@ -194,6 +194,25 @@ func TestTlsgenWithMosquittoMTLS(t *testing.T) {
 		t.Errorf("mqtk sub: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 
+	// A name the server certificate does not cover: exit 4, and the
+	// diagnosis names the names it does cover.
+	code, _, errs = mqtkRun(t, nil, append([]string{"pub", "--sni", "mqtt.example.com"}, append(mqtkTLS, "-t", "tlsgen/x", "-m", "x")...)...)
+	t.Logf("wrong name: exit %d, stderr:\n%s", code, errs)
+	if code != 4 || !strings.Contains(errs, "localhost") || !strings.Contains(errs, "mqtk tlsgen server mqtt.example.com") {
+		t.Errorf("pub to a name outside the certificate: exit %d, stderr %q", code, errs)
+	}
+
+	// Trusting another CA: exit 4.
+	otherDir := filepath.Join(t.TempDir(), "other")
+	if code, _, errs := mqtkRun(t, nil, "tlsgen", "ca", "--dir", otherDir); code != 0 {
+		t.Fatalf("tlsgen ca: exit %d %s", code, errs)
+	}
+	code, _, errs = mqtkRun(t, nil, "pub", "-h", "localhost", "-p", port, "--cafile", filepath.Join(otherDir, "ca.pem"), "--cert", cert, "--key", key, "-t", "tlsgen/x", "-m", "x")
+	t.Logf("wrong CA: exit %d, stderr:\n%s", code, errs)
+	if code != 4 {
+		t.Errorf("pub trusting another CA: exit %d, stderr %q", code, errs)
+	}
+
 	// Without a client certificate the broker refuses the handshake: exit 4
 	// and a message that says so.
 	code, _, errs = mqtkRun(t, nil, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "tlsgen/anon", "-m", "x")
