@@ -1,0 +1,200 @@
+package mqttconn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+)
+
+func TestV5Properties(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	col := newCollector()
+	cfg := Default()
+	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+	subCfg := cfg
+	subCfg.OnMessage = col.on
+	sub := dial(t, subCfg)
+	if _, err := sub.Subscribe(ctx, []Subscription{{Filter: "props/#", QoS: 1, SubscriptionID: 42}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, cfg)
+	pf, exp := byte(1), uint32(300)
+	sent := &Message{
+		Topic: "props/a", Payload: []byte(`{"a":1}`), QoS: 1,
+		PayloadFormat: &pf, MessageExpiry: &exp,
+		ResponseTopic: "props/reply", CorrelationData: []byte{0, 1, 0xff},
+		ContentType:    "application/json",
+		UserProperties: []UserProperty{{"z", "1"}, {"a", "2"}, {"z", "3"}},
+	}
+	if err := pub.Publish(ctx, sent); err != nil {
+		t.Fatal(err)
+	}
+	got := col.wait(t, 1)[0]
+	if got.PayloadFormat == nil || *got.PayloadFormat != 1 {
+		t.Errorf("payload format = %v", got.PayloadFormat)
+	}
+	if got.MessageExpiry == nil || *got.MessageExpiry == 0 || *got.MessageExpiry > 300 {
+		t.Errorf("message expiry = %v", got.MessageExpiry)
+	}
+	if got.ResponseTopic != "props/reply" || !bytes.Equal(got.CorrelationData, []byte{0, 1, 0xff}) || got.ContentType != "application/json" {
+		t.Errorf("properties = %q %x %q", got.ResponseTopic, got.CorrelationData, got.ContentType)
+	}
+	if !reflect.DeepEqual(got.UserProperties, sent.UserProperties) {
+		t.Errorf("user properties = %v, want %v (order kept, duplicates allowed)", got.UserProperties, sent.UserProperties)
+	}
+	if !reflect.DeepEqual(got.SubscriptionIDs, []int{42}) {
+		t.Errorf("subscription ids = %v", got.SubscriptionIDs)
+	}
+	if got.Received.IsZero() || got.QoS != 1 || got.PacketID == 0 {
+		t.Errorf("received %v qos %d id %d", got.Received, got.QoS, got.PacketID)
+	}
+	info := sub.Info()
+	if info.ReceiveMaximum == 0 || info.MaximumQoS != 2 || !info.RetainAvailable {
+		t.Errorf("info from CONNACK = %+v", info)
+	}
+}
+
+// TestRejectedPublish: mosquitto's ACL denies the topic; with MQTT 5 the
+// PUBACK carries "not authorized", which must surface as KindRejected.
+func TestRejectedPublish(t *testing.T) {
+	acl := filepath.Join(t.TempDir(), "acl")
+	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := mosquittotest.Start(t, mosquittotest.Options{ACLFile: acl})
+	cfg := Default()
+	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+	c := dial(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Publish(ctx, &Message{Topic: "open/x", Payload: []byte("ok"), QoS: 1}); err != nil {
+		t.Fatalf("allowed publish: %v", err)
+	}
+	for _, q := range []byte{1, 2} {
+		err := c.Publish(ctx, &Message{Topic: "closed/x", Payload: []byte("no"), QoS: q})
+		var e *Error
+		if !errors.As(err, &e) || e.Kind != KindRejected || e.Reason < 0x80 {
+			t.Fatalf("qos %d denied publish: err = %v, want KindRejected with a failure reason", q, err)
+		}
+		if !bytes.Contains([]byte(err.Error()), []byte(ReasonName(e.Reason))) || !bytes.Contains([]byte(err.Error()), []byte("closed/x")) {
+			t.Errorf("message %q does not name the topic and reason", err)
+		}
+	}
+}
+
+// TestPersistentSession: -c without -x must keep the MQTT 5 session after
+// the connection ends (session expiry "never"), and with 3.1.1 too.
+func TestPersistentSession(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, v := range []Version{V5, V311} {
+		t.Run(v.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+			cfg.ClientID = "mqtk-persist-" + v.String()
+			cfg.NoClean = true
+			first, err := Dial(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := first.Subscribe(ctx, []Subscription{{Filter: "persist/" + v.String(), QoS: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := first.Disconnect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			other := Default()
+			other.Version = v
+			other.Host, other.Port = cfg.Host, cfg.Port
+			p := dial(t, other)
+			if err := p.Publish(ctx, &Message{Topic: "persist/" + v.String(), Payload: []byte("queued"), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			col := newCollector()
+			cfg.OnMessage = col.on
+			again := dial(t, cfg)
+			if !again.Info().SessionPresent {
+				t.Errorf("session present = false after reconnecting with -c")
+			}
+			if m := col.wait(t, 1)[0]; string(m.Payload) != "queued" {
+				t.Errorf("got %q", m.Payload)
+			}
+			// Leave no session behind for other runs.
+			again.Disconnect(ctx)
+			clean := cfg
+			clean.NoClean = false
+			clean.OnMessage = nil
+			c := dial(t, clean)
+			c.Disconnect(ctx)
+		})
+	}
+}
+
+// TestConnectionLost: a second client with the same id takes the session
+// over; the first must see Done, Err and OnConnectionLost, and its will
+// must be published.
+func TestConnectionLost(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, v := range versions {
+		t.Run(v.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			wills := newCollector()
+			watch := Default()
+			watch.Version = v
+			watch.Host, watch.Port = "127.0.0.1", b.Port()
+			watch.OnMessage = wills.on
+			w := dial(t, watch)
+			if _, err := w.Subscribe(ctx, []Subscription{{Filter: "will/" + v.String(), QoS: 1}}); err != nil {
+				t.Fatal(err)
+			}
+
+			lostErr := make(chan error, 1)
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+			cfg.ClientID = "mqtk-lost-" + v.String()
+			cfg.Will = &Will{Topic: "will/" + v.String(), Payload: []byte("gone"), QoS: 1}
+			cfg.OnConnectionLost = func(err error) { lostErr <- err }
+			first := dial(t, cfg)
+
+			cfg2 := cfg
+			cfg2.Will, cfg2.OnConnectionLost = nil, nil
+			dial(t, cfg2)
+
+			select {
+			case <-first.Done():
+			case <-ctx.Done():
+				t.Fatal("Done not closed after the session was taken over")
+			}
+			if first.Err() == nil || KindOf(first.Err()) != KindNetwork {
+				t.Errorf("Err() = %v, want a network error", first.Err())
+			}
+			select {
+			case err := <-lostErr:
+				if err == nil {
+					t.Error("OnConnectionLost got nil")
+				}
+			case <-ctx.Done():
+				t.Fatal("OnConnectionLost not called")
+			}
+			if err := first.Publish(ctx, &Message{Topic: "x", QoS: 1}); err == nil {
+				t.Error("publish on a lost connection succeeded")
+			}
+			if m := wills.wait(t, 1)[0]; string(m.Payload) != "gone" {
+				t.Errorf("will payload = %q", m.Payload)
+			}
+		})
+	}
+}
