@@ -155,3 +155,34 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 	}
 	t.Logf("%d lines, %d resent after the restart, %d duplicates at the subscriber", total, resent, dups)
 }
+
+// TestLineModeStopsOnCancel: Ctrl-C while stdin is still open ends the
+// run at once with a summary, instead of waiting for input forever.
+func TestLineModeStopsOnCancel(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	streams, _, errb := ui.Test(pr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := &Options{Config: tcpConfig(t, b, mqttconn.V5), Dial: mqttconn.Dial, IO: streams, In: pr,
+		Source: SourceLines, Topic: "cancel", QoS: 1}
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o) }()
+	if _, err := io.WriteString(pw, "one\n"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if mqttconn.KindOf(err) != mqttconn.KindInterrupted {
+			t.Fatalf("Run after cancel: %v (kind %v), want KindInterrupted", err, mqttconn.KindOf(err))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its context was cancelled")
+	}
+	if !strings.Contains(errb.String(), "mqtk: sent ") {
+		t.Errorf("no summary after cancel: %q", errb.String())
+	}
+	pw.Close() // lets the stdin reader goroutine finish for goleak
+}

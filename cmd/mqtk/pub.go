@@ -55,7 +55,13 @@ templates: {{.Seq}} (1, 2, ...), {{.Time}} (RFC 3339), {{.Unix}},
 
 MQTT 5 properties: --user-property k=v (repeatable), --content-type,
 --response-topic, --correlation-data (hex:… or base64:… for binary),
---message-expiry, --payload-format-indicator, --topic-alias.`,
+--message-expiry, --payload-format-indicator, --topic-alias.
+
+Exit codes: 0 sent; 2 bad input (topic, QoS, payload source, file, a
+payload over the broker's maximum packet size), found before anything is
+sent; 3 cannot connect; 4 TLS; 5 connection refused; 6 the broker refused a
+publish (PUBACK/PUBREC reason >= 0x80, named in the message); 1 when -l
+lines were lost for another reason. See 'mqtk help exit-codes'.`,
 		Example: `  mqtk pub -t sensors/1/temp -m 21.5
   mqtk pub -h broker.local -t cfg/app -f config.json -r -q 1
   tail -f app.log | mqtk pub -t logs/app -l -q 1
