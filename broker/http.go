@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -217,6 +218,18 @@ func nonNeg(v int64) uint64 {
 	return uint64(v)
 }
 
+// retainedCount counts retained messages outside $SYS (mochi retains its
+// twenty $SYS values too, which would hide the number a user cares about).
+func retainedCount(srv *mqtt.Server) uint64 {
+	var n uint64
+	for topic := range srv.Topics.Retained.GetAll() {
+		if !strings.HasPrefix(topic, "$") {
+			n++
+		}
+	}
+	return n
+}
+
 func renderMetrics(srv *mqtt.Server, m *metricsHook, now time.Time) []byte {
 	var p promWriter
 	info := srv.Info
@@ -230,8 +243,8 @@ func renderMetrics(srv *mqtt.Server, m *metricsHook, now time.Time) []byte {
 		m.connects.Load())
 	p.one("mqtk_broker_subscriptions", "gauge", "Active subscriptions.",
 		nonNeg(atomic.LoadInt64(&info.Subscriptions)))
-	p.one("mqtk_broker_retained_messages", "gauge", "Retained messages held.",
-		uint64(srv.Topics.Retained.Len()))
+	p.one("mqtk_broker_retained_messages", "gauge", "Retained messages held, not counting the broker's own $SYS topics.",
+		retainedCount(srv))
 	p.one("mqtk_broker_inflight_messages", "gauge", "QoS 1/2 messages in flight or queued for offline sessions.",
 		nonNeg(atomic.LoadInt64(&info.Inflight)))
 	p.byQos("mqtk_broker_messages_received_total", "PUBLISH packets received from clients.", &m.msgsIn)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -87,8 +88,97 @@ func (h *traceHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 }
 
 // OnPacketSent traces a packet once its bytes were written to the client.
-func (h *traceHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+// It shows the packet as the client received it rather than trusting pk:
+// mochi's encoder drops properties that are invalid for the packet type and
+// omits success reason codes. The b mochi passes is empty whenever it wrote
+// straight to the connection (bytes.Buffer.WriteTo drains it), so the packet
+// is re-encoded here, which is deterministic, and decoded again.
+func (h *traceHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
+	if len(b) == 0 {
+		b = encodeWire(pk)
+	}
+	if wire, ok := decodeWire(b, cl.Properties.ProtocolVersion); ok {
+		pk = wire
+	}
 	h.trace(cl, "out", pk)
+}
+
+// encodeWire encodes a server-to-client packet as mochi's WritePacket does.
+func encodeWire(pk packets.Packet) []byte {
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&buf)
+	case packets.Suback:
+		err = pk.SubackEncode(&buf)
+	case packets.Unsuback:
+		err = pk.UnsubackEncode(&buf)
+	case packets.Pingresp:
+		err = pk.PingrespEncode(&buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&buf)
+	case packets.Auth:
+		err = pk.AuthEncode(&buf)
+	default:
+		return nil
+	}
+	if err != nil {
+		return nil
+	}
+	return buf.Bytes()
+}
+
+// decodeWire parses one encoded packet. b may be mochi's buffer, valid only
+// during the hook call; the trace record is built before the hook returns.
+func decodeWire(b []byte, version byte) (packets.Packet, bool) {
+	var pk packets.Packet
+	if len(b) < 2 || pk.FixedHeader.Decode(b[0]) != nil {
+		return pk, false
+	}
+	n, used, err := packets.DecodeLength(bytes.NewReader(b[1:]))
+	if err != nil || 1+used+n != len(b) {
+		return pk, false
+	}
+	pk.FixedHeader.Remaining = n
+	pk.ProtocolVersion = version
+	body := b[1+used:]
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Auth:
+		err = pk.AuthDecode(body)
+	case packets.Pingresp:
+	default:
+		return pk, false
+	}
+	return pk, err == nil
 }
 
 // traceFilter is one filter of a SUBSCRIBE or UNSUBSCRIBE.
