@@ -168,6 +168,10 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 		if env.Escape {
 			v = escapeBinary(v)
 		}
+		if s.wid > 0 && len(v) > s.wid {
+			// mosquitto_sub writes exactly width bytes of a longer payload.
+			v = v[:runeBoundary(v, s.wid)]
+		}
 	case 'x':
 		v = hexAppend(nil, m.Payload, false)
 	case 'X':
@@ -215,6 +219,11 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 			v = append(append(append(v, p.Key...), ':'), p.Value...)
 		}
 	case 'R':
+		// mosquitto_sub prints nothing at all, not even padding, for an
+		// absent response topic.
+		if m.ResponseTopic == "" {
+			return dst
+		}
 		v = []byte(m.ResponseTopic)
 	case 'S':
 		for i, id := range m.SubscriptionIDs {
@@ -228,18 +237,14 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 }
 
 // pad applies precision (maximum width), then width with blank or zero
-// padding, counting characters rather than bytes so UTF-8 topics align.
+// padding. Widths count bytes, as mosquitto_sub's do, so output lines up
+// byte for byte with the tool it replaces; the one difference is that a
+// cut never splits a UTF-8 sequence (mosquitto_sub's can).
 func (s *segment) pad(dst, v []byte) []byte {
-	if s.prec >= 0 && utf8.RuneCount(v) > s.prec {
-		n, i := 0, 0
-		for i < len(v) && n < s.prec {
-			_, sz := utf8.DecodeRune(v[i:])
-			i += sz
-			n++
-		}
-		v = v[:i]
+	if s.prec >= 0 && len(v) > s.prec {
+		v = v[:runeBoundary(v, s.prec)]
 	}
-	fill := s.wid - utf8.RuneCount(v)
+	fill := s.wid - len(v)
 	if fill <= 0 {
 		return append(dst, v...)
 	}
@@ -253,6 +258,19 @@ func (s *segment) pad(dst, v []byte) []byte {
 	}
 	dst = append(dst, bytes.Repeat([]byte{c}, fill)...)
 	return append(dst, v...)
+}
+
+// runeBoundary returns the largest n <= max such that v[:n] does not end
+// inside a UTF-8 sequence (binary data is cut at max).
+func runeBoundary(v []byte, max int) int {
+	if !utf8.Valid(v) {
+		return max
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return n
 }
 
 func boolDigit(b bool) byte {
