@@ -366,6 +366,11 @@ func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish lis
 // logDisconnect logs, once, why mochi dropped a connection, unless it is an
 // ordinary end (client closed, server shutting down).
 func (b *Broker) logDisconnect(c *trackedConn, err error) {
+	if c.writeTimedOut.Load() && !b.isClosing() {
+		b.log.warn("connection dropped", "remote", c.RemoteAddr().String(),
+			"reason", "client is not reading: its queue is full and a write waited "+b.limits.WriteTimeout.String())
+		return
+	}
 	if b.isClosing() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errRefusedConnect) {
 		return
 	}
@@ -380,9 +385,7 @@ func (b *Broker) logDisconnect(c *trackedConn, err error) {
 	if strings.Contains(s, "use of closed network connection") || strings.Contains(s, "connection reset") {
 		return
 	}
-	if c.writeTimedOut.Load() {
-		s = "client is not reading: its queue is full and a write waited " + b.limits.WriteTimeout.String()
-	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		s = "no CONNECT within " + b.limits.ConnectTimeout.String() + " or keepalive expired"
 	}
 	b.log.warn("connection dropped", "remote", c.RemoteAddr().String(), "reason", s)

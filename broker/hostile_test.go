@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// goodClientWorks checks a well-behaved client can still subscribe and
+// receive, which is what every hostile-input test must leave intact.
+func goodClientWorks(t *testing.T, addr, id string) {
+	t.Helper()
+	sub := dialRaw(t, addr, 5)
+	sub.connect(connectPacket(id+"-sub", true, 30))
+	sub.subscribe(1, "good/"+id)
+	pub := dialRaw(t, addr, 4)
+	pub.connect(connectPacket(id+"-pub", true, 30))
+	pub.publish("good/"+id, "still here", 1, false)
+	pk, err := sub.nextPublish(10 * time.Second)
+	if err != nil || string(pk.Payload) != "still here" {
+		t.Fatalf("well-behaved client got nothing: %v", err)
+	}
+	sub.c.Close()
+	pub.c.Close()
+}
+
+// readUntilClosed reads until the broker closes the connection.
+func readUntilClosed(t *testing.T, c net.Conn, within time.Duration) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	_, err := io.Copy(io.Discard, c)
+	if err != nil && isTimeout(err) {
+		t.Fatalf("broker did not close the connection within %s", within)
+	}
+}
+
+func TestSilentSocketDroppedAfterConnectTimeout(t *testing.T) {
+	log := &syncBuf{}
+	b := startBroker(t, Options{Log: log, Limits: Limits{ConnectTimeout: 300 * time.Millisecond}})
+	c, err := net.Dial("tcp", b.tcpAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	goodClientWorks(t, b.tcpAddr(t), "silent")
+	readUntilClosed(t, c, 10*time.Second)
+	waitFor(t, func() bool { return strings.Contains(log.String(), "no CONNECT within") })
+	if n := strings.Count(log.String(), "connection dropped"); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, log)
+	}
+}
+
+func TestOversizedPacketDisconnectsOnlySender(t *testing.T) {
+	b := startBroker(t, Options{Limits: Limits{MaxPacketSize: 1024}})
+	for _, v := range []byte{4, 5} {
+		big := dialRaw(t, b.tcpAddr(t), v)
+		big.connect(connectPacket(fmt.Sprintf("big%d", v), true, 30))
+		big.send(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish},
+			TopicName:   "big",
+			Payload:     bytes.Repeat([]byte("x"), 4000),
+		})
+		readUntilClosed(t, big.c, 10*time.Second)
+	}
+	// A hostile length field announcing 256 MB is refused before any
+	// allocation of that size.
+	c, err := net.Dial("tcp", b.tcpAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{0x10, 0xff, 0xff, 0xff, 0x7f})
+	readUntilClosed(t, c, 10*time.Second)
+	goodClientWorks(t, b.tcpAddr(t), "oversized")
+}
+
+func TestNeverReadingClientIsDisconnected(t *testing.T) {
+	log := &syncBuf{}
+	b := startBroker(t, Options{Log: log, Limits: Limits{MaxQueued: 8, WriteTimeout: 500 * time.Millisecond}})
+	addr := b.tcpAddr(t)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		// A small receive window makes the broker's writes block soon.
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	lazy := &rawClient{t: t, c: raw, r: bufio.NewReader(raw), version: 4}
+	lazy.connect(connectPacket("lazy", true, 30))
+	lazy.subscribe(1, "flood")
+	// From here on lazy never reads.
+	pub := dialRaw(t, addr, 4)
+	pub.connect(connectPacket("flooder", true, 30))
+	payload := strings.Repeat("p", 16<<10)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		if cl, ok := b.srv.Clients.Get("lazy"); !ok || cl.Closed() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never-reading client still connected after %d messages", i)
+		}
+		pub.publish("flood", payload, 0, false)
+		if i%64 == 63 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor(t, func() bool { return strings.Contains(log.String(), "not reading") })
+	goodClientWorks(t, addr, "slow-reader")
+}
+
+// Thousands of connections at once (some silent, some sending garbage, most
+// proper) while a well-behaved client keeps working.
+func TestThousandsOfConnections(t *testing.T) {
+	n := 5000
+	if raceEnabled {
+		n = 1500
+	}
+	if testing.Short() {
+		n = 500
+	}
+	raiseFileLimit(t, uint64(3*n+1000))
+	b := startBroker(t, Options{Limits: Limits{ConnectTimeout: 30 * time.Second}})
+	addr := b.tcpAddr(t)
+	connect := func(id string) []byte {
+		var buf bytes.Buffer
+		pk := connectPacket(id, true, 60)
+		pk.ProtocolVersion = 4
+		if err := pk.ConnectEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	conns := make([]net.Conn, n)
+	var mu sync.Mutex
+	var failures []error
+	var wg sync.WaitGroup
+	const workers = 50
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				c, err := net.DialTimeout("tcp", addr, 20*time.Second)
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, err)
+					mu.Unlock()
+					continue
+				}
+				conns[i] = c
+				switch i % 10 {
+				case 0: // silent
+				case 1: // garbage
+					_, _ = c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+				default:
+					_, _ = c.Write(connect(fmt.Sprintf("crowd-%d", i)))
+				}
+			}
+		}(w)
+	}
+	goodClientWorks(t, addr, "during")
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed, first: %v", len(failures), n, failures[0])
+	}
+	want := int64(n - n/10*2)
+	waitFor(t, func() bool { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) >= want })
+	goodClientWorks(t, addr, "after")
+}
+
+func raiseFileLimit(t *testing.T, want uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= want {
+		return
+	}
+	old := lim
+	lim.Cur = min(want, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("raise RLIMIT_NOFILE: %v", err)
+	}
+	if lim.Cur < want {
+		t.Fatalf("RLIMIT_NOFILE hard limit %d is below the %d this test needs", lim.Max, want)
+	}
+	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
