@@ -3,12 +3,22 @@ package sub
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -384,5 +394,123 @@ func TestCancelStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(r.errb.String(), "0 messages on 0 topics") {
 		t.Errorf("--stats report missing at exit:\n%s", r.errb.String())
+	}
+}
+
+// writeTestCerts makes a CA and a server certificate for 127.0.0.1 with
+// crypto/x509 and returns the PEM file paths.
+func writeTestCerts(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sub test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+}
+
+func TestTLSAndWebSocketTransports(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	ca, cert, key := writeTestCerts(t)
+	tlsL := &mosquittotest.TLS{CAFile: ca, CertFile: cert, KeyFile: key}
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
+		{}, {TLS: tlsL}, {WebSockets: true}, {WebSockets: true, TLS: tlsL}}})
+	urls := map[string]string{
+		"mqtts": fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[1]),
+		"ws":    fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.Ports[2]),
+		"wss":   fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[3]),
+	}
+	for _, name := range []string{"mqtts", "ws", "wss"} {
+		for _, ver := range versions {
+			t.Run(name+"/"+ver.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c := mqttconn.Default()
+				c.URL, c.Version = urls[name], ver.v
+				if name != "ws" {
+					c.TLS.CAFile = ca
+				}
+				topic := "tr/" + name + "/" + ver.name
+				r := startSub(t, ctx, 0, ver.v, &Options{Conn: c, Topics: []string{topic}, Count: 1, Verbose: true})
+				r.waitSubscribed(t)
+				mpub(t, b.Port(), "-t", topic, "-m", "over "+name)
+				if err := r.wait(t); err != nil {
+					t.Fatalf("Run: %v\n%s", err, r.errb.String())
+				}
+				if got := r.out.String(); got != topic+" over "+name+"\n" {
+					t.Errorf("stdout %q", got)
+				}
+			})
+		}
+	}
+}
+
+func TestStyledTerminalView(t *testing.T) {
+	var out bytes.Buffer
+	env := func(string) string { return "" }
+	o := &Options{IO: &ui.Streams{Out: ui.NewStream(&out, true, ui.ColorAlways, env), Err: ui.NewStream(io.Discard, false, ui.ColorNever, env)}}
+	p := newPrinter(o, nil)
+	if p.mode != OutputStyled {
+		t.Fatalf("a terminal should get the styled view, got %q", p.mode)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	p.print(&mqttconn.Message{Topic: "home/kitchen/temp", QoS: 1, Retain: true, Payload: []byte(`{"t":21.5,"ok":true,"s":"x"}`)}, now)
+	p.print(&mqttconn.Message{Topic: "bin", Payload: []byte{0xff, 0x1b, 'a'}}, now)
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	plain := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(got, "")
+	for _, want := range []string{"03:04:05.000 home/kitchen/temp  q1   retained \n", `  "t": 21.5,`, `binary \xff\x1ba`} {
+		if !strings.Contains(plain, want) {
+			t.Errorf("styled view lacks %q:\n%s", want, plain)
+		}
+	}
+	if !strings.Contains(got, "\x1b[") {
+		t.Error("styled view has no colour on a colour terminal")
+	}
+	if strings.ContainsRune(got, 0xff) || strings.Contains(plain, "\x1ba") {
+		t.Error("raw binary bytes reached the terminal")
+	}
+
+	// Piped: plain payloads, nothing added.
+	out.Reset()
+	o.IO.Out = ui.NewStream(&out, false, ui.ColorAuto, env)
+	p = newPrinter(o, nil)
+	p.print(&mqttconn.Message{Topic: "a", Payload: []byte(`{"t":1}`)}, now)
+	_ = p.flush()
+	if out.String() != "{\"t\":1}\n" {
+		t.Errorf("piped output %q", out.String())
 	}
 }
