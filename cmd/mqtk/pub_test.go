@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/pub"
@@ -150,5 +152,58 @@ func TestPubEndToEndWithMosquitto(t *testing.T) {
 	code, _, stderr = runMqtk(t, "x\n", "pub", "-h", "127.0.0.1", "-p", port, "-l", "-t", "ok/q", "--quiet")
 	if code != 0 || stderr != "" {
 		t.Fatalf("--quiet: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestPubToOwnBroker publishes every payload source to mqtk's own broker,
+// with both protocol versions, and reads the retained results back with
+// mosquitto_sub byte for byte.
+func TestPubToOwnBroker(t *testing.T) {
+	_, subBin := mosquittotest.RequireClients(t)
+	b, err := broker.New(broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}, AllowAnonymous: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	url := b.Listeners()[0].URL()
+	blob := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(blob, []byte{0, 1, 2, 0xfe, 0xff}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, v := range []string{"5", "311"} {
+		for _, c := range []struct {
+			stdin string
+			args  []string
+			want  []string
+		}{
+			{"", []string{"-t", "own/" + v + "/m", "-m", "text {{x}}", "-q", "1"}, []string{"own/" + v + "/m 74657874207b7b787d7d"}},
+			{"", []string{"-t", "own/" + v + "/f", "-f", blob, "-q", "2"}, []string{"own/" + v + "/f 000102feff"}},
+			{"whole\nstdin", []string{"-t", "own/" + v + "/s", "-s"}, []string{"own/" + v + "/s 77686f6c650a737464696e"}},
+			{"own/" + v + "/l1\ta\nown/" + v + "/l2\tb\n", []string{"-l", "--topic-from-line", "-q", "1"}, []string{"own/" + v + "/l1 61", "own/" + v + "/l2 62"}},
+		} {
+			args := append([]string{"pub", "-L", url, "-V", v, "-r"}, c.args...)
+			if code, _, stderr := runMqtk(t, c.stdin, args...); code != 0 {
+				t.Fatalf("mqtk %q: exit %d\n%s", args, code, stderr)
+			}
+			want = append(want, c.want...)
+		}
+	}
+	host, port, _ := strings.Cut(strings.TrimPrefix(url, "mqtt://"), ":")
+	out, err := exec.Command(subBin, "-h", host, "-p", port, "-t", "own/#", "-C", fmt.Sprint(len(want)), "-W", "10", "-F", "%t %x").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v\n%s", err, out)
+	}
+	// Retained messages for a wildcard come in no particular order.
+	got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("read back\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
