@@ -173,8 +173,8 @@ func (r *runner) validate() error {
 		}
 	}
 	if o.Command != CmdCA && o.Command != CmdAll && len(o.NameConstraints) > 0 {
-		if _, err := loadAuthority(r.dirOrDefault()); err == nil {
-			return mqttconn.Usagef("--name-constraint applies when a CA is made, and %s already has one: run mqtk tlsgen ca --force --name-constraint ... to replace it", r.dirOrDefault())
+		if _, err := loadAuthority(r.dir); err == nil {
+			return mqttconn.Usagef("--name-constraint applies when a CA is made, and %s already has one: run mqtk tlsgen ca --force --name-constraint ... to replace it", r.dir)
 		}
 	}
 	for _, c := range o.NameConstraints {
@@ -206,8 +206,6 @@ func (r *runner) validate() error {
 	}
 	return nil
 }
-
-func (r *runner) dirOrDefault() string { return r.dir }
 
 func checkCN(cn string) error {
 	if strings.TrimSpace(cn) == "" {

@@ -25,8 +25,19 @@ func (r *runner) summary() error {
 		}
 		b.WriteByte('\n')
 	}
-	if r.o.Command == CmdAll {
+	switch r.o.Command {
+	case CmdAll:
 		r.snippets(&b)
+	case CmdServer:
+		p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
+		base := r.base("server")
+		fmt.Fprintf(&b, "\nServe it:\n  mqtk broker --listen tls://127.0.0.1:8883 --tls-cert %s --tls-key %s\n  (mosquitto.conf: certfile %s, keyfile %s)\nClients trust it with --cafile %s\n",
+			p(base+".pem"), p(base+"-key.pem"), p(base+".pem"), p(base+"-key.pem"), p(CAFile))
+	case CmdClient:
+		p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
+		base := r.base("client")
+		fmt.Fprintf(&b, "\nConnect with it (brokers with use_identity_as_username see the user %s):\n  mqtk sub -h localhost -p 8883 --cafile %s --cert %s --key %s -t 'test/#'\n",
+			shellQuote(r.o.CommonName), p(CAFile), p(base+".pem"), p(base+"-key.pem"))
 	}
 	_, err := fmt.Fprint(r.o.IO.Out, b.String())
 	return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,4 +221,86 @@ func TestTlsgenWithMosquittoMTLS(t *testing.T) {
 	if code != 4 || !strings.Contains(strings.ToLower(errs), "certificate") {
 		t.Errorf("pub without a client certificate: exit %d, stderr %q; want 4 and a message about the certificate", code, errs)
 	}
+}
+
+// TestTlsgenPrintedBrokerLineServesMTLS runs mqtk broker with exactly the
+// flags `mqtk tlsgen` prints (on a free port instead of 8883), then mqtk
+// pub/sub and mosquitto_sub with the client certificate.
+func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	code, out, errs := mqtkRun(t, nil, "tlsgen", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("tlsgen: exit %d %s", code, errs)
+	}
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "mqtk broker ") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if line == "" {
+		t.Fatalf("no mqtk broker line in:\n%s", out)
+	}
+	port := strconv.Itoa(mosquittotest.FreePort(t))
+	args := strings.Fields(strings.Replace(line, "127.0.0.1:8883", "127.0.0.1:"+port, 1))[1:]
+
+	ctx, cancel := context.WithCancel(context.Background())
+	streams, _, brokerErr := ui.Test(nil)
+	done := make(chan int, 1)
+	go func() { done <- execute(ctx, streams, args, func(string) string { return "" }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("mqtk broker did not stop within 15s of cancellation")
+		}
+	})
+	// Wait, boundedly, for the listener.
+	ready := false
+	for i := 0; i < 200 && !ready; i++ {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+			c.Close()
+			ready = true
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("mqtk %s exited %d: %s", strings.Join(args, " "), code, brokerErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !ready {
+		t.Fatalf("mqtk broker not listening on %s: %s", port, brokerErr)
+	}
+
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	tlsArgs := []string{"-h", "localhost", "-p", port, "--cafile", ca, "--cert", cert, "--key", key}
+	if code, _, errs := mqtkRun(t, nil, append([]string{"pub"}, append(tlsArgs, "-t", "mtls/x", "-m", "over mTLS", "-r", "-q", "1")...)...); code != 0 {
+		t.Fatalf("mqtk pub: exit %d %s\nbroker: %s", code, errs, brokerErr)
+	}
+	code, got, errs := mqtkRun(t, nil, append([]string{"sub"}, append(tlsArgs, "-t", "mtls/x", "-C", "1", "-W", "10")...)...)
+	if code != 0 || strings.TrimSpace(got) != "over mTLS" {
+		t.Errorf("mqtk sub: exit %d, %q, %s", code, got, errs)
+	}
+	if _, subBin := mosquittoClients(); subBin != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		o, err := exec.CommandContext(ctx, subBin, append(tlsArgs, "-t", "mtls/x", "-C", "1", "-W", "10")...).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(o)) != "over mTLS" {
+			t.Errorf("mosquitto_sub: %v %q", err, o)
+		}
+	}
+	code, _, errs = mqtkRun(t, nil, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "mtls/x", "-m", "anon")
+	if code != 4 {
+		t.Errorf("pub without a client certificate to mqtk broker: exit %d, %q", code, errs)
+	}
+}
+
+// mosquittoClients returns mosquitto_pub and mosquitto_sub, or "" for
+// either that is not installed.
+func mosquittoClients() (pub, sub string) {
+	pub, _ = exec.LookPath("mosquitto_pub")
+	sub, _ = exec.LookPath("mosquitto_sub")
+	return pub, sub
 }
