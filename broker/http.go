@@ -26,7 +26,9 @@ import (
 //	/debug/pprof/*      Go profiles, only when pprof is true
 //
 // It returns the bound address and a function that shuts the server down
-// gracefully (bounded by its context). The server also stops when ctx ends.
+// gracefully (bounded by its context). ctx bounds only the start-up (the
+// broker passes Start's context, which ends once Start returns); the server
+// runs until the shutdown function is called.
 func serveHTTP(ctx context.Context, addr string, srv *mqtt.Server, m *metricsHook, pprofOn bool) (net.Addr, func(context.Context) error, error) {
 	if m == nil {
 		m = newMetricsHook() // counters stay zero; the gauges still come from srv
@@ -64,27 +66,16 @@ func serveHTTP(ctx context.Context, addr string, srv *mqtt.Server, m *metricsHoo
 	hs := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	stopped := make(chan struct{})
-	go func() {
-		// Tie the server to ctx without leaking this goroutine after an
-		// explicit shutdown.
-		select {
-		case <-ctx.Done():
-			_ = hs.Close()
-		case <-stopped:
-		}
-	}()
 
 	var once atomic.Bool
 	shutdown := func(sctx context.Context) error {
 		if !once.CompareAndSwap(false, true) {
 			return nil
 		}
-		defer close(stopped)
 		err := hs.Shutdown(sctx)
 		if err != nil {
 			_ = hs.Close()
