@@ -70,9 +70,11 @@ func handshake(t *testing.T, dir, serverName string, clientCert *tls.Certificate
 
 // TestGoMutualTLSEveryKeyType shows that Go's TLS stack, which enforces
 // extended key usages, accepts the server and client certificates for
-// every key type, and that the server certificate cannot pose as a client.
+// each key type, and that the server certificate cannot pose as a client.
 func TestGoMutualTLSEveryKeyType(t *testing.T) {
-	for _, kt := range KeyTypes {
+	// RSA 3072/4096 differ from RSA 2048 only in size; leaving them out
+	// keeps key generation time down on small CI machines.
+	for _, kt := range []KeyType{ECDSAP256, ECDSAP384, RSA2048, Ed25519} {
 		t.Run(string(kt), func(t *testing.T) {
 			dir := t.TempDir()
 			mustRun(t, Options{Dir: dir, KeyType: kt})

@@ -41,6 +41,14 @@ func (f *issueFlags) bind(cmd *cobra.Command, cmdKind tlsgen.Command) {
 	case tlsgen.CmdServer, tlsgen.CmdClient:
 		fs.StringVar(&f.out, "out", "", "base file name: writes NAME.pem and NAME-key.pem (default "+string(cmdKind)+")")
 	}
+	_ = cmd.RegisterFlagCompletionFunc("key-type", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		names := make([]string, len(tlsgen.KeyTypes))
+		for i, k := range tlsgen.KeyTypes {
+			names[i] = string(k)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+	_ = cmd.MarkFlagDirname("dir")
 	if cmdKind != tlsgen.CmdCA {
 		fs.BoolVar(&f.fullchain, "fullchain", false, "also write NAME-fullchain.pem: the certificate followed by the CA")
 		fs.BoolVar(&f.p12, "p12", false, "also write NAME.p12, a PKCS#12 bundle of key, certificate and CA (mode 0600)")
@@ -245,6 +253,7 @@ array for scripts.`,
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -268,5 +277,6 @@ It prints a plain-language verdict and exits 0 when the certificate is good,
 	}
 	cmd.Flags().StringVar(&ca, "ca", "", "the CA certificate to trust (PEM)")
 	cmd.Flags().StringVar(&host, "host", "", "also check that the certificate is valid for this host name or IP")
+	_ = cmd.MarkFlagFilename("ca", "pem", "crt", "cer")
 	return cmd
 }
