@@ -409,6 +409,23 @@ func TestTooLargeAndRejected(t *testing.T) {
 	}
 }
 
+func TestTopicAliasOverBrokerMaximum(t *testing.T) {
+	b := broker(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{Extra: "max_topic_alias 5"}}})
+	p := newProbe(t, tcpArgs(b), "alias/#")
+	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
+	err, _ := run(t, &o, nil)
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "up to 5") {
+		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, mqttconn.KindOf(err))
+	}
+	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
+	if err, stderr := run(t, &o, nil); err != nil {
+		t.Fatalf("alias 5: %v\n%s", err, stderr)
+	}
+	if got := p.lines(1, "%t %p"); got[0] != "alias/a aliased" {
+		t.Fatalf("received %q", got)
+	}
+}
+
 func TestRejectedPublishIsKindRejected(t *testing.T) {
 	dir := t.TempDir()
 	acl := filepath.Join(dir, "acl")

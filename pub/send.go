@@ -346,7 +346,13 @@ func (s *sender) counts() (counts, error) {
 
 // checkSize refuses a message the broker announced it would not take.
 func (s *sender) checkSize(m *mqttconn.Message) error {
-	max := s.client.Info().MaximumPacketSize
+	info := s.client.Info()
+	if m.TopicAlias > 0 && m.TopicAlias > info.TopicAliasMaximum {
+		// [MQTT-3.3.2-9] a client must not send an alias above the
+		// broker's Topic Alias Maximum (0 means none are accepted).
+		return mqttconn.Usagef("--topic-alias %d: the broker accepts topic aliases up to %d (from CONNACK; 0 means none): use a smaller alias or leave it out", m.TopicAlias, info.TopicAliasMaximum)
+	}
+	max := info.MaximumPacketSize
 	if max == 0 {
 		return nil
 	}
