@@ -26,7 +26,8 @@ type watchConn struct {
 
 	rbuf []byte // reader side: owned by the single reading goroutine
 	wmu  sync.Mutex
-	wbuf []byte
+	wbuf []byte // trace of written bytes
+	pend []byte // start of a packet not yet complete
 }
 
 func newWatchConn(c net.Conn, v Version, debug io.Writer) *watchConn {
@@ -49,14 +50,61 @@ func (w *watchConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write passes whole MQTT packets to the transport in one write each. The
+// libraries write a packet in pieces (paho.golang writes header and body
+// separately once the conn is wrapped), which over TLS or WebSocket means
+// a record or frame per piece; holding back a partial packet until it is
+// complete keeps that to one. Both libraries serialise whole-packet writes,
+// so pieces of different packets never interleave here.
 func (w *watchConn) Write(p []byte) (int, error) {
-	n, err := w.Conn.Write(p)
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if len(w.pend) == 0 && wholePackets(p) == len(p) {
+		return w.send(p)
+	}
+	w.pend = append(w.pend, p...)
+	n := wholePackets(w.pend)
+	if n == 0 {
+		return len(p), nil
+	}
+	_, err := w.send(w.pend[:n])
+	w.pend = append(w.pend[:0], w.pend[n:]...)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *watchConn) send(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
 	if n > 0 && w.debug != nil {
-		w.wmu.Lock()
-		w.wbuf = w.trace(w.wbuf, p[:n], "→")
-		w.wmu.Unlock()
+		w.wbuf = w.trace(w.wbuf, b[:n], "→")
 	}
 	return n, err
+}
+
+// wholePackets returns the length of the complete MQTT packets at the start
+// of b. A malformed length counts as complete, so bad bytes are passed on
+// (and the broker says so) rather than held forever.
+func wholePackets(b []byte) int {
+	off := 0
+	for off < len(b) {
+		if len(b)-off < 2 {
+			return off
+		}
+		rl, n, ok := varint(b[off+1:])
+		if !ok {
+			if len(b)-off > 5 {
+				return len(b)
+			}
+			return off
+		}
+		if len(b)-off < 1+n+rl {
+			return off
+		}
+		off += 1 + n + rl
+	}
+	return off
 }
 
 // sawTLS reports whether the broker's first byte was a TLS record type:

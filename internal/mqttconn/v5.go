@@ -241,6 +241,13 @@ func (c *v5Client) PublishAsync(ctx context.Context, m *Message, done func(error
 			Err: fmt.Errorf("the broker's maximum qos is %d", c.info.MaximumQoS), Reason: 0x9B})
 		return
 	}
+	if m.TopicAlias > c.info.TopicAliasMaximum {
+		// [MQTT-3.3.2-9] an alias above the broker's maximum is a protocol
+		// error that would cost the whole connection.
+		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic, Reason: 0x94,
+			Err: fmt.Errorf("topic alias %d is above the broker's maximum of %d", m.TopicAlias, c.info.TopicAliasMaximum)})
+		return
+	}
 	if m.Retain && !c.info.RetainAvailable {
 		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic,
 			Err: errors.New("the broker does not support retained messages"), Reason: 0x9A})

@@ -1,0 +1,72 @@
+package mqttconn
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestWholePackets(t *testing.T) {
+	pingreq := []byte{0xC0, 0x00}
+	// PUBLISH qos 0, topic "a", payload "xy" (3.1.1): remaining length 5.
+	publish := []byte{0x30, 0x05, 0x00, 0x01, 'a', 'x', 'y'}
+	both := append(append([]byte{}, publish...), pingreq...)
+	for _, tc := range []struct {
+		in   []byte
+		want int
+	}{
+		{nil, 0},
+		{pingreq, 2},
+		{publish[:1], 0},
+		{publish[:4], 0},
+		{publish, 7},
+		{both, 9},
+		{both[:8], 7},
+		{[]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, 6}, // malformed length passes through
+	} {
+		if got := wholePackets(tc.in); got != tc.want {
+			t.Errorf("wholePackets(% x) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestWatchConnCoalesces: pieces of one packet reach the transport as one
+// write, and the trace shows the packet once.
+func TestWatchConnCoalesces(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	var trace bytes.Buffer
+	w := newWatchConn(a, V311, &trace)
+	got := make(chan [][]byte, 1)
+	go func() {
+		var reads [][]byte
+		for i := 0; i < 2; i++ {
+			buf := make([]byte, 64)
+			n, err := b.Read(buf)
+			if err != nil {
+				break
+			}
+			reads = append(reads, buf[:n])
+		}
+		got <- reads
+	}()
+	publish := []byte{0x32, 0x07, 0x00, 0x01, 'a', 0x00, 0x09, 'x', 'y'}
+	for _, piece := range [][]byte{publish[:2], publish[2:5], publish[5:]} {
+		if n, err := w.Write(piece); err != nil || n != len(piece) {
+			t.Fatalf("write = %d, %v", n, err)
+		}
+	}
+	if _, err := w.Write([]byte{0xC0, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	reads := <-got
+	if len(reads) != 2 || !bytes.Equal(reads[0], publish) || !bytes.Equal(reads[1], []byte{0xC0, 0x00}) {
+		t.Fatalf("transport saw writes % x, want the PUBLISH whole then PINGREQ", reads)
+	}
+	lines := strings.Split(strings.TrimSpace(trace.String()), "\n")
+	if len(lines) != 2 || lines[0] != "mqtk: → PUBLISH topic=a qos=1 id=9 len=2" || lines[1] != "mqtk: → PINGREQ" {
+		t.Errorf("trace = %q", lines)
+	}
+}
