@@ -393,7 +393,9 @@ func (r *runner) waitSub(ctx context.Context) {
 	}
 }
 
-// drain waits, up to --drain-timeout, for every expected delivery.
+// drain waits for every expected delivery, up to --drain-timeout, and
+// gives up early once nothing has arrived for a second: whatever is still
+// missing then was dropped, not delayed.
 func (r *runner) drain(ctx context.Context) {
 	if len(r.subs) == 0 {
 		return
@@ -406,12 +408,19 @@ func (r *runner) drain(ctx context.Context) {
 	deadline := time.After(r.o.DrainTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	var prev int64 = -1
+	lastChange := time.Now()
 	for {
 		var got int64
 		for _, s := range r.subs {
 			got += s.received.Load()
 		}
 		if got >= want {
+			return
+		}
+		if got != prev {
+			prev, lastChange = got, time.Now()
+		} else if time.Since(lastChange) > time.Second {
 			return
 		}
 		select {

@@ -323,11 +323,16 @@ func WriteText(w io.Writer, r *Report) error {
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "broker   %s (%s, MQTT %s)\n", r.Env.BrokerURL, r.Env.Broker, c.ProtocolVer)
 	fmt.Fprintf(&b, "host     %d CPUs, GOMAXPROCS %d, %s, mqtk %s\n", r.Env.NumCPU, r.Env.GOMAXPROCS, r.Env.GoVersion, r.Env.Version)
+	fmt.Fprintf(&b, "cpu      %.2fs user + %.2fs sys in this process (%.0f%% of %d CPUs)", r.Env.CPUUser, r.Env.CPUSys, r.Env.CPUPercent, r.Env.GOMAXPROCS)
+	if r.Env.CPUPerMsgUS > 0 {
+		fmt.Fprintf(&b, ", %.2f µs per message sent", r.Env.CPUPerMsgUS)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "measured %.2fs (warm-up %s excluded)\n\n", r.Measured, c.Warmup)
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	cn := r.Connect
-	fmt.Fprintf(tw, "connect\t%d/%d ok\t%d failed\t%s/s over %.2fs\n", cn.OK, cn.Attempted, cn.Failed, fmtRate(cn.PerSecond), cn.RampS)
+	fmt.Fprintf(tw, "connect\t%s/%s ok\t%s failed\t%s/s over %.2fs\n", fmtCount(int64(cn.OK)), fmtCount(int64(cn.Attempted)), fmtCount(int64(cn.Failed)), fmtRate(cn.PerSecond), cn.RampS)
 	if len(cn.Failures) > 0 {
 		var fs []string
 		for _, k := range sortedKeys(cn.Failures) {

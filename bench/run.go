@@ -74,8 +74,11 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 	}
 	var warnings []string
 	need := o.Clients + o.Subscribers
+	if o.Embedded {
+		need *= 2 // the in-process broker holds the other end of every connection
+	}
 	if w, err := ensureFiles(need + 64); err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "check the open-file limit", Err: err,
+		return nil, &mqttconn.Error{Kind: mqttconn.KindOther, Op: "check the open-file limit", Err: err,
 			Hints: []string{fmt.Sprintf("raise it in the shell that runs mqtk: ulimit -n %d (the hard limit needs root: /etc/security/limits.conf, or LimitNOFILE= for a systemd unit)", need+64),
 				"or use fewer clients per process with --shard I/N on several processes"}}
 	} else if w != "" {
