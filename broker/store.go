@@ -613,14 +613,23 @@ func (h *storeHook) StoredInflightMessages() ([]storage.Message, error) {
 	return out, nil
 }
 
-// StoredRetainedMessages implements mqtt.Hook.
+// StoredRetainedMessages implements mqtt.Hook. Messages whose MQTT 5
+// message expiry passed while the broker was down are deleted, not restored
+// [MQTT-3.3.2-5]: mochi's stored form has no expiry time, so a restored
+// message would otherwise never expire.
 func (h *storeHook) StoredRetainedMessages() ([]storage.Message, error) {
+	now := h.now().Unix()
 	var out []storage.Message
+	var expired [][]byte
 	err := h.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRetained).ForEach(func(k, v []byte) error {
 			var m storage.Message
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("decode retained message %q: %w", k, err)
+			}
+			if e := int64(m.Properties.MessageExpiryInterval); e > 0 && m.Created > 0 && m.Created+e < now {
+				expired = append(expired, append([]byte(nil), k...))
+				return nil
 			}
 			out = append(out, m)
 			return nil
@@ -628,6 +637,19 @@ func (h *storeHook) StoredRetainedMessages() ([]storage.Message, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read stored retained messages: %w", err)
+	}
+	if len(expired) > 0 {
+		err = h.db.Update(func(tx *bolt.Tx) error {
+			for _, k := range expired {
+				if err := tx.Bucket(bucketRetained).Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("delete expired retained messages: %w", err)
+		}
 	}
 	return out, nil
 }

@@ -15,8 +15,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/muesli/termenv"
-
-	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // tracePayloadLimit is how many payload bytes a trace line shows; the full
@@ -46,14 +44,9 @@ type traceStyles struct {
 // true, plain text when not, JSON lines (stable field names, never coloured)
 // when jsonLines is true.
 func newTraceHook(w io.Writer, jsonLines bool, color bool) *traceHook {
-	var r *lipgloss.Renderer
-	if s, ok := w.(*ui.Stream); ok {
-		r = s.Renderer()
-	} else {
-		r = lipgloss.NewRenderer(w)
-	}
-	// Colour only when the caller decided so (from --color and the terminal);
-	// the renderer's own guess is not consulted.
+	// Our own renderer with the profile the caller chose: the terminal
+	// guess is not consulted, and a ui.Stream's shared renderer is left alone.
+	r := lipgloss.NewRenderer(w)
 	if color {
 		r.SetColorProfile(termenv.ANSI256)
 	} else {
