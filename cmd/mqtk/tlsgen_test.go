@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,16 +246,31 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 	port := strconv.Itoa(mosquittotest.FreePort(t))
 	args := strings.Fields(strings.Replace(line, "127.0.0.1:8883", "127.0.0.1:"+port, 1))[1:]
 
-	ctx, cancel := context.WithCancel(context.Background())
-	streams, _, brokerErr := ui.Test(nil)
-	done := make(chan int, 1)
-	go func() { done <- execute(ctx, streams, args, func(string) string { return "" }) }()
+	// The broker runs as its own process: the test binary doubles as mqtk
+	// on $PATH (testscript.Main in script_test.go), and a separate process
+	// keeps its global state (colour, signals) apart from the in-process
+	// clients below.
+	bin, err := exec.LookPath("mqtk")
+	if err != nil {
+		t.Skipf("mqtk is not on $PATH (testscript.Main installs it): %v", err)
+	}
+	var brokerErr strings.Builder
+	broker := exec.Command(bin, args...)
+	broker.Env = append(os.Environ(), "NO_COLOR=1")
+	broker.Stderr = &lockedBuilder{b: &brokerErr}
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = broker.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cancel()
+		_ = broker.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(15 * time.Second):
-			t.Error("mqtk broker did not stop within 15s of cancellation")
+			t.Error("mqtk broker did not stop within 15s of SIGTERM")
+			_ = broker.Process.Kill()
+			<-exited
 		}
 	})
 	// Wait, boundedly, for the listener.
@@ -265,19 +282,19 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 			break
 		}
 		select {
-		case code := <-done:
-			t.Fatalf("mqtk %s exited %d: %s", strings.Join(args, " "), code, brokerErr)
+		case <-exited:
+			t.Fatalf("mqtk %s exited: %s", strings.Join(args, " "), brokerErr.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	if !ready {
-		t.Fatalf("mqtk broker not listening on %s: %s", port, brokerErr)
+		t.Fatalf("mqtk broker not listening on %s", port)
 	}
 
 	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
 	tlsArgs := []string{"-h", "localhost", "-p", port, "--cafile", ca, "--cert", cert, "--key", key}
 	if code, _, errs := mqtkRun(t, nil, append([]string{"pub"}, append(tlsArgs, "-t", "mtls/x", "-m", "over mTLS", "-r", "-q", "1")...)...); code != 0 {
-		t.Fatalf("mqtk pub: exit %d %s\nbroker: %s", code, errs, brokerErr)
+		t.Fatalf("mqtk pub: exit %d %s", code, errs)
 	}
 	code, got, errs := mqtkRun(t, nil, append([]string{"sub"}, append(tlsArgs, "-t", "mtls/x", "-C", "1", "-W", "10")...)...)
 	if code != 0 || strings.TrimSpace(got) != "over mTLS" {
@@ -303,4 +320,17 @@ func mosquittoClients() (pub, sub string) {
 	pub, _ = exec.LookPath("mosquitto_pub")
 	sub, _ = exec.LookPath("mosquitto_sub")
 	return pub, sub
+}
+
+// lockedBuilder lets a subprocess's stderr be collected while the test
+// reads it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
 }
