@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
@@ -45,7 +46,12 @@ func traceSession(t *testing.T, jsonLines, color bool) string {
 		"-q", "1", "-r", "-t", "trace/x", "-f", payload,
 		"-D", "publish", "user-property", "site", "lab",
 		"-D", "publish", "content-type", "application/octet-stream")
-	stop() // waits for the connection to finish, so every line is written
+	// mosquitto_pub exits as soon as its DISCONNECT is written; wait
+	// (bounded) until the broker has read it before stopping the broker.
+	for i := 0; i < 1000 && !strings.Contains(out.String(), "DISCONNECT"); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
 	return out.String()
 }
 
