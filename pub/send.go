@@ -225,6 +225,11 @@ func (s *sender) settle(ctx context.Context) error {
 		cause = errors.New("connection closed")
 	}
 	if !s.reconnect {
+		if down && s.awaitVerdicts(ctx) {
+			// Every message got its answer before the connection went
+			// (a refusal among them is reported by failure()).
+			return nil
+		}
 		return fmt.Errorf("publish: %w", cause)
 	}
 	s.o.IO.Warnf("connection lost (%v): reconnecting", cause)
@@ -255,6 +260,37 @@ func (s *sender) settle(ctx context.Context) error {
 		s.client.PublishAsync(s.genCtx, e.msg, s.doneFunc(e.seq, gen))
 	}
 	return nil
+}
+
+// awaitVerdicts waits a little for the done callbacks of messages still in
+// flight on a closed connection: each is called exactly once, and a
+// PUBACK that arrived just before the close carries the broker's reason,
+// which says more than "connection closed". It reports whether every
+// message was settled without a connection error.
+func (s *sender) awaitVerdicts(ctx context.Context) bool {
+	deadline := time.NewTimer(2 * time.Second)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		n, errored := len(s.pending), false
+		for _, e := range s.pending {
+			errored = errored || e.err != nil
+		}
+		s.mu.Unlock()
+		switch {
+		case n == 0:
+			return true
+		case errored:
+			return false
+		}
+		select {
+		case <-s.notify:
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func cmpErr(a, b error) error {
