@@ -425,6 +425,17 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 // client that does not read.
 func (c *trackedConn) shuttingDown() {
 	c.shutdown.Store(true)
+	if ws, ok := c.Conn.(*wsConn); ok {
+		// Never wait behind a WebSocket write in progress: bound it, or
+		// if one is stuck right now, end the connection under it.
+		if ws.wmu.TryLock() {
+			_ = ws.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			ws.wmu.Unlock()
+		} else {
+			_ = ws.UnderlyingConn().Close()
+		}
+		return
+	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
@@ -436,9 +447,14 @@ func (c *trackedConn) Close() error {
 
 // wsConn presents a WebSocket as the byte stream MQTT expects: MQTT packets
 // may span WebSocket messages and a message may hold several packets.
+//
+// gorilla/websocket allows one concurrent writer and keeps the write
+// deadline in a plain field, while mochi sets deadlines from its reader
+// goroutine; wmu serialises writes and write deadlines.
 type wsConn struct {
 	*websocket.Conn
-	r io.Reader
+	r   io.Reader
+	wmu sync.Mutex
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -467,10 +483,18 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *wsConn) SetDeadline(t time.Time) error {

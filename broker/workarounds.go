@@ -17,15 +17,17 @@ type fixHook struct {
 	mqtt.HookBase
 	b *Broker
 
-	mu   sync.Mutex
-	next map[string]int // shared group → round-robin position
+	mu      sync.Mutex
+	next    map[string]int                    // shared group → round-robin position
+	pending map[*mqtt.Client][]packets.Packet // inherited in-flight messages, in order
 }
 
 func (h *fixHook) ID() string { return "mqtk-fixes" }
 
 func (h *fixHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnWill, mqtt.OnSelectSubscribers:
+	case mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnWill, mqtt.OnSelectSubscribers,
+		mqtt.OnPacketEncode, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -149,4 +151,70 @@ func (h *fixHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet)
 		subs.SharedSelected[id] = sub
 	}
 	return subs
+}
+
+// Resending a session's queued messages in order. mochi resends inherited
+// in-flight messages sorted by uint16(Created), i.e. by the second they were
+// created with ties in map order, so messages queued within the same second
+// arrive shuffled, against [MQTT-4.6.0-2]/[MQTT-4.6.0-3] (seen with
+// mosquitto_sub -c: queued2, queued3, queued1). mochi sends CONNACK between
+// inheriting the session and resending; at that CONNACK we take the
+// messages out of the in-flight table (so mochi's resend finds none) and
+// once the session is established we put them back and send them ourselves,
+// ordered by creation time and then packet id.
+func (h *fixHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || !pk.SessionPresent || cl.State.Inflight.Len() == 0 {
+		return pk
+	}
+	msgs := cl.State.Inflight.GetAll(false)
+	sort.SliceStable(msgs, func(i, j int) bool {
+		if msgs[i].Created != msgs[j].Created {
+			return msgs[i].Created < msgs[j].Created
+		}
+		return msgs[i].PacketID < msgs[j].PacketID
+	})
+	for _, m := range msgs {
+		cl.State.Inflight.Delete(m.PacketID)
+	}
+	h.mu.Lock()
+	if h.pending == nil {
+		h.pending = map[*mqtt.Client][]packets.Packet{}
+	}
+	h.pending[cl] = msgs
+	h.mu.Unlock()
+	return pk
+}
+
+func (h *fixHook) takePending(cl *mqtt.Client) []packets.Packet {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	msgs := h.pending[cl]
+	delete(h.pending, cl)
+	return msgs
+}
+
+func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	msgs := h.takePending(cl)
+	for _, m := range msgs {
+		cl.State.Inflight.Set(m)
+	}
+	for _, m := range msgs {
+		if m.FixedHeader.Type == packets.Publish {
+			m.FixedHeader.Dup = true // [MQTT-3.3.1-1]
+		}
+		if err := cl.WritePacket(m); err != nil {
+			return // the connection is gone; the messages stay queued
+		}
+		if m.FixedHeader.Type == packets.Puback || m.FixedHeader.Type == packets.Pubcomp {
+			cl.State.Inflight.Delete(m.PacketID)
+		}
+	}
+}
+
+// OnDisconnect puts back messages taken at CONNACK when the connection
+// ended before the session was established, so none is lost.
+func (h *fixHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	for _, m := range h.takePending(cl) {
+		cl.State.Inflight.Set(m)
+	}
 }
