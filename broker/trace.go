@@ -339,6 +339,10 @@ func (h *traceHook) text(r traceRecord) string {
 	if r.WillTopic != "" {
 		field("will", r.WillTopic)
 	}
+	if r.Type == "CONNECT" && r.Remote != "" {
+		// The client id may be empty (server-assigned); say where it came from.
+		field("from", r.Remote)
+	}
 	if r.ReasonCode != nil {
 		fmt.Fprintf(&b, " reason=0x%02x", *r.ReasonCode)
 	}
