@@ -352,7 +352,9 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 			go func() { defer wg.Done(); p.run(ctx) }()
 		}
 		wg.Wait()
-		r.drain(ctx)
+		// Drain even after Ctrl-C: messages already sent are still due,
+		// and the drain is bounded by --drain-timeout and a 1 s stall.
+		r.drain(context.WithoutCancel(ctx))
 	}
 	stopIv()
 	r.collect(rep)
