@@ -2,6 +2,7 @@ package tlsgen
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -301,7 +302,7 @@ func (r *runner) authority() (*Authority, error) {
 // leaf issues one certificate and writes base.pem and base-key.pem (and
 // the optional fullchain and PKCS#12 files). With reuse, a valid pair that
 // already chains to ca is kept instead, which makes `mqtk tlsgen` safe to
-// run again.
+// run again; asked-for extras that are missing are then made from it.
 func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) error {
 	o := r.o
 	what := "server"
@@ -310,121 +311,151 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 	}
 	certPath := filepath.Join(r.dir, base+".pem")
 	keyPath := filepath.Join(r.dir, base+"-key.pem")
-	if !o.Force {
-		_, cerr := os.Lstat(certPath)
-		_, kerr := os.Lstat(keyPath)
-		if cerr == nil || kerr == nil {
-			if reuse {
-				ok, why := r.reusable(ca, certPath, keyPath)
-				if ok {
-					r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(mustFirstCert(certPath), r.now)}, written{what + " key", keyPath, "reused"})
-					return nil
-				}
-				// --force on this command would replace the CA as well, so
-				// name the command that reissues just this certificate.
-				again := "mqtk tlsgen client " + shellQuote(p.CommonName)
-				if !p.Client {
-					again = "mqtk tlsgen server " + sanArgs(p.SANs)
-				}
-				if r.dir != DefaultDir {
-					again += " --dir " + shellQuote(r.dir)
-				}
-				return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s --force (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, again)
-			}
+	chainPath := filepath.Join(r.dir, base+"-fullchain.pem")
+	p12Path := filepath.Join(r.dir, base+".p12")
+	exists := func(path string) bool { _, err := os.Lstat(path); return err == nil }
+
+	var cert *x509.Certificate
+	var certPEM []byte
+	var key crypto.Signer
+	reused := false
+	if !o.Force && (exists(certPath) || exists(keyPath)) {
+		if !reuse {
 			existing := certPath
-			if cerr != nil {
+			if !exists(certPath) {
 				existing = keyPath
 			}
 			return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
 		}
+		c, k, why := r.reusable(ca, certPath, keyPath)
+		if c == nil {
+			// --force on this command would replace the CA as well, so
+			// name the command that reissues just this certificate.
+			again := "mqtk tlsgen client " + shellQuote(p.CommonName)
+			if !p.Client {
+				again = "mqtk tlsgen server " + sanArgs(p.SANs)
+			}
+			if r.dir != DefaultDir {
+				again += " --dir " + shellQuote(r.dir)
+			}
+			return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s --force (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, again)
+		}
+		cert, certPEM, key, reused = c, pemCert(c.Raw), k, true
+		r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(c, r.now)}, written{what + " key", keyPath, "reused"})
 	}
-	p.KeyType, p.Now, p.Rand = o.KeyType, r.now, o.Rand
-	p.Days = o.Days
-	if p.Days == 0 {
-		p.Days = DefaultLeafDays
-	}
-	if p.Now.AddDate(0, 0, p.Days).After(ca.Cert.NotAfter) {
-		r.warnf("the %s certificate would outlive its CA, which expires on %s: clients stop accepting it then", what, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
-	}
-	for _, s := range p.SANs {
-		if s.Warn != "" {
-			r.warnf("%s", s.Warn)
+	// Extras next to a new certificate must not clobber older files; next
+	// to a reused one, existing extras are kept as they are.
+	wantChain := o.Fullchain && (o.Force || !reused || !exists(chainPath))
+	wantP12 := o.P12 && (o.Force || !reused || !exists(p12Path))
+	if !o.Force && !reused {
+		for _, f := range []struct {
+			want bool
+			path string
+		}{{o.Fullchain, chainPath}, {o.P12, p12Path}} {
+			if f.want && exists(f.path) {
+				return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write other files", f.path)
+			}
 		}
 	}
-	leaf, err := ca.issue(p)
-	if err != nil {
-		return err
-	}
-	keyPEM, err := encodeKey(leaf.Key)
-	if err != nil {
-		return err
-	}
-	if err := writeFile(keyPath, keyPEM, keyFileMode, o.Force); err != nil {
-		return err
-	}
-	if err := writeFile(certPath, leaf.CertPEM(), certFileMode, o.Force); err != nil {
-		return err
-	}
-	note := describeValidity(leaf.Cert, r.now)
-	if p.Client {
-		note = "CN=" + p.CommonName + ", " + note
-	} else {
-		note = strings.Join(sanStrings(leaf.Cert), ", ") + ", " + note
-	}
-	r.files = append(r.files, written{what, certPath, note}, written{what + " key", keyPath, "mode 0600"})
-	if o.Fullchain {
-		fc := filepath.Join(r.dir, base+"-fullchain.pem")
-		data := append(leaf.CertPEM(), pemCert(ca.Cert.Raw)...)
-		if err := writeFile(fc, data, certFileMode, o.Force); err != nil {
+
+	if !reused {
+		p.KeyType, p.Now, p.Rand = o.KeyType, r.now, o.Rand
+		p.Days = o.Days
+		if p.Days == 0 {
+			p.Days = DefaultLeafDays
+		}
+		if p.Now.AddDate(0, 0, p.Days).After(ca.Cert.NotAfter) {
+			r.warnf("the %s certificate would outlive its CA, which expires on %s: clients stop accepting it then", what, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
+		}
+		for _, s := range p.SANs {
+			if s.Warn != "" {
+				r.warnf("%s", s.Warn)
+			}
+		}
+		leaf, err := ca.issue(p)
+		if err != nil {
 			return err
 		}
-		r.files = append(r.files, written{what + " chain", fc, "certificate followed by the CA"})
+		keyPEM, err := encodeKey(leaf.Key)
+		if err != nil {
+			return err
+		}
+		if err := r.write(keyPath, keyPEM, keyFileMode); err != nil {
+			return err
+		}
+		if err := r.write(certPath, leaf.CertPEM(), certFileMode); err != nil {
+			return err
+		}
+		cert, certPEM, key = leaf.Cert, leaf.CertPEM(), leaf.Key
+		note := describeValidity(cert, r.now)
+		if p.Client {
+			note = "CN=" + p.CommonName + ", " + note
+		} else {
+			note = strings.Join(sanStrings(cert), ", ") + ", " + note
+		}
+		r.files = append(r.files, written{what, certPath, note}, written{what + " key", keyPath, "mode 0600"})
 	}
-	if o.P12 {
+	if wantChain {
+		data := append(append([]byte{}, certPEM...), pemCert(ca.Cert.Raw)...)
+		if err := r.write(chainPath, data, certFileMode); err != nil {
+			return err
+		}
+		r.files = append(r.files, written{what + " chain", chainPath, "certificate followed by the CA"})
+	}
+	if wantP12 {
 		enc, kind := pkcs12.Modern2023, "AES-256, PBKDF2-SHA-256"
 		if o.P12Legacy {
 			// 3DES rather than RC2: old Java, Windows and Android read it,
 			// and so does OpenSSL 3 without its legacy provider.
 			enc, kind = pkcs12.LegacyDES, "legacy 3DES, SHA-1 MAC"
 		}
-		pfx, err := enc.Encode(leaf.Key, leaf.Cert, []*x509.Certificate{ca.Cert}, o.P12Password)
+		pfx, err := enc.Encode(key, cert, []*x509.Certificate{ca.Cert}, o.P12Password)
 		if err != nil {
 			return fmt.Errorf("encode PKCS#12: %w", err)
 		}
-		pp := filepath.Join(r.dir, base+".p12")
 		// The bundle holds the private key, so it is as private as the key.
-		if err := writeFile(pp, pfx, keyFileMode, o.Force); err != nil {
+		if err := r.write(p12Path, pfx, keyFileMode); err != nil {
 			return err
 		}
-		r.files = append(r.files, written{what + " PKCS#12", pp, kind + ", mode 0600"})
+		r.files = append(r.files, written{what + " PKCS#12", p12Path, kind + ", mode 0600"})
 	}
 	return nil
 }
 
-// reusable reports whether an existing pair may be kept, and why not.
-func (r *runner) reusable(ca *Authority, certPath, keyPath string) (bool, string) {
+// write is writeFile with --force, turning a file that appeared meanwhile
+// into a usage error that names the fix.
+func (r *runner) write(path string, data []byte, perm os.FileMode) error {
+	err := writeFile(path, data, perm, r.o.Force)
+	if errors.Is(err, ErrExists) {
+		return mqttconn.Usagef("%s already exists: add --force to replace it", path)
+	}
+	return err
+}
+
+// reusable returns the existing pair when it may be kept, else a reason.
+func (r *runner) reusable(ca *Authority, certPath, keyPath string) (*x509.Certificate, crypto.Signer, string) {
 	certs, err := readCertFile(certPath)
 	if err != nil {
-		return false, err.Error()
+		return nil, nil, err.Error()
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
-		return false, "its key is unreadable or missing (" + err.Error() + ")"
+		return nil, nil, "its key is unreadable or missing (" + err.Error() + ")"
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return false, "its key is unreadable (" + err.Error() + ")"
+		return nil, nil, "its key is unreadable (" + err.Error() + ")"
 	}
 	if !sameKey(certs[0], key) {
-		return false, "its key does not match it"
+		return nil, nil, "its key does not match it"
 	}
 	if err := ca.check(certs[0], r.now); err != nil {
 		if !r.now.Before(certs[0].NotAfter) {
-			return false, "it expired on " + certs[0].NotAfter.UTC().Format(time.DateOnly)
+			return nil, nil, "it expired on " + certs[0].NotAfter.UTC().Format(time.DateOnly)
 		}
-		return false, "it was not signed by the CA in " + r.dir + " (was the CA replaced?)"
+		return nil, nil, "it was not signed by the CA in " + r.dir + " (was the CA replaced?)"
 	}
-	return true, ""
+	return certs[0], key, ""
 }
 
 func sanArgs(sans []SAN) string {
@@ -433,14 +464,6 @@ func sanArgs(sans []SAN) string {
 		q[i] = shellQuote(s.Value)
 	}
 	return strings.Join(q, " ")
-}
-
-func mustFirstCert(path string) *x509.Certificate {
-	certs, err := readCertFile(path)
-	if err != nil {
-		return &x509.Certificate{}
-	}
-	return certs[0]
 }
 
 // commonNameFor picks a CN for a server certificate: the first DNS name,

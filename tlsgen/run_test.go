@@ -419,3 +419,51 @@ func TestLoadAuthorityMismatch(t *testing.T) {
 		t.Errorf("missing CA key: %v", err)
 	}
 }
+
+func TestRunAllAddsExtrasToReusedPairs(t *testing.T) {
+	requireOpenSSL(t)
+	dir := t.TempDir()
+	mustRun(t, Options{Dir: dir})
+	server := read(t, filepath.Join(dir, "server.pem"))
+	out, _ := mustRun(t, Options{Dir: dir, Fullchain: true, P12: true, P12Password: "pw"})
+	if read(t, filepath.Join(dir, "server.pem")) != server {
+		t.Error("asking for extras reissued the server certificate")
+	}
+	for _, f := range []string{"server-fullchain.pem", "client-fullchain.pem", "server.p12", "client.p12"} {
+		if !strings.Contains(out, filepath.Join(dir, f)) {
+			t.Errorf("summary does not list %s:\n%s", f, out)
+		}
+	}
+	opensslVerify(t, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server-fullchain.pem"))
+	data, err := os.ReadFile(filepath.Join(dir, "server.p12"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cert, _, err := pkcs12.DecodeChain(data, "pw"); err != nil || !cert.Equal(mustCert(t, filepath.Join(dir, "server.pem"))) {
+		t.Errorf("server.p12 does not hold the reused certificate: %v", err)
+	}
+	p12 := read(t, filepath.Join(dir, "client.p12"))
+	mustRun(t, Options{Dir: dir, P12: true, P12Password: "other"})
+	if read(t, filepath.Join(dir, "client.p12")) != p12 {
+		t.Error("an existing PKCS#12 file next to a reused pair was rewritten without --force")
+	}
+
+	// A new certificate never clobbers an older extra without --force.
+	mustRun(t, Options{Dir: dir, Command: CmdServer, Names: []string{"a.lan"}, Out: "a"})
+	if err := os.Remove(filepath.Join(dir, "a.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "a-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a-fullchain.pem"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"a.lan"}, Out: "a", Fullchain: true})
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "a-fullchain.pem already exists") {
+		t.Errorf("existing fullchain: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.pem")); !os.IsNotExist(err) {
+		t.Error("files were written before the conflict was reported")
+	}
+}
