@@ -75,12 +75,13 @@ func (w *watchConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// send traces before writing, so that in the trace a packet always comes
+// before the broker's answer to it.
 func (w *watchConn) send(b []byte) (int, error) {
-	n, err := w.Conn.Write(b)
-	if n > 0 && w.debug != nil {
-		w.wbuf = w.trace(w.wbuf, b[:n], "→")
+	if w.debug != nil {
+		w.wbuf = w.trace(w.wbuf, b, "→")
 	}
-	return n, err
+	return w.Conn.Write(b)
 }
 
 // wholePackets returns the length of the complete MQTT packets at the start
