@@ -364,3 +364,21 @@ func TestValidateRejectsNonsense(t *testing.T) {
 		t.Errorf("valid options rejected: %v", err)
 	}
 }
+
+// Topics from %c and %t, a per-client rate and QoS 2 together: every
+// subscriber still gets every publisher's messages on every topic.
+func TestTopicPatternsAndPerClientRate(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	o := testOptions(t, ModePubSub)
+	o.Conn = mqttConfig(t, "mqtt://"+b.Addr(0))
+	o.Topic = fmt.Sprintf("bt/%d/%%c/t%%t", topicSeq.Add(1))
+	o.Topics, o.Rate, o.RatePerClient, o.QoS, o.Count = 3, 500, true, 2, 300
+	rep := measure(t, o)
+	if rep.Config.Rate != 1000 || rep.LoadModel != "scheduled" {
+		t.Errorf("rate %v (want 2 × 500 recorded as the total), model %q", rep.Config.Rate, rep.LoadModel)
+	}
+	rc := rep.Receive
+	if rc.Expected != 600 || rc.Unique != 600 || rc.Lost != 0 {
+		t.Fatalf("delivery %+v", rc.Delivery)
+	}
+}
