@@ -252,6 +252,9 @@ func (r *runner) authority() (*Authority, error) {
 		if o.Command == CmdCA && (len(o.NameConstraints) > 0 || o.KeyType != "" || o.Days != 0 || o.CommonName != "") {
 			r.warnf("the CA in %s already exists, so --key-type, --days, --cn and --name-constraint were not applied: add --force to replace it", r.dir)
 		}
+		if o.Command == CmdAll && len(o.NameConstraints) > 0 {
+			r.warnf("the CA in %s already exists, so --name-constraint was not applied: add --force to replace the CA and every certificate", r.dir)
+		}
 		r.files = append(r.files, written{"CA", certPath, "reused, " + describeValidity(existing.Cert, r.now)})
 		return existing, nil
 	case err != nil && !errors.Is(err, ErrNoCA) && !replace:
