@@ -218,6 +218,78 @@ func (r *pr) skipProps() {
 	r.b = r.b[k+n:]
 }
 
+// props reads an MQTT 5 property block and returns the properties worth
+// showing when debugging a connection, as name=value.
+func (r *pr) props() []string {
+	n, k, ok := varint(r.b)
+	if !ok || len(r.b) < k+n {
+		r.bad = true
+		return nil
+	}
+	p := &pr{b: r.b[k : k+n]}
+	r.b = r.b[k+n:]
+	var out []string
+	for len(p.b) > 0 && !p.bad {
+		id := p.u8()
+		switch id {
+		case 0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A: // byte
+			v := p.u8()
+			if id == 0x24 {
+				out = append(out, fmt.Sprintf("maximum-qos=%d", v))
+			}
+		case 0x13, 0x21, 0x22, 0x23: // two-byte integer
+			v := p.u16()
+			switch id {
+			case 0x13:
+				out = append(out, fmt.Sprintf("server-keepalive=%d", v))
+			case 0x21:
+				out = append(out, fmt.Sprintf("receive-maximum=%d", v))
+			case 0x22:
+				out = append(out, fmt.Sprintf("topic-alias-maximum=%d", v))
+			case 0x23:
+				out = append(out, fmt.Sprintf("topic-alias=%d", v))
+			}
+		case 0x02, 0x11, 0x18, 0x27: // four-byte integer
+			if len(p.b) < 4 {
+				p.bad = true
+				break
+			}
+			v := binary.BigEndian.Uint32(p.b)
+			p.b = p.b[4:]
+			switch id {
+			case 0x11:
+				out = append(out, fmt.Sprintf("session-expiry=%d", v))
+			case 0x27:
+				out = append(out, fmt.Sprintf("maximum-packet-size=%d", v))
+			}
+		case 0x0B: // variable byte integer
+			v, k, ok := varint(p.b)
+			if !ok {
+				p.bad = true
+				break
+			}
+			p.b = p.b[k:]
+			out = append(out, fmt.Sprintf("subscription-id=%d", v))
+		case 0x03, 0x08, 0x12, 0x15, 0x1A, 0x1C, 0x1F: // UTF-8 string
+			v := p.str()
+			switch id {
+			case 0x12:
+				out = append(out, fmt.Sprintf("assigned-client-id=%q", v))
+			case 0x1F:
+				out = append(out, fmt.Sprintf("reason-string=%q", v))
+			}
+		case 0x09, 0x16: // binary data
+			p.str()
+		case 0x26: // user property
+			p.str()
+			p.str()
+		default:
+			p.bad = true
+		}
+	}
+	return out
+}
+
 func describe(h byte, body []byte, v Version) string {
 	t := h >> 4
 	name := packetNames[t]
@@ -235,11 +307,13 @@ func describe(h byte, body []byte, v Version) string {
 		level := r.u8()
 		flags := r.u8()
 		ka := r.u16()
+		var props []string
 		if level == 5 {
-			r.skipProps()
+			props = r.props()
 		}
 		id := r.str()
 		f = append(f, fmt.Sprintf("protocol=%s level=%d id=%q clean=%t keepalive=%d", proto, level, id, flags&0x02 != 0, ka))
+		f = append(f, props...)
 		if flags&0x04 != 0 {
 			f = append(f, fmt.Sprintf("will-qos=%d will-retain=%t", flags>>3&3, flags&0x20 != 0))
 		}
@@ -254,6 +328,9 @@ func describe(h byte, body []byte, v Version) string {
 		c := r.u8()
 		if v == V5 {
 			f = append(f, fmt.Sprintf("session-present=%t reason=0x%02X (%s)", sp&1 != 0, c, ReasonName(c)))
+			if len(r.b) > 0 {
+				f = append(f, r.props()...)
+			}
 		} else {
 			f = append(f, fmt.Sprintf("session-present=%t rc=%d", sp&1 != 0, c))
 		}
@@ -304,6 +381,9 @@ func describe(h byte, body []byte, v Version) string {
 		}
 	case 14, 15: // DISCONNECT, AUTH
 		reason()
+		if v == V5 && len(r.b) > 0 {
+			f = append(f, r.props()...)
+		}
 	}
 	if r.bad {
 		f = append(f, "(truncated)")

@@ -70,3 +70,42 @@ func TestWatchConnCoalesces(t *testing.T) {
 		t.Errorf("trace = %q", lines)
 	}
 }
+
+func TestDescribeV5Properties(t *testing.T) {
+	// CONNECT, MQTT 5, clean=false, keepalive 60, session expiry 0xFFFFFFFF,
+	// client id "c".
+	connect := []byte{0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x00, 0x00, 0x3C,
+		0x05, 0x11, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 'c'}
+	got := describe(0x10, connect, V5)
+	want := `CONNECT protocol=MQTT level=5 id="c" clean=false keepalive=60 session-expiry=4294967295`
+	if got != want {
+		t.Errorf("describe CONNECT = %q, want %q", got, want)
+	}
+	// CONNACK success with receive maximum 20 and an assigned id "x".
+	connack := []byte{0x00, 0x00, 0x07, 0x21, 0x00, 0x14, 0x12, 0x00, 0x01, 'x'}
+	got = describe(0x20, connack, V5)
+	want = `CONNACK session-present=false reason=0x00 (success) receive-maximum=20 assigned-client-id="x"`
+	if got != want {
+		t.Errorf("describe CONNACK = %q, want %q", got, want)
+	}
+	// A truncated body says so instead of panicking.
+	if got := describe(0x10, connect[:9], V5); !strings.Contains(got, "(truncated)") {
+		t.Errorf("describe truncated = %q", got)
+	}
+}
+
+// FuzzDescribe: the trace reads whatever the broker sends, so no input may
+// make it panic.
+func FuzzDescribe(f *testing.F) {
+	f.Add(byte(0x10), []byte{0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x00, 0x00, 0x3C, 0x05, 0x11, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 'c'}, true)
+	f.Add(byte(0x32), []byte{0x00, 0x01, 'a', 0x00, 0x09, 0x03, 0x0B, 0xff, 0x7f, 'x'}, true)
+	f.Add(byte(0x90), []byte{0x00, 0x01, 0x00, 0x80}, false)
+	f.Fuzz(func(t *testing.T, h byte, body []byte, v5 bool) {
+		v := V311
+		if v5 {
+			v = V5
+		}
+		_ = describe(h, body, v)
+		_ = wholePackets(body)
+	})
+}
