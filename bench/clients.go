@@ -285,7 +285,9 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 	filter := filterFor(o.Topic)
 	for i, s := range r.subs {
 		s.c = subRes[i].c
-		codes, err := s.c.Subscribe(ctx, []mqttconn.Subscription{{Filter: filter, QoS: o.QoS}})
+		// RetainHandling 2: retained messages left by an earlier run are
+		// not part of this one. [MQTT-3.3.1-11]
+		codes, err := s.c.Subscribe(ctx, []mqttconn.Subscription{{Filter: filter, QoS: o.QoS, RetainHandling: 2}})
 		if err != nil {
 			return fmt.Errorf("subscribe to %s: %w", filter, err)
 		}
@@ -357,6 +359,9 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 		r.drain(context.WithoutCancel(ctx))
 	}
 	stopIv()
+	if o.Retain {
+		r.clearRetained()
+	}
 	r.collect(rep)
 	for _, p := range r.pubs {
 		if p.err != nil && mqttconn.KindOf(p.err) == mqttconn.KindRejected {
@@ -632,5 +637,17 @@ func (r *runner) collect(rep *Report) {
 	rep.Measured = round3((end - r.measureStart).Seconds())
 	if rep.Publish != nil && rep.Publish.Sent == 0 && rep.Publish.Warmup > 0 {
 		rep.Warnings = append(rep.Warnings, "every message was sent during the warm-up: lower --warmup or raise -n/-d")
+	}
+}
+
+// clearRetained deletes the retained messages a -r run left on its topics
+// (an empty retained payload), so that the broker is left as it was found.
+func (r *runner) clearRetained() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range r.pubs {
+		for _, t := range p.topics {
+			_ = p.c.Publish(ctx, &mqttconn.Message{Topic: t, Retain: true})
+		}
 	}
 }
