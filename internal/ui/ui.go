@@ -88,6 +88,11 @@ type Streams struct {
 	Err    *Stream
 	Quiet  bool // suppress commentary (Info/Hint), never errors
 	Getenv func(string) string
+
+	// system is true only for the process's real streams: they alone may
+	// set fatih/color's process-wide switch. Test streams leave it alone so
+	// that commands run concurrently in one test binary do not race on it.
+	system bool
 }
 
 // NewStream builds a stream for w; tty says whether w is a terminal.
@@ -115,7 +120,9 @@ func (s *Stream) setMode(mode ColorMode) {
 func (s *Streams) SetColorMode(mode ColorMode) {
 	s.Out.setMode(mode)
 	s.Err.setMode(mode)
-	color.NoColor = !s.Err.Color()
+	if s.system {
+		color.NoColor = !s.Err.Color()
+	}
 }
 
 func decideColor(tty bool, mode ColorMode, getenv func(string) string) bool {
@@ -144,6 +151,7 @@ func System(mode ColorMode) *Streams {
 		Out:    NewStream(os.Stdout, isTTY(os.Stdout), mode, os.Getenv),
 		Err:    NewStream(os.Stderr, isTTY(os.Stderr), mode, os.Getenv),
 		Getenv: os.Getenv,
+		system: true,
 	}
 	color.NoColor = !s.Err.Color()
 	return s
