@@ -163,9 +163,9 @@ func (p *publisher) complete(c completion) {
 	if p.r.o.QoS > 0 {
 		p.acked.Add(1)
 		lat := int64(c.done - c.actual)
-		record(p.ack, lat)
+		record(lazy(&p.ack, newHist), lat)
 		if p.r.o.Mode == ModePub {
-			record(p.iv, lat)
+			record(lazy(&p.iv, newIvHist), lat)
 		}
 	}
 }
@@ -229,9 +229,9 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 		s.skewed = true
 	}
 	lat := at - h.intended
-	record(s.e2e, lat)
-	record(s.unc, at-h.actual)
-	record(s.iv, lat)
+	record(lazy(&s.e2e, newHist), lat)
+	record(lazy(&s.unc, newHist), at-h.actual)
+	record(lazy(&s.iv, newIvHist), lat)
 }
 
 // runMessages runs pubsub, pub and sub.
@@ -253,7 +253,7 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 	}
 	var cfgs []mqttconn.Config
 	for i := slo; i < shi; i++ {
-		s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}, e2e: newHist(), unc: newHist(), iv: newIvHist()}
+		s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}}
 		r.subs = append(r.subs, s)
 		c := r.cfg
 		c.ClientID, c.IDPrefix, c.OnMessage = r.idBase+"s"+fmt.Sprint(i), "", s.onMessage
@@ -320,7 +320,7 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 	}
 	for k, x := range pubRes {
 		idx := plo + k
-		p := &publisher{r: r, c: x.c, id: uint32(idx), ack: newHist(), iv: newIvHist()}
+		p := &publisher{r: r, c: x.c, id: uint32(idx)}
 		id := r.idBase + "p" + fmt.Sprint(idx)
 		for t := range o.Topics {
 			p.topics = append(p.topics, expandTopic(o.Topic, idx, id, t))
@@ -456,15 +456,15 @@ func (r *runner) intervals(ctx context.Context, rep *Report) func() {
 			sent += p.sent.Load()
 			acked += p.acked.Load()
 			p.mu.Lock()
-			h.Merge(p.iv)
-			p.iv = newIvHist()
+			mergeNonNil(h, p.iv)
+			p.iv = nil
 			p.mu.Unlock()
 		}
 		for _, s := range r.subs {
 			recv += s.measured.Load()
 			s.mu.Lock()
-			h.Merge(s.iv)
-			s.iv = newIvHist()
+			mergeNonNil(h, s.iv)
+			s.iv = nil
 			s.mu.Unlock()
 		}
 		dt := (now - last).Seconds()
@@ -566,7 +566,7 @@ func (r *runner) collect(rep *Report) {
 			pb.Overruns += p.overruns
 			pb.MaxLagMS = max(pb.MaxLagMS, ms(float64(p.maxLag)))
 			end = max(end, p.lastEnd)
-			ack.Merge(p.ack)
+			mergeNonNil(ack, p.ack)
 			p.mu.Unlock()
 		}
 		if o.QoS == 0 {
@@ -601,8 +601,8 @@ func (r *runner) collect(rep *Report) {
 			rend = max(rend, s.lastRecv)
 			skewed = skewed || s.skewed
 			noLat = noLat || s.noLatency
-			e2e.Merge(s.e2e)
-			unc.Merge(s.unc)
+			mergeNonNil(e2e, s.e2e)
+			mergeNonNil(unc, s.unc)
 			s.mu.Unlock()
 		}
 		if o.Mode == ModePubSub && o.Shards == 1 && rep.Publish != nil {

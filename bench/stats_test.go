@@ -178,7 +178,7 @@ func TestScheduleLagAndOverrun(t *testing.T) {
 func TestCoordinatedOmissionCorrection(t *testing.T) {
 	r := &runner{o: &Options{Mode: ModePubSub}, t0: time.Now().Add(-time.Hour)}
 	r.mstart.Store(0)
-	s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}, e2e: newHist(), unc: newHist(), iv: newIvHist()}
+	s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}}
 	now := r.since()
 	interval := time.Millisecond
 	// 100 messages due 1 ms apart ending 100 ms ago; the publisher was
