@@ -312,3 +312,55 @@ func (s *syncBuffer) String() string {
 	defer func() { <-s.mu }()
 	return s.buf.String()
 }
+
+// TestDialCancelled: Ctrl-C while waiting for CONNACK ends Dial with the
+// context's error instead of waiting for --connect-timeout.
+func TestDialCancelled(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for _, v := range versions {
+		cfg := Default()
+		cfg.Version = v
+		cfg.Host, cfg.Port = "127.0.0.1", l.Addr().(*net.TCPAddr).Port
+		cfg.ConnectTimeout = time.Hour
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 1)
+		go func() {
+			c, err := Dial(ctx, cfg)
+			if err == nil {
+				c.Disconnect(context.Background())
+			}
+			res <- err
+		}()
+		// Cancel once the broker side has the connection, so Dial is
+		// surely waiting for CONNACK.
+		conn := <-accepted
+		cancel()
+		select {
+		case err := <-res:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("v%s: err = %v, want context.Canceled in the chain", v, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("v%s: Dial still waiting 30s after cancel", v)
+		}
+		conn.Close()
+	}
+	l.Close()
+	for c := range accepted {
+		c.Close()
+	}
+}

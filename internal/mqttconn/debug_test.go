@@ -109,3 +109,25 @@ func FuzzDescribe(f *testing.F) {
 		_ = wholePackets(body)
 	})
 }
+
+func TestClientID(t *testing.T) {
+	cfg := Default()
+	cfg.ClientID = "given"
+	if got := clientID(&cfg); got != "given" {
+		t.Errorf("clientID with -i = %q", got)
+	}
+	cfg.ClientID = ""
+	a, b := clientID(&cfg), clientID(&cfg)
+	if !strings.HasPrefix(a, "mqtk-") || a == b {
+		t.Errorf("generated ids %q, %q: want mqtk- prefix and randomness", a, b)
+	}
+	cfg.IDPrefix = "sensor-"
+	if got := clientID(&cfg); !strings.HasPrefix(got, "sensor-") || len(got) <= len("sensor-") {
+		t.Errorf("clientID with -I = %q", got)
+	}
+	cfg.Version = V31
+	cfg.IDPrefix = "a-very-long-prefix-for-mqtt-3.1-"
+	if got := clientID(&cfg); len(got) > 23 || !strings.HasPrefix(got, "a-very") {
+		t.Errorf("MQTT 3.1 id %q: want at most 23 bytes starting with the prefix", got)
+	}
+}

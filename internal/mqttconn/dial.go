@@ -11,6 +11,11 @@ import (
 // MQTT 5 on paho.golang, 3.1.1 and 3.1 on paho.mqtt.golang. cfg.ConnectTimeout
 // bounds the TCP connection, the TLS handshake and the CONNECT/CONNACK
 // exchange together. Every failure is an *Error with a Kind.
+//
+// Config.OnMessage runs on the connection's reader: it may call
+// PublishAsync, but a Publish that waits for its acknowledgement from
+// inside OnMessage can stall the reader that would deliver it (with MQTT
+// 3.1.1 it does), so reply from OnMessage with PublishAsync.
 func Dial(ctx context.Context, cfg Config) (Client, error) {
 	if cfg.Scheme == "" {
 		if err := cfg.Resolve(); err != nil {

@@ -3,7 +3,6 @@ package mqttconn
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"sync"
@@ -118,7 +117,9 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		// The conn carries ctx's deadline, so paho's CONNACK read ends too.
+		// Cut the CONNACK read short: paho sets its own deadline on the
+		// conn, and a cancelled ctx (Ctrl-C) must not wait for it.
+		_ = w.Close()
 		<-tok.Done()
 	}
 	if err := tok.Error(); err != nil {
@@ -128,8 +129,9 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 				return nil, refused(&cfg, code, "")
 			}
 		}
-		if ctx.Err() != nil && !isTimeout(err) {
-			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		if ctx.Err() != nil {
+			// We closed the conn because ctx ended: that is the cause.
+			err = ctx.Err()
 		}
 		return nil, diagnose(&cfg, err, w, w.st)
 	}
