@@ -168,6 +168,20 @@ func TestTLS(t *testing.T) {
 		cfg.TLS.CAFile = pki.CAFile
 		wantErr(t, connectErr(t, cfg), KindTLS, "did not answer TLS", fmt.Sprintf("port %d", plain.Port()), "drop --cafile")
 	})
+	t.Run("websocket-mixups", func(t *testing.T) {
+		// mosquitto 2.0 wants a plain listener beside a lone ws one.
+		plain := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{}, {WebSockets: true}}})
+		cfg := Default()
+		cfg.URL = fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.Ports[2])
+		wantErr(t, connectErr(t, cfg), KindNetwork, "during the WebSocket upgrade", "use wss://")
+		cfg = Default()
+		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", plain.Ports[1])
+		cfg.TLS.CAFile = pki.CAFile
+		wantErr(t, connectErr(t, cfg), KindTLS, fmt.Sprintf("is port %d a plain WebSocket (ws://) port?", plain.Ports[1]))
+		cfg = Default()
+		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2])
+		wantErr(t, connectErr(t, cfg), KindTLS, "unknown authority")
+	})
 	t.Run("plain-to-tls-port", func(t *testing.T) {
 		for _, v := range versions {
 			cfg := Default()

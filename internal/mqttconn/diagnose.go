@@ -95,7 +95,10 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	case errors.As(err, &hs):
 		e.Kind = KindTLS
 		var rh tls.RecordHeaderError
-		if errors.As(err, &rh) || isEOFOrReset(err) {
+		if (errors.As(err, &rh) || isEOFOrReset(err)) && cfg.Scheme == "wss" {
+			e.Err = fmt.Errorf("the server did not answer TLS: is port %d a plain WebSocket (ws://) port?", cfg.Port)
+			e.Hints = []string{"use ws:// without --cafile, or the broker's wss port"}
+		} else if errors.As(err, &rh) || isEOFOrReset(err) {
 			e.Err = fmt.Errorf("the server did not answer TLS: is port %d plain MQTT?", cfg.Port)
 			e.Hints = []string{"drop --cafile/--cert/mqtts:// or use the broker's TLS port (8883 by convention)"}
 		} else {
@@ -121,6 +124,11 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	case errors.As(err, &wsErr):
 		e.Err = fmt.Errorf("%s at %s", wsErr.Error(), wsErr.url)
 		e.Hints = []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}
+	case w == nil && cfg.Scheme == "ws" && isEOFOrReset(err):
+		// Nothing comes back to an HTTP upgrade sent to a TLS port.
+		e.Err = fmt.Errorf("the server closed the connection during the WebSocket upgrade: %v", err)
+		e.Hints = []string{"the port may expect TLS: use wss:// (with --cafile if needed)",
+			"or it is not a WebSocket listener: check the port and --ws-path"}
 	case w != nil && !tlsOn && w.sawTLS():
 		// A plain client on a TLS port: the broker's first bytes are a TLS
 		// record (alert or handshake), never an MQTT CONNACK.
