@@ -198,3 +198,48 @@ func TestConnectionLost(t *testing.T) {
 		})
 	}
 }
+
+// TestBrokerKilled: when the broker process dies, every client ends with a
+// network error, pending publishes fail instead of hanging, and Disconnect
+// afterwards is harmless.
+func TestBrokerKilled(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var clients []Client
+	lost := make(chan error, len(versions))
+	for _, v := range versions {
+		cfg := Default()
+		cfg.Version = v
+		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+		cfg.OnConnectionLost = func(err error) { lost <- err }
+		clients = append(clients, dial(t, cfg))
+	}
+	b.Kill()
+	for i, c := range clients {
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+			t.Fatalf("client %d: Done not closed after the broker died", i)
+		}
+		if KindOf(c.Err()) != KindNetwork {
+			t.Errorf("client %d: Err() = %v, want a network error", i, c.Err())
+		}
+		if err := c.Publish(ctx, &Message{Topic: "x", QoS: 1}); err == nil {
+			t.Errorf("client %d: publish after the broker died succeeded", i)
+		}
+		if err := c.Disconnect(ctx); err != nil {
+			t.Errorf("client %d: Disconnect after loss: %v", i, err)
+		}
+	}
+	for range clients {
+		select {
+		case err := <-lost:
+			if err == nil {
+				t.Error("OnConnectionLost got nil")
+			}
+		case <-ctx.Done():
+			t.Fatal("OnConnectionLost not called for every client")
+		}
+	}
+}
