@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +68,13 @@ var brokerKinds = []brokerKind{
 // bound listeners from its banner. Cleanup sends SIGTERM and checks the
 // exit code is 0.
 func startProcess(t *testing.T, o Options) []Listener {
+	lns, _ := startProcessArgs(t, o)
+	return lns
+}
+
+// startProcessArgs is startProcess with extra command-line arguments; it
+// also returns a function reading the process's stderr so far.
+func startProcessArgs(t *testing.T, o Options, extra ...string) ([]Listener, func() string) {
 	bin := mqtkBinary(t)
 	args := []string{"broker", "--color", "never"}
 	for _, l := range o.Listeners {
@@ -91,6 +99,7 @@ func startProcess(t *testing.T, o Options) []Listener {
 	if o.Limits.AuthFailDelay > 0 {
 		flag("auth-fail-delay", o.Limits.AuthFailDelay.String())
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir())
 	stderr, err := cmd.StderrPipe()
@@ -160,7 +169,28 @@ func startProcess(t *testing.T, o Options) []Listener {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	return append([]Listener(nil), lns...)
+	return append([]Listener(nil), lns...), func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return log.String()
+	}
+}
+
+// --tls alone: certificates from tlsgen, the banner names the CA file, and
+// mosquitto_pub trusting that file gets through.
+func TestProcessTLSWithGeneratedCertificates(t *testing.T) {
+	pub, sub := mosquittotest.RequireClients(t)
+	lns, log := startProcessArgs(t, Options{Listeners: []string{"tcp://127.0.0.1:0", "tls://127.0.0.1:0"}}, "--tls")
+	m := regexp.MustCompile(`--cafile ([^\s)]+)`).FindStringSubmatch(log())
+	if m == nil {
+		t.Fatalf("banner names no --cafile:\n%s", log())
+	}
+	host, port := hostPort(t, listenerOf(t, lns, "tls"))
+	base := []string{"-h", host, "-p", port, "--cafile", m[1]}
+	got := subUntil(t, pub, sub, append(append([]string{}, base...), "-t", "gen/tls"), append(append([]string{}, base...), "-t", "gen/tls", "-m", "made-for-you"))
+	if strings.TrimSpace(got) != "made-for-you" {
+		t.Fatalf("got %q", got)
+	}
 }
 
 func listenerOf(t *testing.T, lns []Listener, scheme string) Listener {
