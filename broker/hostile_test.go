@@ -123,7 +123,8 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	goodClientWorks(t, addr, "slow-reader")
 }
 
-// Thousands of connections at once (some silent, some sending garbage, most
+// Thousands of connections at once (some silent, some sending garbage or
+// oversized packets, some subscribed but never reading under a flood, most
 // proper) while a well-behaved client keeps working.
 func TestThousandsOfConnections(t *testing.T) {
 	n := 5000
@@ -134,7 +135,7 @@ func TestThousandsOfConnections(t *testing.T) {
 		n = 500
 	}
 	raiseFileLimit(t, uint64(3*n+1000))
-	b := startBroker(t, Options{Limits: Limits{ConnectTimeout: 30 * time.Second}})
+	b := startBroker(t, Options{Limits: Limits{ConnectTimeout: 30 * time.Second, MaxPacketSize: 4096, WriteTimeout: time.Second, MaxQueued: 16}})
 	addr := b.tcpAddr(t)
 	connect := func(id string) []byte {
 		var buf bytes.Buffer
@@ -145,6 +146,23 @@ func TestThousandsOfConnections(t *testing.T) {
 		}
 		return buf.Bytes()
 	}
+	encode := func(pk packets.Packet) []byte {
+		var buf bytes.Buffer
+		pk.ProtocolVersion = 4
+		var err error
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			err = pk.PublishEncode(&buf)
+		case packets.Subscribe:
+			err = pk.SubscribeEncode(&buf)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	oversized := encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "big", Payload: make([]byte, 8192)})
+	subscribe := encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "crowd/flood"}}})
 	conns := make([]net.Conn, n)
 	var mu sync.Mutex
 	var failures []error
@@ -167,6 +185,10 @@ func TestThousandsOfConnections(t *testing.T) {
 				case 0: // silent
 				case 1: // garbage
 					_, _ = c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+				case 2: // oversized packet after a proper CONNECT
+					_, _ = c.Write(append(connect(fmt.Sprintf("crowd-%d", i)), oversized...))
+				case 3: // subscribes, then never reads
+					_, _ = c.Write(append(connect(fmt.Sprintf("crowd-%d", i)), subscribe...))
 				default:
 					_, _ = c.Write(connect(fmt.Sprintf("crowd-%d", i)))
 				}
@@ -175,6 +197,12 @@ func TestThousandsOfConnections(t *testing.T) {
 	}
 	goodClientWorks(t, addr, "during")
 	wg.Wait()
+	flooder := dialRaw(t, addr, 4)
+	flooder.connect(connectPacket("flooder", true, 30))
+	for i := 0; i < 300; i++ {
+		flooder.publish("crowd/flood", strings.Repeat("f", 2000), 0, false)
+	}
+	goodClientWorks(t, addr, "flood")
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -185,7 +213,7 @@ func TestThousandsOfConnections(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d connections failed, first: %v", len(failures), n, failures[0])
 	}
-	want := int64(n - n/10*2)
+	want := int64(n - n/10*4) // silent, garbage, oversized and slow readers may be gone
 	waitFor(t, func() bool { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) >= want })
 	goodClientWorks(t, addr, "after")
 }
