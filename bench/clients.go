@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,7 @@ func (p *publisher) run(ctx context.Context) {
 		if !sync1 {
 			payload = make([]byte, o.Size)
 		}
-		h := header{wallClock: r.wall, pub: p.id, seq: n, intended: r.stamp(intended), actual: r.stamp(now)}
+		h := header{wallClock: r.wall, warmup: intended < r.measureStart, pub: p.id, seq: n, intended: r.stamp(intended), actual: r.stamp(now)}
 		h.put(payload)
 		m := &mqttconn.Message{Topic: p.topics[n%uint64(len(p.topics))], Payload: payload, QoS: o.QoS, Retain: o.Retain}
 		if sync1 {
@@ -209,10 +210,12 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 	r := s.r
 	// measureStart is published atomically: subscribers are connected
 	// (and may receive) before it is fixed.
-	ms := time.Duration(r.mstart.Load())
-	measured := now >= ms
+	ms := r.mstart.Load()
+	measured := ms != math.MaxInt64 && now >= time.Duration(ms)
 	if r.o.Mode == ModePubSub {
-		measured = h.intended >= int64(ms)
+		// As the publisher classified it, so that warm-up traffic still in
+		// flight is not measured, and so that shards agree.
+		measured = !h.warmup
 	}
 	if !measured {
 		return
@@ -412,6 +415,11 @@ func (r *runner) drain(ctx context.Context) {
 		sent += p.total.Load()
 	}
 	want := sent * int64(len(r.subs))
+	if r.o.Shards > 1 {
+		// Other shards' messages are due too, and only they know how
+		// many: wait until deliveries stop instead.
+		want = math.MaxInt64
+	}
 	deadline := time.After(r.o.DrainTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -619,7 +627,7 @@ func (r *runner) collect(rep *Report) {
 		rep.Hists.E2E, rep.Hists.E2EUncorrected = e2e, unc
 		if skewed {
 			rep.Warnings = append(rep.Warnings, "some messages arrived before they were sent by this host's clock: the publishing host's clock differs, so end-to-end latency is off by the skew")
-		} else if o.Mode == ModeSub && e2e.TotalCount() > 0 {
+		} else if r.wall && e2e.TotalCount() > 0 {
 			rep.Warnings = append(rep.Warnings, "end-to-end latency compares the publisher's wall clock with this host's: any clock skew between the hosts is included")
 		}
 		if noLat {

@@ -10,7 +10,8 @@ import (
 // without any side channel:
 //
 //	[0:3]   magic "mqb"
-//	[3]     flags (flagWallClock: timestamps are Unix ns, not run-relative)
+//	[3]     flags (flagWallClock: timestamps are Unix ns, not run-relative;
+//	        flagWarmup: sent during the publisher's warm-up, not measured)
 //	[4:8]   publisher id, unique across shards (big endian)
 //	[8:16]  per-publisher sequence number, from 0
 //	[16:24] intended send time, ns
@@ -21,6 +22,7 @@ import (
 const (
 	HeaderSize    = 32
 	flagWallClock = 1
+	flagWarmup    = 2
 )
 
 var headerMagic = [3]byte{'m', 'q', 'b'}
@@ -30,6 +32,7 @@ var errNotBench = errors.New("payload has no bench header")
 
 type header struct {
 	wallClock bool
+	warmup    bool
 	pub       uint32
 	seq       uint64
 	intended  int64
@@ -40,7 +43,10 @@ func (h *header) put(b []byte) {
 	copy(b[0:3], headerMagic[:])
 	b[3] = 0
 	if h.wallClock {
-		b[3] = flagWallClock
+		b[3] |= flagWallClock
+	}
+	if h.warmup {
+		b[3] |= flagWarmup
 	}
 	binary.BigEndian.PutUint32(b[4:8], h.pub)
 	binary.BigEndian.PutUint64(b[8:16], h.seq)
@@ -54,6 +60,7 @@ func parseHeader(b []byte) (header, error) {
 	}
 	return header{
 		wallClock: b[3]&flagWallClock != 0,
+		warmup:    b[3]&flagWarmup != 0,
 		pub:       binary.BigEndian.Uint32(b[4:8]),
 		seq:       binary.BigEndian.Uint64(b[8:16]),
 		intended:  int64(binary.BigEndian.Uint64(b[16:24])),

@@ -106,7 +106,10 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 		o.IO.Infof("no broker given (-L/--url, -h): benchmarking mqtk's own broker in-process at %s", u)
 	}
 	r.brokerU = r.cfg.String()
-	r.wall = o.Mode == ModePub || o.Mode == ModeSub
+	// One process, one clock: pubsub stamps monotonic time since t0. Across
+	// processes (pub/sub on different hosts, or shards whose subscribers
+	// receive other shards' messages) only the wall clock is shared.
+	r.wall = o.Mode == ModePub || o.Mode == ModeSub || o.Shards > 1
 	var tok [3]byte
 	_, _ = rand.Read(tok[:])
 	prefix := r.cfg.IDPrefix

@@ -382,3 +382,40 @@ func TestTopicPatternsAndPerClientRate(t *testing.T) {
 		t.Fatalf("delivery %+v", rc.Delivery)
 	}
 }
+
+// Two pubsub shards on one broker, started together (as an orchestrator's
+// barrier would): each shard's subscriber receives both shards' messages,
+// stamped with the wall clock, and the merged report expects every message
+// once per subscriber of the whole run.
+func TestPubSubShardsMergeExpectEveryMessagePerSubscriber(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	cfg := mqttConfig(t, "mqtt://"+b.Addr(0))
+	topic := fmt.Sprintf("bt/%d/%%i", topicSeq.Add(1))
+	var ready, wg sync.WaitGroup
+	ready.Add(2)
+	reps := make([]*Report, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		o := testOptions(t, ModePubSub)
+		o.Conn, o.Topic, o.Clients, o.Subscribers, o.Count, o.Shard, o.Shards = cfg, topic, 4, 2, 400, i, 2
+		o.OnReady = func() { ready.Done(); ready.Wait() }
+		wg.Add(1)
+		go func() { defer wg.Done(); reps[i], errs[i] = Measure(context.Background(), o) }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range reps {
+		if r.Receive.Subscribers != 1 || !r.Receive.WallClock || r.Receive.Unique != 400 {
+			t.Errorf("shard %d: %+v", i, r.Receive)
+		}
+	}
+	m, err := Merge(reps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Receive; d.Expected != 800 || d.Unique != 800 || d.Lost != 0 || m.Publish.Sent != 400 || m.Receive.E2E.Count != 800 {
+		t.Fatalf("merged: publish %+v receive %+v", m.Publish, d.Delivery)
+	}
+}

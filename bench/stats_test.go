@@ -206,7 +206,7 @@ func TestCoordinatedOmissionCorrection(t *testing.T) {
 
 func TestHeaderRoundTrip(t *testing.T) {
 	b := make([]byte, 100)
-	in := header{wallClock: true, pub: 4_000_000_000, seq: 1 << 40, intended: -5, actual: 1 << 62}
+	in := header{wallClock: true, warmup: true, pub: 4_000_000_000, seq: 1 << 40, intended: -5, actual: 1 << 62}
 	in.put(b)
 	out, err := parseHeader(b)
 	if err != nil || out != in {
