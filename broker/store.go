@@ -23,17 +23,22 @@ import (
 //     can copy, back up or delete; badger and pebble are LSM trees that leave
 //     directories of segment files behind (mochi #369: gigabytes of them) and
 //     pull large dependency trees into the binary; redis needs a server;
-//   - every read-write transaction is fsynced on commit, so what a client has
-//     been acknowledged is on disk before the hook returns, and a `kill -9`
-//     loses at most the write that was being committed at that instant
-//     (bbolt's copy-on-write B+tree never leaves a torn page behind);
+//   - every read-write transaction is fsynced on commit and bbolt's
+//     copy-on-write B+tree never leaves a torn page behind, so a `kill -9`
+//     loses at most the last batch that was not yet committed;
 //   - mochi's own bolt hook is deprecated upstream and stores clean sessions too,
 //     which then resurrect their subscriptions on restart; ours persists only
 //     sessions that are meant to outlive their connection.
 //
-// Writes go through one committer goroutine that groups whatever is waiting
-// into a single transaction (group commit): each caller still blocks until its
-// change is durable, but concurrent publishers share one fsync.
+// Writes are queued to one committer goroutine that commits whatever is
+// waiting in a single fsynced transaction (group commit). A hook call that
+// stores something new (a session, a subscription, a queued message, a
+// retained message) waits for its commit: that paces publishers to the disk,
+// which keeps a burst from overflowing a subscriber's outbound queue (where
+// mochi would drop even QoS 1), and means a `kill -9` loses at most the batch
+// being committed. Deletions after a PUBACK/PUBCOMP do not wait: losing one
+// in a crash only redelivers a message, which QoS 1 allows, and it keeps the
+// subscriber's read loop off the disk.
 
 // storeFile is the name of the database file inside the --data directory.
 const storeFile = "mqtk-broker.db"
@@ -56,6 +61,10 @@ var errStoreClosed = errors.New("store is closed")
 // never holds a huge dirty page set.
 const maxGroupCommit = 512
 
+// storeQueue bounds the writes waiting for the committer; when it is full,
+// even lazy writers wait instead of growing memory without limit.
+const storeQueue = 4096
+
 // storedClient is the client record we keep: mochi's storable client plus the
 // time the session went offline, so sessions that expired while the broker was
 // down are dropped at start instead of being given a fresh expiry period.
@@ -64,8 +73,10 @@ type storedClient struct {
 	Disconnected int64 `json:"disconnected,omitempty"` // unix seconds; 0 = was online
 }
 
-// storeOp is one queued write; done receives the result of its transaction.
+// storeOp is one queued write (fn) or a flush barrier (fn nil, done set:
+// done receives the result once everything queued before it is committed).
 type storeOp struct {
+	what string
 	fn   func(tx *bolt.Tx) error
 	done chan error
 }
@@ -122,7 +133,7 @@ func newStoreHook(dir string) (*storeHook, error) {
 	h := &storeHook{
 		db:        db,
 		now:       time.Now,
-		ops:       make(chan storeOp),
+		ops:       make(chan storeOp, storeQueue),
 		committed: make(chan struct{}),
 	}
 	go h.commitLoop()
@@ -135,7 +146,7 @@ func (h *storeHook) ID() string { return "mqtk-store" }
 // Provides implements mqtt.Hook.
 func (h *storeHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWillSent,
+	case mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWillSent,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
@@ -181,34 +192,89 @@ func (h *storeHook) commitLoop() {
 				break gather
 			}
 		}
+		writes := 0
+		for _, o := range batch {
+			if o.fn != nil {
+				writes++
+			}
+		}
+		if writes == 0 {
+			// Only barriers: everything queued before them was committed
+			// by earlier batches (the queue is FIFO).
+			for _, o := range batch {
+				o.done <- nil
+			}
+			continue
+		}
+		failed := ""
 		err := h.db.Update(func(tx *bolt.Tx) error {
 			for _, o := range batch {
+				if o.fn == nil {
+					continue
+				}
 				if err := o.fn(tx); err != nil {
+					failed = o.what
 					return err
 				}
 			}
 			return nil
 		})
+		if err != nil && h.Log != nil {
+			// The whole batch was rolled back; these changes are lost
+			// from the disk copy (the broker's memory still has them).
+			h.Log.Error("store write failed", "op", failed, "batch", len(batch), "error", err)
+		}
 		for _, o := range batch {
-			o.done <- err
+			if o.done != nil {
+				o.done <- err
+			}
 		}
 	}
 }
 
-// write runs fn in a committed (fsynced) transaction, sharing it with any
-// other writes waiting at the same moment.
+// write runs fn in the next committed (fsynced) transaction and waits for
+// it. Writes are applied in the order they were queued.
 func (h *storeHook) write(what string, fn func(tx *bolt.Tx) error) {
 	done := make(chan error, 1)
+	if !h.enqueue(storeOp{what: what, fn: fn, done: done}) {
+		return // closed: a client winding down after the server stopped
+	}
+	<-done // a failure is logged by the committer
+}
+
+// writeLazy queues fn for the next transaction without waiting for it.
+func (h *storeHook) writeLazy(what string, fn func(tx *bolt.Tx) error) {
+	h.enqueue(storeOp{what: what, fn: fn})
+}
+
+// flush waits until everything queued so far is on disk.
+func (h *storeHook) flush() error {
+	done := make(chan error, 1)
+	if !h.enqueue(storeOp{what: "flush", done: done}) {
+		return errStoreClosed
+	}
+	return <-done
+}
+
+func (h *storeHook) enqueue(op storeOp) bool {
 	h.mu.RLock()
+	defer h.mu.RUnlock()
 	if h.closed {
-		h.mu.RUnlock()
-		return
+		return false
 	}
-	h.ops <- storeOp{fn: fn, done: done}
-	h.mu.RUnlock()
-	if err := <-done; err != nil && h.Log != nil {
-		h.Log.Error("store write failed", "op", what, "error", err)
+	h.ops <- op
+	return true
+}
+
+// OnPacketRead holds a QoS 2 PUBREL until the queue is committed, so the
+// PUBCOMP mochi sends after it also covers the lazy deletions before it.
+func (h *storeHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Pubrel {
+		if err := h.flush(); err != nil && !errors.Is(err, errStoreClosed) && h.Log != nil {
+			h.Log.Error("store flush failed", "client", cl.ID, "error", err)
+		}
 	}
+	return pk, nil
 }
 
 // persistent reports whether cl's session outlives its network connection:
@@ -454,7 +520,7 @@ func (h *storeHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
-	h.write("delete inflight", func(tx *bolt.Tx) error { return tx.Bucket(bucketInflight).Delete(key) })
+	h.writeLazy("delete inflight", func(tx *bolt.Tx) error { return tx.Bucket(bucketInflight).Delete(key) })
 }
 
 // OnQosDropped deletes a message that was dropped (expired, or its session
@@ -467,7 +533,7 @@ func (h *storeHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
-	h.write("drop inflight", func(tx *bolt.Tx) error { return tx.Bucket(bucketInflight).Delete(key) })
+	h.writeLazy("drop inflight", func(tx *bolt.Tx) error { return tx.Bucket(bucketInflight).Delete(key) })
 }
 
 // OnSysInfoTick keeps the $SYS counters so the retained/subscription gauges
