@@ -180,15 +180,16 @@ type subscriber struct {
 	received atomic.Int64 // bench messages, warm-up and repeats included
 	measured atomic.Int64
 
-	mu        sync.Mutex
-	trackers  map[uint32]*seqTracker
-	e2e, unc  *hdrhistogram.Histogram
-	iv        *hdrhistogram.Histogram
-	bytes     int64
-	foreign   int64
-	lastRecv  time.Duration
-	skewed    bool // saw a timestamp from the future: clocks differ
-	noLatency bool // saw run-relative stamps from another process
+	mu             sync.Mutex
+	trackers       map[uint32]*seqTracker
+	e2e, unc       *hdrhistogram.Histogram
+	iv             *hdrhistogram.Histogram
+	bytes          int64
+	foreign        int64
+	uniqueMeasured int64
+	lastRecv       time.Duration
+	skewed         bool // saw a timestamp from the future: clocks differ
+	noLatency      bool // saw run-relative stamps from another process
 }
 
 func (s *subscriber) onMessage(m *mqttconn.Message) {
@@ -205,7 +206,7 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 		t = &seqTracker{}
 		s.trackers[h.pub] = t
 	}
-	t.add(h.seq)
+	isNew := t.add(h.seq)
 	s.received.Add(1)
 	r := s.r
 	// measureStart is published atomically: subscribers are connected
@@ -219,6 +220,9 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 	}
 	if !measured {
 		return
+	}
+	if isNew {
+		s.uniqueMeasured++
 	}
 	s.measured.Add(1)
 	s.bytes += int64(len(m.Payload))
@@ -599,6 +603,7 @@ func (r *runner) collect(rep *Report) {
 			rc.Received += s.received.Load()
 			rc.Measured += s.measured.Load()
 			rc.Foreign += s.foreign
+			rc.UniqueMeasured += s.uniqueMeasured
 			for _, t := range s.trackers {
 				rc.Unique += t.unique
 				rc.Duplicated += t.dups

@@ -72,6 +72,7 @@ func Merge(reps []*Report) (*Report, error) {
 			d.Duplicated += q.Duplicated
 			d.OutOfOrder += q.OutOfOrder
 			d.Foreign += q.Foreign
+			d.UniqueMeasured += q.UniqueMeasured
 		}
 		hists = append(hists, r.Hists)
 		out.Intervals = mergeIntervals(out.Intervals, r.Intervals)
@@ -85,10 +86,16 @@ func Merge(reps []*Report) (*Report, error) {
 	if d := out.Receive; d != nil {
 		if out.Mode == ModePubSub && out.Publish != nil {
 			// Every subscriber of every shard subscribes to every
-			// publisher's topics, so each sent message is due once per
-			// subscriber across the whole run.
-			d.Expected = out.Publish.Total * int64(d.Subscribers)
-			d.finish(0)
+			// publisher's topics, so each message sent in the measured
+			// phase is due once per subscriber across the whole run.
+			// Warm-up messages are left out: shards start at slightly
+			// different times, and a late shard's subscribers miss the
+			// others' warm-up by design.
+			d.Expected = out.Publish.Sent * int64(d.Subscribers)
+			d.Lost = max(d.Expected-d.UniqueMeasured, 0)
+			if d.Expected > 0 {
+				d.LossPct = float64(d.Lost) / float64(d.Expected) * 100
+			}
 			d.LossPct = round3(d.LossPct)
 		} else if n := d.Unique + d.Lost; n > 0 {
 			d.LossPct = round3(float64(d.Lost) / float64(n) * 100)

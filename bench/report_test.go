@@ -24,7 +24,7 @@ func fixedReport() *Report {
 		Started: start, Ended: start.Add(3 * time.Second), Measured: 3,
 		Connect: Connect{Attempted: 5, OK: 5, PerSecond: 500, RampS: 0.01},
 		Publish: &Publish{Publishers: 3, Sent: 30000, Acked: 30000, Total: 30000, PerSecond: 10000, MBPerSecond: 1, Offered: 10000, Overruns: 12, MaxLagMS: 3.5},
-		Receive: &Receive{Subscribers: 2, Delivery: Delivery{Expected: 60000, Received: 59990, Unique: 59980, Lost: 20, Duplicated: 10, OutOfOrder: 5, LossPct: 0.033},
+		Receive: &Receive{Subscribers: 2, Delivery: Delivery{Expected: 60000, Received: 59990, Unique: 59980, UniqueMeasured: 59980, Lost: 20, Duplicated: 10, OutOfOrder: 5, LossPct: 0.033},
 			Measured: 59990, PerSecond: 19996.667, MBPerSecond: 2},
 		Warnings: []string{"an example warning"},
 	}

@@ -117,20 +117,23 @@ type seqTracker struct {
 
 type span struct{ lo, hi uint64 } // inclusive
 
-func (t *seqTracker) add(seq uint64) {
+// add records seq and reports whether it was new (not a duplicate).
+func (t *seqTracker) add(seq uint64) bool {
 	switch {
 	case seq == t.next:
 		t.next++
 		t.unique++
+		return true
 	case seq > t.next:
 		t.missing = append(t.missing, span{t.next, seq - 1})
 		t.next = seq + 1
 		t.unique++
+		return true
 	default:
 		i := sort.Search(len(t.missing), func(i int) bool { return t.missing[i].hi >= seq })
 		if i == len(t.missing) || t.missing[i].lo > seq {
 			t.dups++
-			return
+			return false
 		}
 		t.unique++
 		t.reorder++
@@ -149,6 +152,7 @@ func (t *seqTracker) add(seq uint64) {
 			t.missing[i+1] = span{seq + 1, s.hi}
 		}
 	}
+	return true
 }
 
 // gaps returns how many sequence numbers below the highest seen are still
@@ -172,6 +176,11 @@ type Delivery struct {
 	OutOfOrder int64   `json:"out_of_order"` // arrivals after a higher sequence number
 	LossPct    float64 `json:"loss_pct"`     // lost ÷ expected × 100
 	Foreign    int64   `json:"foreign"`      // messages without a bench header
+
+	// UniqueMeasured counts distinct messages from the measured phase
+	// (publishers mark warm-up ones); merge checks loss of sharded runs
+	// against it, since late-starting shards miss each other's warm-up.
+	UniqueMeasured int64 `json:"unique_measured"`
 }
 
 // finish computes Lost and LossPct. With a known expected count it is
