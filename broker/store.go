@@ -98,6 +98,11 @@ type storeHook struct {
 	committed chan struct{} // closed when the committer has exited
 	closeOnce sync.Once
 	closeErr  error
+
+	// stored holds the ids of sessions in the store, so clean sessions
+	// (most connections) never cost a disk write on connect, unsubscribe
+	// or disconnect.
+	stored sync.Map // client id -> struct{}
 }
 
 // newStoreHook opens (creating if needed) the store in dir.
@@ -371,12 +376,23 @@ func (h *storeHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	if !persistent(cl) {
-		id := cl.ID
-		h.write("drop session", func(tx *bolt.Tx) error { return deleteSession(tx, id) })
+		h.dropSession(cl.ID)
 		return
 	}
-	rec := h.clientRecord(cl, 0)
+	h.saveSession(h.clientRecord(cl, 0))
+}
+
+func (h *storeHook) saveSession(rec storedClient) {
+	h.stored.Store(rec.ID, struct{}{})
 	h.write("save session", func(tx *bolt.Tx) error { return putJSON(tx, bucketClients, []byte(rec.ID), rec) })
+}
+
+// dropSession deletes a session with its subscriptions and queue, if stored.
+func (h *storeHook) dropSession(id string) {
+	if _, ok := h.stored.LoadAndDelete(id); !ok {
+		return
+	}
+	h.write("drop session", func(tx *bolt.Tx) error { return deleteSession(tx, id) })
 }
 
 // OnDisconnect updates the record with the time the session went offline (a
@@ -390,13 +406,11 @@ func (h *storeHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if cl.IsTakenOver() || cl.Net.Conn == nil || cl.Net.Inline {
 		return
 	}
-	id := cl.ID
 	if expire || !persistent(cl) {
-		h.write("drop session", func(tx *bolt.Tx) error { return deleteSession(tx, id) })
+		h.dropSession(cl.ID)
 		return
 	}
-	rec := h.clientRecord(cl, h.now().Unix())
-	h.write("save session", func(tx *bolt.Tx) error { return putJSON(tx, bucketClients, []byte(id), rec) })
+	h.saveSession(h.clientRecord(cl, h.now().Unix()))
 }
 
 // OnWillSent stores the client without its will, so a restart cannot send it
@@ -411,13 +425,12 @@ func (h *storeHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
 	}
 	rec := h.clientRecord(cl, disconnected)
 	rec.Will = storage.ClientWill{}
-	h.write("clear will", func(tx *bolt.Tx) error { return putJSON(tx, bucketClients, []byte(rec.ID), rec) })
+	h.saveSession(rec)
 }
 
 // OnClientExpired deletes a session whose expiry interval has passed.
 func (h *storeHook) OnClientExpired(cl *mqtt.Client) {
-	id := cl.ID
-	h.write("expire session", func(tx *bolt.Tx) error { return deleteSession(tx, id) })
+	h.dropSession(cl.ID)
 }
 
 // OnSubscribed stores the granted filters of a persistent session; refused
@@ -469,6 +482,9 @@ func grantedQos(requested byte, codes []byte, i int) byte {
 func (h *storeHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline || len(pk.Filters) == 0 {
 		return
+	}
+	if _, ok := h.stored.Load(cl.ID); !ok {
+		return // only stored sessions have stored subscriptions
 	}
 	id := cl.ID
 	filters := make([]string, len(pk.Filters))
@@ -593,6 +609,7 @@ func (h *storeHook) liveClients() (map[string]storedClient, error) {
 				return nil
 			}
 			live[c.ID] = c
+			h.stored.Store(c.ID, struct{}{})
 			return nil
 		})
 	})
@@ -602,6 +619,7 @@ func (h *storeHook) liveClients() (map[string]storedClient, error) {
 	if len(expired) > 0 {
 		err = h.db.Update(func(tx *bolt.Tx) error {
 			for _, id := range expired {
+				h.stored.Delete(id)
 				if err := deleteSession(tx, id); err != nil {
 					return err
 				}
