@@ -161,6 +161,21 @@ func TestTLS(t *testing.T) {
 			wantErr(t, connectErr(t, cfg), KindTLS, "requires a client certificate", "--cert")
 		}
 	})
+	t.Run("client-cert-untrusted", func(t *testing.T) {
+		foreign := newPKI(t)
+		fcert, fkey := foreign.issue(t, "stranger", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "stranger")
+		for _, v := range versions {
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
+			cfg.TLS = TLS{CAFile: pki.CAFile, CertFile: fcert, KeyFile: fkey}
+			err := connectErr(t, cfg)
+			wantErr(t, err, KindTLS, "did not accept the client certificate", "signed by a CA the broker trusts")
+			if strings.Contains(err.Error(), "network Error") {
+				t.Errorf("library wrapper leaked into %q", err)
+			}
+		}
+	})
 	t.Run("tls-to-plain-port", func(t *testing.T) {
 		plain := mosquittotest.Start(t, mosquittotest.Options{})
 		cfg := Default()

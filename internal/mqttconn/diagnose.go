@@ -92,6 +92,13 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 		e.Kind = KindTLS
 		e.Err = fmt.Errorf("the broker requires a client certificate: it asked for one and closed the connection (%v)", err)
 		e.Hints = []string{"give a client certificate and its key with --cert and --key"}
+	case st != nil && st.certRequested.Load() && isEOFOrReset(err) && (w == nil || w.readNothing()):
+		// TLS 1.3: the broker checks our certificate after our side of the
+		// handshake is done, and rejects it by closing (the alert that
+		// says why may be lost to the reset).
+		e.Kind = KindTLS
+		e.Err = fmt.Errorf("the broker did not accept the client certificate: it closed the connection after checking it (%v)", err)
+		e.Hints = []string{"the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"}
 	case errors.As(err, &hs):
 		e.Kind = KindTLS
 		var rh tls.RecordHeaderError

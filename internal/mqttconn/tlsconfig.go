@@ -69,6 +69,12 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 				Hints: []string{"--cert and --key must be a PEM certificate and its matching private key"}}
 		}
 		tc.Certificates = []tls.Certificate{cert}
+		if st != nil {
+			tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				st.certRequested.Store(true)
+				return &cert, nil
+			}
+		}
 	} else if st != nil {
 		// With TLS 1.3 a broker that requires a client certificate lets
 		// the handshake finish and then resets the connection, so the

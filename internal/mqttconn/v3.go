@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // v3InFlight bounds QoS 1/2 messages awaiting acknowledgement. MQTT 3.1.1
@@ -133,6 +134,7 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 			// We closed the conn because ctx ended: that is the cause.
 			err = ctx.Err()
 		}
+		err = unwrapPahoNetwork(err)
 		return nil, diagnose(&cfg, err, w, w.st)
 	}
 	c.info = Info{
@@ -147,6 +149,18 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 	}
 	go c.acker()
 	return c, nil
+}
+
+// unwrapPahoNetwork drops paho's "network Error : " wrapper, which says
+// nothing the cause does not, so messages read the same for every version.
+func unwrapPahoNetwork(err error) error {
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := m.Unwrap()
+		if len(errs) == 2 && errors.Is(errs[0], packets.ErrorNetworkError) {
+			return errs[1]
+		}
+	}
+	return err
 }
 
 func (c *v3Client) Info() Info            { return c.info }
