@@ -467,6 +467,11 @@ func (c *v5Client) opErr(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if errors.Is(err, paho.ErrInvalidArguments) {
+		// paho checked the request against what CONNACK said the broker
+		// supports (wildcards, shared subscriptions, subscription ids).
+		return &Error{Kind: KindRejected, Op: op, Err: err}
+	}
 	select {
 	case <-c.quit:
 		return c.closedErr()
