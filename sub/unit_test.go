@@ -1,9 +1,12 @@
 package sub
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/charmbracelet/lipgloss"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
@@ -145,5 +148,36 @@ func TestDumpName(t *testing.T) {
 	want := "20261125T060142.057435123Z-000003-sensors_room%201_temp"
 	if got != want {
 		t.Errorf("dumpName = %q, want %q", got, want)
+	}
+}
+
+func TestStatsReportAndWatchFrame(t *testing.T) {
+	s := newStatsTable()
+	t0 := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	s.start = t0
+	for i := 0; i < 10; i++ {
+		s.add(&mqttconn.Message{Topic: "a/busy", Payload: []byte("0123456789"), Received: t0.Add(time.Duration(i) * 100 * time.Millisecond)})
+	}
+	s.add(&mqttconn.Message{Topic: "b/quiet", Payload: []byte{0xff}, Retain: true, Received: t0.Add(time.Second)})
+	var report strings.Builder
+	st := newStyles(lipgloss.NewRenderer(io.Discard))
+	s.render(&report, t0.Add(2*time.Second), &st, false)
+	want := "TOPIC                                      MESSAGES      MSG/S        BYTES\n" +
+		"a/busy                                           10        5.0          100\n" +
+		"b/quiet                                           1        0.5            1\n" +
+		"11 messages on 2 topics in 2s\n"
+	if report.String() != want {
+		t.Errorf("--stats report:\n%s\nwant:\n%s", report.String(), want)
+	}
+
+	var frame strings.Builder
+	s.render(&frame, t0.Add(3*time.Second), &st, true)
+	s.render(&frame, t0.Add(3*time.Second), &st, true)
+	got := frame.String()
+	if !strings.Contains(got, "\x1b[3A") {
+		t.Errorf("second --watch frame does not move back over the first: %q", got)
+	}
+	if !strings.Contains(got, `\xff`) || !strings.Contains(got, "a/busy") || !strings.Contains(got, "2.0") {
+		t.Errorf("--watch frame lacks the rows (escaped payload, topic, rate): %q", got)
 	}
 }

@@ -35,6 +35,9 @@ Ending conditions and exit codes:
                       jq:EXPR (payload parsed as JSON, matches when EXPR
                       yields true, e.g. jq:'.status == "ok"')
   --retained-only     exit 0 once the retained messages have been delivered
+                      (learnt from one message mqtk sends itself on
+                      mqtk/retained-sync/RANDOM; without publish rights,
+                      at the first message without retain, as mosquitto_sub)
   -E                  exit 0 once the broker acknowledged the subscriptions
   a refused subscription (SUBACK >= 0x80) exits 6; Ctrl-C exits 130;
   see 'mqtk help exit-codes' for connection failures (3, 4, 5).
