@@ -46,8 +46,9 @@ func (l leakCheckM) Run() int {
 
 // TestScripts runs testdata/script/*.txtar. Each script gets its own
 // Debian mosquitto on a free loopback port, in $BROKER_HOST, $BROKER_PORT and
-// $BROKER_URL, plus $CLOSED_PORT, a port nothing listens on. Scripts that
-// need the broker start with [!mosquitto] skip.
+// $BROKER_URL, plus $CLOSED_PORT, a port nothing listens on, and
+// $FREE_PORT1..3 for listeners a script starts itself. Scripts that need
+// the broker start with [!mosquitto] skip.
 func TestScripts(t *testing.T) {
 	bin := mosquittotest.Binary()
 	testscript.Run(t, testscript.Params{
@@ -68,6 +69,14 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("CLOSED_PORT", fmt.Sprint(closed))
+			// Spare ports for scripts that start their own listeners.
+			for i := 1; i <= 3; i++ {
+				p, err := freePort()
+				if err != nil {
+					return err
+				}
+				env.Setenv(fmt.Sprintf("FREE_PORT%d", i), fmt.Sprint(p))
+			}
 			env.Setenv("NO_COLOR", "1")
 			env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
 			if bin == "" {
