@@ -345,6 +345,18 @@ func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish lis
 		_ = c.Close()
 		b.connWG.Done()
 	}()
+	// mochi's packet decoders can panic on malformed input (FuzzConnection
+	// found SubscribeDecode indexing past its buffer, corpus
+	// testdata/fuzz/FuzzConnection/fc7871680fafdba4), which would take the
+	// whole broker down. The decoder runs on this goroutine, so the damage
+	// stays with the offending connection.
+	defer func() {
+		if r := recover(); r != nil {
+			b.log.warn("connection dropped", "remote", raw.RemoteAddr().String(),
+				"reason", fmt.Sprintf("malformed packet (decoder fault: %v)", r))
+			b.forgetCrashed(c)
+		}
+	}()
 	// A CONNECT must arrive within ConnectTimeout; mochi replaces this
 	// deadline with the keepalive one once the CONNECT is in (mochi has no
 	// connect timeout, so a silent socket would be held for ever).
@@ -502,4 +514,23 @@ func (c *wsConn) SetDeadline(t time.Time) error {
 		return err
 	}
 	return c.SetWriteDeadline(t)
+}
+
+// forgetCrashed does what mochi's attachClient would have done after its
+// read loop ended, for a connection whose goroutine panicked: a session
+// that ends with the connection is removed, a persistent one is kept.
+func (b *Broker) forgetCrashed(c *trackedConn) {
+	for id, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Conn != c {
+			continue
+		}
+		cl.Stop(errors.New("malformed packet"))
+		ends := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+			(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+		if ends && !cl.IsTakenOver() {
+			cl.ClearInflights()
+			b.srv.UnsubscribeClient(cl)
+			b.srv.Clients.Delete(id)
+		}
+	}
 }
