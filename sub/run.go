@@ -114,6 +114,13 @@ func (r *runner) run(ctx context.Context) error {
 		defer tk.Stop()
 		watchC = tk.C
 	}
+	// Output is flushed when no message has been pending for flushDelay:
+	// a pipe sees every message within a millisecond, while a burst of
+	// thousands costs a few writes instead of one system call each.
+	flushT := time.NewTimer(time.Hour)
+	flushT.Stop()
+	defer flushT.Stop()
+	flushArmed := false
 	backoff := 250 * time.Millisecond
 	for {
 		var doneC <-chan struct{}
@@ -129,10 +136,14 @@ func (r *runner) run(ctx context.Context) error {
 			if err != nil || end {
 				return r.finish(err)
 			}
-			if len(r.msgs) == 0 {
-				if err := r.pr.flush(); err != nil {
-					return r.finish(fmt.Errorf("write stdout: %w", err))
-				}
+			if len(r.msgs) == 0 && !flushArmed {
+				flushT.Reset(flushDelay)
+				flushArmed = true
+			}
+		case <-flushT.C:
+			flushArmed = false
+			if err := r.pr.flush(); err != nil {
+				return r.finish(fmt.Errorf("write stdout: %w", err))
 			}
 		case <-timeoutC:
 			if o.Match != nil {
@@ -181,6 +192,9 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 }
+
+// flushDelay bounds how long a printed message may wait in the buffer.
+const flushDelay = time.Millisecond
 
 func describe(err error) string {
 	if err == nil {
