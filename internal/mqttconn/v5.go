@@ -13,6 +13,10 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
+// v5ReceiveMaximum is how many QoS 1 and 2 messages the broker may have
+// in flight to us at once.
+const v5ReceiveMaximum = 1024
+
 // v5Client is the MQTT 5 Client on paho.golang. paho handles CONNECT,
 // SUBSCRIBE, keepalive and the QoS 1/2 state machines; PUBLISH goes through
 // our own single writer so that messages queued from one goroutine reach
@@ -95,8 +99,13 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 		CleanStart: !cfg.NoClean, // [MQTT-3.1.2-4]
 		KeepAlive:  uint16(cfg.KeepAlive / time.Second),
 	}
+	// Our receive maximum [MQTT-3.3.4-9] also sizes paho's queue of
+	// incoming messages, allocated up front: the protocol default of 65535
+	// would cost half a megabyte per connection, which bench multiplies.
+	recvMax := uint16(v5ReceiveMaximum)
+	cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &recvMax}
 	if se := sessionExpiry(&cfg); se != 0 {
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &se}
+		cp.Properties.SessionExpiryInterval = &se
 	}
 	if cfg.Username != "" {
 		cp.Username, cp.UsernameFlag = cfg.Username, true
@@ -155,13 +164,10 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 		c.info.ServerReference = p.ServerReference
 		c.info.ResponseInfo = p.ResponseInfo
 	}
-	inflight := int(c.info.ReceiveMaximum)
-	if inflight == 0 {
-		inflight = 65535
-	}
-	// The acker's queue holds at most receive-maximum QoS>0 messages (the
-	// session's quota blocks the writer beyond that) plus QoS 0 results.
-	c.acks = make(chan *pubWait, inflight+64)
+	// When the acker's queue is full the writer waits for the oldest
+	// acknowledgement, which is already on its way: a small queue costs no
+	// throughput and keeps idle connections cheap.
+	c.acks = make(chan *pubWait, 256)
 	c.wg.Add(2)
 	go c.writer()
 	go c.acker()
