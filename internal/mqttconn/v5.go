@@ -119,6 +119,7 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 	}
 	ca, err := c.pc.Connect(ctx, cp)
 	if err != nil {
+		c.quitCancel()
 		if ca != nil && ca.ReasonCode >= 0x80 {
 			rs := ""
 			if ca.Properties != nil {
