@@ -514,3 +514,37 @@ func TestStyledTerminalView(t *testing.T) {
 		t.Errorf("piped output %q", out.String())
 	}
 }
+
+// With -c the broker keeps the session across the reconnect: messages
+// published while the subscriber was away are delivered when it is back.
+func TestReconnectKeepsPersistentSession(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{Persistence: true})
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := mqttconn.Default()
+			c.Host, c.Port, c.Version, c.NoClean, c.ClientID = "127.0.0.1", b.Port(), ver.v, true, "sub-session-"+ver.name
+			topic := "sess/" + ver.name
+			r := startSub(t, ctx, 0, ver.v, &Options{Conn: c, Topics: []string{topic}, QoS: []byte{1}, Count: 2, Reconnect: true})
+			r.waitSubscribed(t)
+			mpub(t, b.Port(), "-q", "1", "-t", topic, "-m", "before")
+			// Wait for "before" so that it is not still in flight at the restart.
+			for i := 0; i < 200 && r.out.String() == ""; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+			b.Restart()
+			mpub(t, b.Port(), "-q", "1", "-t", topic, "-m", "while away")
+			if err := r.wait(t); err != nil {
+				t.Fatalf("Run: %v\n%s", err, r.errb.String())
+			}
+			if got := r.out.String(); got != "before\nwhile away\n" {
+				t.Errorf("stdout %q", got)
+			}
+			if !strings.Contains(r.errb.String(), "reconnected") {
+				t.Errorf("stderr: %s", r.errb.String())
+			}
+		})
+	}
+}
