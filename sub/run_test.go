@@ -548,3 +548,76 @@ func TestReconnectKeepsPersistentSession(t *testing.T) {
 		})
 	}
 }
+
+// recordingClient keeps the subscriptions Run asked for.
+type recordingClient struct {
+	mqttconn.Client
+	mu   *sync.Mutex
+	subs *[]mqttconn.Subscription
+}
+
+func (c recordingClient) Subscribe(ctx context.Context, s []mqttconn.Subscription) ([]byte, error) {
+	c.mu.Lock()
+	*c.subs = append(*c.subs, s...)
+	c.mu.Unlock()
+	return c.Client.Subscribe(ctx, s)
+}
+
+func TestSubscribeOptionsV5(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, rap := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		o := &Options{Topics: []string{"opt/a", "opt/b"}, QoS: []byte{1, 2}, Count: 1, Output: OutputJSONL,
+			RetainAsPublished: rap, NoLocal: true, RetainHandling: 1, SubscriptionID: 42}
+		r := startSub(t, ctx, b.Port(), mqttconn.V5, o)
+		r.waitSubscribed(t)
+		// A retained message published while subscribed keeps its retain
+		// flag only with retain-as-published [MQTT-3.3.1-12].
+		mpub(t, b.Port(), "-r", "-t", "opt/a", "-m", "live")
+		if err := r.wait(t); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		cancel()
+		var rec mqttconn.Record
+		if err := json.Unmarshal(bytes.TrimSpace([]byte(r.out.String())), &rec); err != nil {
+			t.Fatalf("%q: %v", r.out.String(), err)
+		}
+		if rec.Retain != rap {
+			t.Errorf("retain-as-published=%v: record retain=%v", rap, rec.Retain)
+		}
+		if rec.Properties == nil || fmt.Sprint(rec.Properties.SubscriptionIDs) != "[42]" {
+			t.Errorf("subscription id missing from the record: %s", r.out.String())
+		}
+		mpub(t, b.Port(), "-r", "-t", "opt/a", "-n")
+	}
+
+	// The options reach the SUBSCRIBE as given, per topic QoS in order.
+	var mu sync.Mutex
+	var subs []mqttconn.Subscription
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := func(string) string { return "" }
+	c := mqttconn.Default()
+	c.Host, c.Port = "127.0.0.1", b.Port()
+	if err := c.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	o := &Options{Conn: c, Topics: []string{"opt/a", "opt/b"}, QoS: []byte{1, 2}, ExitAfterSuback: true,
+		NoLocal: true, RetainAsPublished: true, RetainHandling: 2, SubscriptionID: 42,
+		IO: &ui.Streams{Out: ui.NewStream(io.Discard, false, ui.ColorNever, env), Err: ui.NewStream(io.Discard, false, ui.ColorNever, env)},
+		Dial: func(ctx context.Context, c mqttconn.Config) (mqttconn.Client, error) {
+			cl, err := mqttconn.Dial(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			return recordingClient{Client: cl, mu: &mu, subs: &subs}, nil
+		}}
+	if err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	want := "[{opt/a 1 true true 2 42} {opt/b 2 true true 2 42}]"
+	if got := fmt.Sprint(subs); got != want {
+		t.Errorf("SUBSCRIBE carried %s, want %s", got, want)
+	}
+}
