@@ -113,10 +113,10 @@ func runSubCmd(ctx context.Context, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func TestSubSubackRefusedExit6(t *testing.T) {
+func TestSubAgainstOwnBrokerAndSubackRefusedExit6(t *testing.T) {
 	dir := t.TempDir()
 	acl := filepath.Join(dir, "acl")
-	if err := os.WriteFile(acl, []byte("topic read open/#\n"), 0o644); err != nil {
+	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b, err := broker.New(broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}, AllowAnonymous: true, ACLFile: acl})
@@ -130,6 +130,16 @@ func TestSubSubackRefusedExit6(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	url := b.Listeners()[0].URL()
+	// What the ACL allows works against mqtk's own broker, both versions.
+	if code, _, stderr := runSubCmd(ctx, "pub", "-L", url, "-r", "-q", "1", "-t", "open/x", "-m", "allowed"); code != 0 {
+		t.Fatalf("pub: exit %d: %s", code, stderr)
+	}
+	for _, v := range []string{"5", "311"} {
+		code, out, stderr := runSubCmd(ctx, "sub", "-L", url, "-V", v, "-t", "open/#", "-C", "1", "-W", "10", "-v")
+		if code != 0 || out != "open/x allowed\n" {
+			t.Errorf("-V %s against mqtk broker: exit %d, stdout %q, stderr %s", v, code, out, stderr)
+		}
+	}
 	for _, v := range []string{"5", "311"} {
 		code, _, stderr := runSubCmd(ctx, "sub", "-L", url, "-V", v, "-t", "open/x", "-t", "secret/#", "-W", "5")
 		if code != 6 || !strings.Contains(stderr, `subscribe to "secret/#"`) || !strings.Contains(stderr, "refused by the broker") {
