@@ -621,3 +621,16 @@ func TestSubscribeOptionsV5(t *testing.T) {
 		t.Errorf("SUBSCRIBE carried %s, want %s", got, want)
 	}
 }
+
+func TestNoReconnectEndsWithNetworkError(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"x"}, Reconnect: false})
+	r.waitSubscribed(t)
+	b.Kill()
+	err := r.wait(t)
+	if mqttconn.KindOf(err) != mqttconn.KindNetwork || !strings.Contains(err.Error(), "connection lost") {
+		t.Fatalf("want a network error (exit 3) naming the lost connection, got %v", err)
+	}
+}
