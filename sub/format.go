@@ -163,6 +163,9 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 	switch s.verb {
 	case 't':
 		v = []byte(m.Topic)
+		if env.Escape {
+			v = escapeBinary(v)
+		}
 	case 'p':
 		v = m.Payload
 		if env.Escape {

@@ -82,7 +82,7 @@ func (p *printer) print(m *mqttconn.Message, now time.Time) {
 		}
 	case OutputHex, OutputBase64:
 		if p.verbose {
-			b = append(append(b, m.Topic...), ' ')
+			b = append(append(b, p.topic(m.Topic)...), ' ')
 		}
 		if p.mode == OutputHex {
 			b = hexAppend(b, m.Payload, false)
@@ -97,7 +97,7 @@ func (p *printer) print(m *mqttconn.Message, now time.Time) {
 		case p.format != nil:
 			b = p.format.Append(b, m, now, p.env)
 		case p.verbose:
-			b = append(append(b, m.Topic...), ' ')
+			b = append(append(b, p.topic(m.Topic)...), ' ')
 			fallthrough
 		default:
 			if p.escape {
@@ -115,6 +115,15 @@ func (p *printer) print(m *mqttconn.Message, now time.Time) {
 }
 
 func (p *printer) flush() error { return p.w.Flush() }
+
+// topic returns the topic as it may be shown: on a terminal, control
+// characters in it are escaped so that a topic cannot drive the terminal.
+func (p *printer) topic(t string) []byte {
+	if p.escape {
+		return escapeBinary([]byte(t))
+	}
+	return []byte(t)
+}
 
 // styles for the terminal view, built from stdout's renderer so that they
 // degrade to plain text when colour is off.
@@ -153,7 +162,7 @@ func (p *printer) styled(m *mqttconn.Message, now time.Time) {
 	var sb strings.Builder
 	sb.WriteString(st.time.Render(now.Format("15:04:05.000")))
 	sb.WriteByte(' ')
-	for i, lvl := range strings.Split(m.Topic, "/") {
+	for i, lvl := range strings.Split(string(p.topic(m.Topic)), "/") {
 		if i > 0 {
 			sb.WriteString(st.sep.Render("/"))
 		}

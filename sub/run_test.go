@@ -487,6 +487,7 @@ func TestStyledTerminalView(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	p.print(&mqttconn.Message{Topic: "home/kitchen/temp", QoS: 1, Retain: true, Payload: []byte(`{"t":21.5,"ok":true,"s":"x"}`)}, now)
 	p.print(&mqttconn.Message{Topic: "bin", Payload: []byte{0xff, 0x1b, 'a'}}, now)
+	p.print(&mqttconn.Message{Topic: "evil\x1b]0;title\x07", Payload: []byte("x")}, now)
 	if err := p.flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +501,10 @@ func TestStyledTerminalView(t *testing.T) {
 	if !strings.Contains(got, "\x1b[") {
 		t.Error("styled view has no colour on a colour terminal")
 	}
-	if strings.ContainsRune(got, 0xff) || strings.Contains(plain, "\x1ba") {
+	if !strings.Contains(plain, `evil\x1b]0;title\x07`) {
+		t.Errorf("a topic with control characters was not escaped:\n%q", plain)
+	}
+	if strings.Contains(got, "\xff") || strings.Contains(plain, "\x1ba") || strings.Contains(got, "\x1b]0") {
 		t.Error("raw binary bytes reached the terminal")
 	}
 
