@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -181,7 +182,7 @@ func (b *Broker) bind(ctx context.Context, id string, spec listenerSpec) (*liste
 	}
 	if err != nil {
 		hint := ""
-		if errors.Is(err, errAddrInUse) || strings.Contains(err.Error(), "address already in use") {
+		if errors.Is(err, syscall.EADDRINUSE) {
 			hint = " (another broker is running there: stop it or pick another port with --listen)"
 		}
 		return nil, fmt.Errorf("listen on %s://%s: %w%s", spec.scheme, spec.addr, err, hint)
@@ -208,8 +209,6 @@ func (b *Broker) bind(ctx context.Context, id string, spec listenerSpec) (*liste
 	}
 	return l, nil
 }
-
-var errAddrInUse = errors.New("address already in use")
 
 // removeStaleSocket deletes a unix socket file nobody listens on any more,
 // left behind by a broker killed with -9.

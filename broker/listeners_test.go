@@ -99,7 +99,8 @@ func TestReloadPasswordFileKeepsClients(t *testing.T) {
 	if err := SetPassword(file, "alice", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	b := startBroker(t, Options{PasswordFile: file, Limits: Limits{AuthFailDelay: time.Millisecond}})
+	log := &syncBuf{}
+	b := startBroker(t, Options{Log: log, PasswordFile: file, Limits: Limits{AuthFailDelay: time.Millisecond}})
 	login := func(pw string) *rawClient {
 		rc := dialRaw(t, b.tcpAddr(t), 5)
 		pk := connectPacket("c-"+pw, true, 30)
@@ -124,6 +125,10 @@ func TestReloadPasswordFileKeepsClients(t *testing.T) {
 	}
 	if login("old") != nil || login("new") == nil {
 		t.Fatal("reload did not switch passwords")
+	}
+	// The failed login is logged with the client's address.
+	if l := log.String(); !strings.Contains(l, "login failed remote=127.0.0.1:") || !strings.Contains(l, "reason=wrong password") {
+		t.Fatalf("log lacks the failed login:\n%s", l)
 	}
 	// The client connected before the reload is still served.
 	kept.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
