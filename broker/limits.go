@@ -44,9 +44,12 @@ func DefaultLimits() Limits {
 		// an absent persistent subscriber cannot grow without bound (mochi #340).
 		MaxInflight: 1000,
 		// mochi's default of 8192 pending writes is a channel of 8192
-		// pointers (64 KiB) per connection; 128 keeps idle connections cheap
-		// while absorbing bursts.
-		MaxQueued:      128,
+		// pointers (64 KiB) per connection. mochi discards a message, QoS 1
+		// included, that finds this queue full, so it must absorb a burst:
+		// with 128, 10 closed-loop QoS 1 publishers into one subscriber lost
+		// 1.4% of messages; with 1024 (8 KiB per connection) none were lost
+		// (mqtk bench -q 1 -c 10 -d 4s, 124,740 of 124,740 delivered).
+		MaxQueued:      1024,
 		ReceiveMaximum: 256,
 		// 0 = no ceiling. mochi's default 24 h ceiling would also delete
 		// retained messages a day after they were set.
@@ -168,8 +171,11 @@ func (l Limits) capabilities() *mqtt.Capabilities {
 		Compatibilities: mqtt.Compatibilities{
 			// Both flags exist to please one client library at the cost of
 			// the spec; we follow the spec.
-			PassiveClientDisconnect:    false,
-			NoInheritedPropertiesOnAck: false,
+			PassiveClientDisconnect: false,
+			// true: with false mochi answers MQTT 5 publishes with PUBACK
+			// reason 0x01, which is not a PUBACK reason code, and echoes the
+			// publish's user properties into the ack.
+			NoInheritedPropertiesOnAck: true,
 			ObscureNotAuthorized:       false,
 			AlwaysReturnResponseInfo:   false,
 			RestoreSysInfoOnRestart:    false,

@@ -84,12 +84,30 @@ func (h *fixHook) refuse(cl *mqtt.Client, pk packets.Packet, code byte, why stri
 // OnConnect applies --max-keepalive to MQTT 5 clients: the broker's value is
 // sent back as Server Keep Alive [MQTT-3.2.2-21] and used for the deadline.
 func (h *fixHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	disableSendQuota(cl)
 	max := h.b.limits.MaxKeepalive
 	if cl.Properties.ProtocolVersion == 5 && max < math.MaxUint16 && (cl.State.Keepalive == 0 || cl.State.Keepalive > max) {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = true
 	}
 	return nil
+}
+
+// disableSendQuota turns off mochi's outbound send quota for cl. After
+// every packet a client sends, mochi v2.7.9 checks "in-flight messages and
+// quota left" and then calls Inflight.NextImmediate, which takes the
+// in-flight read lock and, inside it, calls GetAll, which takes it again. A
+// publisher adding to that client's in-flight map between the two RLocks
+// queues a writer, and Go's RWMutex then blocks the second RLock for good:
+// the subscriber's reader, every publisher to it and mochi's event loop
+// deadlock. `mqtk bench -q 1` (10 publishers, 1 subscriber) froze the
+// broker within a second every time. With quota and maximum at 0 the
+// NextImmediate path is never entered and QoS 1/2 messages go straight to
+// the outbound queue, which stays bounded by --max-queued (and the session
+// store by --max-inflight). The cost: the client's MQTT 5 Receive Maximum
+// is not enforced by the broker; mqtk's own clients announce 1024.
+func disableSendQuota(cl *mqtt.Client) {
+	cl.State.Inflight.ResetSendQuota(0)
 }
 
 // OnWill: mochi publishes a delayed will even when the client reconnects
@@ -194,6 +212,8 @@ func (h *fixHook) takePending(cl *mqtt.Client) []packets.Packet {
 }
 
 func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	// An inherited session may have had its quota reset after OnConnect.
+	disableSendQuota(cl)
 	msgs := h.takePending(cl)
 	for _, m := range msgs {
 		cl.State.Inflight.Set(m)
