@@ -246,50 +246,7 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 	port := strconv.Itoa(mosquittotest.FreePort(t))
 	args := strings.Fields(strings.Replace(line, "127.0.0.1:8883", "127.0.0.1:"+port, 1))[1:]
 
-	// The broker runs as its own process: the test binary doubles as mqtk
-	// on $PATH (testscript.Main in script_test.go), and a separate process
-	// keeps its global state (colour, signals) apart from the in-process
-	// clients below.
-	bin, err := exec.LookPath("mqtk")
-	if err != nil {
-		t.Skipf("mqtk is not on $PATH (testscript.Main installs it): %v", err)
-	}
-	var brokerErr strings.Builder
-	broker := exec.Command(bin, args...)
-	broker.Env = append(os.Environ(), "NO_COLOR=1")
-	broker.Stderr = &lockedBuilder{b: &brokerErr}
-	if err := broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = broker.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = broker.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			t.Error("mqtk broker did not stop within 15s of SIGTERM")
-			_ = broker.Process.Kill()
-			<-exited
-		}
-	})
-	// Wait, boundedly, for the listener.
-	ready := false
-	for i := 0; i < 200 && !ready; i++ {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
-			c.Close()
-			ready = true
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("mqtk %s exited: %s", strings.Join(args, " "), brokerErr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if !ready {
-		t.Fatalf("mqtk broker not listening on %s", port)
-	}
+	startBrokerProcess(t, nil, "127.0.0.1:"+port, args...)
 
 	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
 	tlsArgs := []string{"-h", "localhost", "-p", port, "--cafile", ca, "--cert", cert, "--key", key}
@@ -314,6 +271,112 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 	}
 }
 
+// startBrokerProcess runs `mqtk ARGS` as its own process, with extra
+// environment env, waits (boundedly) until addr accepts connections and
+// stops it with SIGTERM when the test ends. The test binary doubles as mqtk
+// on $PATH (testscript.Main in script_test.go); a separate process keeps
+// the broker's global state (colour, signals) apart from in-process clients.
+func startBrokerProcess(t *testing.T, env []string, addr string, args ...string) *lockedBuilder {
+	t.Helper()
+	bin, err := exec.LookPath("mqtk")
+	if err != nil {
+		t.Skipf("mqtk is not on $PATH (testscript.Main installs it): %v", err)
+	}
+	logs := &lockedBuilder{b: &strings.Builder{}}
+	broker := exec.Command(bin, args...)
+	broker.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
+	broker.Stderr = logs
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = broker.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = broker.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Error("mqtk broker did not stop within 15s of SIGTERM")
+			_ = broker.Process.Kill()
+			<-exited
+		}
+	})
+	for i := 0; i < 200; i++ {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return logs
+		}
+		select {
+		case <-exited:
+			t.Fatalf("mqtk %s exited: %s", strings.Join(args, " "), logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("mqtk broker not listening on %s: %s", addr, logs.String())
+	return nil
+}
+
+// TestBrokerTLSAloneServesMQTTSAndMTLS: `mqtk broker --tls` makes its own CA
+// and server certificate; mqtk pub/sub and mosquitto_pub reach it with the
+// --cafile it prints, and with --require-client-cert a client certificate
+// from `mqtk tlsgen client` (same CA directory) gets through while a client
+// without one is refused with exit 4.
+func TestBrokerTLSAloneServesMQTTSAndMTLS(t *testing.T) {
+	for _, mtls := range []bool{false, true} {
+		name := "mqtts"
+		if mtls {
+			name = "mtls"
+		}
+		t.Run(name, func(t *testing.T) {
+			data := t.TempDir()
+			caDir := filepath.Join(data, "mqtk", "tls")
+			env := map[string]string{"XDG_DATA_HOME": data}
+			port := strconv.Itoa(mosquittotest.FreePort(t))
+			args := []string{"broker", "--tls", "--listen", "tls://127.0.0.1:" + port}
+			var clientArgs []string
+			if mtls {
+				// The CA must exist before the client certificate is
+				// issued from it; EnsureLocal is what --tls calls.
+				if _, err := tlsgen.EnsureLocal(caDir); err != nil {
+					t.Fatal(err)
+				}
+				if code, _, errs := mqtkRun(t, env, "tlsgen", "client", "alice", "--dir", caDir); code != 0 {
+					t.Fatalf("tlsgen client: exit %d %s", code, errs)
+				}
+				args = append(args, "--require-client-cert")
+				clientArgs = []string{"--cert", filepath.Join(caDir, "client.pem"), "--key", filepath.Join(caDir, "client-key.pem")}
+			}
+			logs := startBrokerProcess(t, []string{"XDG_DATA_HOME=" + data}, "127.0.0.1:"+port, args...)
+			ca := filepath.Join(caDir, "ca.pem")
+			if !strings.Contains(logs.String(), ca) {
+				t.Errorf("banner does not name the CA file %s:\n%s", ca, logs.String())
+			}
+			conn := append([]string{"-h", "localhost", "-p", port, "--cafile", ca}, clientArgs...)
+			if code, _, errs := mqtkRun(t, env, append([]string{"pub"}, append(conn, "-t", "gen/x", "-m", "generated", "-r", "-q", "1")...)...); code != 0 {
+				t.Fatalf("mqtk pub: exit %d %s", code, errs)
+			}
+			code, got, errs := mqtkRun(t, env, append([]string{"sub"}, append(conn, "-t", "gen/x", "-C", "1", "-W", "10")...)...)
+			if code != 0 || strings.TrimSpace(got) != "generated" {
+				t.Errorf("mqtk sub: exit %d, %q, %s", code, got, errs)
+			}
+			if _, subBin := mosquittoClients(); subBin != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				o, err := exec.CommandContext(ctx, subBin, append(conn, "-t", "gen/x", "-C", "1", "-W", "10")...).CombinedOutput()
+				if err != nil || strings.TrimSpace(string(o)) != "generated" {
+					t.Errorf("mosquitto_sub: %v %q", err, o)
+				}
+			}
+			if mtls {
+				code, _, errs := mqtkRun(t, env, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "gen/x", "-m", "anon")
+				if code != 4 {
+					t.Errorf("pub without a client certificate: exit %d, %q", code, errs)
+				}
+			}
+		})
+	}
+}
+
 // mosquittoClients returns mosquitto_pub and mosquitto_sub, or "" for
 // either that is not installed.
 func mosquittoClients() (pub, sub string) {
@@ -333,4 +396,10 @@ func (l *lockedBuilder) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
