@@ -21,24 +21,17 @@ const v3InFlight = 1024
 // over a connection we dial ourselves so transports, TLS diagnosis and the
 // packet trace are the same as for MQTT 5.
 type v3Client struct {
-	cfg  Config
-	mc   mqtt.Client
-	info Info
+	cfg Config
+	mc  mqtt.Client
 
 	sem  chan struct{} // in-flight slots
 	acks chan *v3Wait  // results, in publish order
 	wmu  sync.Mutex    // makes "publish then enqueue" atomic, keeping order
 
 	quit    chan struct{}
-	done    chan struct{}
 	ackDone chan struct{}
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	closed  bool
-	senders int
-	err     error
-	endOnce sync.Once
+	lifecycle
 }
 
 type v3Wait struct {
@@ -65,10 +58,9 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 		sem:     make(chan struct{}, v3InFlight),
 		acks:    make(chan *v3Wait, v3InFlight+64),
 		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
 		ackDone: make(chan struct{}),
 	}
-	c.cond = sync.NewCond(&c.mu)
+	c.initLifecycle()
 	var used sync.Once
 	opts := mqtt.NewClientOptions()
 	// The broker URL only labels the connection: CustomOpenConnectionFn
@@ -163,31 +155,8 @@ func unwrapPahoNetwork(err error) error {
 	return err
 }
 
-func (c *v3Client) Info() Info            { return c.info }
-func (c *v3Client) Done() <-chan struct{} { return c.done }
-
-func (c *v3Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-func (c *v3Client) closedErr() error {
-	if err := c.Err(); err != nil {
-		return err
-	}
-	return &Error{Kind: KindOther, Op: "publish", Err: errors.New("the connection is closed")}
-}
-
 func (c *v3Client) Publish(ctx context.Context, m *Message) error {
-	ch := make(chan error, 1)
-	c.PublishAsync(ctx, m, func(err error) { ch <- err })
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return publishAndWait(ctx, c, m)
 }
 
 func (c *v3Client) PublishAsync(ctx context.Context, m *Message, done func(error)) {

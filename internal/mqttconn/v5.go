@@ -27,7 +27,6 @@ type v5Client struct {
 	pc   *paho.Client
 	conn net.Conn // the thread-safe conn paho also writes to
 	sess *state.State
-	info Info
 
 	queue chan *pubReq  // PublishAsync → writer
 	acks  chan *pubWait // writer → acker, in wire order
@@ -35,15 +34,9 @@ type v5Client struct {
 	// quitCtx is cancelled together with closing quit.
 	quitCtx    context.Context
 	quitCancel context.CancelFunc
-	done       chan struct{}  // closed once everything has stopped
 	wg         sync.WaitGroup // writer and acker
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	closed  bool
-	senders int
-	err     error
-	endOnce sync.Once
+	lifecycle
 }
 
 type pubReq struct {
@@ -74,9 +67,8 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 		sess:  state.NewInMemory(),
 		queue: make(chan *pubReq, 16),
 		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
 	}
-	c.cond = sync.NewCond(&c.mu)
+	c.initLifecycle()
 	c.quitCtx, c.quitCancel = context.WithCancel(context.Background())
 	c.pc = paho.NewClient(paho.ClientConfig{
 		ClientID:          id,
@@ -210,32 +202,8 @@ func (c *v5Client) received(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-func (c *v5Client) Info() Info            { return c.info }
-func (c *v5Client) Done() <-chan struct{} { return c.done }
-
-func (c *v5Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-// closedErr is what operations on an ended client return.
-func (c *v5Client) closedErr() error {
-	if err := c.Err(); err != nil {
-		return err
-	}
-	return &Error{Kind: KindOther, Op: "publish", Err: errors.New("the connection is closed")}
-}
-
 func (c *v5Client) Publish(ctx context.Context, m *Message) error {
-	ch := make(chan error, 1)
-	c.PublishAsync(ctx, m, func(err error) { ch <- err })
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return publishAndWait(ctx, c, m)
 }
 
 func (c *v5Client) PublishAsync(ctx context.Context, m *Message, done func(error)) {

@@ -1,0 +1,58 @@
+package mqttconn
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// lifecycle is the state both Client implementations keep the same way:
+// what CONNACK said, when the connection ended and why, and the counters
+// Disconnect uses to wait for publishers in flight. mu guards every field
+// below it; cond is signalled when senders drops.
+type lifecycle struct {
+	info Info
+	done chan struct{} // closed once everything has stopped
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	closed  bool
+	senders int
+	err     error
+	endOnce sync.Once
+}
+
+func (l *lifecycle) initLifecycle() {
+	l.done = make(chan struct{})
+	l.cond = sync.NewCond(&l.mu)
+}
+
+func (l *lifecycle) Info() Info            { return l.info }
+func (l *lifecycle) Done() <-chan struct{} { return l.done }
+
+func (l *lifecycle) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// closedErr is what operations on an ended client return.
+func (l *lifecycle) closedErr() error {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	return &Error{Kind: KindOther, Op: "publish", Err: errors.New("the connection is closed")}
+}
+
+// publishAndWait is Publish for both implementations: PublishAsync, then
+// wait for its outcome or for ctx.
+func publishAndWait(ctx context.Context, c Client, m *Message) error {
+	ch := make(chan error, 1)
+	c.PublishAsync(ctx, m, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
