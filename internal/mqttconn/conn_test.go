@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/testpki"
 )
 
 var versions = []Version{V5, V311, V31}
@@ -110,9 +111,9 @@ func TestUsernamePassword(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	pki := newPKI(t)
-	cert, key := pki.server(t, "server", "localhost", "127.0.0.1")
-	ccert, ckey := pki.issue(t, "client", true, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), "client")
+	pki := testpki.New(t)
+	cert, key := pki.Server(t, "server", "localhost", "127.0.0.1")
+	ccert, ckey := pki.Issue(t, "client", true, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), "client")
 	tlsL := &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key}
 	mtlsL := &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key, RequireCertificate: true}
 	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
@@ -162,8 +163,8 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("client-cert-untrusted", func(t *testing.T) {
-		foreign := newPKI(t)
-		fcert, fkey := foreign.issue(t, "stranger", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "stranger")
+		foreign := testpki.New(t)
+		fcert, fkey := foreign.Issue(t, "stranger", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "stranger")
 		for _, v := range versions {
 			cfg := Default()
 			cfg.Version = v
@@ -212,9 +213,9 @@ func TestTLS(t *testing.T) {
 }
 
 func TestTLSCertificateProblems(t *testing.T) {
-	pki := newPKI(t)
-	wrongCert, wrongKey := pki.server(t, "wrong", "broker.example", "10.9.8.7")
-	oldCert, oldKey := pki.issue(t, "old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "localhost", "127.0.0.1")
+	pki := testpki.New(t)
+	wrongCert, wrongKey := pki.Server(t, "wrong", "broker.example", "10.9.8.7")
+	oldCert, oldKey := pki.Issue(t, "old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "localhost", "127.0.0.1")
 	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
 		{TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: wrongCert, KeyFile: wrongKey}},
 		{TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: oldCert, KeyFile: oldKey}},

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/testpki"
 )
 
 // wsProxy is a WebSocket endpoint at /custom that insists on the "mqtt"
@@ -106,8 +107,8 @@ func TestWebSocketPathAndHeaders(t *testing.T) {
 }
 
 func TestTLSOptions(t *testing.T) {
-	pki := newPKI(t)
-	cert, key := pki.server(t, "named", "broker.example")
+	pki := testpki.New(t)
+	cert, key := pki.Server(t, "named", "broker.example")
 	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
 		{TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key}},
 	}})

@@ -1,4 +1,8 @@
-package mqttconn
+// Package testpki makes a throwaway CA and leaf certificates as PEM files,
+// for tests that need real TLS against real brokers. Packages that may not
+// import tlsgen (siblings stay independent) use it, and it keeps the tests
+// independent of the code under test in tlsgen.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -15,17 +19,18 @@ import (
 	"time"
 )
 
-// testPKI is a CA with server and client certificates, written as PEM files.
-type testPKI struct {
+// PKI is a CA with server and client certificates, written as PEM files.
+type PKI struct {
 	dir    string
 	ca     *x509.Certificate
 	caKey  *ecdsa.PrivateKey
 	CAFile string
 }
 
-func newPKI(t *testing.T) *testPKI {
+// New makes a CA valid from an hour ago for a day, in a test temp dir.
+func New(t testing.TB) *PKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
+	p := &PKI{dir: t.TempDir()}
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -46,7 +51,7 @@ func newPKI(t *testing.T) *testPKI {
 	return p
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -55,7 +60,7 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
+func (p *PKI) write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(p.dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -64,9 +69,9 @@ func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
 	return path
 }
 
-// issue signs a leaf certificate; names become DNS or IP SANs. It returns
+// Issue signs a leaf certificate; names become DNS or IP SANs. It returns
 // the certificate and key file paths.
-func (p *testPKI) issue(t *testing.T, name string, client bool, notBefore, notAfter time.Time, names ...string) (certFile, keyFile string) {
+func (p *PKI) Issue(t testing.TB, name string, client bool, notBefore, notAfter time.Time, names ...string) (certFile, keyFile string) {
 	t.Helper()
 	key := newKey(t)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
@@ -99,6 +104,12 @@ func (p *testPKI) issue(t *testing.T, name string, client bool, notBefore, notAf
 	return p.write(t, name+".pem", "CERTIFICATE", der), p.write(t, name+".key", "PRIVATE KEY", kder)
 }
 
-func (p *testPKI) server(t *testing.T, name string, names ...string) (string, string) {
-	return p.issue(t, name, false, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), names...)
+// Client issues a client certificate (CN name) valid from an hour ago for a day.
+func (p *PKI) Client(t testing.TB, name string) (string, string) {
+	return p.Issue(t, name, true, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), name)
+}
+
+// Server issues a server certificate valid from an hour ago for a day.
+func (p *PKI) Server(t testing.TB, name string, names ...string) (string, string) {
+	return p.Issue(t, name, false, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), names...)
 }
