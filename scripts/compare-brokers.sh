@@ -181,7 +181,12 @@ run_one() {
 		;;
 	*)
 		# shellcheck disable=SC2086 # $args is a list of flags
-		"$MQTK" bench $args --color never -L "$url" -d "$DUR" --warmup "$WARMUP" --drain-timeout 2s -F json >"$out" 2>>"$WORK/bench.log" || true
+		"$MQTK" bench $args --color never -L "$url" -d "$DUR" --warmup "$WARMUP" --drain-timeout 2s -F json >"$out" 2>>"$WORK/bench.log" &
+		# in the background and waited for, so that Ctrl-C reaches the trap
+		# at once: bench itself stops cleanly on SIGINT and exits normally,
+		# and bash does not act on a SIGINT its foreground child handled
+		PIDS+=($!)
+		stop_wait "$!"
 		;;
 	esac
 }
