@@ -36,6 +36,25 @@ func (l *lifecycle) Err() error {
 	return l.err
 }
 
+// markClosed records that the client is ending, and why (nil for a clean
+// Disconnect). Callers hold endOnce, so it runs once.
+func (l *lifecycle) markClosed(err error) {
+	l.mu.Lock()
+	l.closed = true
+	l.err = err
+	l.mu.Unlock()
+}
+
+// waitDone waits until the client has fully stopped, or ctx ends.
+func (l *lifecycle) waitDone(ctx context.Context) error {
+	select {
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // closedErr is what operations on an ended client return.
 func (l *lifecycle) closedErr() error {
 	if err := l.Err(); err != nil {

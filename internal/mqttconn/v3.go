@@ -270,28 +270,18 @@ func (c *v3Client) wait(ctx context.Context, tok mqtt.Token, op string) error {
 
 func (c *v3Client) Disconnect(ctx context.Context) error {
 	c.endOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
+		c.markClosed(nil)
 		// Quiesce lets the DISCONNECT and acknowledgements in flight go out.
 		c.mc.Disconnect(250)
 		close(c.quit)
 		go c.finish(nil, false)
 	})
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return c.waitDone(ctx)
 }
 
 func (c *v3Client) end(err error, wasLost bool) {
 	c.endOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.err = err
-		c.mu.Unlock()
+		c.markClosed(err)
 		close(c.quit)
 		go c.finish(err, wasLost)
 	})

@@ -457,9 +457,7 @@ func (c *v5Client) opErr(op string, err error) error {
 
 func (c *v5Client) Disconnect(ctx context.Context) error {
 	c.endOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
+		c.markClosed(nil)
 		close(c.quit)
 		c.quitCancel()
 		// [MQTT-3.14.4-1] DISCONNECT, then close. paho waits for its
@@ -467,21 +465,13 @@ func (c *v5Client) Disconnect(ctx context.Context) error {
 		_ = c.pc.Disconnect(&paho.Disconnect{ReasonCode: 0})
 		go c.finish(nil, false)
 	})
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return c.waitDone(ctx)
 }
 
 // end starts shutting the client down after the connection was lost.
 func (c *v5Client) end(err error, wasLost bool) {
 	c.endOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.err = err
-		c.mu.Unlock()
+		c.markClosed(err)
 		close(c.quit)
 		c.quitCancel()
 		go c.finish(err, wasLost)
