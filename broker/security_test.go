@@ -1,15 +1,6 @@
 package broker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,71 +8,19 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/testpki"
 )
 
-type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey, dir string }
+type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey string }
 
 // newTestPKI makes a CA, a server certificate for 127.0.0.1 and a client
-// certificate with CN "alice", with crypto/x509.
+// certificate with CN "alice".
 func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqtk test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		k := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, k
-	}
-	sDER, sKey := issue(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	cDER, cKey := issue(3, "alice", x509.ExtKeyUsageClientAuth, nil)
-	return testPKI{
-		dir:        dir,
-		ca:         write("ca.pem", "CERTIFICATE", caDER),
-		serverCert: write("server.pem", "CERTIFICATE", sDER),
-		serverKey:  write("server-key.pem", "PRIVATE KEY", keyDER(sKey)),
-		clientCert: write("alice.pem", "CERTIFICATE", cDER),
-		clientKey:  write("alice-key.pem", "PRIVATE KEY", keyDER(cKey)),
-	}
+	pki := testpki.New(t)
+	sc, sk := pki.Server(t, "server", "127.0.0.1")
+	cc, ck := pki.Client(t, "alice")
+	return testPKI{ca: pki.CAFile, serverCert: sc, serverKey: sk, clientCert: cc, clientKey: ck}
 }
 
 func TestInteropPasswordAndACL(t *testing.T) {
