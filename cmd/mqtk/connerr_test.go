@@ -2,16 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/testpki"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -50,11 +43,12 @@ func wantConnExit(t *testing.T, want int, fragments []string, args ...string) {
 // and checks the exit code from the table and that stderr names the cause.
 func TestConnectErrorExitCodes(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey, caFile := connTestCA(t, dir)
-	srv, srvKey := connTestLeaf(t, dir, "server", ca, caKey, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "localhost", "127.0.0.1")
-	wrong, wrongKey := connTestLeaf(t, dir, "wrong", ca, caKey, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "broker.example")
-	old, oldKey := connTestLeaf(t, dir, "old", ca, caKey, false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "127.0.0.1")
-	cli, cliKey := connTestLeaf(t, dir, "client", ca, caKey, true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "client")
+	pki := testpki.New(t)
+	caFile := pki.CAFile
+	srv, srvKey := pki.Issue(t, "server", false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "localhost", "127.0.0.1")
+	wrong, wrongKey := pki.Issue(t, "wrong", false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "broker.example")
+	old, oldKey := pki.Issue(t, "old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "127.0.0.1")
+	cli, cliKey := pki.Issue(t, "client", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "client")
 
 	pwfile := filepath.Join(dir, "passwd")
 	passwd, err := exec.LookPath("mosquitto_passwd")
@@ -134,65 +128,4 @@ func TestConnectErrorExitCodes(t *testing.T) {
 		l.Close()
 		<-done
 	})
-}
-
-func connTestCA(t *testing.T, dir string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqtk cmd test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	return ca, key, connWritePEM(t, dir, "ca.pem", "CERTIFICATE", der)
-}
-
-func connTestLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, client bool, from, to time.Time, names ...string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: from, NotAfter: to, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return connWritePEM(t, dir, name+".pem", "CERTIFICATE", der), connWritePEM(t, dir, name+".key", "PRIVATE KEY", kder)
-}
-
-func connWritePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
