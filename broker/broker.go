@@ -183,7 +183,13 @@ func New(opts Options) (*Broker, error) {
 		Logger:                 slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: slog.LevelError})),
 		SysTopicResendInterval: 10,
 	})
-	hooks := []mqtt.Hook{auth, &fixHook{b: b}}
+	bp, err := newBackpressureHook()
+	if err != nil {
+		return nil, err
+	}
+	// The back-pressure hook must come before auth: it sees every delivery
+	// in OnACLCheck and always leaves the answer to the hooks after it.
+	hooks := []mqtt.Hook{bp, auth, &fixHook{b: b}}
 	for _, h := range hooks {
 		if err := b.srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
