@@ -155,7 +155,7 @@ func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
 	fs.Uint32Var(&l.MaxPacketSize, "max-packet-size", l.MaxPacketSize, "largest packet in `BYTES`; a client sending more is disconnected")
 	fs.Int64Var(&l.MaxClients, "max-clients", l.MaxClients, "most connected clients")
 	fs.Uint16Var(&l.MaxInflight, "max-inflight", l.MaxInflight, "QoS 1/2 messages stored per client, in flight and queued while offline")
-	fs.Int32Var(&l.MaxQueued, "max-queued", l.MaxQueued, "packets waiting to be written per connected client; beyond that messages are dropped and counted")
+	fs.Int32Var(&l.MaxQueued, "max-queued", l.MaxQueued, "packets waiting to be written per connected client; publishers wait while it is nearly full, and messages are dropped (and counted) only for a client that stops reading")
 	fs.Uint16Var(&l.ReceiveMaximum, "receive-maximum", l.ReceiveMaximum, "unacknowledged QoS 1/2 publishes a client may send at once")
 	fs.DurationVar(&l.MaxMessageExpiry, "max-message-expiry", l.MaxMessageExpiry, "ceiling on message expiry (0: none, retained messages live until cleared)")
 	fs.DurationVar(&l.MaxSessionExpiry, "max-session-expiry", l.MaxSessionExpiry, "how long a disconnected persistent session is kept")
