@@ -63,7 +63,9 @@ func (h *backpressureHook) ID() string { return "mqtk-backpressure" }
 func (h *backpressureHook) Provides(b byte) bool { return b == mqtt.OnACLCheck }
 
 // OnACLCheck waits while cl's queue is three quarters full, until it is
-// half empty, and never answers for the ACL.
+// half empty, and never answers for the ACL. The check and mochi's send are
+// not atomic: the last quarter of the queue is the headroom for publishers
+// that pass the check at the same moment, ample at the default of 1,024.
 func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 	if write || cl.Net.Inline {
 		return false // a PUBLISH being accepted, or the broker's own client
