@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/lipgloss"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/muesli/termenv"
 )
 
 // lockedBuffer is an io.Writer the trace hook may write from many goroutines.
@@ -144,6 +147,26 @@ func TestPayloadPreview(t *testing.T) {
 		got, tr := payloadPreview([]byte(tc.in), tc.limit)
 		if got != tc.want || tr != tc.truncated {
 			t.Errorf("payloadPreview(%q, %d) = %q, %v; want %q, %v", tc.in, tc.limit, got, tr, tc.want, tc.truncated)
+		}
+	}
+}
+
+// The trace colours text with sequences taken from lipgloss once; they must
+// match what lipgloss itself renders, with colour and without.
+func TestPaintMatchesLipgloss(t *testing.T) {
+	for _, profile := range []termenv.Profile{termenv.ANSI256, termenv.Ascii} {
+		r := lipgloss.NewRenderer(io.Discard)
+		r.SetColorProfile(profile)
+		for _, st := range []lipgloss.Style{
+			r.NewStyle().Faint(true),
+			r.NewStyle().Foreground(lipgloss.Color("2")).Bold(true),
+			r.NewStyle(),
+		} {
+			for _, text := range []string{"PUBLISH", "a/b/#", `"x y"`, ""} {
+				if got, want := newPaint(st).Render(text), st.Render(text); got != want {
+					t.Errorf("profile %v, %q: paint %q, lipgloss %q", profile, text, got, want)
+				}
+			}
 		}
 	}
 }
