@@ -169,16 +169,18 @@ func aclCovers(acl, sub string) bool {
 	if strings.HasPrefix(sub, "$") && (strings.HasPrefix(acl, "+") || strings.HasPrefix(acl, "#")) {
 		return false
 	}
-	a := strings.Split(acl, "/")
-	s := strings.Split(sub, "/")
-	for i, al := range a {
+	// Level by level without splitting: this runs for every rule on every
+	// publish and delivery, and strings.Split allocated twice per rule.
+	subDone := false // every level of sub has been compared
+	for {
+		al, aRest, aMore := strings.Cut(acl, "/")
 		if al == "#" {
 			return true
 		}
-		if i >= len(s) {
+		if subDone {
 			return false
 		}
-		sl := s[i]
+		sl, sRest, sMore := strings.Cut(sub, "/")
 		switch {
 		case al == "+":
 			if sl == "#" {
@@ -189,6 +191,9 @@ func aclCovers(acl, sub string) bool {
 		case al != sl:
 			return false
 		}
+		if !aMore {
+			return !sMore
+		}
+		acl, sub, subDone = aRest, sRest, !sMore
 	}
-	return len(a) == len(s)
 }
