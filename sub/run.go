@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -26,7 +27,7 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	r := newRunner(o)
-	defer close(r.stop)
+	defer r.release()
 	return r.run(ctx)
 }
 
@@ -36,7 +37,8 @@ type runner struct {
 	o        *Options
 	now      func() time.Time
 	msgs     chan *mqttconn.Message
-	stop     chan struct{} // closed when Run returns, unblocking the reader
+	stop     chan struct{} // closed by release, unblocking the reader
+	stopOnce sync.Once
 	client   mqttconn.Client
 	cfg      mqttconn.Config
 	pr       *printer
@@ -47,6 +49,9 @@ type runner struct {
 	count    int
 	start    time.Time
 }
+
+// release unblocks the message handler for good; Run is done with messages.
+func (r *runner) release() { r.stopOnce.Do(func() { close(r.stop) }) }
 
 func newRunner(o *Options) *runner {
 	r := &runner{
@@ -362,6 +367,9 @@ func (r *runner) finish(err error) error {
 		r.stats.render(r.o.IO.Err, r.now(), &r.pr.st, false)
 	}
 	if r.client != nil {
+		// Let a handler blocked on a full r.msgs return first: Disconnect
+		// waits until every received message has been acknowledged.
+		r.release()
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		derr := r.client.Disconnect(dctx)
 		cancel()

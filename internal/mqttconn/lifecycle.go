@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // lifecycle is the state both Client implementations keep the same way:
@@ -20,6 +22,26 @@ type lifecycle struct {
 	senders int
 	err     error
 	endOnce sync.Once
+
+	// unacked counts received QoS 1/2 messages whose PUBACK or PUBREC has
+	// not been written yet. The library acknowledges after our handler
+	// returns, and the handler may already have told the caller "that was
+	// the last one": Disconnect waits for this to reach zero first, or the
+	// DISCONNECT overtakes the acknowledgement and the broker delivers the
+	// message again to the next session (seen with `sub -c -C 1`).
+	unacked atomic.Int64
+}
+
+// ackWait bounds how long Disconnect waits for acknowledgements, in case a
+// handler never returns.
+const ackWait = time.Second
+
+// waitAcks waits until every received message is acknowledged, at most d.
+func (l *lifecycle) waitAcks(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for l.unacked.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (l *lifecycle) initLifecycle() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -240,6 +241,71 @@ func TestBrokerKilled(t *testing.T) {
 			}
 		case <-ctx.Done():
 			t.Fatal("OnConnectionLost not called for every client")
+		}
+	}
+}
+
+// TestLastMessageAcknowledgedBeforeDisconnect: a caller that disconnects
+// as soon as its handler has seen the message it waited for (`sub -c -C 1`)
+// must still acknowledge it, or the broker delivers it again to the next
+// session. The handler here returns 100 ms after reporting the message,
+// so without the wait in Disconnect the DISCONNECT goes out before the
+// library's PUBACK/PUBREC every time.
+func TestLastMessageAcknowledgedBeforeDisconnect(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, v := range []Version{V5, V311} {
+		for _, qos := range []byte{1, 2} {
+			t.Run(fmt.Sprintf("%s/qos%d", v, qos), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				base := Default()
+				base.Host, base.Port, base.Version = "127.0.0.1", b.Port(), v
+				sess := base
+				sess.ClientID = fmt.Sprintf("acklast-%s-%d-%d", v, qos, time.Now().UnixNano())
+				sess.NoClean = true
+				topic := "acklast/" + sess.ClientID
+
+				seen := make(chan *Message, 4)
+				sess.OnMessage = func(m *Message) {
+					seen <- m
+					time.Sleep(100 * time.Millisecond)
+				}
+				sub, err := Dial(ctx, sess)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sub.Subscribe(ctx, []Subscription{{Filter: topic, QoS: qos}}); err != nil {
+					t.Fatal(err)
+				}
+				pub := dial(t, base)
+				if err := pub.Publish(ctx, &Message{Topic: topic, Payload: []byte("once"), QoS: qos}); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-seen:
+				case <-ctx.Done():
+					t.Fatal("message not received")
+				}
+				if err := sub.Disconnect(ctx); err != nil {
+					t.Fatal(err)
+				}
+
+				again := make(chan *Message, 4)
+				sess.OnMessage = func(m *Message) { again <- m }
+				sub2, err := Dial(ctx, sess)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sub2.Disconnect(context.Background())
+				if !sub2.Info().SessionPresent {
+					t.Fatal("the persistent session was not kept")
+				}
+				select {
+				case m := <-again:
+					t.Fatalf("%q delivered again (dup=%v): it was not acknowledged before DISCONNECT", m.Payload, m.Dup)
+				case <-time.After(time.Second):
+				}
+			})
 		}
 	}
 }

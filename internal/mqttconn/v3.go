@@ -88,7 +88,16 @@ func dialV3(ctx context.Context, cfg Config, id string) (Client, error) {
 	if cfg.Will != nil {
 		opts.SetBinaryWill(cfg.Will.Topic, cfg.Will.Payload, cfg.Will.QoS, cfg.Will.Retain)
 	}
+	// We acknowledge ourselves, once the handler has returned, so that
+	// Disconnect can wait for the acknowledgement (lifecycle.unacked).
+	// OrderMatters runs handlers one at a time, so acks keep their order.
+	opts.SetAutoAckDisabled(true)
 	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		if m.Qos() > 0 {
+			c.unacked.Add(1)
+			defer c.unacked.Add(-1)
+		}
+		defer m.Ack() // queued to the writer before DISCONNECT can be
 		if cfg.OnMessage == nil {
 			return
 		}
@@ -271,7 +280,9 @@ func (c *v3Client) wait(ctx context.Context, tok mqtt.Token, op string) error {
 func (c *v3Client) Disconnect(ctx context.Context) error {
 	c.endOnce.Do(func() {
 		c.markClosed(nil)
-		// Quiesce lets the DISCONNECT and acknowledgements in flight go out.
+		// Acknowledgements first; quiesce then lets them and the
+		// DISCONNECT go out.
+		c.waitAcks(ackWait)
 		c.mc.Disconnect(250)
 		close(c.quit)
 		go c.finish(nil, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -73,7 +74,7 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 	c.pc = paho.NewClient(paho.ClientConfig{
 		ClientID:          id,
 		Conn:              c.conn,
-		Session:           c.sess,
+		Session:           ackCounting{State: c.sess, unacked: &c.unacked},
 		PacketTimeout:     time.Minute,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.received},
 		OnServerDisconnect: func(d *paho.Disconnect) {
@@ -168,7 +169,25 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 }
 
 // received hands one incoming PUBLISH to Config.OnMessage.
+// ackCounting is paho's session state, counting the acknowledgements it
+// writes for received messages (see lifecycle.unacked).
+type ackCounting struct {
+	*state.State
+	unacked *atomic.Int64
+}
+
+func (s ackCounting) Ack(pb *packets.Publish) error {
+	err := s.State.Ack(pb)
+	if pb.QoS > 0 {
+		s.unacked.Add(-1)
+	}
+	return err
+}
+
 func (c *v5Client) received(pr paho.PublishReceived) (bool, error) {
+	if pr.Packet.QoS > 0 {
+		c.unacked.Add(1) // paho acknowledges once the handlers return
+	}
 	if c.cfg.OnMessage == nil {
 		return true, nil
 	}
@@ -460,8 +479,10 @@ func (c *v5Client) Disconnect(ctx context.Context) error {
 		c.markClosed(nil)
 		close(c.quit)
 		c.quitCancel()
-		// [MQTT-3.14.4-1] DISCONNECT, then close. paho waits for its
+		// [MQTT-3.14.4-1] DISCONNECT, then close, after the
+		// acknowledgements of what was received. paho waits for its
 		// goroutines before returning.
+		c.waitAcks(ackWait)
 		_ = c.pc.Disconnect(&paho.Disconnect{ReasonCode: 0})
 		go c.finish(nil, false)
 	})
