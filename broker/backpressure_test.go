@@ -95,7 +95,7 @@ func TestBackpressureDeliversBurst(t *testing.T) {
 	// fill while the publishers write; then read everything.
 	received := make(chan error, 1)
 	go func() {
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // well under stallTimeout
 		next := make([]int, pubs)
 		for got := 0; got < pubs*count; got++ {
 			pk, err := sub.nextPublish(30 * time.Second)
@@ -151,7 +151,7 @@ func TestBackpressureGivesUpOnDeadSubscriber(t *testing.T) {
 	if pk := pub.recv(); pk.FixedHeader.Type != packets.Pingresp {
 		t.Fatalf("got %v, want PINGRESP", pk.FixedHeader.Type)
 	}
-	// Waiting stallTimeout per message would take 3000 × 0.5 s; this bound
+	// Waiting stallTimeout per message would take 3000 × 0.25 s; this bound
 	// only detects that, it is not a performance threshold.
 	if el := time.Since(start); el > 60*time.Second {
 		t.Fatalf("publishing to a dead subscriber took %v", el)
@@ -161,5 +161,48 @@ func TestBackpressureGivesUpOnDeadSubscriber(t *testing.T) {
 	}
 	if log := b.opts.Log.(*syncBuf).String(); strings.Contains(log, "panic") {
 		t.Errorf("broker log: %s", log)
+	}
+}
+
+// TestBackpressureBoundsASlowSubscriber: a subscriber that keeps reading,
+// but far slower than its publisher writes, must not set the publisher's
+// pace. It completes a write now and then, so only a cap on each wait
+// (not "no progress") can tell it apart: once a wait hits the cap the
+// subscriber is marked slow and mochi drops for it instead.
+func TestBackpressureBoundsASlowSubscriber(t *testing.T) {
+	const count, size = 3000, 4096
+	b := startBroker(t, Options{AllowAnonymous: true, Limits: Limits{MaxQueued: 8}})
+	addr := b.tcpAddr(t)
+	slow := dialRaw(t, addr, 4)
+	slow.connect(connectPacket("bp-slow", true, 600))
+	slow.subscribe(1, "slow/#")
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			buf := make([]byte, 4096)
+			_ = slow.c.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := slow.c.Read(buf); err != nil && !isTimeout(err) {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-readerDone }()
+
+	start := time.Now()
+	blast(t, addr, "slow", 1, count, size)
+	// At the reader's 200 KB/s, 12 MB would take a minute if the publisher
+	// had to keep pace; like the dead-subscriber bound, this detects that.
+	if el := time.Since(start); el > 30*time.Second {
+		t.Fatalf("publishing with a slow subscriber took %v", el)
+	}
+	if d := atomic.LoadInt64(&b.Server().Info.MessagesDropped); d == 0 {
+		t.Error("nothing was dropped for a subscriber far slower than its publisher")
 	}
 }

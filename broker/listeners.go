@@ -328,8 +328,6 @@ func (b *Broker) isClosing() bool {
 // mochi, and Close waits for every connection that did.
 func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
 	c := &trackedConn{Conn: raw, b: b, certCN: certCN}
-	c.lastWrite.Store(time.Now().UnixNano())
-	c.stalledAt.Store(-1)
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -416,10 +414,7 @@ type trackedConn struct {
 	closeOnce     sync.Once
 	writeTimedOut atomic.Bool
 	shutdown      atomic.Bool
-	// For backpressureHook: when the last write completed (unix ns), and
-	// the value lastWrite had when publishers gave up waiting (-1: never).
-	lastWrite atomic.Int64
-	stalledAt atomic.Int64
+	slow          atomic.Bool // publishers stopped waiting for it; see backpressureHook
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -431,9 +426,6 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
 	n, err := c.Conn.Write(p)
-	if err == nil {
-		c.lastWrite.Store(time.Now().UnixNano())
-	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.writeTimedOut.Store(true)
 		_ = c.Close()
