@@ -29,12 +29,17 @@ import (
 // the message that waits.
 //
 // A subscriber that reads slowly or not at all must not set the pace for
-// every publisher. A single wait lasts at most maxStall; a subscriber that
-// needs longer is marked slow, and nobody waits for it again until its
-// queue has drained below a quarter: meanwhile mochi drops for it, as it
-// would without this hook (and the write timeout ends a connection that
-// never reads again). So a slow or dead subscriber costs its publishers at
-// most maxStall per episode, and one that pauses for less loses nothing.
+// every publisher. A wait ends, and the subscriber is marked slow, when no
+// write to it has completed for noProgress (a dead client, or a pager
+// paused on `mqtk sub -t '#'`), or when the wait has lasted maxWait even
+// though it trickles along. Nobody waits for a slow subscriber again until
+// its queue has drained below a quarter; meanwhile mochi drops for it, as
+// it would without this hook (and the write timeout ends a connection that
+// never reads again). A subscriber that is merely the bottleneck of a flood
+// keeps completing writes, so its publishers slow down instead of losing
+// messages: with a flat 1 s cap, fan-in QoS 0 overload lost 53k–76k of
+// ~500k messages a run and 16 KB messages once 250k; with a 250 ms cap, as
+// many as before the hook (~1M).
 //
 // The check and mochi's send are not atomic: the last quarter of the queue
 // is headroom for publishers that pass the check at the same moment (256
@@ -42,18 +47,16 @@ import (
 // one subscriber at once can still see a drop.
 type backpressureHook struct {
 	mqtt.HookBase
-	queue    queueGauge
-	maxStall time.Duration
+	queue      queueGauge
+	epoch      time.Time // trackedConn.lastWrite counts from here
+	noProgress time.Duration
+	maxWait    time.Duration
 }
 
-// stallTimeout bounds one wait for one subscriber. It is a trade: a
-// developer's `mqtk sub -t '#'` paused in a pager must not hold every
-// publisher for long, while a subscriber that is merely the bottleneck of
-// a flood should slow its publishers rather than lose messages. With
-// 250 ms, fan-in QoS 0 overload lost ~1M messages a run as before the hook;
-// with 1 s, 53k–76k of ~500k (mosquitto: 430k–510k); without a cap, none,
-// but a slow reader set every publisher's pace indefinitely.
-const stallTimeout = time.Second
+const (
+	stallNoProgress = 500 * time.Millisecond
+	stallMaxWait    = 5 * time.Second // under common client ping timeouts (10 s)
+)
 
 // Waiting polls the queue, starting often (a queue drains in milliseconds
 // at tens of thousands of packets a second) and backing off, so hundreds
@@ -63,12 +66,12 @@ const (
 	pollMax   = 5 * time.Millisecond
 )
 
-func newBackpressureHook() (*backpressureHook, error) {
+func newBackpressureHook(epoch time.Time) (*backpressureHook, error) {
 	g, err := newQueueGauge()
 	if err != nil {
 		return nil, err
 	}
-	return &backpressureHook{queue: g, maxStall: stallTimeout}, nil
+	return &backpressureHook{queue: g, epoch: epoch, noProgress: stallNoProgress, maxWait: stallMaxWait}, nil
 }
 
 func (h *backpressureHook) ID() string { return "mqtk-backpressure" }
@@ -98,14 +101,16 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 	if n < c-c/4 || tc.slow.Load() || strings.ContainsAny(topic, "+#") {
 		return false // room left, a known slow reader, or a SUBSCRIBE filter
 	}
-	start, poll := time.Now(), pollFirst
+	start, poll := time.Since(h.epoch), pollFirst
 	for !cl.Closed() && !tc.slow.Load() {
 		time.Sleep(poll)
 		poll = min(2*poll, pollMax)
 		if n, _ = h.queue.lenCap(cl); n <= c/2 {
 			return false
 		}
-		if time.Since(start) > h.maxStall {
+		now := time.Since(h.epoch)
+		progress := max(time.Duration(tc.lastWrite.Load()), start)
+		if now-progress > h.noProgress || now-start > h.maxWait {
 			tc.slow.Store(true)
 		}
 	}

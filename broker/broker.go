@@ -103,6 +103,8 @@ type Broker struct {
 
 	mu        sync.Mutex
 	started   bool
+	epoch     time.Time // monotonic base for trackedConn.lastWrite
+	bp        *backpressureHook
 	closing   bool
 	closed    chan struct{}
 	closeErr  error
@@ -136,6 +138,7 @@ func New(opts Options) (*Broker, error) {
 		log:    &logger{w: opts.Log, json: opts.LogFormat == "json"},
 		closed: make(chan struct{}),
 		conns:  map[*trackedConn]struct{}{},
+		epoch:  time.Now(),
 	}
 	if err := b.limits.validate(); err != nil {
 		return nil, err
@@ -183,10 +186,11 @@ func New(opts Options) (*Broker, error) {
 		Logger:                 slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: slog.LevelError})),
 		SysTopicResendInterval: 10,
 	})
-	bp, err := newBackpressureHook()
+	bp, err := newBackpressureHook(b.epoch)
 	if err != nil {
 		return nil, err
 	}
+	b.bp = bp
 	// The back-pressure hook must come before auth: it sees every delivery
 	// in OnACLCheck and always leaves the answer to the hooks after it.
 	hooks := []mqtt.Hook{bp, auth, &fixHook{b: b}}

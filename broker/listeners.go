@@ -328,6 +328,7 @@ func (b *Broker) isClosing() bool {
 // mochi, and Close waits for every connection that did.
 func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
 	c := &trackedConn{Conn: raw, b: b, certCN: certCN}
+	c.lastWrite.Store(int64(time.Since(b.epoch)))
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -414,7 +415,8 @@ type trackedConn struct {
 	closeOnce     sync.Once
 	writeTimedOut atomic.Bool
 	shutdown      atomic.Bool
-	slow          atomic.Bool // publishers stopped waiting for it; see backpressureHook
+	slow          atomic.Bool  // publishers stopped waiting for it; see backpressureHook
+	lastWrite     atomic.Int64 // when a write last completed, ns since Broker.epoch
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -426,6 +428,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
 	n, err := c.Conn.Write(p)
+	if err == nil {
+		c.lastWrite.Store(int64(time.Since(c.b.epoch)))
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.writeTimedOut.Store(true)
 		_ = c.Close()
