@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -174,20 +173,8 @@ func TestBackpressureGivesUpOnDeadSubscriber(t *testing.T) {
 // shortened: the publisher must still get through, with drops.
 func TestBackpressureBoundsASlowSubscriber(t *testing.T) {
 	const count, size = 3000, 4096
-	b, err := New(Options{AllowAnonymous: true, Listeners: []string{"tcp://127.0.0.1:0"}, Limits: Limits{MaxQueued: 8}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.bp.noProgress, b.bp.maxWait = time.Hour, 300*time.Millisecond // before Start: no race
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+	b := startAdjusted(t, Options{AllowAnonymous: true, Limits: Limits{MaxQueued: 8}}, func(b *Broker) {
+		b.bp.noProgress, b.bp.maxWait = time.Hour, 300*time.Millisecond
 	})
 	addr := b.tcpAddr(t)
 	slow := dialRaw(t, addr, 4)

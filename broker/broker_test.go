@@ -23,6 +23,13 @@ func TestMain(m *testing.M) {
 // startBroker starts a broker on a free loopback port and stops it with the test.
 func startBroker(t testing.TB, o Options) *Broker {
 	t.Helper()
+	return startAdjusted(t, o, nil)
+}
+
+// startAdjusted is startBroker with a chance to change the broker between
+// New and Start, while nothing else runs yet.
+func startAdjusted(t testing.TB, o Options, adjust func(*Broker)) *Broker {
+	t.Helper()
 	if len(o.Listeners) == 0 {
 		o.Listeners = []string{"tcp://127.0.0.1:0"}
 	}
@@ -32,6 +39,9 @@ func startBroker(t testing.TB, o Options) *Broker {
 	b, err := New(o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if adjust != nil {
+		adjust(b)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"path/filepath"
@@ -50,22 +49,10 @@ func FuzzConnection(f *testing.F) {
 	// thousands of TIME_WAIT ports a fast fuzzer would use up (it stalled
 	// after ~25 s on TCP).
 	sock := filepath.Join(f.TempDir(), "fuzz.sock")
-	b, err := New(Options{
+	startBroker(f, Options{
+		Log:       io.Discard, // thousands of refused connections
 		Listeners: []string{"unix://" + sock},
 		Limits:    Limits{ConnectTimeout: 2 * time.Second, MaxPacketSize: 64 << 10, AuthFailDelay: time.Millisecond},
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			f.Errorf("Close: %v", err)
-		}
 	})
 	okConnect := enc(connectPacket("health", true, 30), 4)
 
