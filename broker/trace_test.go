@@ -1,13 +1,11 @@
 package broker
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,30 +14,12 @@ import (
 	"github.com/muesli/termenv"
 )
 
-// lockedBuffer is an io.Writer the trace hook may write from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // traceSession runs one MQTT 5 publish with properties and a binary payload
 // through a broker with the trace hook and returns what the hook wrote.
 func traceSession(t *testing.T, jsonLines, color bool) string {
 	t.Helper()
 	pub, _ := mosquittotest.RequireClients(t)
-	var out lockedBuffer
+	var out syncBuf
 	_, addr, stop := startMochi(t, newTraceHook(&out, jsonLines, color))
 	payload := filepath.Join(t.TempDir(), "payload")
 	if err := os.WriteFile(payload, []byte("line1\n\x00\xff\"q\""), 0o600); err != nil {

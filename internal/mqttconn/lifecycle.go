@@ -67,6 +67,28 @@ func (l *lifecycle) markClosed(err error) {
 	l.mu.Unlock()
 }
 
+// enter counts a publisher in, unless the client has ended; Disconnect
+// waits for every publisher counted in to leave.
+func (l *lifecycle) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.senders++
+	return true
+}
+
+// leave counts a publisher out.
+func (l *lifecycle) leave() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.senders--
+	if l.senders == 0 {
+		l.cond.Broadcast()
+	}
+}
+
 // waitDone waits until the client has fully stopped, or ctx ends.
 func (l *lifecycle) waitDone(ctx context.Context) error {
 	select {

@@ -186,25 +186,14 @@ func (c *v3Client) PublishAsync(ctx context.Context, m *Message, done func(error
 			return
 		}
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.enter() {
 		if slot {
 			<-c.sem
 		}
 		done(c.closedErr())
 		return
 	}
-	c.senders++
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.senders--
-		if c.senders == 0 {
-			c.cond.Broadcast()
-		}
-		c.mu.Unlock()
-	}()
+	defer c.leave()
 	// Holding wmu across Publish and the enqueue keeps the acker's order
 	// the same as the wire order when several goroutines publish.
 	c.wmu.Lock()

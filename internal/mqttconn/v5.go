@@ -247,22 +247,11 @@ func (c *v5Client) PublishAsync(ctx context.Context, m *Message, done func(error
 			Err: errors.New("the broker does not support retained messages"), Reason: 0x9A})
 		return
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.enter() {
 		done(c.closedErr())
 		return
 	}
-	c.senders++
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.senders--
-		if c.senders == 0 {
-			c.cond.Broadcast()
-		}
-		c.mu.Unlock()
-	}()
+	defer c.leave()
 	select {
 	case c.queue <- &pubReq{ctx: ctx, m: m, done: done}:
 	case <-ctx.Done():
