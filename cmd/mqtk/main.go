@@ -5,8 +5,7 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
+	"time"
 
 	"github.com/mqtk/mqtk/internal/ui"
 )
@@ -16,14 +15,14 @@ func main() {
 }
 
 // run executes the command tree with a context that ends on the first
-// Ctrl-C or SIGTERM; a second one exits at once, for a command that is stuck.
+// Ctrl-C or SIGTERM (see interrupts for when the handler goes in).
 func run() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // restore default handling: the next signal kills the process
-	}()
-	streams := ui.System(ui.ColorAuto)
-	return execute(ctx, streams, os.Args[1:], os.Getenv)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newInterrupts(cancel)
+	defer w.stop()
+	t := time.AfterFunc(quickGrace, w.catch)
+	defer t.Stop()
+	a := &app{io: ui.System(ui.ColorAuto), getenv: os.Getenv, interrupts: w}
+	return executeApp(ctx, a, os.Args[1:])
 }

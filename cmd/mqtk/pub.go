@@ -68,7 +68,8 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
   printf 'a/1\tx\nb/2\ty\n' | mqtk pub -l --topic-from-line
   mqtk pub -t 'dev/{{.Seq}}' -m '{"t":{{randFloat 18 25}}}' --template --repeat 10 --rate 5/s
   mqtk pub --replay capture.jsonl --speed 2`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{quickStart: "yes"},
 	}
 	conn := addConnFlags(cmd, a)
 	fs := cmd.Flags()
@@ -116,12 +117,23 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 		if err := opts.Validate(); err != nil {
 			return err
 		}
+		if !f.oneShot(opts) {
+			a.catchInterrupts()
+		}
 		if runF != nil {
 			return runF(opts)
 		}
 		return pub.Run(cmd.Context(), opts)
 	}
 	return cmd
+}
+
+// oneShot reports whether this run publishes one message given on the
+// command line or in a file, with no will to leave behind: it ends in
+// milliseconds, so it leaves Ctrl-C handling to the timer in run() (see
+// interrupts), and a stream, a replay or repeats catch it at once.
+func (f *pubFlags) oneShot(o *pub.Options) bool {
+	return !f.stdin && !f.lines && f.replay == "" && o.Repeat <= 1 && o.Config.Will == nil
 }
 
 // fill turns the parsed flags into Options; every problem is a usage error.

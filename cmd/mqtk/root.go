@@ -90,11 +90,18 @@ func orDefault(s, def string) string {
 type app struct {
 	io     *ui.Streams
 	getenv func(string) string
+	// interrupts is nil in in-process tests, which send no signals.
+	interrupts *interrupts
 }
 
 // execute builds the tree, runs it and returns the process exit code.
 func execute(ctx context.Context, streams *ui.Streams, args []string, getenv func(string) string) int {
-	root := newRootCmd(&app{io: streams, getenv: getenv}, args)
+	return executeApp(ctx, &app{io: streams, getenv: getenv}, args)
+}
+
+func executeApp(ctx context.Context, a *app, args []string) int {
+	streams := a.io
+	root := newRootCmd(a, args)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
@@ -158,7 +165,6 @@ func subcommands(a *app) []struct {
 // whole tree.
 func newRootCmd(a *app, args []string) *cobra.Command {
 	var colorFlag string
-	v, _, _ := buildInfo()
 	root := &cobra.Command{
 		Use:   "mqtk",
 		Short: "MQTT and MQTTS from the shell: pub, sub, bench, broker, tlsgen",
@@ -170,7 +176,6 @@ so existing habits carry over. Help is --help only: -h is the host.
 
 Settings come from, strongest first: flags, MQTK_* environment variables,
 a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
-		Version:       v,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -179,6 +184,9 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 				return mqttconn.Usagef("%v", err)
 			}
 			a.io.SetColorMode(mode)
+			if !startsQuick(cmd) {
+				a.catchInterrupts()
+			}
 			return nil
 		},
 	}
@@ -206,7 +214,14 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 			built = true
 		}
 	}
-	if !built {
+	if built {
+		// `mqtk completion` and `mqtk --version` need the whole tree
+		// anyway; a named command skips building them (reading the build
+		// info and formatting the completion help were 1% of a one-shot
+		// publish).
+		root.CompletionOptions.DisableDefaultCmd = true
+	} else {
+		root.Version, _, _ = buildInfo()
 		for _, c := range subcommands(a) {
 			root.AddCommand(c.make())
 		}
@@ -226,9 +241,10 @@ func envOr(getenv func(string) string, key, def string) string {
 func newVersionCmd(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "version",
-		Short: "Print mqtk's version, commit and build date",
-		Args:  cobra.NoArgs,
+		Use:         "version",
+		Short:       "Print mqtk's version, commit and build date",
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{quickStart: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, c, d := buildInfo()
 			if asJSON {
