@@ -117,7 +117,7 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 		if err := opts.Validate(); err != nil {
 			return err
 		}
-		if !f.oneShot(opts) {
+		if !oneShot(opts) {
 			a.catchInterrupts()
 		}
 		if runF != nil {
@@ -132,8 +132,12 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 // command line or in a file, with no will to leave behind: it ends in
 // milliseconds, so it leaves Ctrl-C handling to the timer in run() (see
 // interrupts), and a stream, a replay or repeats catch it at once.
-func (f *pubFlags) oneShot(o *pub.Options) bool {
-	return !f.stdin && !f.lines && f.replay == "" && o.Repeat <= 1 && o.Config.Will == nil
+func oneShot(o *pub.Options) bool {
+	switch o.Source {
+	case pub.SourceMessage, pub.SourceFile, pub.SourceNull:
+		return o.Repeat <= 1 && o.Config.Will == nil
+	}
+	return false
 }
 
 // fill turns the parsed flags into Options; every problem is a usage error.
