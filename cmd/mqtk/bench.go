@@ -100,7 +100,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		o.Shard, o.Shards = si, sn
 	}
 	o.Format = f.format
-	cfg, err := f.conn.config()
+	cfg, err := f.conn.config(cmd.Context())
 	if err != nil {
 		return nil, err
 	}

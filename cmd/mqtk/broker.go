@@ -19,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/term"
 
 	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/internal/gctune"
@@ -397,7 +396,7 @@ or read as the first line of standard input with --password-stdin.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pw, err := readNewPassword(a, fromStdin, args[1])
+			pw, err := readNewPassword(cmd.Context(), a, fromStdin, args[1])
 			if err != nil {
 				return err
 			}
@@ -412,7 +411,7 @@ or read as the first line of standard input with --password-stdin.`,
 	return cmd
 }
 
-func readNewPassword(a *app, fromStdin bool, user string) ([]byte, error) {
+func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) ([]byte, error) {
 	if fromStdin {
 		line, err := bufio.NewReader(a.io.In).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -428,15 +427,11 @@ func readNewPassword(a *app, fromStdin bool, user string) ([]byte, error) {
 	if !ok || !a.io.InTTY {
 		return nil, mqttconn.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
 	}
-	fmt.Fprintf(a.io.Err, "password for %s: ", user)
-	p1, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(a.io.Err)
+	p1, err := a.askSecret(ctx, f, fmt.Sprintf("password for %s: ", user))
 	if err != nil {
 		return nil, fmt.Errorf("read password: %w", err)
 	}
-	fmt.Fprintf(a.io.Err, "again: ")
-	p2, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(a.io.Err)
+	p2, err := a.askSecret(ctx, f, "again: ")
 	if err != nil {
 		return nil, fmt.Errorf("read password: %w", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -110,7 +111,7 @@ func envName(flag string) string {
 
 // config builds the Config with precedence flag > MQTK_* environment >
 // profile > default, then resolves and validates it. Call it from RunE.
-func (f *connFlags) config() (mqttconn.Config, error) {
+func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 	getenv := f.a.getenv
 	name := f.profile
 	if name == "" {
@@ -148,7 +149,7 @@ func (f *connFlags) config() (mqttconn.Config, error) {
 			}
 		}
 	}
-	return f.build()
+	return f.build(ctx)
 }
 
 func lookupEnv(getenv func(string) string, k string) (string, bool) {
@@ -156,7 +157,7 @@ func lookupEnv(getenv func(string) string, k string) (string, bool) {
 	return v, v != ""
 }
 
-func (f *connFlags) build() (mqttconn.Config, error) {
+func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	c := mqttconn.Default()
 	var err error
 	if c.Version, err = mqttconn.ParseVersion(f.version); err != nil {
@@ -180,7 +181,7 @@ func (f *connFlags) build() (mqttconn.Config, error) {
 		c.SessionExpiry = &d
 	}
 	c.Username = f.username
-	if c.Password, err = f.resolvePassword(); err != nil {
+	if c.Password, err = f.resolvePassword(ctx); err != nil {
 		return c, err
 	}
 	if f.willTopic != "" || f.willPayload != "" || f.flags.Changed("will-qos") || f.willRetain {
@@ -221,7 +222,7 @@ func (f *connFlags) build() (mqttconn.Config, error) {
 // resolvePassword picks the password from -P/MQTK_PASSWORD/profile (already
 // in f.password), --password-file or --password-prompt; more than one
 // explicit source is a usage error rather than a silent choice.
-func (f *connFlags) resolvePassword() (string, error) {
+func (f *connFlags) resolvePassword(ctx context.Context) (string, error) {
 	sources := 0
 	for _, set := range []bool{f.flags.Changed("password"), f.passwordFile != "", f.passwordPrompt} {
 		if set {
@@ -240,14 +241,14 @@ func (f *connFlags) resolvePassword() (string, error) {
 		line, _, _ := strings.Cut(string(b), "\n")
 		return strings.TrimRight(line, "\r"), nil
 	case f.passwordPrompt:
-		return promptPassword(f.a, f.username)
+		return promptPassword(ctx, f.a, f.username)
 	}
 	return f.password, nil
 }
 
 // promptPassword reads a password without echo from the terminal; it
 // prefers /dev/tty so that stdin stays free for payloads (pub -l).
-func promptPassword(a *app, user string) (string, error) {
+func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
 		if f, ok := a.io.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -262,15 +263,14 @@ func promptPassword(a *app, user string) (string, error) {
 	if user != "" {
 		label = "password for " + user
 	}
-	fmt.Fprintf(a.io.Err, "%s: ", label)
 	if term.IsTerminal(int(tty.Fd())) {
-		b, err := term.ReadPassword(int(tty.Fd()))
-		fmt.Fprintln(a.io.Err)
+		b, err := a.askSecret(ctx, tty, label+": ")
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}
 		return string(b), nil
 	}
+	fmt.Fprintf(a.io.Err, "%s: ", label)
 	line, err := bufio.NewReader(tty).ReadString('\n')
 	if err != nil && line == "" {
 		return "", fmt.Errorf("read password: %w", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +24,7 @@ func parseConn(t *testing.T, env map[string]string, args ...string) (mqttconn.Co
 	var cerr error
 	var flags *connFlags
 	cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error {
-		got, cerr = flags.config()
+		got, cerr = flags.config(context.Background())
 		return nil
 	}}
 	cmd.Flags().Bool("help", false, "help") // -h is the host, as on the real root

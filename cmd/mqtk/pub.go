@@ -102,7 +102,7 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 	fs.BoolVar(&opts.Quiet, "quiet", false, "no commentary on stderr (errors still shown)")
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cfg, err := conn.config()
+		cfg, err := conn.config(cmd.Context())
 		if err != nil {
 			return err
 		}

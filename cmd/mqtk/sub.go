@@ -98,7 +98,7 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 	fs.BoolVar(&noReconnect, "no-reconnect", false, "exit 3 when the connection drops instead of redialling")
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := cf.config()
+		conn, err := cf.config(cmd.Context())
 		if err != nil {
 			return err
 		}

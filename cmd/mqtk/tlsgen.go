@@ -127,9 +127,7 @@ func p12Password(a *app, cmd *cobra.Command, flag string) (string, error) {
 		return "", mqttconn.Usagef("--p12 needs a password and there is no terminal to ask: give --p12-password or set MQTK_P12_PASSWORD")
 	}
 	read := func(label string) (string, error) {
-		fmt.Fprint(a.io.Err, label)
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(a.io.Err)
+		b, err := a.askSecret(cmd.Context(), f, label)
 		if err != nil {
 			return "", fmt.Errorf("read PKCS#12 password: %w", err)
 		}

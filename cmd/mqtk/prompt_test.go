@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// ptyDriver runs a command on a fresh pseudo-terminal (its controlling
+// terminal, so /dev/tty works), waits until the terminal's echo is off (a
+// password prompt is up), types Ctrl-C, and reports how the command ended
+// and whether echo came back. Go's standard library has no pty, Python's
+// does, and python3 is already a test dependency (paho).
+const ptyDriver = `
+import fcntl, json, os, select, subprocess, sys, termios, time
+
+master, slave = os.openpty()
+
+def controlling_tty():
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+p = subprocess.Popen(sys.argv[1:], stdin=slave, stdout=slave, stderr=slave,
+                     preexec_fn=controlling_tty, env=dict(os.environ, NO_COLOR="1"))
+out = b""
+def drain(wait):
+    global out
+    r, _, _ = select.select([master], [], [], wait)
+    if r:
+        try:
+            out += os.read(master, 4096)
+        except OSError:
+            pass
+
+echo = lambda: bool(termios.tcgetattr(slave)[3] & termios.ECHO)
+deadline = time.time() + 20
+while echo() and p.poll() is None and time.time() < deadline:
+    drain(0.05)
+prompted = not echo()
+os.write(master, b"\x03")
+try:
+    rc = p.wait(timeout=10)
+    hung = False
+except subprocess.TimeoutExpired:
+    hung = True
+    p.kill()
+    rc = p.wait()
+drain(0.1)
+print(json.dumps({"prompted": prompted, "hung": hung, "rc": rc,
+                  "echo_after": echo(), "out": out.decode("utf-8", "replace")}))
+`
+
+type ptyResult struct {
+	Prompted  bool   `json:"prompted"`
+	Hung      bool   `json:"hung"`
+	RC        int    `json:"rc"`
+	EchoAfter bool   `json:"echo_after"`
+	Out       string `json:"out"`
+}
+
+func ctrlCAtPrompt(t *testing.T, args ...string) ptyResult {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed (.ci/run installs it)")
+	}
+	bin, err := exec.LookPath("mqtk")
+	if err != nil {
+		t.Skipf("mqtk is not on $PATH (testscript.Main installs it): %v", err)
+	}
+	script := filepath.Join(t.TempDir(), "pty.py")
+	if err := os.WriteFile(script, []byte(ptyDriver), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, append([]string{script, bin}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("pty driver: %v\n%s", err, out)
+	}
+	var r ptyResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("pty driver output %q: %v", out, err)
+	}
+	return r
+}
+
+// Ctrl-C at a password prompt ends the command at once with exit status
+// 130 and gives the terminal its echo back. Before, the first Ctrl-C was
+// swallowed by our handler while the read went on, and a second one killed
+// mqtk with echo still off in the user's shell.
+func TestCtrlCAtPasswordPrompt(t *testing.T) {
+	cases := map[string][]string{
+		"pub --password-prompt": {"pub", "--password-prompt", "-u", "bob", "-t", "x", "-m", "y", "-h", "127.0.0.1", "-p", "1"},
+		"tlsgen --p12":          {"tlsgen", "--p12", "--dir", filepath.Join(t.TempDir(), "certs")},
+		"broker passwd":         {"broker", "passwd", filepath.Join(t.TempDir(), "passwd"), "bob"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := ctrlCAtPrompt(t, args...)
+			if !r.Prompted {
+				t.Fatalf("no password prompt with echo off appeared; rc %d, output %q", r.RC, r.Out)
+			}
+			if r.Hung {
+				t.Fatalf("still running 10 s after Ctrl-C at the prompt; output %q", r.Out)
+			}
+			if r.RC != 130 {
+				t.Errorf("exit status %d after Ctrl-C, want 130 (negative means killed by the signal); output %q", r.RC, r.Out)
+			}
+			if !r.EchoAfter {
+				t.Errorf("terminal echo is still off after mqtk ended; output %q", r.Out)
+			}
+		})
+	}
+}
