@@ -280,11 +280,22 @@ func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 
 // parseSeconds reads mosquitto-style whole seconds ("60") or a Go duration
 // ("2m", "90s").
+// maxSeconds is the longest time a time.Duration holds, in whole seconds
+// (about 292 years): more would wrap around to a negative duration.
+const maxSeconds = math.MaxInt64 / int64(time.Second)
+
+func tooLong(flag, s string) error {
+	return mqttconn.Usagef("--%s %s is too long: at most %d seconds (about 292 years)", flag, s, maxSeconds)
+}
+
 func parseSeconds(flag, s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 {
 			return 0, mqttconn.Usagef("--%s must not be negative, got %s", flag, s)
+		}
+		if n > maxSeconds {
+			return 0, tooLong(flag, s)
 		}
 		return time.Duration(n) * time.Second, nil
 	}

@@ -239,6 +239,9 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 func parseSecondsFloat(flag, s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if x, err := strconv.ParseFloat(s, 64); err == nil && x >= 0 && !math.IsInf(x, 0) {
+		if x > float64(maxSeconds) {
+			return 0, tooLong(flag, s)
+		}
 		return time.Duration(x * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(s)

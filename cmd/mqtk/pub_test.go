@@ -95,6 +95,8 @@ func TestPubUsageErrorsExit2(t *testing.T) {
 	}{
 		{[]string{"-t", "a", "-m", "x", "-n"}, "more than one payload source (-m, -n)"},
 		{[]string{"-t", "a", "-m", "x", "-q", "3"}, "-q 3 out of range"},
+		{[]string{"-t", "a", "-m", "x", "--repeat", "2", "--repeat-delay", "1e300"}, "--repeat-delay 1e300 is too long"},
+		{[]string{"-t", "a", "-m", "x", "-k", "99999999999999"}, "--keepalive 99999999999999 is too long"},
 		{[]string{"-t", "a/#", "-m", "x"}, "wildcards"},
 		{[]string{"-t", "", "-m", "x"}, "no topic given"},
 		{[]string{"-m", "x"}, "no topic given"},

@@ -85,7 +85,7 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 	fs.BoolVar(&opts.RemoveRetained, "remove-retained", false, "clear every retained message received (publish an empty retained message)")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "with --remove-retained: list what would be cleared on stderr, clear nothing")
 	fs.IntVarP(&opts.Count, "count", "C", 0, "exit 0 after this many messages")
-	fs.StringVarP(&timeout, "timeout", "W", "", "exit 27 if the count is not reached within this time (seconds or 10s, 2m)")
+	fs.StringVarP(&timeout, "timeout", "W", "", "exit 27 if the count is not reached within this time (seconds, 0.5, or 10s, 2m)")
 	fs.StringVar(&idle, "idle", "", "exit once no message arrived for this long (seconds or a duration)")
 	fs.StringVar(&match, "match", "", "only count and print payloads matching re:REGEX or jq:EXPR")
 	fs.BoolVarP(&opts.Verbose, "verbose", "v", false, "print the topic before the payload")
@@ -125,7 +125,7 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}
 		if timeout != "" {
-			if opts.Timeout, err = parseSeconds("timeout", timeout); err != nil {
+			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
 				return err
 			}
 			if opts.Timeout == 0 {
@@ -133,7 +133,7 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 			}
 		}
 		if idle != "" {
-			if opts.Idle, err = parseSeconds("idle", idle); err != nil {
+			if opts.Idle, err = parseSecondsFloat("idle", idle); err != nil {
 				return err
 			}
 			if opts.Idle == 0 {

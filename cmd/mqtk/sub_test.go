@@ -57,6 +57,11 @@ func TestSubFlagsFillOptions(t *testing.T) {
 		o.Conn.Port != 1999 || o.Dial == nil {
 		t.Errorf("options: %+v", o)
 	}
+	// mosquitto_sub takes whole seconds; a fraction is accepted too.
+	o, err = parseSub(t, "-t", "a", "-W", "0.25", "--idle", "1.5")
+	if err != nil || o.Timeout != 250*time.Millisecond || o.Idle != 1500*time.Millisecond {
+		t.Errorf("-W 0.25 --idle 1.5: %v, timeout %v, idle %v", err, o.Timeout, o.Idle)
+	}
 	o, err = parseSub(t, "-L", "mqtt://127.0.0.1:1884/from/url", "-E", "--retained-only", "--remove-retained", "--dry-run", "--output", "jsonl")
 	if err != nil || fmt.Sprint(o.Topics) != "[from/url]" || !o.ExitAfterSuback || !o.RetainedOnly || !o.RemoveRetained || !o.DryRun || o.Output != "jsonl" {
 		t.Errorf("-L topic and the rest: %v %+v", err, o)
@@ -80,6 +85,9 @@ func TestSubUsageErrorsExit2(t *testing.T) {
 		{[]string{"-t", "a", "-F", "%t", "--output", "jsonl"}, "exclude each other"},
 		{[]string{"-t", "a", "--output", "xml"}, "--output \"xml\""},
 		{[]string{"-t", "a", "-W", "soon"}, "--timeout"},
+		{[]string{"-t", "a", "-W", "99999999999999"}, "--timeout 99999999999999 is too long"},
+		{[]string{"-t", "a", "--idle", "1e300"}, "--idle 1e300 is too long"},
+		{[]string{"-t", "a", "-W", "0.0000000001"}, "more than zero"},
 		{[]string{"-t", "a", "-C", "0"}, "at least 1"},
 		{[]string{"-t", "a", "-R", "--retained-only"}, "exclude each other"},
 		{[]string{"-t", "a", "--dry-run"}, "only applies to --remove-retained"},
