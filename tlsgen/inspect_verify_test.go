@@ -107,6 +107,8 @@ func TestVerifyVerdicts(t *testing.T) {
 		{"not yet valid", VerifyOptions{CAFile: ca, CertFile: srv, Now: func() time.Time { return now.Add(-2 * time.Hour) }}, false, "not valid yet", "clock"},
 		{"client as server", VerifyOptions{CAFile: ca, CertFile: cli, Host: "localhost"}, false, "it is a client certificate", "mqtk tlsgen client mqtk-client"},
 		{"leaf as CA", VerifyOptions{CAFile: srv, CertFile: cli}, false, "not", ""},
+		// The CA chains to itself; the verdict is ok, with a warning below.
+		{"CA as leaf", VerifyOptions{CAFile: ca, CertFile: ca}, true, "ok: " + ca + " is signed by " + ca, "is a CA certificate: brokers and clients should present a certificate it signed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,6 +118,9 @@ func TestVerifyVerdicts(t *testing.T) {
 			if tt.ok {
 				if err != nil || !strings.Contains(out.String(), tt.want) {
 					t.Fatalf("err %v, stdout %q; want %q", err, out, tt.want)
+				}
+				if !strings.Contains(errb.String(), tt.hint) || (tt.hint == "" && errb.Len() != 0) {
+					t.Errorf("stderr %q; want %q", errb, tt.hint)
 				}
 				return
 			}

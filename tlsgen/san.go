@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -126,7 +127,7 @@ func checkHostname(h string) error {
 			case r > 127:
 				return errString("it contains non-ASCII characters: give the punycode (xn--) form")
 			default:
-				return errString("it contains the character " + string(r) + "; host names use letters, digits, '-' and '.'")
+				return errString("it contains the character " + strconv.QuoteRune(r) + "; host names use letters, digits, '-' and '.'")
 			}
 		}
 	}

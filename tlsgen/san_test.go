@@ -1,6 +1,7 @@
 package tlsgen
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -73,6 +74,10 @@ func TestClassifyNameRejects(t *testing.T) {
 				t.Errorf("ClassifyName(%q): kind %v, want usage", in, mqttconn.KindOf(err))
 			}
 		})
+	}
+	// The offending character is quoted: a bare space was invisible.
+	if _, err := ClassifyName("bad name!"); err == nil || !strings.Contains(err.Error(), "the character ' '") {
+		t.Errorf("ClassifyName(%q): %v; want the space quoted", "bad name!", err)
 	}
 }
 

@@ -135,6 +135,11 @@ func Verify(o *VerifyOptions) error {
 	if d := daysLeft(leaf.NotAfter, now); d < 30 {
 		o.IO.Warnf("%s expires in %d days: reissue it soon: %s", o.CertFile, d, reissue)
 	}
+	if leaf.IsCA {
+		// It chains to itself, so Verify says yes; but a broker or client
+		// presenting its CA certificate is almost always a mix-up of files.
+		o.IO.Warnf("%s is a CA certificate: brokers and clients should present a certificate it signed (mqtk tlsgen server NAME..., mqtk tlsgen client CN)", o.CertFile)
+	}
 	return nil
 }
 
