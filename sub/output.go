@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/lipgloss"
 
@@ -195,8 +197,18 @@ func (p *printer) styled(m *mqttconn.Message, now time.Time) {
 	switch {
 	case len(m.Payload) == 0:
 		sb.WriteString(st.time.Render("(empty)"))
+	case !utf8.Valid(m.Payload):
+		// Not text: a run of hex reads better than stray runes that
+		// happen to decode between escapes (de ad is valid UTF-8).
+		sb.WriteString(st.lit.Render("binary, " + strconv.Itoa(len(m.Payload)) + " bytes:"))
+		for _, b := range m.Payload {
+			sb.WriteByte(' ')
+			sb.WriteByte(lowerHex[b>>4])
+			sb.WriteByte(lowerHex[b&0xf])
+		}
 	case !safeText(m.Payload):
-		sb.WriteString(st.lit.Render("binary "))
+		// Text with control characters: shown, with those escaped.
+		sb.WriteString(st.lit.Render("escaped: "))
 		sb.Write(escapeBinary(m.Payload))
 	default:
 		sb.Write(m.Payload)
@@ -258,3 +270,5 @@ func colorJSON(b []byte, st *styles) string {
 	}
 	return sb.String()
 }
+
+const lowerHex = "0123456789abcdef"

@@ -439,13 +439,17 @@ func TestStyledTerminalView(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	p.print(&mqttconn.Message{Topic: "home/kitchen/temp", QoS: 1, Retain: true, Payload: []byte(`{"t":21.5,"ok":true,"s":"x"}`)}, now)
 	p.print(&mqttconn.Message{Topic: "bin", Payload: []byte{0xff, 0x1b, 'a'}}, now)
+	// de ad is valid UTF-8 by accident; the whole payload is still binary.
+	p.print(&mqttconn.Message{Topic: "bin2", Payload: []byte{0xde, 0xad, 0xbe, 0xef, 0x00}}, now)
+	p.print(&mqttconn.Message{Topic: "ctl", Payload: []byte("a[2Jb")}, now)
 	p.print(&mqttconn.Message{Topic: "evil\x1b]0;title\x07", Payload: []byte("x")}, now)
 	if err := p.flush(); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
 	plain := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(got, "")
-	for _, want := range []string{"03:04:05.000 home/kitchen/temp  q1   retained \n", `  "t": 21.5,`, `binary \xff\x1ba`} {
+	for _, want := range []string{"03:04:05.000 home/kitchen/temp  q1   retained \n", `  "t": 21.5,`, "bin binary, 3 bytes: ff 1b 61\n",
+		"bin2 binary, 5 bytes: de ad be ef 00\n", `ctl escaped: a\x1b[2Jb`} {
 		if !strings.Contains(plain, want) {
 			t.Errorf("styled view lacks %q:\n%s", want, plain)
 		}
