@@ -357,8 +357,14 @@ func WriteText(w io.Writer, r *Report) error {
 		if rc.Expected > 0 {
 			exp = fmtCount(rc.Expected)
 		}
-		fmt.Fprintf(tw, "delivery\t%s of %s expected\t%s lost (%.3f%%)\t%s duplicated, %s out of order\n",
-			fmtCount(rc.Unique), exp, fmtCount(rc.Lost), rc.LossPct, fmtCount(rc.Duplicated), fmtCount(rc.OutOfOrder))
+		// Rates cover the measured window only, but a message lost during
+		// warm-up is still lost: say why these counts exceed "received".
+		whole := ""
+		if c.Warmup != "" && c.Warmup != "0s" {
+			whole = " (whole run, warm-up included)"
+		}
+		fmt.Fprintf(tw, "delivery\t%s of %s expected\t%s lost (%.3f%%)\t%s duplicated, %s out of order%s\n",
+			fmtCount(rc.Unique), exp, fmtCount(rc.Lost), rc.LossPct, fmtCount(rc.Duplicated), fmtCount(rc.OutOfOrder), whole)
 	}
 	tw.Flush()
 

@@ -113,6 +113,7 @@ func TestRenderQoS0AndConn(t *testing.T) {
 	r.Publish.Acked = 0
 	r.LoadModel = "closed-loop"
 	r.Config.Inflight = 1
+	r.Config.Warmup = "2s" // delivery counts then say they include it
 	r.summarize()
 	var b bytes.Buffer
 	if err := WriteText(&b, r); err != nil {
