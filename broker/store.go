@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Why bbolt and not one of mochi's storage hooks:
@@ -118,7 +119,7 @@ func newStoreHook(dir string) (*storeHook, error) {
 	// file lock; fail fast with a message instead.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: it is locked by another running broker; stop it or use another --data directory", path)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -185,7 +185,7 @@ func tcpConfig(t *testing.T, b *mosquittotest.Broker, v mqttconn.Version) mqttco
 }
 
 // run runs Run with test streams and returns its error and stderr.
-func run(t *testing.T, o *Options, stdin []byte) (error, string) {
+func run(t *testing.T, o *Options, stdin []byte) (string, error) {
 	t.Helper()
 	io, _, errb := ui.Test(bytes.NewReader(stdin))
 	o.IO = io
@@ -195,7 +195,7 @@ func run(t *testing.T, o *Options, stdin []byte) (error, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := Run(ctx, o)
-	return err, errb.String()
+	return errb.String(), err
 }
 
 func hexOf(s string) string { return hex.EncodeToString([]byte(s)) }
@@ -232,7 +232,7 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 				for _, c := range cases {
 					o := c.o
 					o.Config, o.QoS = tcpConfig(t, b, v), qos
-					if err, stderr := run(t, &o, c.stdin); err != nil {
+					if stderr, err := run(t, &o, c.stdin); err != nil {
 						t.Fatalf("%v: Run: %v\n%s", o.Source, err, stderr)
 					}
 					want = append(want, c.want...)
@@ -269,7 +269,7 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 func TestRetainAndQoSArrive(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
 	// A fresh subscriber gets the retained message with the retain flag.
@@ -293,7 +293,7 @@ func TestV5PropertiesArrive(t *testing.T) {
 			MessageExpiry:   &exp,
 			PayloadFormat:   &pfi,
 		}}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
 	// mosquitto_sub prints correlation data (%D) raw, so binary survives.
@@ -315,7 +315,7 @@ func TestTemplates(t *testing.T) {
 		Props:   Props{UserProperties: []mqttconn.UserProperty{{Key: "n", Value: "{{.Seq}}"}}},
 		Clock:   clock, Getenv: func(k string) string { return map[string]string{"PUBTEST": "envval"}[k] },
 		Host: func() (string, error) { return "box", nil }}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
 	got := p.lines(3, "%t|%p|%P")
@@ -350,7 +350,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "a",
 		Repeat: 4, RepeatDelay: 250 * time.Millisecond, Clock: clock}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
 	if want := []time.Duration{250 * time.Millisecond, 250 * time.Millisecond, 250 * time.Millisecond}; fmt.Sprint(clock.sleeps) != fmt.Sprint(want) {
@@ -364,7 +364,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 	}
 	clock2 := &fakeClock{now: time.Unix(1000, 0)}
 	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "b", Repeat: 3, Rate: 4, Clock: clock2}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
 	if want := []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}; fmt.Sprint(clock2.sleeps) != fmt.Sprint(want) {
@@ -398,7 +398,7 @@ func TestReplayOrderPropertiesAndPacing(t *testing.T) {
 	for _, speed := range []float64{1, 2, 0} {
 		clock := &fakeClock{now: time.Unix(5000, 0)}
 		o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceReplay, File: file, Speed: speed, Clock: clock}
-		if err, stderr := run(t, &o, nil); err != nil {
+		if stderr, err := run(t, &o, nil); err != nil {
 			t.Fatalf("Run: %v\n%s", err, stderr)
 		}
 		var want []time.Duration
@@ -429,7 +429,7 @@ func jsonLine(m *mqttconn.Message) ([]byte, error) {
 func TestTooLargeAndRejected(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Global: "max_packet_size 100\n"})
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
-	err, _ := run(t, &o, nil)
+	_, err := run(t, &o, nil)
 	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
 		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, mqttconn.KindOf(err))
 	}
@@ -439,12 +439,12 @@ func TestTopicAliasOverBrokerMaximum(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{Extra: "max_topic_alias 5"}}})
 	p := newProbe(t, tcpArgs(b), "alias/#")
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
-	err, _ := run(t, &o, nil)
+	_, err := run(t, &o, nil)
 	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "up to 5") {
 		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, mqttconn.KindOf(err))
 	}
 	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
-	if err, stderr := run(t, &o, nil); err != nil {
+	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("alias 5: %v\n%s", err, stderr)
 	}
 	if got := p.lines(1, "%t %p"); got[0] != "alias/a aliased" {
@@ -460,7 +460,7 @@ func TestRejectedPublishIsKindRejected(t *testing.T) {
 	}
 	b := broker(t, mosquittotest.Options{ACLFile: acl})
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
-	err, _ := run(t, &o, nil)
+	_, err := run(t, &o, nil)
 	if mqttconn.KindOf(err) != mqttconn.KindRejected || !strings.Contains(err.Error(), "not authorized") {
 		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, mqttconn.KindOf(err))
 	}

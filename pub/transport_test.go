@@ -47,7 +47,7 @@ func TestTLSAndWebSocket(t *testing.T) {
 			topic := fmt.Sprintf("tr/%s/%d", name, v)
 			payload := []byte{0, 1, 2, 0xfe, 0xff}
 			o := Options{Config: cfg, Source: SourceMessage, Topic: topic, Message: "000102feff", Encoding: EncHex, QoS: 1}
-			if err, stderr := run(t, &o, nil); err != nil {
+			if stderr, err := run(t, &o, nil); err != nil {
 				t.Fatalf("%s %s: %v\n%s", name, v, err, stderr)
 			}
 			want = append(want, fmt.Sprintf("%s %x", topic, payload))

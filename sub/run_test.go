@@ -441,7 +441,7 @@ func TestStyledTerminalView(t *testing.T) {
 	p.print(&mqttconn.Message{Topic: "bin", Payload: []byte{0xff, 0x1b, 'a'}}, now)
 	// de ad is valid UTF-8 by accident; the whole payload is still binary.
 	p.print(&mqttconn.Message{Topic: "bin2", Payload: []byte{0xde, 0xad, 0xbe, 0xef, 0x00}}, now)
-	p.print(&mqttconn.Message{Topic: "ctl", Payload: []byte("a[2Jb")}, now)
+	p.print(&mqttconn.Message{Topic: "ctl", Payload: []byte("a\x1b[2Jb")}, now)
 	p.print(&mqttconn.Message{Topic: "evil\x1b]0;title\x07", Payload: []byte("x")}, now)
 	if err := p.flush(); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 
 // parseConn runs a throwaway command carrying the connection flags and
 // returns the Config they resolve to.
-func parseConn(t *testing.T, env map[string]string, args ...string) (mqttconn.Config, error, string) {
+func parseConn(t *testing.T, env map[string]string, args ...string) (mqttconn.Config, string, error) {
 	t.Helper()
 	streams, _, errb := ui.Test(nil)
 	a := &app{io: streams, getenv: func(k string) string { return env[k] }}
@@ -32,9 +32,9 @@ func parseConn(t *testing.T, env map[string]string, args ...string) (mqttconn.Co
 	cmd.SetArgs(args)
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	if err := cmd.Execute(); err != nil {
-		return got, err, errb.String()
+		return got, errb.String(), err
 	}
-	return got, cerr, errb.String()
+	return got, errb.String(), cerr
 }
 
 func TestConnFlagsPrecedence(t *testing.T) {
@@ -58,25 +58,25 @@ profiles:
 	}
 	env := map[string]string{"XDG_CONFIG_HOME": dir}
 
-	c, err, _ := parseConn(t, env)
+	c, _, err := parseConn(t, env)
 	if err != nil || c.Host != "profile-host" || c.Port != 1999 || c.Username != "profile-user" || c.KeepAlive != 30*time.Second {
 		t.Fatalf("default profile: %+v %v", c, err)
 	}
 	env["MQTK_USERNAME"], env["MQTK_PASSWORD"] = "env-user", "env-pw"
-	c, err, _ = parseConn(t, env)
+	c, _, err = parseConn(t, env)
 	if err != nil || c.Username != "env-user" || c.Password != "env-pw" || c.Host != "profile-host" {
 		t.Fatalf("env over profile: %+v %v", c, err)
 	}
-	c, err, _ = parseConn(t, env, "-u", "flag-user", "-h", "flag-host")
+	c, _, err = parseConn(t, env, "-u", "flag-user", "-h", "flag-host")
 	if err != nil || c.Username != "flag-user" || c.Host != "flag-host" || c.Port != 1999 {
 		t.Fatalf("flag over env: %+v %v", c, err)
 	}
 	env["MQTK_PROFILE"] = "other"
-	c, err, _ = parseConn(t, env)
+	c, _, err = parseConn(t, env)
 	if err != nil || c.String() != "mqtts://other-host:8883" {
 		t.Fatalf("MQTK_PROFILE: %s %v", c.String(), err)
 	}
-	_, err, _ = parseConn(t, env, "--profile", "missing")
+	_, _, err = parseConn(t, env, "--profile", "missing")
 	if mqttconn.KindOf(err) != mqttconn.KindUsage {
 		t.Fatalf("missing profile: %v", err)
 	}
@@ -85,7 +85,7 @@ profiles:
 func TestConnFlagsMosquittoSpellings(t *testing.T) {
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pwFile, []byte("from-file\nignored\n"), 0o600)
-	c, err, _ := parseConn(t, nil, "-h", "127.0.0.1", "-p", "1884", "-V", "mqttv311", "-i", "me", "-k", "5",
+	c, _, err := parseConn(t, nil, "-h", "127.0.0.1", "-p", "1884", "-V", "mqttv311", "-i", "me", "-k", "5",
 		"-u", "u", "--password-file", pwFile, "--will-topic", "w", "--will-payload", "bye", "--will-qos", "1",
 		"--ws-header", "X-A: b", "--insecure", "-d")
 	if err != nil {
@@ -97,10 +97,10 @@ func TestConnFlagsMosquittoSpellings(t *testing.T) {
 		t.Errorf("parsed: %+v", c)
 	}
 	// -c was given away by this command: --no-clean keeps its long form.
-	if _, err, _ := parseConn(t, nil, "--no-clean", "-i", "x"); err != nil {
+	if _, _, err := parseConn(t, nil, "--no-clean", "-i", "x"); err != nil {
 		t.Errorf("--no-clean long form: %v", err)
 	}
-	if _, err, _ := parseConn(t, nil, "-c"); err == nil {
+	if _, _, err := parseConn(t, nil, "-c"); err == nil {
 		t.Errorf("-c must not be bound when the command keeps it")
 	}
 }
@@ -116,13 +116,13 @@ func TestConnFlagsBadInput(t *testing.T) {
 		{"-L", "http://x"},
 		{"--cert", "c.pem"},
 	} {
-		_, err, _ := parseConn(t, nil, args...)
+		_, _, err := parseConn(t, nil, args...)
 		if mqttconn.KindOf(err) != mqttconn.KindUsage {
 			t.Errorf("%v: want usage error, got %v", args, err)
 		}
 	}
 	env := map[string]string{"MQTK_PORT": "abc"}
-	_, err, _ := parseConn(t, env)
+	_, _, err := parseConn(t, env)
 	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "MQTK_PORT") {
 		t.Errorf("bad env value must name the variable: %v", err)
 	}

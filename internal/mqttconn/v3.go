@@ -37,7 +37,6 @@ type v3Client struct {
 type v3Wait struct {
 	topic string
 	tok   mqtt.Token
-	err   error
 	slot  bool
 	done  func(error)
 }
