@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -59,7 +60,7 @@ func Run(ctx context.Context, o *Options) error {
 			return mqttconn.Usagef("-f %s: %v", o.File, err)
 		}
 	case SourceStdin:
-		b, err := io.ReadAll(o.In)
+		b, err := ctxio.ReadAll(ctx, o.In)
 		if err != nil {
 			return fmt.Errorf("read stdin: %w", err)
 		}

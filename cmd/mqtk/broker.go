@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/gctune"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/tlsgen"
@@ -413,7 +413,8 @@ or read as the first line of standard input with --password-stdin.`,
 
 func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) ([]byte, error) {
 	if fromStdin {
-		line, err := bufio.NewReader(a.io.In).ReadString('\n')
+		b, err := ctxio.ReadLine(ctx, a.io.In)
+		line := string(b)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("read password from stdin: %w", err)
 		}

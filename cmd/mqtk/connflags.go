@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -271,7 +271,8 @@ func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 		return string(b), nil
 	}
 	fmt.Fprintf(a.io.Err, "%s: ", label)
-	line, err := bufio.NewReader(tty).ReadString('\n')
+	b, err := ctxio.ReadLine(ctx, tty)
+	line := string(b)
 	if err != nil && line == "" {
 		return "", fmt.Errorf("read password: %w", err)
 	}

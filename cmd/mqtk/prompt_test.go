@@ -11,13 +11,16 @@ import (
 )
 
 // ptyDriver runs a command on a fresh pseudo-terminal (its controlling
-// terminal, so /dev/tty works), waits until the terminal's echo is off (a
-// password prompt is up), types Ctrl-C, and reports how the command ended
-// and whether echo came back. Go's standard library has no pty, Python's
-// does, and python3 is already a test dependency (paho).
+// terminal, so /dev/tty works), waits until it is ready for input, types
+// Ctrl-C, and reports how the command ended and whether echo came back.
+// Ready means, by argv[1]: "prompt", the terminal's echo is off (a
+// password prompt is up); "stdin", some thread is blocked in read(2) on
+// fd 0. Go's standard library has no pty, Python's does, and python3 is
+// already a test dependency (paho).
 const ptyDriver = `
-import fcntl, json, os, select, subprocess, sys, termios, time
+import fcntl, glob, json, os, select, subprocess, sys, termios, time
 
+mode = sys.argv.pop(1)
 master, slave = os.openpty()
 
 def controlling_tty():
@@ -37,10 +40,22 @@ def drain(wait):
             pass
 
 echo = lambda: bool(termios.tcgetattr(slave)[3] & termios.ECHO)
+
+def reading_stdin():
+    for f in glob.glob("/proc/%d/task/*/syscall" % p.pid):
+        try:
+            with open(f) as fh:
+                if fh.read().startswith("0 0x0 "):
+                    return True
+        except OSError:
+            pass
+    return False
+
+ready = (lambda: not echo()) if mode == "prompt" else reading_stdin
 deadline = time.time() + 20
-while echo() and p.poll() is None and time.time() < deadline:
+while not ready() and p.poll() is None and time.time() < deadline:
     drain(0.05)
-prompted = not echo()
+prompted = ready()
 os.write(master, b"\x03")
 try:
     rc = p.wait(timeout=10)
@@ -63,6 +78,10 @@ type ptyResult struct {
 }
 
 func ctrlCAtPrompt(t *testing.T, args ...string) ptyResult {
+	return ctrlCOnPty(t, "prompt", args...)
+}
+
+func ctrlCOnPty(t *testing.T, mode string, args ...string) ptyResult {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -78,7 +97,7 @@ func ctrlCAtPrompt(t *testing.T, args ...string) ptyResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, py, append([]string{script, bin}, args...)...).Output()
+	out, err := exec.CommandContext(ctx, py, append([]string{script, mode, bin}, args...)...).Output()
 	if err != nil {
 		t.Fatalf("pty driver: %v\n%s", err, out)
 	}
@@ -113,6 +132,33 @@ func TestCtrlCAtPasswordPrompt(t *testing.T) {
 			}
 			if !r.EchoAfter {
 				t.Errorf("terminal echo is still off after mqtk ended; output %q", r.Out)
+			}
+		})
+	}
+}
+
+// Ctrl-C while stdin is read to its end, as `pub -s` and `broker passwd
+// --password-stdin` do, ends the command at once. Before, the read went on
+// after our handler took the signal, so the first Ctrl-C did nothing.
+func TestCtrlCWhileReadingStdin(t *testing.T) {
+	if _, err := os.Stat("/proc/self/task"); err != nil {
+		t.Skip("needs Linux /proc to see that the command is reading stdin")
+	}
+	cases := map[string][]string{
+		"pub -s":                {"pub", "-s", "-t", "x", "-h", "127.0.0.1", "-p", "1"},
+		"broker passwd --stdin": {"broker", "passwd", "--password-stdin", filepath.Join(t.TempDir(), "passwd"), "bob"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := ctrlCOnPty(t, "stdin", args...)
+			if !r.Prompted {
+				t.Fatalf("never saw it block reading stdin; rc %d, output %q", r.RC, r.Out)
+			}
+			if r.Hung {
+				t.Fatalf("still running 10 s after Ctrl-C; output %q", r.Out)
+			}
+			if r.RC != 130 {
+				t.Errorf("exit status %d after Ctrl-C, want 130; output %q", r.RC, r.Out)
 			}
 		})
 	}
