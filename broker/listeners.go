@@ -327,7 +327,7 @@ func (b *Broker) isClosing() bool {
 // makes Close safe (upstream #541): once closing is set no connection enters
 // mochi, and Close waits for every connection that did.
 func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
-	c := &trackedConn{Conn: raw, b: b, certCN: certCN}
+	c := &trackedConn{Conn: raw, b: b, certCN: certCN, finished: make(chan struct{})}
 	c.lastWrite.Store(int64(time.Since(b.epoch)))
 	b.mu.Lock()
 	if b.closing {
@@ -343,6 +343,7 @@ func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish lis
 		delete(b.conns, c)
 		b.mu.Unlock()
 		_ = c.Close()
+		close(c.finished)
 		b.connWG.Done()
 	}()
 	// mochi's packet decoders can panic on malformed input (FuzzConnection
@@ -417,6 +418,13 @@ type trackedConn struct {
 	shutdown      atomic.Bool
 	slow          atomic.Bool  // publishers stopped waiting for it; see backpressureHook
 	lastWrite     atomic.Int64 // when a write last completed, ns since Broker.epoch
+
+	// finished is closed once mochi is done with the connection, its
+	// session teardown included (see fixHook.OnSessionEstablish).
+	finished chan struct{}
+	// predecessor is the connection of an earlier client with the same
+	// client id, set and read on this connection's goroutine only.
+	predecessor *trackedConn
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -27,7 +28,7 @@ func (h *fixHook) ID() string { return "mqtk-fixes" }
 func (h *fixHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnWill, mqtt.OnSelectSubscribers,
-		mqtt.OnPacketEncode, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		mqtt.OnPacketEncode, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -211,7 +212,57 @@ func (h *fixHook) takePending(cl *mqtt.Client) []packets.Packet {
 	return msgs
 }
 
+// predecessorWait bounds how long a new session waits for the teardown of
+// an earlier connection with its client id; that teardown does not block
+// on the network, so this is a safety net, not a timing.
+const predecessorWait = 5 * time.Second
+
+// OnSessionEstablish runs just before mochi looks for an existing session
+// under the client id. It notes the connection of an earlier client with
+// the same id, if any, for OnSessionEstablished.
+//
+// The fault: when a clean-session client leaves, mochi checks that it was
+// not taken over, then removes its subscriptions from the topic tree and
+// the client from its list, both by client id. A client that reconnects
+// with the same id in between is removed from the list, or loses the
+// subscriptions it has just made, and receives nothing. (mochi v2.7.9,
+// server.go attachClient; no upstream fix.)
+func (h *fixHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	c, ok := cl.Net.Conn.(*trackedConn)
+	if !ok {
+		return
+	}
+	if old, ok := h.b.srv.Clients.Get(cl.ID); ok && old != cl {
+		if oc, ok := old.Net.Conn.(*trackedConn); ok {
+			c.predecessor = oc
+		}
+	}
+}
+
+// waitForPredecessor lets the earlier connection's teardown finish before
+// this client reads its first packet (so before it subscribes), and puts
+// the client back in mochi's list if that teardown removed it by id.
+func (h *fixHook) waitForPredecessor(cl *mqtt.Client) {
+	c, ok := cl.Net.Conn.(*trackedConn)
+	if !ok || c.predecessor == nil {
+		return
+	}
+	old := c.predecessor
+	c.predecessor = nil
+	t := time.NewTimer(predecessorWait)
+	defer t.Stop()
+	select {
+	case <-old.finished:
+	case <-t.C:
+		h.b.log.warn("an earlier connection with the same client id is slow to close", "client", cl.ID)
+	}
+	if _, ok := h.b.srv.Clients.Get(cl.ID); !ok && !cl.Closed() {
+		h.b.srv.Clients.Add(cl)
+	}
+}
+
 func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.waitForPredecessor(cl)
 	// An inherited session may have had its quota reset after OnConnect.
 	disableSendQuota(cl)
 	msgs := h.takePending(cl)

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -271,5 +272,38 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mochi, once it has decided that a leaving clean-session client was not
+// taken over, removes it from the client list and its subscriptions from
+// the topic tree by client id. A client reconnecting with the same id
+// while the old connection was still being torn down could therefore be
+// dropped from the list, or lose the subscriptions it had just made, and
+// receive nothing (seen as a flake of the paho interop test, which
+// reconnects at once). The new session now waits for the old connection's
+// teardown.
+func TestReconnectWithSameIDWhileOldSessionEnds(t *testing.T) {
+	b := startBroker(t, Options{})
+	addr := b.tcpAddr(t)
+	pub := dialRaw(t, addr, 4)
+	pub.connect(connectPacket("same-id-pub", true, 30))
+	for i := range 300 {
+		old := dialRaw(t, addr, 4)
+		old.connect(connectPacket("same-id", true, 30))
+		old.subscribe(1, "sameid/t")
+		old.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+		// Reconnect at once, as a client restarting in a loop does.
+		nw := dialRaw(t, addr, 5)
+		nw.connect(connectPacket("same-id", true, 30))
+		nw.subscribe(1, "sameid/t")
+		want := fmt.Sprint("m", i)
+		pub.publish("sameid/t", want, 1, false)
+		pk, err := nw.nextPublish(2 * time.Second)
+		if err != nil || string(pk.Payload) != want {
+			t.Fatalf("round %d: the reconnected client got %q, %v; want %q", i, pk.Payload, err, want)
+		}
+		_ = old.c.Close()
+		_ = nw.c.Close()
 	}
 }
