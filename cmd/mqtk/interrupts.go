@@ -21,8 +21,8 @@ import (
 // `mqtk pub` that takes 3.5–4 ms in all (BENCHMARKS.md, "pub start-up").
 // Commands that run for a while install it as they start (see
 // catchInterrupts); the ones that usually end at once (a single publish,
-// tlsgen, version) get it from a timer after quickGrace, so anything that
-// lasts — a slow broker, a password prompt — still ends cleanly on Ctrl-C,
+// version) get it from a timer after quickGrace, so anything that lasts —
+// a slow broker, a password prompt — still ends cleanly on Ctrl-C,
 // and only a signal in the first moments meets the default action, which
 // ends the process with the same status 130 a shell reports for us.
 type interrupts struct {

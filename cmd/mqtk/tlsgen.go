@@ -158,9 +158,6 @@ func newTlsgenCmd(a *app, runF func(*tlsgen.Options) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tlsgen",
 		Short: "Make a local CA and certificates for MQTTS and mutual TLS",
-		// Key generation ends in well under a second; a password prompt
-		// outlasts quickGrace, so Ctrl-C is caught there too.
-		Annotations: map[string]string{quickStart: "yes"},
 		Long: `tlsgen makes everything MQTTS and mutual TLS need on a development machine.
 
 With no subcommand it creates, or reuses when present, in --dir (./certs):
