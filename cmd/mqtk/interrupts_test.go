@@ -160,9 +160,9 @@ func TestSubInterruptedWhileConnecting(t *testing.T) {
 // A one-shot publish that outlives quickGrace, here waiting for a CONNACK
 // that never comes, ends cleanly on Ctrl-C too.
 func TestOneShotPubInterruptedAfterGrace(t *testing.T) {
-	ws, stderr := interruptMqtk(t, 3*quickGrace, "pub", "-t", "x", "-m", "y", "--connect-timeout", "20s")
+	ws, stderr := interruptMqtk(t, 10*quickGrace, "pub", "-t", "x", "-m", "y", "--connect-timeout", "20s")
 	if !ws.Exited() || ws.ExitStatus() != 130 {
-		t.Fatalf("one-shot pub interrupted after %v: status %v (signaled %v), want exit 130; stderr: %s", 3*quickGrace, ws, ws.Signaled(), stderr)
+		t.Fatalf("one-shot pub interrupted after %v: status %v (signaled %v), want exit 130; stderr: %s", 10*quickGrace, ws, ws.Signaled(), stderr)
 	}
 	if strings.Contains(stderr, "panic") {
 		t.Errorf("stderr: %s", stderr)
