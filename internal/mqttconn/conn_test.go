@@ -408,26 +408,26 @@ func TestKeepAlive(t *testing.T) {
 			cfg := Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
-			cfg.KeepAlive = time.Second
+			cfg.KeepAlive = 2 * time.Second
 			cfg.Debug = &buf
 			c := dial(t, cfg)
 			time.Sleep(300 * time.Millisecond)
 			if out := buf.String(); strings.Contains(out, "PINGREQ") {
-				t.Errorf("PINGREQ within 300 ms of connecting with a 1 s keepalive:\n%s", out)
+				t.Errorf("PINGREQ within 300 ms of connecting with a 2 s keepalive:\n%s", out)
 			}
-			// Idle for well over 1.5 keepalives.
-			time.Sleep(2700 * time.Millisecond)
+			// Idle for well over 1.5 keepalives (3 s).
+			time.Sleep(5200 * time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := c.Publish(ctx, &Message{Topic: "ka/x", Payload: []byte("still here"), QoS: 1}); err != nil {
-				t.Fatalf("publish after 3 s idle with a 1 s keepalive: %v\n%s", err, buf.String())
+				t.Fatalf("publish after 5.5 s idle with a 2 s keepalive: %v\n%s", err, buf.String())
 			}
 			if err := c.Disconnect(ctx); err != nil {
 				t.Fatal(err)
 			}
 			out := buf.String()
 			if !strings.Contains(out, "PINGREQ") || !strings.Contains(out, "PINGRESP") {
-				t.Errorf("no PINGREQ/PINGRESP exchange in 3 s idle with a 1 s keepalive:\n%s", out)
+				t.Errorf("no PINGREQ/PINGRESP exchange in 5.5 s idle with a 2 s keepalive:\n%s", out)
 			}
 		})
 	}
