@@ -272,8 +272,9 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 }
 
 // startBrokerProcess runs `mqtk ARGS` as its own process, with extra
-// environment env, waits (boundedly) until addr accepts connections and
-// stops it with SIGTERM when the test ends. The test binary doubles as mqtk
+// environment env, waits (boundedly) until addr accepts connections and the
+// banner is complete (the broker listens before it prints it), and stops it
+// with SIGTERM when the test ends. The test binary doubles as mqtk
 // on $PATH (testscript.Main in script_test.go); a separate process keeps
 // the broker's global state (colour, signals) apart from in-process clients.
 func startBrokerProcess(t *testing.T, env []string, addr string, args ...string) *lockedBuilder {
@@ -304,7 +305,9 @@ func startBrokerProcess(t *testing.T, env []string, addr string, args ...string)
 	for i := 0; i < 200; i++ {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
-			return logs
+			if strings.Contains(logs.String(), "press Ctrl-C to stop") {
+				return logs
+			}
 		}
 		select {
 		case <-exited:
@@ -312,7 +315,7 @@ func startBrokerProcess(t *testing.T, env []string, addr string, args ...string)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	t.Fatalf("mqtk broker not listening on %s: %s", addr, logs.String())
+	t.Fatalf("mqtk broker not listening on %s, or its banner incomplete: %s", addr, logs.String())
 	return nil
 }
 
