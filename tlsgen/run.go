@@ -70,6 +70,7 @@ type written struct {
 
 // runner carries one Run's state.
 type runner struct {
+	ctx   context.Context // this Run's; Ctrl-C ends a slow key generation
 	o     *Options
 	now   time.Time
 	dir   string
@@ -77,12 +78,34 @@ type runner struct {
 	sans  []SAN // the classified server names
 }
 
+// computed runs f, which only computes (an RSA-4096 key takes seconds), and
+// returns ctx's error as soon as ctx ends: f's result is then dropped, and
+// since nothing is written until f returns, no file is left half made.
+func computed[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
 // Run issues what o.Command asks for into o.Dir.
 func Run(ctx context.Context, o *Options) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &runner{o: o, now: time.Now(), dir: o.Dir}
+	r := &runner{ctx: ctx, o: o, now: time.Now(), dir: o.Dir}
 	if o.Now != nil {
 		r.now = o.Now()
 	}
@@ -268,13 +291,15 @@ func (r *runner) authority() (*Authority, error) {
 	if o.Command == CmdCA && o.CommonName != "" {
 		cn = o.CommonName
 	}
-	ca, nerr := newAuthority(caParams{
-		CommonName:  cn,
-		KeyType:     o.KeyType,
-		Days:        days,
-		Constraints: o.NameConstraints,
-		Now:         r.now,
-		Rand:        o.Rand,
+	ca, nerr := computed(r.ctx, func() (*Authority, error) {
+		return newAuthority(caParams{
+			CommonName:  cn,
+			KeyType:     o.KeyType,
+			Days:        days,
+			Constraints: o.NameConstraints,
+			Now:         r.now,
+			Rand:        o.Rand,
+		})
 	})
 	if nerr != nil {
 		return nil, nerr
@@ -375,7 +400,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 				r.warnf("%s", s.Warn)
 			}
 		}
-		leaf, err := ca.issue(p)
+		leaf, err := computed(r.ctx, func() (*Issued, error) { return ca.issue(p) })
 		if err != nil {
 			return err
 		}

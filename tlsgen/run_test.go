@@ -467,3 +467,40 @@ func TestRunAllAddsExtrasToReusedPairs(t *testing.T) {
 		t.Error("files were written before the conflict was reported")
 	}
 }
+
+// computed returns as soon as the context ends, without waiting for a
+// computation that takes seconds (an RSA-4096 key; Go's crypto/rsa ignores
+// a custom random source, so the test stands in a blocking function).
+// Before, tlsgen finished every certificate first and exited 0 on Ctrl-C.
+func TestComputedEndsWithTheContext(t *testing.T) {
+	release := make(chan struct{})
+	finished := make(chan struct{})
+	slow := func() (*Authority, error) {
+		defer close(finished)
+		<-release
+		return nil, errors.New("released")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := computed(ctx, slow)
+		errc <- err
+	}()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("computed after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("computed still waiting 10 s after cancel")
+	}
+	close(release)
+	<-finished
+
+	// Without a cancel it is just the function's result.
+	v, err := computed(context.Background(), func() (int, error) { return 7, nil })
+	if v != 7 || err != nil {
+		t.Errorf("computed = %d, %v", v, err)
+	}
+}
