@@ -16,6 +16,7 @@ import (
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
 )
@@ -70,34 +71,12 @@ type written struct {
 
 // runner carries one Run's state.
 type runner struct {
-	ctx   context.Context // this Run's; Ctrl-C ends a slow key generation
+	ctx   context.Context // this Run's; Ctrl-C ends a slow key generation (ctxio.Do)
 	o     *Options
 	now   time.Time
 	dir   string
 	files []written
 	sans  []SAN // the classified server names
-}
-
-// computed runs f, which only computes (an RSA-4096 key takes seconds), and
-// returns ctx's error as soon as ctx ends: f's result is then dropped, and
-// since nothing is written until f returns, no file is left half made.
-func computed[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := f()
-		done <- result{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
-	}
 }
 
 // Run issues what o.Command asks for into o.Dir.
@@ -291,7 +270,7 @@ func (r *runner) authority() (*Authority, error) {
 	if o.Command == CmdCA && o.CommonName != "" {
 		cn = o.CommonName
 	}
-	ca, nerr := computed(r.ctx, func() (*Authority, error) {
+	ca, nerr := ctxio.Do(r.ctx, func() (*Authority, error) {
 		return newAuthority(caParams{
 			CommonName:  cn,
 			KeyType:     o.KeyType,
@@ -400,7 +379,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 				r.warnf("%s", s.Warn)
 			}
 		}
-		leaf, err := computed(r.ctx, func() (*Issued, error) { return ca.issue(p) })
+		leaf, err := ctxio.Do(r.ctx, func() (*Issued, error) { return ca.issue(p) })
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/term"
+
+	"github.com/mqtk/mqtk/internal/ctxio"
 )
 
 // askSecret prints label on stderr and reads one line from the terminal f
@@ -24,24 +26,10 @@ func (a *app) askSecret(ctx context.Context, f *os.File, label string) ([]byte, 
 		return nil, fmt.Errorf("read the terminal settings: %w", err)
 	}
 	fmt.Fprint(a.io.Err, label)
-	type line struct {
-		b   []byte
-		err error
-	}
-	got := make(chan line, 1)
-	// On Ctrl-C this goroutine stays blocked in read(2) until the process
-	// exits, which follows at once: the prompt's error ends the command.
-	go func() {
-		b, err := term.ReadPassword(fd)
-		got <- line{b, err}
-	}()
-	select {
-	case l := <-got:
-		fmt.Fprintln(a.io.Err)
-		return l.b, l.err
-	case <-ctx.Done():
+	b, err := ctxio.Do(ctx, func() ([]byte, error) { return term.ReadPassword(fd) })
+	if ctx.Err() != nil {
 		_ = term.Restore(fd, saved)
-		fmt.Fprintln(a.io.Err)
-		return nil, ctx.Err()
 	}
+	fmt.Fprintln(a.io.Err)
+	return b, err
 }

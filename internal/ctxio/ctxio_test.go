@@ -53,3 +53,36 @@ func TestCancelEndsBlockedRead(t *testing.T) {
 		t.Errorf("ReadAll with a cancelled context: %v", err)
 	}
 }
+
+// Do hands back f's result, or returns at cancel without waiting for f (a
+// key generation that takes seconds; Go's crypto/rsa ignores a custom
+// random source, so tlsgen's tests cannot stall the real one).
+func TestDo(t *testing.T) {
+	if v, err := Do(context.Background(), func() (int, error) { return 7, nil }); v != 7 || err != nil {
+		t.Errorf("Do = %d, %v", v, err)
+	}
+	started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Do(ctx, func() (int, error) {
+			defer close(finished)
+			close(started)
+			<-release
+			return 0, nil
+		})
+		errc <- err
+	}()
+	<-started // cancel while f runs, not before Do calls it
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Do after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Do still waiting 10 s after cancel")
+	}
+	close(release)
+	<-finished
+}
