@@ -28,7 +28,7 @@ func (h *fixHook) ID() string { return "mqtk-fixes" }
 func (h *fixHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPacketRead, mqtt.OnConnect, mqtt.OnWill, mqtt.OnSelectSubscribers,
-		mqtt.OnPacketEncode, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		mqtt.OnPacketEncode, mqtt.OnSubscribed, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -182,6 +182,15 @@ func (h *fixHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet)
 // once the session is established we put them back and send them ourselves,
 // ordered by creation time and then packet id.
 func (h *fixHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	// A v5 client that sets Request Problem Information to 0 (paho.golang
+	// does unless told otherwise) gets no user properties from mochi on any
+	// packet, PUBLISH included. [MQTT-3.1.2-29] forbids them only on packets
+	// other than PUBLISH, CONNACK and DISCONNECT: a publisher's user
+	// properties are application data and must reach every subscriber.
+	// (TestUserPropertiesReachClientsNotWantingProblemInfo)
+	if pk.FixedHeader.Type == packets.Publish && pk.Mods.DisallowProblemInfo {
+		pk.Mods.DisallowProblemInfo = false
+	}
 	if pk.FixedHeader.Type != packets.Connack || !pk.SessionPresent || cl.State.Inflight.Len() == 0 {
 		return pk
 	}
@@ -287,5 +296,24 @@ func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 func (h *fixHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	for _, m := range h.takePending(cl) {
 		cl.State.Inflight.Set(m)
+	}
+}
+
+// OnSubscribed gives retained messages their subscription identifier.
+// mochi sends the retained messages matching a new subscription with the
+// subscription as it came in the SUBSCRIBE, whose identifier map is only
+// built when live messages are matched, so they arrive without the
+// identifier [MQTT-3.3.4-3] demands and a client that routes by identifier
+// drops them. mochi calls this hook with the same Filters slice it then
+// walks for the retained messages, after storing its own copies of each
+// subscription; filling the map on the slice's elements reaches only the
+// retained sends, and the stored subscriptions (whose maps mochi mutates
+// when merging overlapping ones) stay untouched.
+// (TestRetainedMessagesCarrySubscriptionIdentifier)
+func (h *fixHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	for i := range pk.Filters {
+		if sub := &pk.Filters[i]; sub.Identifier > 0 && sub.Identifiers == nil {
+			sub.Identifiers = map[string]int{sub.Filter: sub.Identifier}
+		}
 	}
 }

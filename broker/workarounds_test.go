@@ -307,3 +307,82 @@ func TestReconnectWithSameIDWhileOldSessionEnds(t *testing.T) {
 		_ = nw.c.Close()
 	}
 }
+
+// A v5 subscriber that asks for no problem information must still get the
+// user properties a publisher attached: they are application data.
+func TestUserPropertiesReachClientsNotWantingProblemInfo(t *testing.T) {
+	b := startBroker(t, Options{})
+	for _, rpi := range []bool{false, true} {
+		t.Run(fmt.Sprintf("request-problem-info=%v", rpi), func(t *testing.T) {
+			sub := dialRaw(t, b.tcpAddr(t), 5)
+			cp := connectPacket(fmt.Sprintf("up-sub-%v", rpi), true, 30)
+			cp.Properties.RequestProblemInfoFlag = true
+			if rpi {
+				cp.Properties.RequestProblemInfo = 1
+			}
+			sub.connect(cp)
+			topic := fmt.Sprintf("props/%v", rpi)
+			sub.subscribe(1, topic)
+
+			pub := dialRaw(t, b.tcpAddr(t), 5)
+			pub.connect(connectPacket(fmt.Sprintf("up-pub-%v", rpi), true, 30))
+			pub.send(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish},
+				TopicName:   topic,
+				Payload:     []byte("x"),
+				Properties:  packets.Properties{User: []packets.UserProperty{{Key: "k", Val: "v"}, {Key: "k", Val: "w"}}},
+			})
+			pk, err := sub.nextPublish(5 * time.Second)
+			if err != nil {
+				t.Fatalf("no message: %v", err)
+			}
+			want := []packets.UserProperty{{Key: "k", Val: "v"}, {Key: "k", Val: "w"}}
+			if fmt.Sprint(pk.Properties.User) != fmt.Sprint(want) {
+				t.Fatalf("user properties = %v, want %v", pk.Properties.User, want)
+			}
+		})
+	}
+}
+
+// Retained messages sent because of a new subscription carry that
+// subscription's identifier, as live messages do [MQTT-3.3.4-3].
+func TestRetainedMessagesCarrySubscriptionIdentifier(t *testing.T) {
+	b := startBroker(t, Options{})
+	pub := dialRaw(t, b.tcpAddr(t), 5)
+	pub.connect(connectPacket("sid-pub", true, 30))
+	pub.publish("sid/a", "kept", 1, true)
+
+	sub := dialRaw(t, b.tcpAddr(t), 5)
+	sub.connect(connectPacket("sid-sub", true, 30))
+	sub.send(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     []packets.Subscription{{Filter: "sid/#", Qos: 1, Identifier: 42}},
+		Properties:  packets.Properties{SubscriptionIdentifier: []int{42}},
+	})
+	retained, err := sub.nextPublish(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no retained message: %v", err)
+	}
+	if string(retained.Payload) != "kept" || fmt.Sprint(retained.Properties.SubscriptionIdentifier) != "[42]" {
+		t.Fatalf("retained message %q has subscription ids %v, want [42]", retained.Payload, retained.Properties.SubscriptionIdentifier)
+	}
+	// A second subscription of the same client overlapping the first: live
+	// messages carry both identifiers, and the retained one sent for the new
+	// subscription carries only its own.
+	sub.send(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    2,
+		Filters:     []packets.Subscription{{Filter: "sid/+", Qos: 1, Identifier: 7}},
+		Properties:  packets.Properties{SubscriptionIdentifier: []int{7}},
+	})
+	again, err := sub.nextPublish(5 * time.Second)
+	if err != nil || fmt.Sprint(again.Properties.SubscriptionIdentifier) != "[7]" {
+		t.Fatalf("retained message for the second subscription: ids %v, err %v; want [7]", again.Properties.SubscriptionIdentifier, err)
+	}
+	pub.publish("sid/a", "live", 1, false)
+	live, err := sub.nextPublish(5 * time.Second)
+	if err != nil || string(live.Payload) != "live" || fmt.Sprint(live.Properties.SubscriptionIdentifier) != "[7 42]" {
+		t.Fatalf("live message %q: ids %v, err %v; want [7 42]", live.Payload, live.Properties.SubscriptionIdentifier, err)
+	}
+}

@@ -315,6 +315,11 @@ func TestDebugTrace(t *testing.T) {
 					t.Errorf("trace lacks %q:\n%s", want, out)
 				}
 			}
+			// Request Problem Information 0 would make mochi-based brokers
+			// (mqtk broker among them) withhold user properties.
+			if strings.Contains(out, "request-problem-info=0") {
+				t.Errorf("CONNECT asks for no problem information:\n%s", out)
+			}
 		})
 	}
 }

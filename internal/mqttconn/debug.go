@@ -246,8 +246,12 @@ func (r *pr) props() []string {
 		switch id {
 		case 0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A: // byte
 			v := p.u8()
-			if id == 0x24 {
+			switch id {
+			case 0x24:
 				out = append(out, fmt.Sprintf("maximum-qos=%d", v))
+			case 0x17:
+				// Worth seeing: 0 makes some brokers strip user properties.
+				out = append(out, fmt.Sprintf("request-problem-info=%d", v))
 			}
 		case 0x13, 0x21, 0x22, 0x23: // two-byte integer
 			v := p.u16()

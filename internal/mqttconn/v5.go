@@ -104,7 +104,10 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 	// incoming messages, allocated up front: the protocol default of 65535
 	// would cost half a megabyte per connection, which bench multiplies.
 	recvMax := uint16(v5ReceiveMaximum)
-	cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &recvMax}
+	// RequestProblemInfo true leaves the property out (default 1): paho
+	// sends 0 when it is false, and brokers such as mochi then strip user
+	// properties even from the messages they deliver.
+	cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &recvMax, RequestProblemInfo: true}
 	if se := sessionExpiry(&cfg); se != 0 {
 		cp.Properties.SessionExpiryInterval = &se
 	}
