@@ -131,6 +131,33 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 			}
 		}
 	}
+	// A URL names the whole address. Where it comes from a stronger source
+	// than a host, port or credential, that weaker value would otherwise
+	// still override the URL's own part (explicit host and port win over
+	// the URL in Resolve), so `-L mqtt://test:1883` with a profile holding
+	// host: prod would connect to prod. Weaker address parts are dropped.
+	const (
+		fromNothing = iota
+		fromProfile
+		fromEnv
+		fromFlag
+	)
+	urlFrom := fromNothing
+	switch {
+	case f.flags.Changed("url"):
+		urlFrom = fromFlag
+	case getenv(envName("url")) != "":
+		urlFrom = fromEnv
+	case prof != nil && len(prof.Values["url"]) > 0:
+		urlFrom = fromProfile
+	}
+	if urlFrom == fromFlag {
+		for _, n := range []string{"host", "port"} {
+			if f.flags.Changed(n) {
+				f.a.io.Warnf("--%s overrides the %s in --url %s", n, n, f.url)
+			}
+		}
+	}
 	for _, n := range f.names {
 		fl := f.flags.Lookup(n)
 		if fl == nil || fl.Changed {
@@ -138,10 +165,14 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		}
 		var vals []string
 		var from string
+		rank := fromNothing
 		if v, ok := lookupEnv(getenv, envName(n)); ok {
-			vals, from = []string{v}, envName(n)
+			vals, from, rank = []string{v}, envName(n), fromEnv
 		} else if prof != nil && len(prof.Values[n]) > 0 {
-			vals, from = prof.Values[n], fmt.Sprintf("profile %q", prof.Name)
+			vals, from, rank = prof.Values[n], fmt.Sprintf("profile %q", prof.Name), fromProfile
+		}
+		if rank < urlFrom && addressPart(n) {
+			continue
 		}
 		for _, v := range vals {
 			if err := fl.Value.Set(v); err != nil {
@@ -150,6 +181,16 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		}
 	}
 	return f.build(ctx)
+}
+
+// addressPart reports whether a connection flag is part of what a URL
+// says: where to connect and as whom.
+func addressPart(flag string) bool {
+	switch flag {
+	case "host", "port", "username", "password", "password-file", "ws-path":
+		return true
+	}
+	return false
 }
 
 func lookupEnv(getenv func(string) string, k string) (string, bool) {

@@ -76,6 +76,26 @@ profiles:
 	if err != nil || c.String() != "mqtts://other-host:8883" {
 		t.Fatalf("MQTK_PROFILE: %s %v", c.String(), err)
 	}
+	// A URL from a stronger source replaces the whole address of a weaker
+	// one: the profile's host, port and user must not leak into it.
+	delete(env, "MQTK_PROFILE")
+	delete(env, "MQTK_USERNAME")
+	delete(env, "MQTK_PASSWORD")
+	c, _, err = parseConn(t, env, "-L", "mqtt://127.0.0.1:1884")
+	if err != nil || c.String() != "mqtt://127.0.0.1:1884" || c.Username != "" {
+		t.Fatalf("-L over profile host/port/user: %s user %q %v", c.String(), c.Username, err)
+	}
+	env["MQTK_URL"] = "mqtt://env-host:1885"
+	c, _, err = parseConn(t, env)
+	if err != nil || c.String() != "mqtt://env-host:1885" || c.Username != "" {
+		t.Fatalf("MQTK_URL over profile host/port/user: %s user %q %v", c.String(), c.Username, err)
+	}
+	// ...while an explicit flag still overrides a part of a weaker URL.
+	c, _, err = parseConn(t, env, "-p", "1886")
+	if err != nil || c.String() != "mqtt://env-host:1886" {
+		t.Fatalf("-p over MQTK_URL: %s %v", c.String(), err)
+	}
+	delete(env, "MQTK_URL")
 	_, _, err = parseConn(t, env, "--profile", "missing")
 	if mqttconn.KindOf(err) != mqttconn.KindUsage {
 		t.Fatalf("missing profile: %v", err)

@@ -2,10 +2,12 @@ package mqttconn
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ParseVersion accepts the spellings mosquitto's clients and MQTTX use.
@@ -47,6 +49,12 @@ func (c *Config) Resolve() error {
 	}
 	scheme := "tcp"
 	if c.URL != "" {
+		if !strings.Contains(c.URL, "://") && !strings.HasPrefix(strings.ToLower(c.URL), "unix:") {
+			// host:port parses as scheme "host" with an opaque part, so say
+			// what is really missing rather than "unknown scheme".
+			return &Error{Kind: KindUsage, Err: fmt.Errorf("URL %q has no scheme", c.URL),
+				Hints: []string{fmt.Sprintf("write it as mqtt://%s (or mqtts://, ws://, wss://, unix:///path)", c.URL)}}
+		}
 		u, err := url.Parse(c.URL)
 		if err != nil || u.Scheme == "" {
 			return &Error{Kind: KindUsage, Err: fmt.Errorf("invalid URL %q", c.URL),
@@ -171,6 +179,12 @@ func (c *Config) validate() error {
 		if c.ClientID == "" && c.NoClean {
 			return Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
 		}
+	}
+	// With MQTT 5, -c alone asks for a session that never expires; under a
+	// random client id nobody could resume it, and it would stay on the
+	// broker for good (mosquitto_sub refuses the same).
+	if c.Version == V5 && c.NoClean && c.ClientID == "" && (c.SessionExpiry == nil || *c.SessionExpiry >= time.Duration(math.MaxUint32)*time.Second) {
+		return Usagef("a persistent session (-c) with a random client id could never be resumed, and with MQTT 5 it would never expire on the broker: give a client id with -i ID, or a finite lifetime with -x (e.g. -x 1h)")
 	}
 	if c.Version == V31 && len(c.ClientID) > 23 {
 		return Usagef("client id %q is longer than the 23 bytes MQTT 3.1 allows", c.ClientID)

@@ -1,6 +1,9 @@
 package mqttconn
 
 import (
+	"fmt"
+	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,21 +57,41 @@ func TestResolve(t *testing.T) {
 
 func TestResolveRejects(t *testing.T) {
 	d := time.Minute
+	never := time.Duration(math.MaxUint32) * time.Second
 	for name, c := range map[string]Config{
-		"scheme":         {URL: "http://h"},
-		"no scheme":      {URL: "localhost:1883"},
-		"port":           {Port: 70000},
-		"cert alone":     {TLS: TLS{CertFile: "c.pem"}},
-		"tls version":    {TLS: TLS{MinVersion: "1.0"}},
-		"will no topic":  {Will: &Will{Payload: []byte("x")}},
-		"expiry on 311":  {Version: V311, SessionExpiry: &d},
-		"no-clean no id": {Version: V311, NoClean: true},
-		"unix no path":   {URL: "unix://"},
+		"scheme":                              {URL: "http://h"},
+		"no scheme":                           {URL: "localhost:1883"},
+		"port":                                {Port: 70000},
+		"cert alone":                          {TLS: TLS{CertFile: "c.pem"}},
+		"tls version":                         {TLS: TLS{MinVersion: "1.0"}},
+		"will no topic":                       {Will: &Will{Payload: []byte("x")}},
+		"expiry on 311":                       {Version: V311, SessionExpiry: &d},
+		"no-clean no id":                      {Version: V311, NoClean: true},
+		"unix no path":                        {URL: "unix://"},
+		"ip:port no scheme":                   {URL: "127.0.0.1:1883"},
+		"v5 no-clean random id never expires": {NoClean: true},
+		"v5 no-clean prefix never expires":    {NoClean: true, IDPrefix: "x-"},
+		"v5 no-clean infinite expiry":         {NoClean: true, SessionExpiry: &never},
 	} {
 		cfg := c
 		if err := cfg.Resolve(); KindOf(err) != KindUsage {
 			t.Errorf("%s: want usage error, got %v", name, err)
 		}
+	}
+	// The fix each message names is accepted.
+	for name, c := range map[string]Config{
+		"v5 no-clean with id":            {NoClean: true, ClientID: "me"},
+		"v5 no-clean with finite expiry": {NoClean: true, SessionExpiry: &d},
+		"url with scheme":                {URL: "mqtt://127.0.0.1:1883"},
+	} {
+		cfg := c
+		if err := cfg.Resolve(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	cfg := Config{URL: "localhost:1883"}
+	if err := cfg.Resolve(); err == nil || !strings.Contains(fmt.Sprint(HintsOf(err)), "mqtt://localhost:1883") {
+		t.Errorf("host:port URL: %v, hints %v", err, HintsOf(err))
 	}
 }
 
