@@ -197,17 +197,28 @@ func TestTLS(t *testing.T) {
 		cfg = Default()
 		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2])
 		wantErr(t, connectErr(t, cfg), KindTLS, "unknown authority")
+		// wss:// to an MQTT-over-TLS port: the handshake works, the
+		// upgrade does not.
+		cfg = Default()
+		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[0])
+		cfg.TLS.CAFile = pki.CAFile
+		wantErr(t, connectErr(t, cfg), KindNetwork, "speaks TLS but is not a WebSocket listener", fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[0]))
+		// MQTT to a WebSocket listener, plain and over TLS: it answers HTTP.
+		for _, v := range versions {
+			cfg = Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", plain.Ports[1]
+			wantErr(t, connectErr(t, cfg), KindNetwork, "answered with HTTP", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", plain.Ports[1]))
+			cfg.TLS.CAFile, cfg.Port = pki.CAFile, b.Ports[2]
+			wantErr(t, connectErr(t, cfg), KindNetwork, "answered with HTTP", fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2]))
+		}
 	})
 	t.Run("plain-to-tls-port", func(t *testing.T) {
 		for _, v := range versions {
 			cfg := Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
-			err := connectErr(t, cfg)
-			if k := KindOf(err); k != KindTLS && k != KindNetwork {
-				t.Errorf("kind = %d, want TLS or network", k)
-			}
-			wantErr(t, err, KindOf(err), "expect", "TLS", "mqtts://")
+			wantErr(t, connectErr(t, cfg), KindTLS, "expects TLS", "--cafile", "mqtts://")
 		}
 	})
 }

@@ -24,6 +24,7 @@ type watchConn struct {
 	mu    sync.Mutex // guards first, nread and the debug writer
 	first int        // first byte received, -1 before any
 	nread int64
+	head  []byte // the first bytes received, up to headSize
 
 	rbuf []byte        // reader side: owned by the single reading goroutine
 	br   *bufio.Reader // reader side too; made on first Read
@@ -52,6 +53,9 @@ func (w *watchConn) Read(p []byte) (int, error) {
 		w.mu.Lock()
 		if w.first < 0 {
 			w.first = int(p[0])
+		}
+		if len(w.head) < headSize {
+			w.head = append(w.head, p[:min(n, headSize-len(w.head))]...)
 		}
 		w.nread += int64(n)
 		w.mu.Unlock()
@@ -126,6 +130,17 @@ func (w *watchConn) sawTLS() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.first == 0x15 || w.first == 0x16
+}
+
+// headSize is how much of the start of the stream sawHTTP needs.
+const headSize = 5
+
+// sawHTTP reports whether the broker answered with HTTP: MQTT sent to a
+// WebSocket listener gets an HTTP error response.
+func (w *watchConn) sawHTTP() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.head) == "HTTP/"
 }
 
 func (w *watchConn) readNothing() bool {

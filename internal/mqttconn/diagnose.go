@@ -40,12 +40,17 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	var hs *handshakeError
 	var dnsErr *net.DNSError
 	var wsErr *wsStatusError
+	var upClosed *upgradeClosedError
 	switch {
 	case errors.As(err, &hostErr):
 		e.Kind = KindTLS
 		names := certNames(hostErr.Certificate)
 		e.Err = fmt.Errorf("the server certificate is for %s, not %q", names, hostErr.Host)
-		e.Hints = []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s", firstName(hostErr.Certificate, cfg.Host), hostErr.Host)}
+		// The reissue command keeps the names the certificate has, so
+		// following the hint does not break clients that use them.
+		reissue := append([]string{hostErr.Host}, certNameList(hostErr.Certificate)...)
+		e.Hints = []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s --force (add --dir DIR where its CA is not in ./certs)",
+			firstName(hostErr.Certificate, cfg.Host), strings.Join(reissue, " "))}
 	case errors.As(err, &unknownCA):
 		e.Kind = KindTLS
 		issuer := ""
@@ -131,21 +136,40 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	case errors.As(err, &wsErr):
 		e.Err = fmt.Errorf("%s at %s", wsErr.Error(), wsErr.url)
 		e.Hints = []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}
+	case errors.As(err, &upClosed) && cfg.Scheme == "wss":
+		// The TLS handshake worked; the HTTP upgrade inside it did not.
+		e.Err = fmt.Errorf("the server closed the connection during the WebSocket upgrade: port %d speaks TLS but is not a WebSocket listener", cfg.Port)
+		e.Hints = []string{fmt.Sprintf("for MQTT over TLS on that port use mqtts://%s, or give the broker's wss port", addr),
+			"check --ws-path too (default /mqtt)"}
 	case w == nil && cfg.Scheme == "ws" && isEOFOrReset(err):
 		// Nothing comes back to an HTTP upgrade sent to a TLS port.
 		e.Err = fmt.Errorf("the server closed the connection during the WebSocket upgrade: %v", err)
 		e.Hints = []string{"the port may expect TLS: use wss:// (with --cafile if needed)",
 			"or it is not a WebSocket listener: check the port and --ws-path"}
+	case w != nil && w.sawHTTP():
+		// MQTT sent to a WebSocket listener: it answers with an HTTP error.
+		scheme := "ws"
+		if tlsOn {
+			scheme = "wss"
+		}
+		e.Err = fmt.Errorf("port %d answered with HTTP: it is a WebSocket listener, not plain MQTT", cfg.Port)
+		e.Hints = []string{fmt.Sprintf("connect with -L %s://%s/mqtt (adjust the path to the broker's)", scheme, addr)}
 	case w != nil && !tlsOn && w.sawTLS():
 		// A plain client on a TLS port: the broker's first bytes are a TLS
 		// record (alert or handshake), never an MQTT CONNACK.
 		e.Kind = KindTLS
 		e.Err = fmt.Errorf("the server answered with TLS, not MQTT")
 		e.Hints = []string{"the port expects TLS: add --cafile or use mqtts://"}
+	case w != nil && !tlsOn && isEOFOrReset(err) && w.readNothing() && speaksTLS(cfg):
+		// Brokers such as mosquitto close a plain connection to a TLS port
+		// without a byte; a TLS handshake of our own tells that apart from
+		// a broker that dropped the CONNECT.
+		e.Kind = KindTLS
+		e.Err = fmt.Errorf("the broker closed the connection before CONNACK: port %d expects TLS", cfg.Port)
+		e.Hints = []string{"add --cafile CA.pem (or --tls for a publicly trusted certificate) or use mqtts://"}
 	case w != nil && !tlsOn && isEOFOrReset(err) && w.readNothing():
 		e.Err = fmt.Errorf("the broker closed the connection before CONNACK")
-		e.Hints = []string{"the port may expect TLS: add --cafile or use mqtts://",
-			"or the broker rejected the CONNECT: see its log"}
+		e.Hints = []string{"the broker rejected the CONNECT: see its log (an unexpected client id, protocol version or packet size)"}
 	case isEOFOrReset(err):
 		e.Err = fmt.Errorf("the connection was closed: %v", err)
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
@@ -229,6 +253,18 @@ func certNames(c *x509.Certificate) string {
 	return strings.Join(names, ", ")
 }
 
+// certNameList is the certificate's DNS names and IP addresses, unquoted.
+func certNameList(c *x509.Certificate) []string {
+	if c == nil {
+		return nil
+	}
+	names := append([]string{}, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
+}
+
 func firstName(c *x509.Certificate, def string) string {
 	if c != nil {
 		if len(c.DNSNames) > 0 {
@@ -266,4 +302,25 @@ func remoteAlert(err error) (string, bool) {
 		return a.Error(), true
 	}
 	return "", false
+}
+
+// speaksTLS reports whether the broker's port completes a TLS handshake
+// (certificate not checked): a short probe made only to explain a failure.
+func speaksTLS(cfg *Config) bool {
+	timeout := min(cfg.ConnectTimeout, 3*time.Second)
+	if timeout <= 0 {
+		timeout = 3 * time.Second
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: &tls.Config{InsecureSkipVerify: true, ServerName: cfg.Host}}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", cfg.Addr())
+	if err != nil {
+		// A server that asks for a client certificate may refuse us with
+		// an alert, which is TLS all the same.
+		_, alert := remoteAlert(err)
+		return alert
+	}
+	c.Close()
+	return true
 }

@@ -75,7 +75,22 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 		if err != nil {
 			return nil, err
 		}
-		d.TLSClientConfig = tc
+		// The handshake is done here rather than inside the WebSocket
+		// library, so that a failed handshake (not a TLS port) and a
+		// failed upgrade after it (a TLS port, but not a WebSocket one)
+		// reach diagnose as different errors.
+		d.NetDialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			conn := tls.Client(raw, tc)
+			if err := conn.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, &handshakeError{err: err}
+			}
+			return conn, nil
+		}
 	}
 	hdr := http.Header{}
 	for k, vs := range cfg.WSHeaders {
@@ -89,15 +104,22 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 			resp.Body.Close()
 			return nil, &wsStatusError{status: resp.Status, url: u.String()}
 		}
-		var re tls.RecordHeaderError
-		var ce *tls.CertificateVerificationError
-		if cfg.Scheme == "wss" && (errors.As(err, &re) || errors.As(err, &ce) || isEOFOrReset(err)) {
-			return nil, &handshakeError{err: err}
+		var hs *handshakeError
+		if !errors.As(err, &hs) && isEOFOrReset(err) {
+			return nil, &upgradeClosedError{err: err}
 		}
 		return nil, err
 	}
 	return &wsConn{ws: ws}, nil
 }
+
+// upgradeClosedError is a connection closed during the WebSocket upgrade,
+// after any TLS handshake succeeded: the port is not a WebSocket listener
+// (or, for ws://, it may expect TLS).
+type upgradeClosedError struct{ err error }
+
+func (e *upgradeClosedError) Error() string { return e.err.Error() }
+func (e *upgradeClosedError) Unwrap() error { return e.err }
 
 type wsStatusError struct{ status, url string }
 
