@@ -176,7 +176,11 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		}
 		for _, v := range vals {
 			if err := fl.Value.Set(v); err != nil {
-				return mqttconn.Config{}, mqttconn.Usagef("invalid %s from %s: %v", n, from, err)
+				why := err.Error()
+				if strings.Contains(why, "strconv.") {
+					why = "not a number"
+				}
+				return mqttconn.Config{}, mqttconn.Usagef("invalid %s %q from %s: %s; fix or remove it there", n, v, from, why)
 			}
 		}
 	}
@@ -203,6 +207,10 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	var err error
 	if c.Version, err = mqttconn.ParseVersion(f.version); err != nil {
 		return c, err
+	}
+	if f.flags.Changed("port") && (f.port < 1 || f.port > 65535) {
+		// 0 would otherwise silently mean "the default port".
+		return c, mqttconn.Usagef("-p %d is not a port: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)", f.port)
 	}
 	c.URL, c.Host, c.Port = f.url, f.host, f.port
 	c.ClientID, c.IDPrefix, c.NoClean = f.id, f.idPrefix, f.noClean

@@ -124,10 +124,12 @@ func executeApp(ctx context.Context, a *app, args []string) int {
 
 func reportError(streams *ui.Streams, err error) {
 	streams.Errorf("%s", lowerFirst(err.Error()))
-	for _, h := range mqttconn.HintsOf(err) {
+	hints := mqttconn.HintsOf(err)
+	for _, h := range hints {
 		streams.Hintf("%s", h)
 	}
-	if mqttconn.KindOf(err) == mqttconn.KindUsage && !strings.Contains(err.Error(), "--help") {
+	// The generic pointer only where nothing more specific was said.
+	if len(hints) == 0 && mqttconn.KindOf(err) == mqttconn.KindUsage && !strings.Contains(err.Error(), "--help") {
 		streams.Hintf("see 'mqtk --help' or the command's --help")
 	}
 }
@@ -199,7 +201,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 	// clients, so help is --help only.
 	root.PersistentFlags().Bool("help", false, "help for this command")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return mqttconn.Usagef("%v\nrun '%s --help' for usage", err, cmd.CommandPath())
+		return flagError(cmd, err)
 	})
 	root.CompletionOptions.HiddenDefaultCmd = false
 
@@ -225,7 +227,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 		for _, c := range subcommands(a) {
 			root.AddCommand(c.make())
 		}
-		root.AddCommand(packagingCommands(a)...)
+		root.AddCommand(newManCmd(a))
 	}
 	root.SetHelpCommand(newHelpCmd(a, root))
 	return root
@@ -293,4 +295,27 @@ func printExitCodes(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// flagError explains a flag cobra could not parse. Two mistakes get a hint
+// of their own: -h without a value, because -h is the broker host as in
+// mosquitto's clients (help is --help); and a number or duration that does
+// not parse, where pflag's text quotes strconv.
+func flagError(cmd *cobra.Command, err error) error {
+	msg := err.Error()
+	hints := []string{fmt.Sprintf("run '%s --help' for usage", cmd.CommandPath())}
+	switch {
+	case strings.Contains(msg, "'h' in -h"):
+		hints = []string{"-h is the broker host, as in mosquitto_pub and mosquitto_sub (e.g. -h localhost); for help use --help"}
+	case strings.Contains(msg, "strconv.Parse"):
+		// invalid argument "abc" for "-C, --count" flag: strconv.ParseInt: parsing "abc": invalid syntax
+		if i := strings.Index(msg, ": strconv."); i > 0 {
+			msg = msg[:i] + ": not a number"
+		}
+	case strings.Contains(msg, "time: invalid duration"):
+		if i := strings.Index(msg, ": time: "); i > 0 {
+			msg = msg[:i] + ": not a duration (write e.g. 500ms, 10s, 2m)"
+		}
+	}
+	return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New(msg), Hints: hints}
 }

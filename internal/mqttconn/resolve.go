@@ -162,7 +162,7 @@ func (c *Config) validate() error {
 		return Usagef("unsupported --tls-version %q: use 1.2 or 1.3", c.TLS.MinVersion)
 	}
 	if c.KeepAlive < 0 || c.KeepAlive.Seconds() > 65535 {
-		return Usagef("keepalive %s out of range 0..65535 seconds", c.KeepAlive)
+		return Usagef("keepalive of %d seconds is out of range: give 0..65535 seconds (-k 60 is usual; 0 turns keepalive off)", int64(c.KeepAlive.Seconds()))
 	}
 	if c.Will != nil {
 		if c.Will.Topic == "" {
