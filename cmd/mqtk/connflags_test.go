@@ -147,3 +147,19 @@ func TestConnFlagsBadInput(t *testing.T) {
 		t.Errorf("bad env value must name the variable: %v", err)
 	}
 }
+
+// -I and --ws-path reach the Config (the transports tests cover what the
+// Config does with them).
+func TestConnFlagsIDPrefixAndWSPath(t *testing.T) {
+	c, _, err := parseConn(t, nil, "-I", "probe-", "-L", "ws://127.0.0.1:9001", "--ws-path", "/custom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IDPrefix != "probe-" || c.WSPath != "/custom" || c.String() != "ws://127.0.0.1:9001/custom" {
+		t.Errorf("IDPrefix %q, WSPath %q, URL %s", c.IDPrefix, c.WSPath, c.String())
+	}
+	c, _, err = parseConn(t, nil, "--will-topic", "w", "--will-retain")
+	if err != nil || c.Will == nil || !c.Will.Retain {
+		t.Errorf("--will-retain: will %+v, %v", c.Will, err)
+	}
+}

@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
 
 // ptyDriver runs a command on a fresh pseudo-terminal (its controlling
@@ -56,7 +60,8 @@ deadline = time.time() + 20
 while not ready() and p.poll() is None and time.time() < deadline:
     drain(0.05)
 prompted = ready()
-os.write(master, b"\x03")
+# PTY_TYPE, when set, is typed instead of Ctrl-C: an answer to the prompt.
+os.write(master, os.environ.get("PTY_TYPE", "\x03").encode())
 try:
     rc = p.wait(timeout=10)
     hung = False
@@ -79,6 +84,12 @@ type ptyResult struct {
 
 func ctrlCOnPty(t *testing.T, mode string, args ...string) ptyResult {
 	t.Helper()
+	return onPty(t, mode, "", args...)
+}
+
+// onPty is ctrlCOnPty typing typed instead of Ctrl-C (when not empty).
+func onPty(t *testing.T, mode, typed string, args ...string) ptyResult {
+	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed (.ci/run installs it)")
@@ -93,7 +104,11 @@ func ctrlCOnPty(t *testing.T, mode string, args ...string) ptyResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, py, append([]string{script, mode, bin}, args...)...).Output()
+	cmd := exec.CommandContext(ctx, py, append([]string{script, mode, bin}, args...)...)
+	if typed != "" {
+		cmd.Env = append(os.Environ(), "PTY_TYPE="+typed)
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("pty driver: %v\n%s", err, out)
 	}
@@ -141,5 +156,35 @@ func TestCtrlCWhileWaitingForInput(t *testing.T) {
 				t.Errorf("terminal echo is still off after mqtk ended; output %q", r.Out)
 			}
 		})
+	}
+}
+
+// --password-prompt reads the password from the terminal without echo and
+// uses it: the right one connects (exit 0), a wrong one is refused (5).
+func TestPasswordPromptAnswered(t *testing.T) {
+	passwd, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
+	}
+	pwfile := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile})
+	args := []string{"pub", "--password-prompt", "-u", "alice", "-t", "x", "-m", "y", "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port())}
+	for _, c := range []struct {
+		typed string
+		rc    int
+	}{{"s3cret\r", 0}, {"wrong\r", 5}} {
+		r := onPty(t, "prompt", c.typed, args...)
+		if !r.Prompted || r.Hung || r.RC != c.rc {
+			t.Errorf("typed %q: prompted %v, hung %v, exit %d (want %d); output %q", c.typed, r.Prompted, r.Hung, r.RC, c.rc, r.Out)
+		}
+		if strings.Contains(r.Out, strings.TrimSuffix(c.typed, "\r")) {
+			t.Errorf("typed %q: the password was echoed: %q", c.typed, r.Out)
+		}
+		if !r.EchoAfter {
+			t.Errorf("typed %q: echo still off afterwards", c.typed)
+		}
 	}
 }

@@ -90,6 +90,13 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 		case strings.Contains(alert, "certificate"):
 			e.Err = fmt.Errorf("the broker did not accept the client certificate (%v)", err)
 			e.Hints = []string{"the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"}
+		case strings.Contains(alert, "protocol version"):
+			e.Err = fmt.Errorf("TLS handshake failed: the broker does not support the TLS version asked for (%v)", err)
+			if cfg.TLS.MinVersion == "1.3" {
+				e.Hints = []string{"the broker offers only older TLS: allow TLS 1.2 with --tls-version 1.2 (the default)"}
+			} else {
+				e.Hints = []string{"the broker offers only TLS older than 1.2, which mqtk does not accept: upgrade the broker's TLS settings"}
+			}
 		default:
 			e.Err = fmt.Errorf("TLS handshake failed: %v", err)
 		}

@@ -1,9 +1,12 @@
 package mqttconn
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -142,4 +145,74 @@ func TestRoundTripTCP(t *testing.T) {
 			roundTrip(t, cfg)
 		})
 	}
+}
+
+// The DUP flag of an incoming PUBLISH reaches the message. No real broker
+// resends on demand, so a minimal server sends a duplicate QoS 1 PUBLISH
+// right after CONNACK.
+func TestIncomingDupFlag(t *testing.T) {
+	for _, v := range []Version{V5, V311} {
+		t.Run(v.String(), func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				r := bufio.NewReader(c)
+				if _, err := r.ReadByte(); err != nil { // CONNECT's fixed header
+					return
+				}
+				n, _, ok := readVarint(r)
+				if !ok {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+					return
+				}
+				connack := []byte{0x20, 0x02, 0x00, 0x00}
+				// PUBLISH, DUP and QoS 1: topic "d", packet id 1, payload "x".
+				publish := []byte{0x3A, 0x06, 0x00, 0x01, 'd', 0x00, 0x01, 'x'}
+				if v == V5 {
+					connack = []byte{0x20, 0x03, 0x00, 0x00, 0x00}
+					publish = []byte{0x3A, 0x07, 0x00, 0x01, 'd', 0x00, 0x01, 0x00, 'x'}
+				}
+				_, _ = c.Write(append(connack, publish...))
+				_, _ = io.Copy(io.Discard, r) // until the client goes
+			}()
+			got := newCollector()
+			cfg := Default()
+			cfg.Version = v
+			cfg.Host, cfg.Port = "127.0.0.1", l.Addr().(*net.TCPAddr).Port
+			cfg.OnMessage = got.on
+			dial(t, cfg)
+			m := got.wait(t, 1)[0]
+			if m.Topic != "d" || string(m.Payload) != "x" || m.QoS != 1 || !m.Dup {
+				t.Errorf("got topic %q payload %q qos %d dup %v, want d x 1 true", m.Topic, m.Payload, m.QoS, m.Dup)
+			}
+		})
+	}
+}
+
+// readVarint reads an MQTT variable byte integer.
+func readVarint(r *bufio.Reader) (int, int, bool) {
+	n, mul := 0, 1
+	for i := 0; i < 4; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, i, false
+		}
+		n += int(b&0x7f) * mul
+		if b&0x80 == 0 {
+			return n, i + 1, true
+		}
+		mul *= 128
+	}
+	return 0, 4, false
 }

@@ -76,3 +76,16 @@ func TestLoadProfileBadYAML(t *testing.T) {
 		t.Errorf("bad YAML: %v", err)
 	}
 }
+
+// Without XDG_CONFIG_HOME the file is ~/.config/mqtk/config.yaml on every
+// OS (not the platform's own config directory), as the README says.
+func TestProfilePathFallsBackToDotConfig(t *testing.T) {
+	env := map[string]string{"HOME": "/home/u"}
+	if got, want := ProfilePath(func(k string) string { return env[k] }), filepath.Join("/home/u", ".config", "mqtk", "config.yaml"); got != want {
+		t.Errorf("ProfilePath without XDG_CONFIG_HOME = %s, want %s", got, want)
+	}
+	env["XDG_CONFIG_HOME"] = "/x"
+	if got, want := ProfilePath(func(k string) string { return env[k] }), filepath.Join("/x", "mqtk", "config.yaml"); got != want {
+		t.Errorf("ProfilePath with XDG_CONFIG_HOME = %s, want %s", got, want)
+	}
+}

@@ -166,7 +166,7 @@ func TestConnectionLost(t *testing.T) {
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 			cfg.ClientID = "mqtk-lost-" + v.String()
-			cfg.Will = &Will{Topic: "will/" + v.String(), Payload: []byte("gone"), QoS: 1}
+			cfg.Will = &Will{Topic: "will/" + v.String(), Payload: []byte("gone"), QoS: 1, Retain: true}
 			cfg.OnConnectionLost = func(err error) { lostErr <- err }
 			first := dial(t, cfg)
 
@@ -195,6 +195,17 @@ func TestConnectionLost(t *testing.T) {
 			}
 			if m := wills.wait(t, 1)[0]; string(m.Payload) != "gone" {
 				t.Errorf("will payload = %q", m.Payload)
+			}
+			// The will was retained: a later subscriber gets it as such.
+			late := newCollector()
+			lcfg := watch
+			lcfg.OnMessage = late.on
+			l := dial(t, lcfg)
+			if _, err := l.Subscribe(ctx, []Subscription{{Filter: "will/" + v.String(), QoS: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			if m := late.wait(t, 1)[0]; string(m.Payload) != "gone" || !m.Retain {
+				t.Errorf("late subscriber got %q retain=%v, want the retained will", m.Payload, m.Retain)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package mqttconn
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -132,6 +134,56 @@ func TestTLSOptions(t *testing.T) {
 			roundTrip(t, cfg)
 		})
 	}
+	// Against a TLS 1.2-only server that records what was negotiated:
+	// --tls-version 1.3 must refuse it, and --alpn must be offered.
+	t.Run("tls-version-and-alpn", func(t *testing.T) {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+			Certificates: []tls.Certificate{pair}, MaxVersion: tls.VersionTLS12, NextProtos: []string{"other", "mqtt"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		negotiated := make(chan string, 4)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				tc := c.(*tls.Conn)
+				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if tc.Handshake() == nil {
+					negotiated <- tc.ConnectionState().NegotiatedProtocol
+				}
+				c.Close() // no MQTT here: the handshake is what is tested
+			}
+		}()
+		port := l.Addr().(*net.TCPAddr).Port
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", port
+		cfg.TLS = TLS{CAFile: pki.CAFile, ServerName: "broker.example", MinVersion: "1.3"}
+		wantErr(t, connectErr(t, cfg), KindTLS, "protocol version", "--tls-version 1.2")
+		select {
+		case p := <-negotiated:
+			t.Fatalf("a TLS 1.3 minimum completed a handshake with a TLS 1.2 server (ALPN %q)", p)
+		default:
+		}
+		cfg.TLS.MinVersion, cfg.TLS.ALPN = "1.2", []string{"mqtt"}
+		_ = connectErr(t, cfg) // the server closes after the handshake
+		select {
+		case p := <-negotiated:
+			if p != "mqtt" {
+				t.Fatalf("negotiated ALPN %q, want mqtt", p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no handshake completed with --tls-version 1.2")
+		}
+	})
 	t.Run("bad-cafile", func(t *testing.T) {
 		notPEM := filepath.Join(t.TempDir(), "x.pem")
 		if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
