@@ -187,6 +187,8 @@ type subscriber struct {
 	bytes          int64
 	foreign        int64
 	uniqueMeasured int64
+	any            bool          // a measured message arrived
+	firstRecv      time.Duration // the first measured message's arrival
 	lastRecv       time.Duration
 	skewed         bool // saw a timestamp from the future: clocks differ
 	noLatency      bool // saw run-relative stamps from another process
@@ -209,17 +211,14 @@ func (s *subscriber) onMessage(m *mqttconn.Message) {
 	isNew := t.add(h.seq)
 	s.received.Add(1)
 	r := s.r
-	// measureStart is published atomically: subscribers are connected
-	// (and may receive) before it is fixed.
-	ms := r.mstart.Load()
-	measured := ms != math.MaxInt64 && now >= time.Duration(ms)
-	if r.o.Mode == ModePubSub {
-		// As the publisher classified it, so that warm-up traffic still in
-		// flight is not measured, and so that shards agree.
-		measured = !h.warmup
-	}
-	if !measured {
+	// Measured as the publisher classified it, whatever this process's own
+	// clock says: warm-up traffic still in flight is not measured, and
+	// shards and a 'bench sub' on another host agree with the publisher.
+	if h.warmup {
 		return
+	}
+	if !s.any {
+		s.any, s.firstRecv = true, now
 	}
 	if isNew {
 		s.uniqueMeasured++
@@ -321,7 +320,6 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 	}
 	pubStart := r.since()
 	r.measureStart = pubStart + o.Warmup
-	r.mstart.Store(int64(r.measureStart))
 	if o.Duration > 0 {
 		r.end = r.measureStart + o.Duration // with -n too: whichever comes first
 	}
@@ -362,7 +360,7 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 		}
 		wg.Wait()
 		// Drain even after Ctrl-C: messages already sent are still due,
-		// and the drain is bounded by --drain-timeout and a 1 s stall.
+		// and the drain is bounded by --drain-timeout.
 		r.drain(context.WithoutCancel(ctx))
 	}
 	stopIv()
@@ -408,8 +406,9 @@ func (r *runner) waitSub(ctx context.Context) {
 }
 
 // drain waits for every expected delivery, up to --drain-timeout, and
-// gives up early once nothing has arrived for a second: whatever is still
-// missing then was dropped, not delayed.
+// gives up early once nothing has arrived for a fifth of it (1 s at the
+// default 5 s): whatever is still missing then was dropped, not delayed.
+// A longer --drain-timeout thus also tolerates longer pauses.
 func (r *runner) drain(ctx context.Context) {
 	if len(r.subs) == 0 {
 		return
@@ -439,7 +438,7 @@ func (r *runner) drain(ctx context.Context) {
 		}
 		if got != prev {
 			prev, lastChange = got, time.Now()
-		} else if time.Since(lastChange) > time.Second {
+		} else if time.Since(lastChange) > r.o.DrainTimeout/5 {
 			return
 		}
 		select {
@@ -565,6 +564,7 @@ func (r *runner) collect(rep *Report) {
 		rep.Intervals = []Interval{}
 	}
 	var end time.Duration
+	start := r.measureStart // the publishers' first measured send
 	if o.Mode != ModeSub {
 		pb := &Publish{Publishers: len(r.pubs)}
 		ack := newHist()
@@ -596,7 +596,8 @@ func (r *runner) collect(rep *Report) {
 		rc := &Receive{WallClock: r.wall, Subscribers: len(r.subs)}
 		e2e, unc := newHist(), newHist()
 		var gaps, bytes int64
-		var rend time.Duration
+		var rstart, rend time.Duration
+		anyRecv := false
 		skewed, noLat := false, false
 		for _, s := range r.subs {
 			s.mu.Lock()
@@ -612,6 +613,9 @@ func (r *runner) collect(rep *Report) {
 			}
 			bytes += s.bytes
 			rend = max(rend, s.lastRecv)
+			if s.any && (!anyRecv || s.firstRecv < rstart) {
+				rstart, anyRecv = s.firstRecv, true
+			}
 			skewed = skewed || s.skewed
 			noLat = noLat || s.noLatency
 			mergeNonNil(e2e, s.e2e)
@@ -623,7 +627,14 @@ func (r *runner) collect(rep *Report) {
 		}
 		rc.finish(gaps)
 		rc.LossPct = round3(rc.LossPct)
-		if d := (rend - r.measureStart).Seconds(); d > 0 {
+		if o.Mode == ModeSub && anyRecv {
+			// bench sub does not know when the publisher started: its
+			// window runs from the first measured arrival, not from when
+			// it began to listen, or the wait for the publisher would
+			// dilute the rate.
+			start = rstart
+		}
+		if d := (rend - start).Seconds(); d > 0 {
 			rc.PerSecond = round3(float64(rc.Measured) / d)
 			rc.MBPerSecond = round3(float64(bytes) / d / 1e6)
 		}
@@ -642,12 +653,12 @@ func (r *runner) collect(rep *Report) {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages on the topic had no bench header (another publisher?) and were ignored", rc.Foreign))
 		}
 	}
-	if end < r.measureStart {
-		end = r.measureStart
+	if end < start {
+		end = start
 	}
-	rep.Started = r.t0.Add(r.measureStart)
+	rep.Started = r.t0.Add(start)
 	rep.Ended = r.t0.Add(end)
-	rep.Measured = round3((end - r.measureStart).Seconds())
+	rep.Measured = round3((end - start).Seconds())
 	if rep.Publish != nil && rep.Publish.Sent == 0 && rep.Publish.Warmup > 0 {
 		rep.Warnings = append(rep.Warnings, "every message was sent during the warm-up: lower --warmup or raise -n/-d")
 	}

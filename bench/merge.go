@@ -2,6 +2,8 @@ package bench
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -11,23 +13,27 @@ import (
 // bucket by bucket, so the merged percentiles are exact rather than
 // averages of percentiles; throughput is recomputed as the total over
 // (last end − first start), never a sum of rates.
+//
+// More than one report must be the shards of one run: each made with
+// --shard I/N, the same N, distinct I, and the same load shape; anything
+// else would be counted as if it were one run and misreport it.
 func Merge(reps []*Report) (*Report, error) {
 	if len(reps) == 0 {
 		return nil, fmt.Errorf("nothing to merge")
+	}
+	if err := checkShards(reps); err != nil {
+		return nil, err
 	}
 	first := reps[0]
 	out := &Report{Schema: Schema, Mode: first.Mode, LoadModel: first.LoadModel, Env: first.Env, Config: first.Config,
 		Started: first.Started, Ended: first.Ended}
 	out.Env.Shard = ""
 	out.Env.CPUUser, out.Env.CPUSys, out.Env.CPUPerMsgUS, out.Env.CPUPercent = 0, 0, 0, 0
+	if w := missingShards(reps); w != "" {
+		out.Warnings = append(out.Warnings, w)
+	}
 	var hists []Hists
 	for i, r := range reps {
-		if r.Mode != first.Mode {
-			return nil, fmt.Errorf("report %d is bench %s, report 1 is bench %s: merge runs of one mode", i+1, r.Mode, first.Mode)
-		}
-		if r.Config.QoS != first.Config.QoS || r.Config.Size != first.Config.Size {
-			return nil, fmt.Errorf("report %d used QoS %d, %d B; report 1 used QoS %d, %d B: merge runs of one shape", i+1, r.Config.QoS, r.Config.Size, first.Config.QoS, first.Config.Size)
-		}
 		if r.Started.Before(out.Started) {
 			out.Started = r.Started
 		}
@@ -38,10 +44,10 @@ func Merge(reps []*Report) (*Report, error) {
 		out.Env.CPUUser += r.Env.CPUUser
 		out.Env.CPUSys += r.Env.CPUSys
 		if r.Env.BrokerURL != first.Env.BrokerURL {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("report %d measured %s, report 1 %s", i+1, r.Env.BrokerURL, first.Env.BrokerURL))
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s measured %s, %s %s", r.label(i), r.Env.BrokerURL, first.label(0), first.Env.BrokerURL))
 		}
 		for _, w := range r.Warnings {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("report %d: %s", i+1, w))
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: %s", r.label(i), w))
 		}
 		mergeConnect(&out.Connect, r.Connect)
 		if r.Publish != nil {
@@ -120,6 +126,106 @@ func Merge(reps []*Report) (*Report, error) {
 	}
 	out.summarize()
 	return out, nil
+}
+
+// label names report i in messages: its file when known.
+func (r *Report) label(i int) string {
+	if r.Source != "" {
+		return r.Source
+	}
+	return fmt.Sprintf("report %d", i+1)
+}
+
+// parseShard reads "I/N" as recorded in Env.Shard.
+func parseShard(s string) (i, n int, ok bool) {
+	a, b, found := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	return i, n, found && err1 == nil && err2 == nil && n > 1 && i >= 0 && i < n
+}
+
+// checkShards refuses reports that are not the shards of one run.
+func checkShards(reps []*Report) error {
+	for i, r := range reps {
+		switch r.Mode {
+		case ModePubSub, ModePub, ModeSub, ModeConn:
+		default:
+			return fmt.Errorf("%s: mode %q is not a bench mode: merge takes the output of 'mqtk bench --format json'", r.label(i), r.Mode)
+		}
+	}
+	if len(reps) == 1 {
+		return nil
+	}
+	first := reps[0]
+	byIndex := map[int]int{}
+	var n0 int
+	for i, r := range reps {
+		if r.Shards > 1 {
+			return fmt.Errorf("%s is already merged from %d shards: merge the shard reports themselves", r.label(i), r.Shards)
+		}
+		si, n, ok := parseShard(r.Env.Shard)
+		if !ok {
+			return fmt.Errorf("%s is not a shard (it was not run with --shard I/N): merge combines the shards of one run, not separate runs", r.label(i))
+		}
+		if i == 0 {
+			n0 = n
+		} else if n != n0 {
+			return fmt.Errorf("%s is shard %s, %s is shard %s: the shards of one run share N", r.label(i), r.Env.Shard, first.label(0), first.Env.Shard)
+		}
+		if j, dup := byIndex[si]; dup {
+			return fmt.Errorf("%s and %s are both shard %s (the same file twice?)", reps[j].label(j), r.label(i), r.Env.Shard)
+		}
+		byIndex[si] = i
+		if r.Mode != first.Mode {
+			return fmt.Errorf("%s is bench %s, %s is bench %s: these are not shards of one run", r.label(i), r.Mode, first.label(0), first.Mode)
+		}
+		if r.LoadModel != first.LoadModel {
+			return fmt.Errorf("%s is %s, %s is %s: these are not shards of one run", r.label(i), r.LoadModel, first.label(0), first.LoadModel)
+		}
+		a, b := first.Config, r.Config
+		for _, f := range []struct {
+			flag string
+			x, y any
+		}{
+			{"-c/--clients", a.Clients, b.Clients},
+			{"--subscribers", a.Subscribers, b.Subscribers},
+			{"--rate", a.Rate, b.Rate},
+			{"-t/--topic", a.Topic, b.Topic},
+			{"--topics", a.Topics, b.Topics},
+			{"-q/--qos", a.QoS, b.QoS},
+			{"-s/--size", a.Size, b.Size},
+			{"-n/--count", a.Count, b.Count},
+			{"-d/--duration", a.Duration, b.Duration},
+		} {
+			if f.x != f.y {
+				return fmt.Errorf("%s has %s %v, %s has %s %v: these are not shards of one run", r.label(i), f.flag, f.y, first.label(0), f.flag, f.x)
+			}
+		}
+	}
+	return nil
+}
+
+// missingShards warns when the shards given are not all N of them.
+func missingShards(reps []*Report) string {
+	_, n, ok := parseShard(reps[0].Env.Shard)
+	if !ok || reps[0].Shards > 1 {
+		return ""
+	}
+	have := map[int]bool{}
+	for _, r := range reps {
+		i, _, _ := parseShard(r.Env.Shard)
+		have[i] = true
+	}
+	var miss []string
+	for i := range n {
+		if !have[i] {
+			miss = append(miss, fmt.Sprintf("%d/%d", i, n))
+		}
+	}
+	if len(miss) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("shard %s missing: this report covers only part of the run", strings.Join(miss, ", "))
 }
 
 func mergeInto(dst, src *hdrhistogram.Histogram) *hdrhistogram.Histogram {

@@ -9,6 +9,8 @@ package bench
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -50,8 +52,11 @@ type Options struct {
 
 	Count    int64         // total messages across publishers (sub: to receive); 0 = use Duration
 	Duration time.Duration // measured phase (conn: how long to hold)
-	Warmup   time.Duration // before the measured phase; sent but not measured
-	ConnRate float64       // connections/s during the ramp; 0 = as fast as possible
+	Warmup   time.Duration // before the measured phase; sent but not measured (pub, pubsub)
+	// ConnRate is connections/s during the ramp, in total across shards
+	// like -c and --rate: each shard opens its share of the connections at
+	// its share of the rate. 0 = as fast as possible.
+	ConnRate float64
 
 	Interval     time.Duration // progress and CSV interval; default 1s
 	DrainTimeout time.Duration // wait for in-flight deliveries at the end; default 5s
@@ -77,6 +82,10 @@ type Options struct {
 	// subscribed, just before the load starts: a hook for orchestration
 	// and for tests that start a 'bench pub' only once 'bench sub' listens.
 	OnReady func()
+
+	// Seams for tests; nil means the real thing.
+	readCPU   func() cpuTimes // this process's CPU time, with a wall-clock reading
+	fileLimit *fileLimiter    // getrlimit/setrlimit for RLIMIT_NOFILE
 }
 
 // Validate rejects nonsense combinations with a message that names the
@@ -119,11 +128,20 @@ func (o *Options) Validate() error {
 	if strings.ContainsAny(o.Topic, "+#") {
 		return mqttconn.Usagef("-t/--topic %q is a pattern for publishing and must not hold wildcards; use %%i, %%c and %%t for per-client and per-topic levels", o.Topic)
 	}
+	if err := checkPlaceholders(o.Topic); err != nil {
+		return err
+	}
 	if o.Topics < 1 {
 		return mqttconn.Usagef("--topics must be at least 1")
 	}
 	if o.Topics > 1 && !strings.Contains(o.Topic, "%t") {
 		return mqttconn.Usagef("--topics %d has no effect: the topic pattern %q has no %%t", o.Topics, o.Topic)
+	}
+	if math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
+		return mqttconn.Usagef("--rate %g is not a number of messages per second: give a finite rate, or 0 for closed loop", o.Rate)
+	}
+	if math.IsNaN(o.ConnRate) || math.IsInf(o.ConnRate, 0) {
+		return mqttconn.Usagef("--conn-rate %g is not a number of connections per second: give a finite rate, or 0 for as fast as possible", o.ConnRate)
 	}
 	if o.Rate < 0 {
 		return mqttconn.Usagef("--rate must not be negative; use 0 for closed-loop maximum throughput")
@@ -147,13 +165,17 @@ func (o *Options) Validate() error {
 	if o.Warmup < 0 || o.ConnRate < 0 {
 		return mqttconn.Usagef("--warmup and --conn-rate must not be negative")
 	}
+	if o.Mode == ModeSub && o.Warmup > 0 {
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--warmup has no effect in bench sub: the publisher marks its warm-up messages and bench sub leaves them out"),
+			Hints: []string{"give --warmup to the 'mqtk bench pub' that sends the messages"}}
+	}
 	if o.Mode == ModePubSub || o.Mode == ModePub {
 		if o.Count > 0 && o.Count < int64(o.Clients) {
 			return mqttconn.Usagef("-n/--count %d is fewer than one message per publisher (-c %d)", o.Count, o.Clients)
 		}
 	}
 	if o.MaxLossPct != nil {
-		if *o.MaxLossPct < 0 || *o.MaxLossPct > 100 {
+		if math.IsNaN(*o.MaxLossPct) || *o.MaxLossPct < 0 || *o.MaxLossPct > 100 {
 			return mqttconn.Usagef("--max-loss %g out of range 0..100 (percent)", *o.MaxLossPct)
 		}
 		if o.Mode == ModePub || o.Mode == ModeConn {
@@ -177,11 +199,63 @@ func (o *Options) Validate() error {
 		if o.Clients > 0 && o.Clients < o.Shards && o.Mode != ModeSub {
 			return mqttconn.Usagef("--shard %d/%d with -c %d leaves some shards without clients: give at least one client per shard", o.Shard, o.Shards, o.Clients)
 		}
+		if (o.Mode == ModePubSub || o.Mode == ModeSub) && o.Subscribers < o.Shards {
+			return mqttconn.Usagef("--shard %d/%d with --subscribers %d leaves some shards without subscribers: --subscribers is the total across shards, give at least %d", o.Shard, o.Shards, o.Subscribers, o.Shards)
+		}
+	}
+	if o.Embedded {
+		if flag := tlsFlag(o.Conn.TLS); flag != "" {
+			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s has no effect on the in-process broker, which listens on plain TCP on 127.0.0.1", flag),
+				Hints: []string{"name the TLS broker to benchmark with -L, e.g. -L mqtts://HOST:8883 " + flag + " …", "or drop " + flag + " to benchmark mqtk's own broker in-process"}}
+		}
 	}
 	switch o.Format {
 	case "", "text", "json", "csv":
 	default:
 		return mqttconn.Usagef("--format %q: use text, json or csv", o.Format)
+	}
+	return nil
+}
+
+// tlsFlag names the first TLS setting in t, as its flag, or "".
+func tlsFlag(t mqttconn.TLS) string {
+	switch {
+	case t.CAFile != "":
+		return "--cafile"
+	case t.CAPath != "":
+		return "--capath"
+	case t.CertFile != "":
+		return "--cert"
+	case t.KeyFile != "":
+		return "--key"
+	case t.Insecure:
+		return "--insecure"
+	case t.Enabled:
+		return "--tls"
+	case t.MinVersion != "":
+		return "--tls-version"
+	case t.ServerName != "":
+		return "--sni"
+	}
+	return ""
+}
+
+// checkPlaceholders refuses a % in the topic pattern that is not one of
+// %i, %c or %t: it would be published literally, which is never meant.
+func checkPlaceholders(pattern string) error {
+	for i := 0; i < len(pattern); i++ {
+		if pattern[i] != '%' {
+			continue
+		}
+		if i+1 < len(pattern) && strings.IndexByte("ict", pattern[i+1]) >= 0 {
+			i++
+			continue
+		}
+		ph := "%"
+		if i+1 < len(pattern) {
+			ph = pattern[i : i+2]
+		}
+		return mqttconn.Usagef("-t/--topic %q: unknown placeholder %q: use %%i (client index), %%c (client id) or %%t (topic index)", pattern, ph)
 	}
 	return nil
 }

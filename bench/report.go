@@ -37,6 +37,10 @@ type Report struct {
 	// Histograms, kept whole so that merge is exact. Encoded in JSON with
 	// HdrHistogram's V2 compressed base64 format.
 	Hists Hists `json:"histograms"`
+
+	// Source names where the report was read from (a file), for merge's
+	// messages; not part of the document.
+	Source string `json:"-"`
 }
 
 // Hists are the run's latency histograms in nanoseconds.
@@ -120,22 +124,26 @@ type Env struct {
 
 // Config echoes the load shape the run used.
 type Config struct {
-	Clients     int      `json:"clients"`
-	Subscribers int      `json:"subscribers"`
-	Topic       string   `json:"topic"`
-	Topics      int      `json:"topics"`
-	QoS         byte     `json:"qos"`
-	Size        int      `json:"size"`
-	Retain      bool     `json:"retain"`
-	Rate        float64  `json:"rate"` // total messages/s; 0 closed loop
-	Inflight    int      `json:"inflight"`
-	Count       int64    `json:"count"`
-	Duration    string   `json:"duration"`
-	Warmup      string   `json:"warmup"`
-	ConnRate    float64  `json:"conn_rate"`
-	ProtocolVer string   `json:"protocol_version"`
-	MaxLossPct  *float64 `json:"max_loss_pct,omitempty"`
-	MaxP99      string   `json:"max_p99,omitempty"`
+	Clients     int     `json:"clients"`
+	Subscribers int     `json:"subscribers"`
+	Topic       string  `json:"topic"`
+	Topics      int     `json:"topics"`
+	QoS         byte    `json:"qos"`
+	Size        int     `json:"size"`
+	Retain      bool    `json:"retain"`
+	Rate        float64 `json:"rate"` // total messages/s; 0 closed loop
+	// RatePerClient: --rate was given per publisher (Rate is still the total).
+	RatePerClient bool     `json:"rate_per_client"`
+	Inflight      int      `json:"inflight"`
+	Count         int64    `json:"count"`
+	Duration      string   `json:"duration"`
+	Warmup        string   `json:"warmup"`
+	ConnRate      float64  `json:"conn_rate"` // total across shards
+	Interval      string   `json:"interval"`
+	DrainTimeout  string   `json:"drain_timeout"`
+	ProtocolVer   string   `json:"protocol_version"`
+	MaxLossPct    *float64 `json:"max_loss_pct,omitempty"`
+	MaxP99        string   `json:"max_p99,omitempty"`
 }
 
 // Connect summarises connection setup.
@@ -243,8 +251,14 @@ func (r *Report) summarize() {
 }
 
 // P99 returns the p99 that --max-p99 is checked against: end-to-end when
-// there is one, else publish-to-ack.
+// there is one, else publish-to-ack; in bench conn, connect latency.
 func (r *Report) P99() (time.Duration, string, bool) {
+	if r.Mode == ModeConn {
+		if r.Connect.Latency.Count > 0 {
+			return time.Duration(r.Connect.Latency.P99 * 1e6), "connect", true
+		}
+		return 0, "", false
+	}
 	if r.Receive != nil && r.Receive.E2E.Count > 0 {
 		return time.Duration(r.Receive.E2E.P99 * 1e6), "end-to-end", true
 	}

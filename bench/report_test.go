@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +22,7 @@ func fixedReport() *Report {
 		Env: Env{BrokerURL: "mqtt://127.0.0.1:1883", Broker: "external", GOMAXPROCS: 2, NumCPU: 2,
 			GoVersion: "go1.26.0", Version: "v1.2.3", CPUUser: 1.5, CPUSys: 0.5, CPUPerMsgUS: 66.667, CPUPercent: 33.3},
 		Config: Config{Clients: 3, Subscribers: 2, Topic: "mqtk/bench/%i", Topics: 1, QoS: 1, Size: 100,
-			Rate: 10000, Duration: "3s", Warmup: "0s", ProtocolVer: "5"},
+			Rate: 10000, Duration: "3s", Warmup: "0s", ProtocolVer: "5", Interval: "1s", DrainTimeout: "5s"},
 		Started: start, Ended: start.Add(3 * time.Second), Measured: 3,
 		Connect: Connect{Attempted: 5, OK: 5, PerSecond: 500, RampS: 0.01},
 		Publish: &Publish{Publishers: 3, Sent: 30000, Acked: 30000, Total: 30000, PerSecond: 10000, MBPerSecond: 1, Offered: 10000, Overruns: 12, MaxLagMS: 3.5},
@@ -139,6 +141,7 @@ func TestRenderQoS0AndConn(t *testing.T) {
 
 func TestMergeReports(t *testing.T) {
 	a, b := fixedReport(), fixedReport()
+	a.Env.Shard, b.Env.Shard = "0/2", "1/2"
 	b.Started = a.Started.Add(time.Second)
 	b.Ended = a.Ended.Add(time.Second)
 	m, err := Merge([]*Report{a, b})
@@ -165,8 +168,84 @@ func TestMergeReports(t *testing.T) {
 		t.Errorf("intervals not merged row by row: %+v", m.Intervals[0])
 	}
 	c := fixedReport()
-	c.Mode = ModePub
+	c.Mode, c.Env.Shard = ModePub, "1/2"
 	if _, err := Merge([]*Report{a, c}); err == nil {
 		t.Error("merged reports of different modes")
+	}
+}
+
+// Merge refuses what is not the shards of one run, naming the report and
+// the mismatch: counting such inputs as one run would misreport it.
+func TestMergeRefusesWhatIsNotOneRun(t *testing.T) {
+	shard := func(src, s string) *Report {
+		r := fixedReport()
+		r.Source, r.Env.Shard = src, s
+		return r
+	}
+	for _, c := range []struct {
+		name string
+		reps []*Report
+		want string
+	}{
+		{"same file twice", []*Report{shard("a.json", "0/2"), shard("a.json", "0/2")}, "a.json and a.json are both shard 0/2 (the same file twice?)"},
+		{"different N", []*Report{shard("a.json", "0/2"), shard("b.json", "0/3")}, "b.json is shard 0/3, a.json is shard 0/2: the shards of one run share N"},
+		{"not shards", []*Report{shard("a.json", ""), shard("b.json", "")}, "a.json is not a shard"},
+		{"closed loop with scheduled", func() []*Report {
+			b := shard("b.json", "1/2")
+			b.LoadModel, b.Config.Rate = "closed-loop", 0
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "b.json is closed-loop, a.json is scheduled"},
+		{"clients", func() []*Report {
+			b := shard("b.json", "1/2")
+			b.Config.Clients = 4
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "b.json has -c/--clients 4, a.json has -c/--clients 3"},
+		{"subscribers", func() []*Report {
+			b := shard("b.json", "1/2")
+			b.Config.Subscribers = 5
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "--subscribers 5"},
+		{"rate", func() []*Report {
+			b := shard("b.json", "1/2")
+			b.Config.Rate = 20000
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "--rate 20000"},
+		{"topic", func() []*Report {
+			b := shard("b.json", "1/2")
+			b.Config.Topic = "other/%i"
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "-t/--topic other/%i"},
+		{"already merged", func() []*Report {
+			b := shard("b.json", "")
+			b.Shards = 2
+			return []*Report{shard("a.json", "0/2"), b}
+		}(), "b.json is already merged from 2 shards"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := Merge(c.reps)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v (report %v), want an error containing %q", err, m != nil, c.want)
+			}
+		})
+	}
+
+	// A schema line alone is no report.
+	r, err := ReadJSON(strings.NewReader(`{"schema":"mqtk-bench/1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Source = "empty.json"
+	if _, err := Merge([]*Report{r}); err == nil || !strings.Contains(err.Error(), `empty.json: mode "" is not a bench mode`) {
+		t.Errorf("empty report: %v", err)
+	}
+
+	// One report alone is re-rendered; an incomplete set of shards merges
+	// with a warning that says which are missing.
+	if m, err := Merge([]*Report{fixedReport()}); err != nil || m.Publish.Sent != 30000 {
+		t.Errorf("single report: %v", err)
+	}
+	m, err := Merge([]*Report{shard("a.json", "0/3"), shard("c.json", "2/3")})
+	if err != nil || !slices.Contains(m.Warnings, "shard 1/3 missing: this report covers only part of the run") {
+		t.Errorf("incomplete set: %v %q", err, m.Warnings)
 	}
 }

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"runtime"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -33,13 +31,14 @@ type runner struct {
 
 	// Run-relative times, fixed before publishing starts.
 	measureStart time.Duration
-	mstart       atomic.Int64  // measureStart for the subscribers' goroutines
 	end          time.Duration // 0: no time limit
 
 	pubs []*publisher
 	subs []*subscriber
 
-	cpu0 cpuTimes
+	// connRate is this process's share of --conn-rate, which is a total
+	// across shards like -c.
+	connRate float64
 }
 
 func (r *runner) since() time.Duration { return time.Since(r.t0) }
@@ -73,16 +72,21 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 		o.Inflight = 1
 	}
 	var warnings []string
-	need := o.Clients + o.Subscribers
-	if o.Embedded {
-		need *= 2 // the in-process broker holds the other end of every connection
+	lim := osFileLimit()
+	if o.fileLimit != nil {
+		lim = *o.fileLimit
 	}
-	if w, err := ensureFiles(need + 64); err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindOther, Op: "check the open-file limit", Err: err,
-			Hints: []string{fmt.Sprintf("raise it in the shell that runs mqtk: ulimit -n %d (the hard limit needs root: /etc/security/limits.conf, or LimitNOFILE= for a systemd unit)", need+64),
-				"or use fewer clients per process with --shard I/N on several processes"}}
+	// Only this shard's connections count: the others are other processes.
+	conns := o.connsInProcess()
+	need := filesNeeded(conns, o.Embedded)
+	if w, err := ensureFiles(lim, need); err != nil {
+		return nil, o.fileLimitError(err, conns, need)
 	} else if w != "" {
 		warnings = append(warnings, w)
+	}
+	readCPU := o.readCPU
+	if readCPU == nil {
+		readCPU = osReadCPU
 	}
 	broker := "external"
 	if o.Embedded {
@@ -106,6 +110,9 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 		o.IO.Infof("no broker given (-L/--url, -h): benchmarking mqtk's own broker in-process at %s", u)
 	}
 	r.brokerU = r.cfg.String()
+	if total := o.connsInTotal(); total > 0 {
+		r.connRate = o.ConnRate * float64(conns) / float64(total)
+	}
 	// One process, one clock: pubsub stamps monotonic time since t0. Across
 	// processes (pub/sub on different hosts, or shards whose subscribers
 	// receive other shards' messages) only the wall clock is shared.
@@ -120,9 +127,8 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 		prefix = "mqtk-bench-"
 	}
 	r.idBase = prefix + hex.EncodeToString(tok[:]) + "-"
-	r.mstart.Store(math.MaxInt64) // nothing is measured before publishing starts
 	r.t0 = time.Now()
-	r.cpu0 = readCPU()
+	cpu0 := readCPU()
 
 	rep := &Report{Schema: Schema, Mode: o.Mode, Shards: 1, Config: o.config(r.cfg)}
 	rep.Env = Env{BrokerURL: r.brokerU, Broker: broker, GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
@@ -147,8 +153,8 @@ func Measure(ctx context.Context, o *Options) (*Report, error) {
 	if err != nil && rep.Started.IsZero() {
 		return nil, err // failed before measuring anything
 	}
-	cpu := readCPU().sub(r.cpu0)
-	wall := r.since().Seconds()
+	cpu, wallD := readCPU().sub(cpu0)
+	wall := wallD.Seconds()
 	rep.Env.CPUUser, rep.Env.CPUSys = round3(cpu.user), round3(cpu.sys)
 	if wall > 0 {
 		rep.Env.CPUPercent = round3((cpu.user + cpu.sys) / wall / float64(rep.Env.GOMAXPROCS) * 100)
@@ -174,7 +180,8 @@ func (o *Options) config(cfg mqttconn.Config) Config {
 	c := Config{Clients: o.Clients, Subscribers: o.Subscribers, Topic: o.Topic, Topics: o.Topics, QoS: o.QoS,
 		Size: o.Size, Retain: o.Retain, Rate: o.Rate, Inflight: o.Inflight, Count: o.Count,
 		Duration: o.Duration.String(), Warmup: o.Warmup.String(), ConnRate: o.ConnRate,
-		ProtocolVer: cfg.Version.String(), MaxLossPct: o.MaxLossPct}
+		ProtocolVer: cfg.Version.String(), MaxLossPct: o.MaxLossPct, RatePerClient: o.RatePerClient,
+		Interval: o.Interval.String(), DrainTimeout: o.DrainTimeout.String()}
 	if o.Rate > 0 {
 		c.Inflight = 0
 		if o.RatePerClient {
@@ -205,8 +212,8 @@ func (r *runner) connectAll(ctx context.Context, cfgs []mqttconn.Config) ([]conn
 	var wg sync.WaitGroup
 	start := time.Now()
 	var gap time.Duration
-	if r.o.ConnRate > 0 {
-		gap = time.Duration(float64(time.Second) / r.o.ConnRate)
+	if r.connRate > 0 {
+		gap = time.Duration(float64(time.Second) / r.connRate)
 	}
 	for i := range cfgs {
 		if gap > 0 {

@@ -177,7 +177,6 @@ func TestScheduleLagAndOverrun(t *testing.T) {
 // show the stall; the uncorrected latency must not.
 func TestCoordinatedOmissionCorrection(t *testing.T) {
 	r := &runner{o: &Options{Mode: ModePubSub}, t0: time.Now().Add(-time.Hour)}
-	r.mstart.Store(0)
 	s := &subscriber{r: r, trackers: map[uint32]*seqTracker{}}
 	now := r.since()
 	interval := time.Millisecond

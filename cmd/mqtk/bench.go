@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -45,21 +46,56 @@ func addBenchFlags(cmd *cobra.Command, a *app, mode string) *benchFlags {
 	fs.IntVar(&o.Inflight, "inflight", 0, "closed loop: messages in flight per publisher (default 1)")
 	fs.Int64VarP(&f.count, "count", "n", 0, "messages in total across publishers (bench sub: to receive) instead of a duration")
 	fs.DurationVarP(&f.duration, "duration", "d", 10*time.Second, "measured phase (bench conn: how long to hold the connections)")
-	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "send for this long before measuring (excluded from statistics; 0 with -n)")
-	fs.Float64Var(&o.ConnRate, "conn-rate", 0, "connections per second during the ramp; 0 = as fast as possible")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "send for this long before measuring (excluded from statistics; 0 with -n; bench sub follows the publisher's)")
+	fs.Float64Var(&o.ConnRate, "conn-rate", 0, "connections per second during the ramp, in total across shards; 0 = as fast as possible")
 	fs.DurationVar(&o.Interval, "interval", time.Second, "progress and CSV row interval")
-	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Second, "how long to wait for outstanding acknowledgements and deliveries at the end")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Second, "how long to wait for outstanding acknowledgements and deliveries at the end (ends early after a fifth of it with nothing arriving)")
 	fs.StringVarP(&f.format, "format", "F", "text", "report format: text, json (mergeable) or csv (one row per interval)")
 	fs.StringVar(&f.maxLoss, "max-loss", "", "exit 7 when more than this percentage of expected messages is lost (e.g. 0, 0.1%)")
-	fs.DurationVar(&o.MaxP99, "max-p99", 0, "exit 7 when the p99 latency (end-to-end, else publish-to-ack) exceeds this")
-	fs.StringVar(&f.shard, "shard", "", "run shard I of N (I/N, from 0), splitting clients and ids with other processes")
+	fs.DurationVar(&o.MaxP99, "max-p99", 0, "exit 7 when the p99 latency (end-to-end, else publish-to-ack; bench conn: connect) exceeds this")
+	fs.StringVar(&f.shard, "shard", "", "run shard I of N (I/N, from 0), splitting clients, subscribers, rates and ids with other processes")
 	return f
+}
+
+// unusedFlags lists the load-shape flags mode does not use, and why:
+// given anyway they would be silently ignored.
+func unusedFlags(mode string) (flags []string, why string) {
+	switch mode {
+	case bench.ModePub:
+		return []string{"subscribers"}, "bench pub only publishes: receive with 'mqtk bench sub', or use 'mqtk bench pubsub' for both sides"
+	case bench.ModeSub:
+		return []string{"clients", "rate", "rate-per-client", "inflight", "topics", "size", "retain", "warmup"},
+			"bench sub only subscribes: give it to the 'mqtk bench pub' that sends the messages"
+	case bench.ModeConn:
+		return []string{"count", "rate", "rate-per-client", "qos", "inflight", "subscribers", "topic", "topics", "size", "retain", "warmup", "max-loss"},
+			"bench conn only opens -c connections (paced by --conn-rate) and holds them for -d/--duration"
+	}
+	return nil, ""
+}
+
+// checkUnused refuses a flag the mode would ignore.
+func checkUnused(cmd *cobra.Command, mode string) error {
+	flags, why := unusedFlags(mode)
+	for _, name := range flags {
+		if !cmd.Flags().Changed(name) {
+			continue
+		}
+		flag := "--" + name
+		if sh := cmd.Flags().Lookup(name).Shorthand; sh != "" {
+			flag = "-" + sh + "/" + flag
+		}
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s has no effect in bench %s", flag, mode), Hints: []string{why}}
+	}
+	return nil
 }
 
 // options validates the flags and fills the bench Options.
 func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error) {
 	o := f.o
 	fs := cmd.Flags()
+	if err := checkUnused(cmd, o.Mode); err != nil {
+		return nil, err
+	}
 	if f.qos < 0 || f.qos > 2 {
 		return nil, mqttconn.Usagef("-q/--qos %d out of range: use 0, 1 or 2", f.qos)
 	}
@@ -76,8 +112,15 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 			o.Warmup = 0
 		}
 	}
-	if o.Mode == bench.ModeConn && !fs.Changed("warmup") {
-		o.Warmup = 0
+	// Refused above when given; cleared so that the recorded configuration
+	// holds only what the mode used.
+	switch o.Mode {
+	case bench.ModeSub:
+		o.Warmup, o.Clients = 0, 0
+	case bench.ModeConn:
+		o.Warmup, o.Subscribers = 0, 0
+	case bench.ModePub:
+		o.Subscribers = 0
 	}
 	if fs.Changed("inflight") && o.Inflight < 1 {
 		return nil, mqttconn.Usagef("--inflight must be at least 1")
@@ -176,7 +219,18 @@ func newBenchMergeCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "merge RUN.json...",
 		Short: "Combine 'bench --format json' reports (shards) into one, merging histograms exactly",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Combine the JSON reports of the shards of one run ('mqtk bench --shard I/N
+--format json' on N processes) into one report. Histograms are merged bucket
+by bucket, so merged percentiles are exact; throughput is recomputed over the
+whole run. The reports must be distinct shards of one N with the same mode,
+load model, clients, subscribers, rate and topic.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("bench merge needs the JSON reports to merge"),
+					Hints: []string{"run each shard with 'mqtk bench --shard I/N --format json > shard-I.json', then: mqtk bench merge shard-*.json"}}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
 			case "text", "json", "csv":
@@ -203,11 +257,13 @@ func newBenchMergeCmd(a *app) *cobra.Command {
 					return &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read report " + p, Err: err,
 						Hints: []string{"merge takes the output of 'mqtk bench --format json'"}}
 				}
+				r.Source = p
 				reps = append(reps, r)
 			}
 			m, err := bench.Merge(reps)
 			if err != nil {
-				return mqttconn.Usagef("%v", err)
+				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err,
+					Hints: []string{"merge takes the --format json reports of one run's shards, each once"}}
 			}
 			if err := bench.Write(a.io.Out, m, format); err != nil {
 				return err

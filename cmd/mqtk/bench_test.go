@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,51 @@ func TestBenchFlagsFillOptions(t *testing.T) {
 	o, err = parseBench(t, map[string]string{"MQTK_URL": "mqtt://127.0.0.1:1999"}, "conn")
 	if err != nil || o.Embedded || o.Conn.Port != 1999 || o.Mode != bench.ModeConn {
 		t.Errorf("MQTK_URL: %v %+v", err, o)
+	}
+}
+
+// Flags a mode would ignore, bad numbers and TLS flags without a broker
+// to use them are usage errors that name the flag and the cause.
+func TestBenchRefusesIgnoredAndBadFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pub", "-h", "x", "--subscribers", "5"}, "--subscribers has no effect in bench pub"},
+		{[]string{"sub", "-h", "x", "-c", "7", "--rate", "100"}, "-c/--clients has no effect in bench sub"},
+		{[]string{"sub", "-h", "x", "--rate", "100"}, "--rate has no effect in bench sub"},
+		{[]string{"sub", "-h", "x", "--warmup", "1s"}, "--warmup has no effect in bench sub"},
+		{[]string{"conn", "-h", "x", "-n", "100"}, "-n/--count has no effect in bench conn"},
+		{[]string{"conn", "-h", "x", "--rate", "10"}, "--rate has no effect in bench conn"},
+		{[]string{"conn", "-h", "x", "-q", "0"}, "-q/--qos has no effect in bench conn"},
+		{[]string{"conn", "-h", "x", "--inflight", "2"}, "--inflight has no effect in bench conn"},
+		{[]string{"-h", "x", "--rate", "Inf"}, "--rate +Inf is not a number"},
+		{[]string{"-h", "x", "--rate", "NaN"}, "--rate NaN is not a number"},
+		{[]string{"-h", "x", "--max-loss", "NaN"}, "--max-loss NaN out of range"},
+		{[]string{"-h", "x", "--conn-rate", "NaN"}, "--conn-rate NaN is not a number"},
+		{[]string{"-h", "x", "-t", "a/%x"}, `unknown placeholder "%x"`},
+		{[]string{"-h", "x", "--shard", "0/2", "-c", "4"}, "--subscribers 1 leaves some shards without subscribers"},
+		{[]string{"--cafile", "ca.pem"}, "--cafile has no effect on the in-process broker"},
+		{[]string{"--insecure"}, "--insecure has no effect on the in-process broker"},
+	} {
+		_, err := parseBench(t, nil, c.args...)
+		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want a usage error containing %q", c.args, err, c.want)
+		}
+	}
+	// What each mode does not use is cleared, so the recorded
+	// configuration holds only what the run used.
+	o, err := parseBench(t, nil, "sub", "-h", "x")
+	if err != nil || o.Clients != 0 || o.Warmup != 0 {
+		t.Errorf("sub: %v %+v", err, o)
+	}
+	o, err = parseBench(t, nil, "conn", "-h", "x", "--max-p99", "50ms")
+	if err != nil || o.Subscribers != 0 || o.Warmup != 0 || o.MaxP99 != 50*time.Millisecond {
+		t.Errorf("conn: %v %+v", err, o)
+	}
+	o, err = parseBench(t, nil, "-L", "mqtts://127.0.0.1:8883", "--cafile", "ca.pem")
+	if err != nil || o.Embedded || o.Conn.TLS.CAFile != "ca.pem" {
+		t.Errorf("--cafile with -L: %v %+v", err, o)
 	}
 }
 
