@@ -133,8 +133,10 @@ func CompileFormat(s string) (*Format, error) {
 
 // FormatEnv is what a Format needs besides the message.
 type FormatEnv struct {
-	// Escape makes binary payloads safe for a terminal: invalid UTF-8 and
-	// control bytes in %p and %D are written as \xNN.
+	// Escape makes output safe for a terminal: invalid UTF-8 and control
+	// characters in %t %p %C %D %P %R are written as \xNN, and in %j and
+	// %J as JSON \u00XX escapes. Without it (a pipe) bytes pass as
+	// mosquitto_sub passes them.
 	Escape bool
 	// Warn receives a complaint about one message (%J with a payload that
 	// is not JSON); nil drops it.
@@ -201,6 +203,9 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 		}
 	case 'C':
 		v = []byte(m.ContentType)
+		if env.Escape {
+			v = escapeBinary(v)
+		}
 	case 'D':
 		v = m.CorrelationData
 		if env.Escape {
@@ -221,6 +226,9 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 			}
 			v = append(append(append(v, p.Key...), ':'), p.Value...)
 		}
+		if env.Escape {
+			v = escapeBinary(v)
+		}
 	case 'R':
 		// mosquitto_sub prints nothing at all, not even padding, for an
 		// absent response topic.
@@ -228,6 +236,9 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 			return dst
 		}
 		v = []byte(m.ResponseTopic)
+		if env.Escape {
+			v = escapeBinary(v)
+		}
 	case 'S':
 		for i, id := range m.SubscriptionIDs {
 			if i > 0 {
@@ -351,7 +362,7 @@ func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayl
 	dst = fmt.Appendf(dst, ".%06dZ", now.Nanosecond()/1000)
 	dst = now.AppendFormat(dst, "-0700")
 	dst = append(dst, `","topic":`...)
-	dst = appendJSONString(dst, []byte(m.Topic))
+	dst = appendJSONString(dst, []byte(m.Topic), env.Escape)
 	dst = fmt.Appendf(dst, `,"qos":%d,"retain":%c,"payloadlen":%d`, m.QoS, boolDigit(m.Retain), len(m.Payload))
 	if m.QoS > 0 {
 		dst = fmt.Appendf(dst, `,"mid":%d`, m.PacketID)
@@ -373,23 +384,23 @@ func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayl
 				if i > 0 {
 					dst = append(dst, ',')
 				}
-				dst = appendJSONString(dst, []byte(p.Key))
+				dst = appendJSONString(dst, []byte(p.Key), env.Escape)
 				dst = append(dst, ':')
-				dst = appendJSONString(dst, []byte(p.Value))
+				dst = appendJSONString(dst, []byte(p.Value), env.Escape)
 			}
 			dst = append(dst, '}')
 		}
 		if m.ContentType != "" {
 			key("content-type")
-			dst = appendJSONString(dst, []byte(m.ContentType))
+			dst = appendJSONString(dst, []byte(m.ContentType), env.Escape)
 		}
 		if m.CorrelationData != nil {
 			key("correlation-data")
-			dst = appendJSONString(dst, m.CorrelationData)
+			dst = appendJSONString(dst, m.CorrelationData, env.Escape)
 		}
 		if m.ResponseTopic != "" {
 			key("response-topic")
-			dst = appendJSONString(dst, []byte(m.ResponseTopic))
+			dst = appendJSONString(dst, []byte(m.ResponseTopic), env.Escape)
 		}
 		if m.PayloadFormat != nil {
 			key("payload-format-indicator")
@@ -406,10 +417,14 @@ func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayl
 		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"payload":`...)
-	if rawPayload {
+	switch {
+	case rawPayload && env.Escape:
+		dst = appendJSONSafe(dst, m.Payload)
+	case rawPayload:
+		// As mosquitto_sub: the payload's own bytes, whatever they are.
 		dst = append(dst, m.Payload...)
-	} else {
-		dst = appendJSONString(dst, m.Payload)
+	default:
+		dst = appendJSONString(dst, m.Payload, env.Escape)
 	}
 	return append(dst, '}')
 }
@@ -420,8 +435,9 @@ func hasProps(m *mqttconn.Message) bool {
 }
 
 // appendJSONString quotes b as a JSON string; invalid UTF-8 bytes become
-// \u00XX of the byte value rather than being lost.
-func appendJSONString(dst, b []byte) []byte {
+// \u00XX of the byte value rather than being lost. With c1, the C1
+// controls U+0080..U+009F are escaped too, for a terminal.
+func appendJSONString(dst, b []byte, c1 bool) []byte {
 	dst = append(dst, '"')
 	for i := 0; i < len(b); {
 		c := b[i]
@@ -444,14 +460,44 @@ func appendJSONString(dst, b []byte) []byte {
 			continue
 		}
 		r, sz := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && sz == 1 {
+		switch {
+		case r == utf8.RuneError && sz == 1:
 			dst = fmt.Appendf(dst, `\u%04x`, c)
-		} else {
+		case c1 && r < 0xa0:
+			dst = fmt.Appendf(dst, `\u%04x`, r)
+		default:
 			dst = append(dst, b[i:i+sz]...)
 		}
 		i += sz
 	}
 	return append(dst, '"')
+}
+
+// appendJSONSafe appends the JSON text j with every byte a terminal could
+// act on written as a \u00XX escape: invalid UTF-8 bytes (as the byte
+// value), DEL and the C1 controls. In valid JSON these can only occur
+// inside strings, where the escape is an equal (or, for invalid bytes,
+// the closest) JSON text.
+func appendJSONSafe(dst, j []byte) []byte {
+	for i := 0; i < len(j); {
+		c := j[i]
+		if c < utf8.RuneSelf && c != 0x7f {
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, sz := utf8.DecodeRune(j[i:])
+		switch {
+		case r == utf8.RuneError && sz == 1:
+			dst = fmt.Appendf(dst, `\u%04x`, c)
+		case r < 0xa0:
+			dst = fmt.Appendf(dst, `\u%04x`, r)
+		default:
+			dst = append(dst, j[i:i+sz]...)
+		}
+		i += sz
+	}
+	return dst
 }
 
 const strftimeLetters = "aAbBcdDeFHIjklmMnNpPrRsStTuwyYzZ%"

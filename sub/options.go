@@ -20,7 +20,7 @@ const (
 	OutputHex    = "hex"    // payload as lower-case hex
 	OutputBase64 = "base64" // payload as standard base64
 	OutputRaw    = "raw"    // payload bytes exactly, nothing added
-	OutputStyled = "styled" // the terminal view (chosen by auto on a TTY)
+	OutputStyled = "styled" // the terminal view (chosen by auto on a TTY; forced by name)
 )
 
 // Options configure one Run. cmd/mqtk fills them from flags.
@@ -110,10 +110,32 @@ func (o *Options) Validate() error {
 	if o.Timeout < 0 || o.Idle < 0 {
 		return mqttconn.Usagef("-W/--timeout and --idle must be positive durations")
 	}
+	if o.ExitAfterSuback {
+		// -E ends the run before any message is read.
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"-C/--count", o.Count > 0}, {"--match", o.Match != nil}, {"--retained-only", o.RetainedOnly},
+			{"-W/--timeout", o.Timeout > 0}, {"--idle", o.Idle > 0}} {
+			if f.set {
+				return mqttconn.Usagef("-E exits as soon as the subscriptions are acknowledged, so %s never applies: drop -E or %s", f.name, f.name)
+			}
+		}
+	}
 	switch o.Output {
 	case OutputAuto, OutputText, OutputJSON, OutputJSONL, OutputHex, OutputBase64, OutputRaw, OutputStyled:
 	default:
-		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64 or raw", o.Output)
+		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64, raw or styled", o.Output)
+	}
+	switch o.Output {
+	case OutputJSON, OutputJSONL, OutputRaw:
+		// The record holds the topic, and raw adds nothing to the payload.
+		if o.Verbose {
+			return mqttconn.Usagef("-v has no effect with --output %s: drop -v (the topic is in json and jsonl records; use -F '%%t %%p' for text)", o.Output)
+		}
+		if o.NoEOL && o.Output != OutputRaw {
+			return mqttconn.Usagef("-N has no effect with --output %s: each record ends with a newline; drop -N", o.Output)
+		}
 	}
 	if o.Format != nil && o.Output != OutputAuto && o.Output != OutputText {
 		return mqttconn.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)

@@ -41,13 +41,18 @@ func newPrinter(o *Options, warn func(string)) *printer {
 		format:  o.Format,
 		escape:  out.IsTTY(),
 	}
-	p.env = FormatEnv{Escape: p.escape, Warn: warn}
 	if p.mode == OutputAuto {
 		p.mode = OutputText
 		if out.IsTTY() && o.Format == nil {
 			p.mode = OutputStyled
 		}
 	}
+	if p.mode == OutputStyled {
+		// --output styled forces the terminal view even into a pipe (to
+		// look at it with less -R, say): it is for eyes, so it escapes.
+		p.escape = true
+	}
+	p.env = FormatEnv{Escape: p.escape, Warn: warn}
 	p.st = newStyles(out.Renderer())
 	return p
 }
@@ -75,7 +80,14 @@ func (p *printer) print(m *mqttconn.Message, now time.Time) {
 		} else {
 			enc, _ = json.Marshal(rec)
 		}
-		b = append(append(b, enc...), '\n')
+		if p.escape {
+			// encoding/json leaves U+0080..U+009F as they are; on a
+			// terminal U+009B is CSI.
+			b = appendJSONSafe(b, enc)
+		} else {
+			b = append(b, enc...)
+		}
+		b = append(b, '\n')
 	case OutputRaw:
 		if p.escape {
 			b = append(b, escapeBinary(m.Payload)...)
@@ -183,9 +195,12 @@ func (p *printer) styled(m *mqttconn.Message, now time.Time) {
 		sb.WriteString(" " + st.dup.Render(" dup "))
 	}
 	pl := bytes.TrimSpace(m.Payload)
-	if len(pl) > 0 && (pl[0] == '{' || pl[0] == '[') && json.Valid(pl) {
+	// json.Valid accepts invalid UTF-8 and C1 controls inside strings, and
+	// json.Indent copies them: only valid UTF-8 takes the JSON path, with
+	// its C1 and DEL characters written as \u escapes (an equal JSON text).
+	if len(pl) > 0 && (pl[0] == '{' || pl[0] == '[') && utf8.Valid(pl) && json.Valid(pl) {
 		var ind bytes.Buffer
-		if json.Indent(&ind, pl, "  ", "  ") == nil {
+		if json.Indent(&ind, appendJSONSafe(nil, pl), "  ", "  ") == nil {
 			sb.WriteString("\n  ")
 			sb.WriteString(colorJSON(ind.Bytes(), st))
 			sb.WriteByte('\n')
@@ -272,3 +287,4 @@ func colorJSON(b []byte, st *styles) string {
 }
 
 const lowerHex = "0123456789abcdef"
+

@@ -19,7 +19,8 @@ import (
 // Exit semantics, as the Kind of the returned error:
 //   - nil: count reached, idle ended, retained messages done, -E acknowledged
 //   - KindTimeout: -W reached before the count (exit 27, as mosquitto_sub)
-//   - KindUnmet: --match given and not enough matches before -W or --idle
+//   - KindUnmet: --match given and fewer than max(-C, 1) matches when -W
+//     or --idle ends the run (with enough, they end it with nil)
 //   - KindRejected: the broker refused a subscription (SUBACK >= 0x80)
 //   - context.Canceled: interrupted
 func Run(ctx context.Context, o *Options) error {
@@ -45,9 +46,19 @@ type runner struct {
 	dump     *dumper
 	stats    *statsTable
 	sentinel string // topic used to learn that the retained messages are done
-	cleared  map[string]bool
-	count    int
-	start    time.Time
+	// syncC receives the result of publishing to sentinel (nil when PUBACK
+	// said yes); quiet ends --retained-only when the sync message is lost.
+	syncC   chan error
+	quiet   *time.Timer
+	quietOn bool
+	// shown holds the topics --retained-only has handled. A topic has one
+	// retained message, so a second copy is not news: a reconnect
+	// subscribes again (a 3.1.1 broker may drop the connection over the
+	// sync message [MQTT-3.3.5-2]), or two filters overlap.
+	shown   map[string]bool
+	cleared map[string]bool
+	count   int
+	start   time.Time
 }
 
 // release unblocks the message handler for good; Run is done with messages.
@@ -77,6 +88,8 @@ func newRunner(o *Options) *runner {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		r.sentinel = "mqtk/retained-sync/" + hex.EncodeToString(b[:])
+		r.syncC = make(chan error, 1)
+		r.shown = map[string]bool{}
 	}
 	return r
 }
@@ -95,6 +108,9 @@ func (r *runner) run(ctx context.Context) error {
 	if o.Stats || o.Watch {
 		r.stats = newStatsTable()
 	}
+	r.quiet = time.NewTimer(time.Hour)
+	r.quiet.Stop()
+	defer r.quiet.Stop()
 	if err := r.connect(ctx, false); err != nil {
 		return err
 	}
@@ -137,6 +153,9 @@ func (r *runner) run(ctx context.Context) error {
 			if idle != nil {
 				idle.Reset(o.Idle)
 			}
+			if r.quietOn {
+				r.quiet.Reset(syncQuiet)
+			}
 			end, err := r.handle(ctx, m)
 			if err != nil || end {
 				return r.finish(err)
@@ -152,15 +171,27 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		case <-timeoutC:
 			if o.Match != nil {
-				return r.finish(&mqttconn.Error{Kind: mqttconn.KindUnmet,
-					Err: fmt.Errorf("%s: %d of %d matching messages before the %s timeout", o.Match, r.count, max(o.Count, 1), o.Timeout)})
+				return r.finish(r.matchEnd(fmt.Sprintf("before the %s timeout", o.Timeout)))
 			}
 			return r.finish(&mqttconn.Error{Kind: mqttconn.KindTimeout,
 				Err: fmt.Errorf("timed out after %s with %s", o.Timeout, r.countText())})
 		case <-idleC:
-			if o.Match != nil && r.count < max(o.Count, 1) {
-				return r.finish(&mqttconn.Error{Kind: mqttconn.KindUnmet,
-					Err: fmt.Errorf("%s: %d of %d matching messages before %s without messages", o.Match, r.count, max(o.Count, 1), o.Idle)})
+			if o.Match != nil {
+				return r.finish(r.matchEnd(fmt.Sprintf("before %s without messages", o.Idle)))
+			}
+			return r.finish(nil)
+		case err := <-r.syncC:
+			r.syncC = nil
+			if err != nil && r.sentinel != "" {
+				o.IO.Warnf("--retained-only: mqtk's sync message did not go through (%v); ending at the first message without retain, or after %s without messages",
+					err, syncQuiet)
+				r.sentinel = ""
+			}
+			r.armQuiet()
+		case <-r.quiet.C:
+			if r.sentinel != "" {
+				o.IO.Warnf("--retained-only: mqtk's sync message on %s never came back: the broker dropped it (no right to publish or read there, or a full queue for this client, which drops retained messages too); ended after %s without messages",
+					r.sentinel, syncQuiet)
 			}
 			return r.finish(nil)
 		case <-doneC:
@@ -200,6 +231,28 @@ func (r *runner) run(ctx context.Context) error {
 
 // flushDelay bounds how long a printed message may wait in the buffer.
 const flushDelay = time.Millisecond
+
+// syncQuiet ends --retained-only when its sync message is refused or lost:
+// retained messages come in a burst right after the SUBACK, so this long
+// without any message means they are all in.
+const syncQuiet = 2 * time.Second
+
+func (r *runner) armQuiet() {
+	r.quiet.Reset(syncQuiet)
+	r.quietOn = true
+}
+
+// matchEnd is how -W and --idle end a --match run: success once at least
+// max(-C, 1) payloads matched (without -C, any match is what was waited
+// for), KindUnmet (exit 7) otherwise.
+func (r *runner) matchEnd(when string) error {
+	need := max(r.o.Count, 1)
+	if r.count >= need {
+		return nil
+	}
+	return &mqttconn.Error{Kind: mqttconn.KindUnmet,
+		Err: fmt.Errorf("%s: %d of %d matching messages %s", r.o.Match, r.count, need, when)}
+}
 
 func describe(err error) string {
 	if err == nil {
@@ -249,7 +302,14 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 		subs[i] = mqttconn.Subscription{Filter: t, QoS: q, NoLocal: o.NoLocal, RetainAsPublished: o.RetainAsPublished,
 			RetainHandling: o.RetainHandling, SubscriptionID: o.SubscriptionID}
 	}
-	codes, err := c.Subscribe(ctx, subs)
+	sync := r.sentinel != "" && !again
+	req := subs
+	if sync {
+		// In the same SUBSCRIBE, so that no second SUBACK has to get past
+		// a backlog of retained messages. No no-local: the echo is the point.
+		req = append(subs[:len(subs):len(subs)], mqttconn.Subscription{Filter: r.sentinel, QoS: syncQoS(c)})
+	}
+	codes, err := c.Subscribe(ctx, req)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -261,30 +321,43 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 				Hints: subackHints(code, subs[i].Filter)}
 		}
 	}
-	if r.sentinel != "" && !again {
-		r.syncRetained(ctx, c, subs)
+	if sync {
+		r.syncRetained(ctx, c, codes, len(subs))
 	}
 	return nil
 }
 
-// syncRetained subscribes to a private topic and publishes one message
-// to it after the SUBACK: the broker queues the retained messages of the
-// earlier SUBSCRIBE before it, so its arrival means they have all been
-// delivered. If the broker will not let us, --retained-only falls back to
-// mosquitto_sub's rule (stop at the first message without retain).
-func (r *runner) syncRetained(ctx context.Context, c mqttconn.Client, subs []mqttconn.Subscription) {
-	var q byte
-	for _, s := range subs {
-		q = max(q, s.QoS)
-	}
-	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: r.sentinel, QoS: q}})
-	if err != nil || len(codes) == 0 || codes[0] >= 0x80 {
+// syncRetained publishes one message to the private topic subscribed
+// along with the user's filters: the broker queued the retained messages
+// for those before it reads this PUBLISH, so its echo means they have all
+// been delivered. The PUBACK arrives on r.syncC; if the broker will not
+// let us publish or read there, --retained-only falls back to
+// mosquitto_sub's rule (stop at the first message without retain) plus a
+// quiet period, so that it always ends.
+func (r *runner) syncRetained(ctx context.Context, c mqttconn.Client, codes []byte, n int) {
+	if len(codes) <= n || codes[n] >= 0x80 {
+		reason := "no reason code"
+		if len(codes) > n {
+			reason = fmt.Sprintf("%s (0x%02X)", mqttconn.ReasonName(codes[n]), codes[n])
+		}
+		r.o.IO.Warnf("--retained-only: the broker refused mqtk's sync subscription to %s: %s; ending at the first message without retain, or after %s without messages",
+			r.sentinel, reason, syncQuiet)
 		r.sentinel = ""
+		r.syncC = nil
+		r.armQuiet()
 		return
 	}
-	if err := c.Publish(ctx, &mqttconn.Message{Topic: r.sentinel, QoS: q, Payload: []byte("sync")}); err != nil {
-		r.sentinel = ""
-	}
+	// Asynchronous: a PUBACK waits behind the retained messages, which
+	// only the run loop drains.
+	syncC := r.syncC
+	c.PublishAsync(ctx, &mqttconn.Message{Topic: r.sentinel, QoS: syncQoS(c), Payload: []byte("sync")}, func(err error) { syncC <- err })
+}
+
+// syncQoS is 1, so that a v5 broker says in its PUBACK when it will not
+// take the sync message, unless the broker allows only QoS 0
+// [MQTT-3.2.2-11].
+func syncQoS(c mqttconn.Client) byte {
+	return min(1, c.Info().MaximumQoS)
 }
 
 func subackHints(code byte, filter string) []string {
@@ -315,6 +388,12 @@ func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) 
 	}
 	if o.RetainedOnly && !m.Retain {
 		return true, nil
+	}
+	if o.RetainedOnly {
+		if r.shown[m.Topic] {
+			return false, nil
+		}
+		r.shown[m.Topic] = true
 	}
 	if o.RemoveRetained {
 		if m.Retain && len(m.Payload) > 0 {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -69,6 +70,13 @@ type subRun struct {
 // startSub runs Run in the background against port with the given version.
 func startSub(t *testing.T, ctx context.Context, port int, v mqttconn.Version, o *Options) *subRun {
 	t.Helper()
+	return startSubHook(t, ctx, port, v, o, nil)
+}
+
+// startSubHook is startSub with hook applied to the Config of every dial
+// (to watch what the connection receives, say).
+func startSubHook(t *testing.T, ctx context.Context, port int, v mqttconn.Version, o *Options, hook func(mqttconn.Config) mqttconn.Config) *subRun {
+	t.Helper()
 	r := &subRun{out: &lockedBuffer{}, errb: &lockedBuffer{}, subbed: make(chan struct{}), done: make(chan error, 1)}
 	env := func(string) string { return "" }
 	o.IO = &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(r.out, false, ui.ColorNever, env),
@@ -82,6 +90,9 @@ func startSub(t *testing.T, ctx context.Context, port int, v mqttconn.Version, o
 	}
 	once := &sync.Once{}
 	o.Dial = func(ctx context.Context, c mqttconn.Config) (mqttconn.Client, error) {
+		if hook != nil {
+			c = hook(c)
+		}
 		cl, err := mqttconn.Dial(ctx, c)
 		if err != nil {
 			return nil, err
@@ -171,66 +182,141 @@ func TestCountVerboseAndLiveOutput(t *testing.T) {
 
 func TestTimeoutIsKindTimeout(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"nothing/here"}, Count: 1, Timeout: 300 * time.Millisecond})
-	err := r.wait(t)
-	if mqttconn.KindOf(err) != mqttconn.KindTimeout {
-		t.Fatalf("want a timeout (exit 27), got %v (kind %d)", err, mqttconn.KindOf(err))
-	}
-	if !strings.Contains(err.Error(), "0 of 1 messages") {
-		t.Errorf("timeout message does not say how far it got: %v", err)
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{"nothing/here"}, Count: 1, Timeout: 300 * time.Millisecond})
+			err := r.wait(t)
+			if mqttconn.KindOf(err) != mqttconn.KindTimeout {
+				t.Fatalf("want a timeout (exit 27), got %v (kind %d)", err, mqttconn.KindOf(err))
+			}
+			if !strings.Contains(err.Error(), "0 of 1 messages") {
+				t.Errorf("timeout message does not say how far it got: %v", err)
+			}
+		})
 	}
 }
 
 func TestMatch(t *testing.T) {
 	mosquittotest.RequireClients(t)
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := CompileMatch(`jq:.status == "ok"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"dev/+/state"}, Count: 1, Timeout: 20 * time.Second, Match: m})
-	r.waitSubscribed(t)
-	mpub(t, b.Port(), "-t", "dev/1/state", "-m", `{"status":"booting"}`)
-	mpub(t, b.Port(), "-t", "dev/1/state", "-m", `not json`)
-	mpub(t, b.Port(), "-t", "dev/2/state", "-m", `{"status":"ok","n":2}`)
-	if err := r.wait(t); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if got := r.out.String(); got != "{\"status\":\"ok\",\"n\":2}\n" {
-		t.Errorf("stdout %q: want only the matching payload", got)
-	}
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			filter := "dev/" + ver.name + "/+/state"
+			topic := func(dev string) string { return "dev/" + ver.name + "/" + dev + "/state" }
+			m, err := CompileMatch(`jq:.status == "ok"`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{filter}, Count: 1, Timeout: 20 * time.Second, Match: m})
+			r.waitSubscribed(t)
+			mpub(t, b.Port(), "-t", topic("1"), "-m", `{"status":"booting"}`)
+			mpub(t, b.Port(), "-t", topic("1"), "-m", `not json`)
+			mpub(t, b.Port(), "-t", topic("2"), "-m", `{"status":"ok","n":2}`)
+			if err := r.wait(t); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := r.out.String(); got != "{\"status\":\"ok\",\"n\":2}\n" {
+				t.Errorf("stdout %q: want only the matching payload", got)
+			}
 
-	// No match before the timeout: KindUnmet (exit 7), not a plain timeout.
-	re, _ := CompileMatch("re:^never$")
-	r = startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"dev/+/state"}, Count: 1, Timeout: 500 * time.Millisecond, Match: re})
-	r.waitSubscribed(t)
-	mpub(t, b.Port(), "-t", "dev/3/state", "-m", `other`)
-	err = r.wait(t)
-	if mqttconn.KindOf(err) != mqttconn.KindUnmet {
-		t.Fatalf("want KindUnmet, got %v", err)
+			// No match before the timeout: KindUnmet (exit 7), not a plain timeout.
+			re, _ := CompileMatch("re:^never$")
+			r = startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{filter}, Count: 1, Timeout: 500 * time.Millisecond, Match: re})
+			r.waitSubscribed(t)
+			mpub(t, b.Port(), "-t", topic("3"), "-m", `other`)
+			err = r.wait(t)
+			if mqttconn.KindOf(err) != mqttconn.KindUnmet {
+				t.Fatalf("want KindUnmet, got %v", err)
+			}
+			if r.out.String() != "" {
+				t.Errorf("non-matching message printed: %q", r.out.String())
+			}
+		})
 	}
-	if r.out.String() != "" {
-		t.Errorf("non-matching message printed: %q", r.out.String())
+}
+
+// --match with -W or --idle and no -C waits for any match: with matches
+// the run ends with success, without any it is unmet (exit 7). With -C N,
+// fewer than N matches is unmet whichever ends the run.
+func TestMatchEndedByTimeoutOrIdle(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, ver := range versions {
+		// Retained, so that they arrive right after the SUBACK, long
+		// before the run's -W or --idle ends it.
+		prefix := "mt/" + ver.name + "/"
+		mpub(t, b.Port(), "-r", "-t", prefix+"1", "-m", "ok 1")
+		mpub(t, b.Port(), "-r", "-t", prefix+"2", "-m", "no")
+		mpub(t, b.Port(), "-r", "-t", prefix+"3", "-m", "ok 3")
+		for _, c := range []struct {
+			name    string
+			match   string
+			count   int
+			timeout time.Duration
+			idle    time.Duration
+			unmet   string // "" when the run must succeed
+		}{
+			{"W matched", "re:^ok", 0, 2 * time.Second, 0, ""},
+			{"idle matched", "re:^ok", 0, 0, time.Second, ""},
+			{"W none", "re:^never", 0, time.Second, 0, "0 of 1 matching messages before the 1s timeout"},
+			{"idle none", "re:^never", 0, 0, time.Second, "0 of 1 matching messages before 1s without messages"},
+			{"W too few", "re:^ok", 3, time.Second, 0, "2 of 3 matching messages before the 1s timeout"},
+			{"idle too few", "re:^ok", 3, 0, time.Second, "2 of 3 matching messages before 1s without messages"},
+		} {
+			t.Run(ver.name+"/"+c.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				m, err := CompileMatch(c.match)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{prefix + "#"}, Match: m, Count: c.count,
+					Timeout: c.timeout, Idle: c.idle, Verbose: true})
+				err = r.wait(t)
+				if c.unmet == "" {
+					if err != nil {
+						t.Fatalf("want success, got %v", err)
+					}
+					if got := sortLines(r.out.String()); got != prefix+"1 ok 1\n"+prefix+"3 ok 3\n" {
+						t.Errorf("stdout %q", got)
+					}
+					return
+				}
+				if mqttconn.KindOf(err) != mqttconn.KindUnmet || !strings.Contains(err.Error(), c.unmet) {
+					t.Fatalf("want KindUnmet saying %q, got %v (kind %d)", c.unmet, err, mqttconn.KindOf(err))
+				}
+			})
+		}
 	}
+}
+
+func sortLines(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "")
 }
 
 func TestIdleEnds(t *testing.T) {
 	mosquittotest.RequireClients(t)
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"idle/#"}, Idle: 500 * time.Millisecond})
-	r.waitSubscribed(t)
-	mpub(t, b.Port(), "-t", "idle/a", "-m", "one")
-	if err := r.wait(t); err != nil {
-		t.Fatalf("--idle should end with success, got %v", err)
-	}
-	if r.out.String() != "one\n" {
-		t.Errorf("stdout %q", r.out.String())
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{"idle/" + ver.name + "/#"}, Idle: 500 * time.Millisecond})
+			r.waitSubscribed(t)
+			mpub(t, b.Port(), "-t", "idle/"+ver.name+"/a", "-m", "one")
+			if err := r.wait(t); err != nil {
+				t.Fatalf("--idle should end with success, got %v", err)
+			}
+			if r.out.String() != "one\n" {
+				t.Errorf("stdout %q", r.out.String())
+			}
+		})
 	}
 }
 
@@ -270,93 +356,375 @@ func TestRetainedSelection(t *testing.T) {
 func TestRemoveRetained(t *testing.T) {
 	mosquittotest.RequireClients(t)
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	mpub(t, b.Port(), "-r", "-t", "rm/1", "-m", "x")
-	mpub(t, b.Port(), "-r", "-t", "rm/2", "-m", "yy")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run := func(o *Options) *subRun {
-		r := startSub(t, ctx, b.Port(), mqttconn.V5, o)
-		if err := r.wait(t); err != nil {
-			t.Fatalf("Run: %v\n%s", err, r.errb.String())
-		}
-		return r
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			filter := "rm/" + ver.name + "/#"
+			mpub(t, b.Port(), "-r", "-t", "rm/"+ver.name+"/1", "-m", "x")
+			mpub(t, b.Port(), "-r", "-t", "rm/"+ver.name+"/2", "-m", "yy")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			run := func(o *Options) *subRun {
+				r := startSub(t, ctx, b.Port(), ver.v, o)
+				if err := r.wait(t); err != nil {
+					t.Fatalf("Run: %v\n%s", err, r.errb.String())
+				}
+				return r
+			}
+			r := run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true, DryRun: true})
+			if e := r.errb.String(); !strings.Contains(e, "would clear the retained message on rm/"+ver.name+"/1") || !strings.Contains(e, "rm/"+ver.name+"/2") {
+				t.Errorf("--dry-run did not list both topics:\n%s", e)
+			}
+			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true}); r.out.String() != "x\nyy\n" {
+				t.Fatalf("--dry-run cleared something: %q", r.out.String())
+			}
+			run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true})
+			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true}); r.out.String() != "" {
+				t.Errorf("retained messages still there after --remove-retained: %q", r.out.String())
+			}
+		})
 	}
-	r := run(&Options{Topics: []string{"rm/#"}, RetainedOnly: true, RemoveRetained: true, DryRun: true})
-	if e := r.errb.String(); !strings.Contains(e, "would clear the retained message on rm/1") || !strings.Contains(e, "rm/2") {
-		t.Errorf("--dry-run did not list both topics:\n%s", e)
-	}
-	if r := run(&Options{Topics: []string{"rm/#"}, RetainedOnly: true}); r.out.String() != "x\nyy\n" {
-		t.Fatalf("--dry-run cleared something: %q", r.out.String())
-	}
-	run(&Options{Topics: []string{"rm/#"}, RetainedOnly: true, RemoveRetained: true})
-	if r := run(&Options{Topics: []string{"rm/#"}, RetainedOnly: true}); r.out.String() != "" {
-		t.Errorf("retained messages still there after --remove-retained: %q", r.out.String())
+}
+
+// With --remove-retained, the clearing PUBLISH goes out on the
+// subscriber's own connection and matches its filter: the broker echoes
+// it back unless the subscription has no-local [MQTT-3.8.3-3].
+func TestNoLocalSuppressesOwnEcho(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, noLocal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no-local=%v", noLocal), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			prefix := fmt.Sprintf("nl/%v/", noLocal)
+			mpub(t, b.Port(), "-r", "-t", prefix+"kept", "-m", "old")
+			var mu sync.Mutex
+			echoes := 0 // empty, not retained, on the cleared topic: our own clearing PUBLISH
+			record := func(c mqttconn.Config) mqttconn.Config {
+				next := c.OnMessage
+				c.OnMessage = func(m *mqttconn.Message) {
+					if m.Topic == prefix+"kept" && !m.Retain && len(m.Payload) == 0 {
+						mu.Lock()
+						echoes++
+						mu.Unlock()
+					}
+					next(m)
+				}
+				return c
+			}
+			r := startSubHook(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{prefix + "#"}, RemoveRetained: true,
+				NoLocal: noLocal, Count: 2, Verbose: true}, record)
+			// The clearing PUBLISH is written before the message is printed,
+			// so the broker handles it before the live one published next,
+			// and an echo would arrive before the live message.
+			r.waitOutput(t, prefix+"kept old\n")
+			mpub(t, b.Port(), "-t", prefix+"live", "-m", "new")
+			if err := r.wait(t); err != nil {
+				t.Fatalf("Run: %v\n%s", err, r.errb.String())
+			}
+			if got := r.out.String(); got != prefix+"kept old\n"+prefix+"live new\n" {
+				t.Errorf("stdout %q: the echo of the clearing message must not be printed", got)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if want := map[bool]int{false: 1, true: 0}[noLocal]; echoes != want {
+				t.Errorf("--no-local=%v: the connection received its own clearing message %d times, want %d", noLocal, echoes, want)
+			}
+			// And the retained message is gone either way.
+			r = startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{prefix + "#"}, RetainedOnly: true})
+			if err := r.wait(t); err != nil || r.out.String() != "" {
+				t.Errorf("after --remove-retained: %v, stdout %q", err, r.out.String())
+			}
+		})
 	}
 }
 
 func TestJSONLRecordAndDump(t *testing.T) {
 	mosquittotest.RequireClients(t)
 	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			dump := t.TempDir()
+			v5 := ver.v == mqttconn.V5
+			prefix := "rec/" + ver.name + "/"
+			o := &Options{Topics: []string{prefix + "#"}, Count: 2, Output: OutputJSONL, DumpDir: dump, QoS: []byte{1}}
+			if v5 {
+				o.SubscriptionID = 9
+			}
+			r := startSub(t, ctx, b.Port(), ver.v, o)
+			r.waitSubscribed(t)
+			mpub(t, b.Port(), "-V", "mqttv5", "-q", "1", "-t", prefix+"text", "-m", "héllo",
+				"-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain",
+				"-D", "publish", "response-topic", "rec/reply", "-D", "publish", "correlation-data", "abc",
+				"-D", "publish", "payload-format-indicator", "1")
+			bin := filepath.Join(t.TempDir(), "bin")
+			if err := os.WriteFile(bin, []byte{0xff, 0x00, 0x01}, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mpub(t, b.Port(), "-t", prefix+"bin", "-f", bin)
+			if err := r.wait(t); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			lines := strings.Split(strings.TrimSpace(r.out.String()), "\n")
+			if len(lines) != 2 {
+				t.Fatalf("want 2 jsonl lines, got %q", r.out.String())
+			}
+			var r1, r2 mqttconn.Record
+			if err := json.Unmarshal([]byte(lines[0]), &r1); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(lines[1]), &r2); err != nil {
+				t.Fatal(err)
+			}
+			if r1.Topic != prefix+"text" || r1.Payload != "héllo" || r1.PayloadEncoding != "utf8" || r1.QoS != 1 || r1.PacketID == 0 {
+				t.Errorf("text record: %s", lines[0])
+			}
+			if p := r1.Properties; v5 && (p == nil ||
+				p.ContentType != "text/plain" || p.ResponseTopic != "rec/reply" || p.CorrelationData != "YWJj" ||
+				len(p.UserProperties) != 1 || p.UserProperties[0] != (mqttconn.UserProperty{Key: "k", Value: "v"}) ||
+				p.PayloadFormat == nil || *p.PayloadFormat != 1 || len(p.SubscriptionIDs) != 1 || p.SubscriptionIDs[0] != 9) {
+				t.Errorf("text record lost a property: %s", lines[0])
+			}
+			if !v5 && r1.Properties != nil {
+				t.Errorf("MQTT 3.1.1 has no properties, the record shows some: %s", lines[0])
+			}
+			if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$`).MatchString(r1.Time) {
+				t.Errorf("time %q: want RFC 3339 UTC with nine fraction digits", r1.Time)
+			}
+			if r2.Payload != "/wAB" || r2.PayloadEncoding != "base64" {
+				t.Errorf("binary record: %s", lines[1])
+			}
+
+			ents, err := os.ReadDir(dump)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ents) != 4 {
+				t.Fatalf("--dump wrote %d files, want 2 payloads and 2 sidecars", len(ents))
+			}
+			found := 0
+			for _, e := range ents {
+				if strings.HasSuffix(e.Name(), "_bin") {
+					found++
+					b, _ := os.ReadFile(filepath.Join(dump, e.Name()))
+					if !bytes.Equal(b, []byte{0xff, 0x00, 0x01}) {
+						t.Errorf("dumped payload %x", b)
+					}
+					var meta map[string]any
+					side, _ := os.ReadFile(filepath.Join(dump, e.Name()+".json"))
+					if err := json.Unmarshal(side, &meta); err != nil || meta["topic"] != prefix+"bin" || meta["payload_bytes"] != float64(3) {
+						t.Errorf("sidecar %s: %v", side, err)
+					}
+				}
+			}
+			if found != 1 {
+				t.Errorf("--dump: %d payload files for %sbin, want 1: %v", found, prefix, ents)
+			}
+		})
+	}
+}
+
+// -U removes a subscription from a persistent session, on both versions.
+func TestUnsubscribeFromSession(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn := func() mqttconn.Config {
+				c := mqttconn.Default()
+				c.Host, c.Port, c.Version, c.NoClean, c.ClientID = "127.0.0.1", b.Port(), ver.v, true, "sub-unsub-"+ver.name
+				return c
+			}
+			a, k := "un/"+ver.name+"/a", "un/"+ver.name+"/b"
+			run := func(o *Options) *subRun {
+				r := startSub(t, ctx, 0, ver.v, o)
+				if err := r.wait(t); err != nil {
+					t.Fatalf("Run: %v\n%s", err, r.errb.String())
+				}
+				return r
+			}
+			run(&Options{Conn: conn(), Topics: []string{a, k}, QoS: []byte{1}, ExitAfterSuback: true})
+			run(&Options{Conn: conn(), Unsubscribe: []string{a}})
+			// Queued for the session while nobody is connected: only what
+			// it is still subscribed to.
+			mpub(t, b.Port(), "-q", "1", "-t", a, "-m", "dropped")
+			mpub(t, b.Port(), "-q", "1", "-t", k, "-m", "kept")
+			r := run(&Options{Conn: conn(), Topics: []string{k}, QoS: []byte{1}, Count: 1, Verbose: true})
+			if got := r.out.String(); got != k+" kept\n" {
+				t.Errorf("after -U %s: first queued message %q, want only %s's", a, got, k)
+			}
+		})
+	}
+}
+
+// Two subscribers in one $share group split the messages: each gets some,
+// none gets one twice, together they get them all.
+func TestSharedSubscriptionSplits(t *testing.T) {
+	pub, _ := mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			topic := "sh/" + ver.name + "/x"
+			var runs []*subRun
+			var cancels []context.CancelFunc
+			for i := 0; i < 2; i++ {
+				rctx, rcancel := context.WithCancel(ctx)
+				cancels = append(cancels, rcancel)
+				r := startSub(t, rctx, b.Port(), ver.v, &Options{Topics: []string{"$share/grp/sh/" + ver.name + "/#"}, QoS: []byte{1}})
+				r.waitSubscribed(t)
+				runs = append(runs, r)
+			}
+			const n = 40
+			var in strings.Builder
+			for i := 0; i < n; i++ {
+				fmt.Fprintf(&in, "m%02d\n", i)
+			}
+			cmd := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "-q", "1", "-t", topic, "-l")
+			cmd.Stdin = strings.NewReader(in.String())
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("mosquitto_pub -l: %v\n%s", err, out)
+			}
+			lines := func() []string {
+				var all []string
+				for _, r := range runs {
+					all = append(all, strings.Fields(r.out.String())...)
+				}
+				return all
+			}
+			for i := 0; i < 600 && len(lines()) < n; i++ {
+				time.Sleep(25 * time.Millisecond)
+			}
+			for i, r := range runs {
+				cancels[i]()
+				if err := r.wait(t); !errors.Is(err, context.Canceled) {
+					t.Errorf("subscriber %d: %v\n%s", i, err, r.errb.String())
+				}
+			}
+			got := lines()
+			sort.Strings(got)
+			if len(got) != n {
+				t.Fatalf("the group received %d messages, want %d: %v", len(got), n, got)
+			}
+			for i, m := range got {
+				if m != fmt.Sprintf("m%02d", i) {
+					t.Fatalf("message %d is %q: duplicated or lost ones in %v", i, m, got)
+				}
+			}
+			for i, r := range runs {
+				if r.out.String() == "" {
+					// mosquitto delivers round robin within a group.
+					t.Errorf("subscriber %d received nothing: the group did not share", i)
+				}
+			}
+		})
+	}
+}
+
+// --retain-handling 1 sends retained messages for a new subscription only:
+// subscribing again in the same (persistent) session gets none.
+func TestRetainHandlingOne(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	mpub(t, b.Port(), "-r", "-t", "rh/x", "-m", "kept")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dump := t.TempDir()
-	r := startSub(t, ctx, b.Port(), mqttconn.V5, &Options{Topics: []string{"rec/#"}, Count: 2, Output: OutputJSONL, DumpDir: dump, SubscriptionID: 9, QoS: []byte{1}})
-	r.waitSubscribed(t)
-	mpub(t, b.Port(), "-V", "mqttv5", "-q", "1", "-t", "rec/text", "-m", "héllo",
-		"-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain",
-		"-D", "publish", "response-topic", "rec/reply", "-D", "publish", "correlation-data", "abc",
-		"-D", "publish", "payload-format-indicator", "1")
-	bin := filepath.Join(t.TempDir(), "bin")
-	if err := os.WriteFile(bin, []byte{0xff, 0x00, 0x01}, 0o644); err != nil {
-		t.Fatal(err)
+	run := func(id string, rh byte) string {
+		c := mqttconn.Default()
+		c.Host, c.Port, c.NoClean, c.ClientID = "127.0.0.1", b.Port(), true, id
+		r := startSub(t, ctx, 0, mqttconn.V5, &Options{Conn: c, Topics: []string{"rh/#"}, RetainHandling: rh, RetainedOnly: true, Verbose: true})
+		if err := r.wait(t); err != nil {
+			t.Fatalf("Run: %v\n%s", err, r.errb.String())
+		}
+		return r.out.String()
 	}
-	mpub(t, b.Port(), "-t", "rec/bin", "-f", bin)
-	if err := r.wait(t); err != nil {
-		t.Fatalf("Run: %v", err)
+	for _, c := range []struct {
+		what, id string
+		rh       byte
+		want     string
+	}{
+		{"first subscription, handling 1", "rh-a", 1, "rh/x kept\n"},
+		{"same session again, handling 1", "rh-a", 1, ""},
+		{"same session again, handling 0", "rh-a", 0, "rh/x kept\n"},
+		{"another session, handling 1", "rh-b", 1, "rh/x kept\n"},
+		{"handling 2", "rh-c", 2, ""},
+	} {
+		if got := run(c.id, c.rh); got != c.want {
+			t.Errorf("%s: stdout %q, want %q", c.what, got, c.want)
+		}
 	}
-	lines := strings.Split(strings.TrimSpace(r.out.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("want 2 jsonl lines, got %q", r.out.String())
-	}
-	var r1, r2 mqttconn.Record
-	if err := json.Unmarshal([]byte(lines[0]), &r1); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(lines[1]), &r2); err != nil {
-		t.Fatal(err)
-	}
-	p := r1.Properties
-	if r1.Topic != "rec/text" || r1.Payload != "héllo" || r1.PayloadEncoding != "utf8" || r1.QoS != 1 || r1.PacketID == 0 || p == nil ||
-		p.ContentType != "text/plain" || p.ResponseTopic != "rec/reply" || p.CorrelationData != "YWJj" ||
-		len(p.UserProperties) != 1 || p.UserProperties[0] != (mqttconn.UserProperty{Key: "k", Value: "v"}) ||
-		p.PayloadFormat == nil || *p.PayloadFormat != 1 || len(p.SubscriptionIDs) != 1 || p.SubscriptionIDs[0] != 9 {
-		t.Errorf("text record lost something: %s", lines[0])
-	}
-	if _, err := time.Parse(time.RFC3339Nano, r1.Time); err != nil {
-		t.Errorf("time %q: %v", r1.Time, err)
-	}
-	if r2.Payload != "/wAB" || r2.PayloadEncoding != "base64" {
-		t.Errorf("binary record: %s", lines[1])
-	}
+}
 
-	ents, err := os.ReadDir(dump)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ents) != 4 {
-		t.Fatalf("--dump wrote %d files, want 2 payloads and 2 sidecars", len(ents))
-	}
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), "rec_bin") {
-			b, _ := os.ReadFile(filepath.Join(dump, e.Name()))
-			if !bytes.Equal(b, []byte{0xff, 0x00, 0x01}) {
-				t.Errorf("dumped payload %x", b)
+// --stats counts what was printed, per topic, on stderr at the end.
+func TestStatsReportEndToEnd(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			prefix := "st/" + ver.name + "/"
+			r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{prefix + "#"}, Stats: true, Count: 5, FilterOut: []string{prefix + "skip"}})
+			r.waitSubscribed(t)
+			for _, m := range [][2]string{{"a", "1"}, {"skip", "x"}, {"b", "22"}, {"a", "333"}, {"b", "4444"}, {"a", "55555"}} {
+				mpub(t, b.Port(), "-t", prefix+m[0], "-m", m[1])
 			}
-			var meta map[string]any
-			side, _ := os.ReadFile(filepath.Join(dump, e.Name()+".json"))
-			if err := json.Unmarshal(side, &meta); err != nil || meta["topic"] != "rec/bin" || meta["payload_bytes"] != float64(3) {
-				t.Errorf("sidecar %s: %v", side, err)
+			if err := r.wait(t); err != nil {
+				t.Fatalf("Run: %v\n%s", err, r.errb.String())
 			}
+			report := r.errb.String()
+			for _, re := range []string{
+				`(?m)^TOPIC\s+MESSAGES\s+MSG/S\s+BYTES$`,
+				`(?m)^` + prefix + `a\s+3\s+\d+\.\d\s+9$`,
+				`(?m)^` + prefix + `b\s+2\s+\d+\.\d\s+6$`,
+				`(?m)^5 messages on 2 topics in `,
+			} {
+				if !regexp.MustCompile(re).MatchString(report) {
+					t.Errorf("--stats report lacks %s:\n%s", re, report)
+				}
+			}
+			if strings.Contains(report, prefix+"skip") {
+				t.Errorf("--stats counted a filtered-out topic:\n%s", report)
+			}
+		})
+	}
+}
+
+// --retained-only ends even where mqtk may not publish its sync message:
+// refused (SUBACK or v5 PUBACK) or silently dropped (3.1.1), the run ends
+// after a quiet period with a line on stderr saying why.
+func TestRetainedOnlyWithoutPublishRights(t *testing.T) {
+	mosquittotest.RequireClients(t)
+	for _, acl := range []struct{ name, text string }{
+		{"no read or write", "topic readwrite ro/#\n"},
+		{"read only", "topic readwrite ro/#\ntopic read mqtk/retained-sync/#\n"},
+	} {
+		aclFile := filepath.Join(t.TempDir(), "acl")
+		if err := os.WriteFile(aclFile, []byte(acl.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b := mosquittotest.Start(t, mosquittotest.Options{ACLFile: aclFile})
+		mpub(t, b.Port(), "-r", "-t", "ro/1", "-m", "one")
+		mpub(t, b.Port(), "-r", "-t", "ro/2", "-m", "two")
+		for _, ver := range versions {
+			t.Run(acl.name+"/"+ver.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{"ro/#"}, RetainedOnly: true, Verbose: true})
+				if err := r.wait(t); err != nil {
+					t.Fatalf("Run: %v\n%s", err, r.errb.String())
+				}
+				if got := r.out.String(); got != "ro/1 one\nro/2 two\n" {
+					t.Errorf("stdout %q", got)
+				}
+				if e := r.errb.String(); !strings.Contains(e, "--retained-only:") || !strings.Contains(e, "mqtk/retained-sync/") {
+					t.Errorf("stderr does not say why the sync did not work:\n%s", e)
+				}
+			})
 		}
 	}
 }
@@ -462,13 +830,20 @@ func TestStyledTerminalView(t *testing.T) {
 	p.print(&mqttconn.Message{Topic: "bin2", Payload: []byte{0xde, 0xad, 0xbe, 0xef, 0x00}}, now)
 	p.print(&mqttconn.Message{Topic: "ctl", Payload: []byte("a\x1b[2Jb")}, now)
 	p.print(&mqttconn.Message{Topic: "evil\x1b]0;title\x07", Payload: []byte("x")}, now)
+	// JSON that json.Valid accepts: invalid UTF-8 inside a string, and a
+	// C1 CSI (U+009B) or DEL inside strings of otherwise valid UTF-8.
+	p.print(&mqttconn.Message{Topic: "j/bad", Payload: []byte("{\"a\":\"\xff\xfe\",\"b\":\"\u009b2J\"}")}, now)
+	p.print(&mqttconn.Message{Topic: "j/c1", Payload: []byte("{\"b\":\"\u009b2J\",\"d\":\"x\x7fy\",\"ü\":1}")}, now)
+	p.print(&mqttconn.Message{Topic: "j/raw9b", Payload: []byte("{\"b\":\"\x9b2J\"}")}, now)
 	if err := p.flush(); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
 	plain := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(got, "")
 	for _, want := range []string{"03:04:05.000 home/kitchen/temp  q1   retained \n", `  "t": 21.5,`, "bin binary, 3 bytes: ff 1b 61\n",
-		"bin2 binary, 5 bytes: de ad be ef 00\n", `ctl escaped: a\x1b[2Jb`} {
+		"bin2 binary, 5 bytes: de ad be ef 00\n", `ctl escaped: a\x1b[2Jb`,
+		"j/bad binary, 21 bytes: 7b 22 61 22 3a 22 ff fe", "j/raw9b binary, 11 bytes: 7b 22 62 22 3a 22 9b",
+		`  "b": "\u009b2J",`, `  "d": "x\u007fy",`, `  "ü": 1`} {
 		if !strings.Contains(plain, want) {
 			t.Errorf("styled view lacks %q:\n%s", want, plain)
 		}
@@ -479,8 +854,9 @@ func TestStyledTerminalView(t *testing.T) {
 	if !strings.Contains(plain, `evil\x1b]0;title\x07`) {
 		t.Errorf("a topic with control characters was not escaped:\n%q", plain)
 	}
-	if strings.Contains(got, "\xff") || strings.Contains(plain, "\x1ba") || strings.Contains(got, "\x1b]0") {
-		t.Error("raw binary bytes reached the terminal")
+	if strings.Contains(got, "\xff") || strings.Contains(plain, "\x1ba") || strings.Contains(got, "\x1b]0") ||
+		strings.Contains(got, "\u009b") || strings.Contains(got, "\x7f") || strings.Contains(got, "\xfe") || strings.Contains(got, "\x9b2J") {
+		t.Errorf("raw binary or control bytes reached the terminal:\n%q", got)
 	}
 
 	// Piped: plain payloads, nothing added.
@@ -491,6 +867,44 @@ func TestStyledTerminalView(t *testing.T) {
 	_ = p.flush()
 	if out.String() != "{\"t\":1}\n" {
 		t.Errorf("piped output %q", out.String())
+	}
+
+	// --output styled by name: the terminal view even into a pipe, and
+	// escaped as on a terminal.
+	out.Reset()
+	o.Output = OutputStyled
+	p = newPrinter(o, nil)
+	p.print(&mqttconn.Message{Topic: "t\x1b", Payload: []byte("{\"b\":\"\u009b\"}")}, now)
+	_ = p.flush()
+	if got := out.String(); got != "03:04:05.000 t\\x1b\n  {\n    \"b\": \"\\u009b\"\n  }\n" {
+		t.Errorf("--output styled into a pipe: %q", got)
+	}
+}
+
+// jsonl on a terminal escapes what encoding/json leaves raw (U+0080 to
+// U+009F); piped, it is encoding/json's output byte for byte.
+func TestJSONLEscapesC1OnATerminal(t *testing.T) {
+	env := func(string) string { return "" }
+	m := &mqttconn.Message{Topic: "c1/\u009b", Payload: []byte("a\u009b[2Jb"), ContentType: "x\u0085",
+		Received: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	for _, tty := range []bool{true, false} {
+		var out bytes.Buffer
+		o := &Options{Output: OutputJSONL, IO: &ui.Streams{Out: ui.NewStream(&out, tty, ui.ColorNever, env)}}
+		p := newPrinter(o, nil)
+		p.print(m, m.Received)
+		_ = p.flush()
+		line := bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+		want, _ := json.Marshal(mqttconn.NewRecord(m))
+		if !tty && !bytes.Equal(line, want) {
+			t.Errorf("piped jsonl %q, want encoding/json's %q", line, want)
+		}
+		if tty && bytes.ContainsAny(line, "\u009b\u0085") {
+			t.Errorf("jsonl on a terminal kept a C1 control: %q", line)
+		}
+		got, err := mqttconn.ParseRecord(line)
+		if err != nil || string(got.Payload) != string(m.Payload) || got.Topic != m.Topic || got.ContentType != m.ContentType {
+			t.Errorf("tty=%v: the record does not read back the same: %q (%v)", tty, line, err)
+		}
 	}
 }
 

@@ -26,7 +26,20 @@ type topicStats struct {
 	last    time.Time
 	retain  bool
 	payload []byte
-	recent  []time.Time // arrivals in the last few seconds, for the live rate
+	recent  [rateSlots]rateSlot // arrivals per second, for the live rate
+}
+
+// The live rate counts arrivals per whole second in a small ring, so that
+// it costs the same at any message rate (a list of arrival times would
+// have to be capped, and a cap saturates the rate).
+const (
+	rateWindow = 5 // seconds the live rate looks back
+	rateSlots  = rateWindow + 1
+)
+
+type rateSlot struct {
+	sec int64 // Unix second this slot counts
+	n   int
 }
 
 func newStatsTable() *statsTable {
@@ -44,20 +57,39 @@ func (s *statsTable) add(m *mqttconn.Message) {
 	ts.last = m.Received
 	ts.retain = m.Retain
 	ts.payload = append(ts.payload[:0], m.Payload[:min(len(m.Payload), 200)]...)
-	ts.recent = append(ts.recent, m.Received)
-	if len(ts.recent) > 1000 {
-		ts.recent = ts.recent[len(ts.recent)-1000:]
-	}
+	ts.arrived(m.Received)
 }
 
-// rate is messages per second over the last 5 seconds.
-func (ts *topicStats) rate(now time.Time) float64 {
-	const window = 5 * time.Second
-	n := 0
-	for i := len(ts.recent) - 1; i >= 0 && now.Sub(ts.recent[i]) <= window; i-- {
-		n++
+func (ts *topicStats) arrived(t time.Time) {
+	sec := t.Unix()
+	slot := &ts.recent[((sec%rateSlots)+rateSlots)%rateSlots]
+	switch {
+	case slot.sec == sec:
+		slot.n++
+	case slot.sec < sec:
+		*slot = rateSlot{sec: sec, n: 1}
 	}
-	return float64(n) / window.Seconds()
+	// An arrival stamped more than rateSlots seconds before the slot's
+	// second is too old for the window: not counted.
+}
+
+// rate is messages per second over the last rateWindow seconds: the
+// current, partial second and the whole ones before it, divided by the
+// time they cover (shorter for a topic that started inside the window).
+func (ts *topicStats) rate(now time.Time) float64 {
+	nowSec := now.Unix()
+	from := time.Unix(nowSec-(rateWindow-1), 0)
+	if ts.first.After(from) {
+		from = ts.first
+	}
+	n := 0
+	for _, slot := range ts.recent {
+		if slot.sec > nowSec-rateWindow && slot.sec <= nowSec {
+			n += slot.n
+		}
+	}
+	// At least a second, so that one message just in is not a huge rate.
+	return float64(n) / max(now.Sub(from).Seconds(), 1)
 }
 
 func (s *statsTable) sorted(byCount bool) []*topicStats {

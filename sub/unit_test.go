@@ -1,10 +1,12 @@
 package sub
 
 import (
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/lipgloss"
 
@@ -60,6 +62,94 @@ func TestFormatJSONPayload(t *testing.T) {
 	got = string(f.Append(nil, &mqttconn.Message{Topic: "t", Payload: []byte(`nope`)}, now, FormatEnv{Warn: func(s string) { warned = s }}))
 	if got != "" || !strings.Contains(warned, "not valid JSON on topic t") {
 		t.Errorf("%%J with a non-JSON payload printed %q and warned %q", got, warned)
+	}
+
+	// json.Valid accepts invalid UTF-8 and C1 controls inside strings. Piped,
+	// %J keeps the payload's bytes, as mosquitto_sub does; on a terminal
+	// they become \u00XX escapes and the line stays valid JSON. %j escapes
+	// C1 controls (and DEL) on a terminal only.
+	evil := &mqttconn.Message{Topic: "t\u009b", Payload: []byte("{\"a\":\"\xff\xfe\",\"b\":\"\u009b2J\",\"c\":\"\x7f\"}")}
+	got = string(f.Append(nil, evil, now, FormatEnv{}))
+	if !strings.HasSuffix(got, `"payload":`+string(evil.Payload)+`}`) {
+		t.Errorf("piped %%J changed the payload: %q", got)
+	}
+	got = string(f.Append(nil, evil, now, FormatEnv{Escape: true}))
+	if !strings.HasSuffix(got, `"payload":{"a":"\u00ff\u00fe","b":"\u009b2J","c":"\u007f"}}`) || !json.Valid([]byte(got)) ||
+		strings.ContainsAny(got, "\u009b\x7f") || !utf8.ValidString(got) {
+		t.Errorf("%%J on a terminal: %q", got)
+	}
+	fj, _ := CompileFormat("%j")
+	got = string(fj.Append(nil, evil, now, FormatEnv{}))
+	if !strings.Contains(got, `"topic":"t`+"\u009b"+`"`) || !strings.Contains(got, `"payload":"{\"a\":\"\u00ff\u00fe\",\"b\":\"`+"\u009b") {
+		t.Errorf("piped %%j: %q", got)
+	}
+	got = string(fj.Append(nil, evil, now, FormatEnv{Escape: true}))
+	if strings.ContainsAny(got, "\u009b\x7f") || !strings.Contains(got, `"topic":"t\u009b"`) || !json.Valid([]byte(got)) {
+		t.Errorf("%%j on a terminal: %q", got)
+	}
+	// The other text verbs escape on a terminal too.
+	fp, _ := CompileFormat("%C|%P|%R")
+	m := &mqttconn.Message{Topic: "t", ContentType: "a\x1b[2J", ResponseTopic: "r\u009b",
+		UserProperties: []mqttconn.UserProperty{{Key: "k\x07", Value: "v"}}}
+	if got := string(fp.Append(nil, m, now, FormatEnv{Escape: true})); got != `a\x1b[2J|k\x07:v|r\xc2\x9b` {
+		t.Errorf("%%C|%%P|%%R on a terminal: %q", got)
+	}
+	if got := string(fp.Append(nil, m, now, FormatEnv{})); got != "a\x1b[2J|k\x07:v|r\u009b" {
+		t.Errorf("%%C|%%P|%%R piped: %q", got)
+	}
+}
+
+func TestRecordTimeHasNineDigits(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 120000000, time.FixedZone("X", 3600))
+	rec := mqttconn.NewRecord(&mqttconn.Message{Topic: "t", Received: at})
+	if rec.Time != "2026-03-04T04:06:07.120000000Z" {
+		t.Errorf("record time %q, want nine fraction digits in UTC", rec.Time)
+	}
+	line, _ := json.Marshal(rec)
+	m, err := mqttconn.ParseRecord(line)
+	if err != nil || !m.Received.Equal(at) {
+		t.Errorf("ParseRecord(%s) = %v, %v", line, m, err)
+	}
+	// Records written before, with time.RFC3339Nano's trimmed fraction,
+	// still read back.
+	m, err = mqttconn.ParseRecord([]byte(`{"time":"2026-03-04T04:06:07.12Z","topic":"t","payload":"","payload_encoding":"utf8"}`))
+	if err != nil || !m.Received.Equal(at) {
+		t.Errorf("trimmed time: %v, %v", m, err)
+	}
+	// Fixed width sorts as text in time order, where trimming does not.
+	a := mqttconn.NewRecord(&mqttconn.Message{Topic: "t", Received: time.Date(2026, 1, 1, 0, 0, 0, 100000000, time.UTC)}).Time
+	b := mqttconn.NewRecord(&mqttconn.Message{Topic: "t", Received: time.Date(2026, 1, 1, 0, 0, 0, 120000000, time.UTC)}).Time
+	c := mqttconn.NewRecord(&mqttconn.Message{Topic: "t", Received: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)}).Time
+	if !(a < b && b < c) {
+		t.Errorf("times do not sort as text: %q %q %q", a, b, c)
+	}
+}
+
+func TestLiveRateAtHighRates(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	const perSec = 6000
+	// steady is a topic that received perSec messages a second from t0 on,
+	// until the given time.
+	steady := func(until time.Duration) *topicStats {
+		ts := &topicStats{first: t0}
+		for i := 0; time.Duration(i)*time.Second/perSec < until; i++ {
+			ts.arrived(t0.Add(time.Duration(i) * time.Second / perSec))
+		}
+		return ts
+	}
+	for _, c := range []struct {
+		until, at time.Duration
+		want      float64
+	}{
+		{10 * time.Second, 10 * time.Second, 6000},               // the last 4 whole seconds, none yet in the 11th
+		{9500 * time.Millisecond, 9500 * time.Millisecond, 6000}, // 4 whole seconds and half of the 10th
+		{1500 * time.Millisecond, 1500 * time.Millisecond, 6000}, // a new topic: over the 1.5 s it has existed
+		{10 * time.Second, 12 * time.Second, 3000},               // 2 busy seconds of the last 4
+		{10 * time.Second, 20 * time.Second, 0},                  // all of it too old
+	} {
+		if got := steady(c.until).rate(t0.Add(c.at)); got != c.want {
+			t.Errorf("%s of %d msg/s, rate at %s = %v, want %v", c.until, perSec, c.at, got, c.want)
+		}
 	}
 }
 
@@ -177,7 +267,8 @@ func TestStatsReportAndWatchFrame(t *testing.T) {
 	if !strings.Contains(got, "\x1b[3A") {
 		t.Errorf("second --watch frame does not move back over the first: %q", got)
 	}
-	if !strings.Contains(got, `\xff`) || !strings.Contains(got, "a/busy") || !strings.Contains(got, "2.0") {
+	// a/busy: 10 messages since t0, 3 s ago.
+	if !strings.Contains(got, `\xff`) || !strings.Contains(got, "a/busy") || !strings.Contains(got, "3.3") {
 		t.Errorf("--watch frame lacks the rows (escaped payload, topic, rate): %q", got)
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -17,6 +19,7 @@ func newSubCmd(a *app, runF func(*sub.Options) error) *cobra.Command {
 		timeout, idle, match, format string
 		retainHandling, subID        int
 		noReconnect                  bool
+		count                        = countValue{n: &opts.Count}
 	)
 	cmd := &cobra.Command{
 		Use:   "sub -t TOPIC [-t TOPIC ...] [flags]",
@@ -28,17 +31,21 @@ filter-out, -R, -C count, -W timeout, -v, -N, -F format, -U, -E.
 Ending conditions and exit codes:
   -C/--count N        exit 0 after N messages (with --match: N matching ones)
   -W/--timeout DUR    exit 27 if it passes first (as mosquitto_sub); with
-                      --match, exit 7 instead (not enough matches)
-  --idle DUR          exit 0 once no message arrived for DUR; with --match
-                      and not enough matches, exit 7
+                      --match, exit 7 instead if fewer than N (or, without
+                      -C, no) payloads matched, else exit 0
+  --idle DUR          exit 0 once no message arrived for DUR; with --match,
+                      exit 7 if fewer than N (without -C: no) payloads matched
   --match EXPR        count and print only matching payloads: re:REGEX, or
                       jq:EXPR (payload parsed as JSON, matches when EXPR
                       yields true, e.g. jq:'.status == "ok"')
   --retained-only     exit 0 once the retained messages have been delivered
-                      (learnt from one message mqtk sends itself on
-                      mqtk/retained-sync/RANDOM; without publish rights,
-                      at the first message without retain, as mosquitto_sub)
+                      (learnt from one QoS 1 message mqtk sends itself on
+                      mqtk/retained-sync/RANDOM; if the broker refuses or
+                      drops it, at the first message without retain, as
+                      mosquitto_sub, or after 2s without messages, with a
+                      line on stderr)
   -E                  exit 0 once the broker acknowledged the subscriptions
+                      (so not with -C, -W, --idle, --match, --retained-only)
   a refused subscription (SUBACK >= 0x80) exits 6; Ctrl-C exits 130;
   see 'mqtk help exit-codes' for connection failures (3, 4, 5).
 
@@ -54,14 +61,18 @@ Output (stdout, flushed as each message arrives):
                       width and .precision (%-20t %5.5I); @X strftime, @N ns;
                       escapes \n \t \e \0 \a \r \v \\
   --output MODE       text, json (indented record), jsonl (the lossless
-                      record 'mqtk pub --replay' reads), hex, base64, raw
+                      record 'mqtk pub --replay' reads), hex, base64, raw,
+                      or styled (the terminal view, forced even into a
+                      pipe, e.g. for less -R; colour follows --color);
+                      -v and -N apply to text, hex and base64 only
   --dump DIR          one file per message (raw payload) plus NAME.json
   --watch             terminal table: one row per topic, updated in place
   --stats             per-topic counts and rates on stderr at exit
 
-Non-UTF-8 payloads are escaped (\xNN) when stdout is a terminal, never
-written raw to it. A dropped connection is redialled (the same session
-with -c) with a line on stderr, unless --no-reconnect.`,
+Non-UTF-8 payloads and control characters are escaped (\xNN, or \u00XX
+inside JSON) when stdout is a terminal, never written raw to it; piped
+output keeps the bytes as they came. A dropped connection is redialled
+(the same session with -c) with a line on stderr, unless --no-reconnect.`,
 		Example: `  mqtk sub -t 'sensors/#' -v
   mqtk sub -t dev/+/state -C 1 -W 10s --match 'jq:.status == "ok"'
   mqtk sub -t '#' --output jsonl > traffic.jsonl
@@ -84,14 +95,14 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 	fs.BoolVarP(&opts.ExitAfterSuback, "exit-after-suback", "E", false, "exit once the subscriptions are acknowledged (sets up a -c session)")
 	fs.BoolVar(&opts.RemoveRetained, "remove-retained", false, "clear every retained message received (publish an empty retained message)")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "with --remove-retained: list what would be cleared on stderr, clear nothing")
-	fs.IntVarP(&opts.Count, "count", "C", 0, "exit 0 after this many messages")
+	fs.VarP(count, "count", "C", "exit 0 after `N` messages")
 	fs.StringVarP(&timeout, "timeout", "W", "", "exit 27 if the count is not reached within this time (seconds, 0.5, or 10s, 2m)")
 	fs.StringVar(&idle, "idle", "", "exit once no message arrived for this long (seconds or a duration)")
 	fs.StringVar(&match, "match", "", "only count and print payloads matching re:REGEX or jq:EXPR")
 	fs.BoolVarP(&opts.Verbose, "verbose", "v", false, "print the topic before the payload")
 	fs.BoolVarP(&opts.NoEOL, "no-eol", "N", false, "do not print a newline after each message")
 	fs.StringVarP(&format, "format", "F", "", "mosquitto_sub format string (see above)")
-	fs.StringVar(&opts.Output, "output", "", "text, json, jsonl, hex, base64 or raw (default: styled on a terminal, text otherwise)")
+	fs.StringVar(&opts.Output, "output", "", "text, json, jsonl, hex, base64, raw or styled (default: styled on a terminal, text otherwise)")
 	fs.StringVar(&opts.DumpDir, "dump", "", "write each message to a file in this directory, with a .json metadata sidecar")
 	fs.BoolVar(&opts.Watch, "watch", false, "terminal table of topics with last payload, count, rate and age")
 	fs.BoolVar(&opts.Stats, "stats", false, "print per-topic message counts and rates on stderr at exit")
@@ -140,9 +151,13 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 				return mqttconn.Usagef("--idle must be more than zero")
 			}
 		}
-		if match != "" {
+		if fs.Changed("match") {
+			if match == "" {
+				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--match is empty: give re:REGEX or jq:EXPR"),
+					Hints: []string{`for example --match 're:^ok$' or --match 'jq:.status == "ok"'`}}
+			}
 			if opts.Match, err = sub.CompileMatch(match); err != nil {
-				return mqttconn.Usagef("%v", err)
+				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err, Hints: matchHints(match)}
 			}
 		}
 		if fs.Changed("format") {
@@ -163,3 +178,38 @@ with -c) with a line on stderr, unless --no-reconnect.`,
 	}
 	return cmd
 }
+
+// matchHints say how to fix a --match expression that does not compile.
+func matchHints(expr string) []string {
+	switch {
+	case strings.HasPrefix(expr, "re:"):
+		return []string{`re: takes Go (RE2) syntax: escape ( ) [ ] { } . * + ? | with a backslash to match them literally, e.g. --match 're:\(ok\)'`,
+			"quote the whole --match value in single quotes so that the shell leaves it alone"}
+	case strings.HasPrefix(expr, "jq:"):
+		return []string{`jq: takes one jq expression that yields true for a match, e.g. --match 'jq:.status == "ok"'`,
+			"quote the whole --match value in single quotes so that the shell leaves it alone"}
+	}
+	return nil
+}
+
+// countValue is -C: a whole number, with a plain message when it is not
+// one (pflag's own quotes strconv).
+type countValue struct{ n *int }
+
+func (c countValue) String() string {
+	if c.n == nil || *c.n == 0 {
+		return ""
+	}
+	return strconv.Itoa(*c.n)
+}
+
+func (c countValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("give a whole number of messages, such as -C 10")
+	}
+	*c.n = n
+	return nil
+}
+
+func (countValue) Type() string { return "int" }

@@ -41,11 +41,17 @@ const (
 	EncodingBase64 = "base64"
 )
 
+// RecordTime is the records' time layout: RFC 3339 with all nine fraction
+// digits, unlike time.RFC3339Nano, which trims trailing zeros, so that the
+// records of one zone sort as strings in time order. Parsing with
+// RFC3339Nano (ParseRecord) reads both forms.
+const RecordTime = "2006-01-02T15:04:05.000000000Z07:00"
+
 // NewRecord converts m to its record form.
 func NewRecord(m *Message) Record {
 	r := Record{Topic: m.Topic, QoS: m.QoS, Retain: m.Retain, Dup: m.Dup, PacketID: m.PacketID}
 	if !m.Received.IsZero() {
-		r.Time = m.Received.UTC().Format(time.RFC3339Nano)
+		r.Time = m.Received.UTC().Format(RecordTime)
 	}
 	if utf8.Valid(m.Payload) {
 		r.Payload, r.PayloadEncoding = string(m.Payload), EncodingUTF8
