@@ -13,9 +13,12 @@ import (
 	"time"
 )
 
-// File names inside a certificate directory. The CA key sits in its own
-// 0700 directory so that a directory shared with a broker's service user
-// never exposes it, whatever that directory's mode is.
+// File names inside a certificate directory. The directory itself is made
+// 0700 and is not meant to be shared: a broker running as a service user
+// (Debian's mosquitto drops to the user mosquitto) gets copies installed
+// where it can read them, as the summary prints. The CA key still sits in
+// its own 0700 directory, so that loosening the certificate directory's
+// mode, to hand server.pem to someone, never exposes it.
 const (
 	CAFile       = "ca.pem"
 	CAKeyDir     = "private"
@@ -39,8 +42,11 @@ func caPaths(dir string) (cert, key string) {
 }
 
 // loadAuthority reads the CA in dir. It returns ErrNoCA when neither file
-// exists, and a descriptive error when only one does or they do not match.
-func loadAuthority(dir string) (*Authority, error) {
+// exists, and a descriptive error when only one does, one is damaged or
+// they do not match. fix is the command that replaces the CA, which
+// differs between callers (mqtk tlsgen, mqtk broker --tls); the errors
+// name it because a broken CA is otherwise a dead end.
+func loadAuthority(dir, fix string) (*Authority, error) {
 	certPath, keyPath := caPaths(dir)
 	certPEM, cerr := os.ReadFile(certPath)
 	keyPEM, kerr := os.ReadFile(keyPath)
@@ -48,30 +54,39 @@ func loadAuthority(dir string) (*Authority, error) {
 	case errors.Is(cerr, fs.ErrNotExist) && errors.Is(kerr, fs.ErrNotExist):
 		return nil, ErrNoCA
 	case cerr != nil && errors.Is(cerr, fs.ErrNotExist):
-		return nil, fmt.Errorf("the CA key %s exists but the CA certificate %s is missing: restore it, or replace the CA with --force", keyPath, certPath)
+		return nil, fmt.Errorf("the CA key %s exists but the CA certificate %s is missing: restore it, or replace the CA with %s", keyPath, certPath, fix)
 	case cerr != nil:
 		return nil, fmt.Errorf("read CA certificate: %w", cerr)
 	case kerr != nil && errors.Is(kerr, fs.ErrNotExist):
-		return nil, fmt.Errorf("the CA certificate %s exists but its key %s is missing, so it cannot sign: restore the key, or replace the CA with --force", certPath, keyPath)
+		return nil, fmt.Errorf("the CA certificate %s exists but its key %s is missing, so it cannot sign: restore the key, or replace the CA with %s", certPath, keyPath, fix)
 	case kerr != nil:
 		return nil, fmt.Errorf("read CA key: %w", kerr)
 	}
 	certs, err := parseCerts(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("read CA certificate %s: %w", certPath, err)
+		return nil, fmt.Errorf("the CA certificate %s is damaged (%v): restore it from a copy (clients given it as --cafile have one), or replace the CA with %s", certPath, err, fix)
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("read CA key %s: %w", keyPath, err)
+		return nil, fmt.Errorf("the CA key %s is damaged (%v): restore it from a backup, or replace the CA with %s", keyPath, err, fix)
 	}
 	cert := certs[0]
 	if !cert.IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate: replace it with --force", certPath)
+		return nil, fmt.Errorf("%s is not a CA certificate: put the CA certificate back, or replace the CA with %s", certPath, fix)
 	}
 	if !sameKey(cert, key) {
-		return nil, fmt.Errorf("the CA key %s does not belong to the CA certificate %s: restore the matching pair, or replace the CA with --force", keyPath, certPath)
+		return nil, fmt.Errorf("the CA key %s does not belong to the CA certificate %s: restore the matching pair, or replace the CA with %s", keyPath, certPath, fix)
 	}
 	return &Authority{Cert: cert, Key: key}, nil
+}
+
+// replaceCACommand is the command that replaces the CA in dir.
+func replaceCACommand(dir string) string {
+	cmd := "mqtk tlsgen ca --force"
+	if dir != DefaultDir {
+		cmd += " --dir " + shellQuote(dir)
+	}
+	return cmd
 }
 
 // saveAuthority writes the CA certificate and key into dir.

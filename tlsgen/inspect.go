@@ -103,13 +103,15 @@ func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 		case b.Type == "CERTIFICATE":
 			c, err := x509.ParseCertificate(b.Bytes)
 			if err != nil {
-				return nil, fmt.Errorf("%s: certificate %d: %w", path, len(out), err)
+				// Bad input like a file of junk: a usage error that says
+				// what to do, not a bare x509 message.
+				return nil, mqttconn.Usagef("%s: entry %d is a PEM CERTIFICATE block that does not parse (%v): the file is damaged or truncated; copy it again from where it was made, or reissue it", path, len(out), err)
 			}
 			out = append(out, describeCert(path, len(out), c, now))
 		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
 			info, err := describeKey(path, len(out), pem.EncodeToMemory(b))
 			if err != nil {
-				return nil, err
+				return nil, mqttconn.Usagef("%v: the file is damaged or truncated; copy it again from where it was made, or reissue the certificate and its key", err)
 			}
 			out = append(out, info)
 		}

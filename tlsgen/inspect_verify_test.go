@@ -2,8 +2,11 @@ package tlsgen
 
 import (
 	"encoding/json"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,10 +79,24 @@ func TestInspectJSONAndText(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "junk"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A PEM block that does not parse is bad input like junk: a usage
+	// error that says what to do, not a bare x509 message.
+	if err := os.WriteFile(filepath.Join(dir, "damaged.pem"), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "damaged-key.pem"), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	io, _, _ = ui.Test(nil)
-	for _, f := range []string{filepath.Join(dir, "junk"), filepath.Join(dir, "missing.pem")} {
-		if err := Inspect(&InspectOptions{IO: io, Files: []string{f}}); mqttconn.KindOf(err) != mqttconn.KindUsage {
-			t.Errorf("inspect %s: %v, want a usage error", f, err)
+	for f, want := range map[string]string{
+		"junk":            "give a .pem/.crt file",
+		"missing.pem":     "cannot read",
+		"damaged.pem":     "copy it again from where it was made, or reissue it",
+		"damaged-key.pem": "copy it again from where it was made, or reissue the certificate and its key",
+	} {
+		err := Inspect(&InspectOptions{IO: io, Files: []string{filepath.Join(dir, f)}})
+		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), want) {
+			t.Errorf("inspect %s: %v, want a usage error with %q", f, err, want)
 		}
 	}
 }
@@ -87,9 +104,11 @@ func TestInspectJSONAndText(t *testing.T) {
 func TestVerifyVerdicts(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
 	now := time.Now()
-	mustRun(t, Options{Dir: dir})
+	mustRun(t, Options{Dir: dir, Fullchain: true})
 	mustRun(t, Options{Dir: other, Command: CmdCA})
 	ca, srv, cli := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "client.pem")
+	chain := filepath.Join(dir, "server-fullchain.pem")
+	openssl := requireOpenSSL(t)
 
 	tests := []struct {
 		name       string
@@ -106,12 +125,37 @@ func TestVerifyVerdicts(t *testing.T) {
 		{"expired", VerifyOptions{CAFile: ca, CertFile: srv, Now: func() time.Time { return now.AddDate(0, 0, 400) }}, false, "expired on", "reissue it: mqtk tlsgen server"},
 		{"not yet valid", VerifyOptions{CAFile: ca, CertFile: srv, Now: func() time.Time { return now.Add(-2 * time.Hour) }}, false, "not valid yet", "clock"},
 		{"client as server", VerifyOptions{CAFile: ca, CertFile: cli, Host: "localhost"}, false, "it is a client certificate", "mqtk tlsgen client mqtk-client"},
-		{"leaf as CA", VerifyOptions{CAFile: srv, CertFile: cli}, false, "not", ""},
+		{"leaf as CA", VerifyOptions{CAFile: srv, CertFile: cli}, false, srv + " is not a CA certificate", "give the CA file (ca.pem) as --ca: mqtk tlsgen verify --ca " + ca},
+		// Go alone would say ok: it trusts anything in its root pool.
+		{"leaf as its own CA", VerifyOptions{CAFile: srv, CertFile: srv}, false, srv + " holds " + srv + " itself, not the CA that signed it", "give the CA file (ca.pem) as --ca: mqtk tlsgen verify --ca " + ca + " " + srv},
+		{"client as its own CA", VerifyOptions{CAFile: cli, CertFile: cli, Host: "localhost"}, false, "cannot vouch for itself", "give the CA file (ca.pem)"},
+		// A CA file holding the leaf and its CA (a fullchain) is fine.
+		{"fullchain as CA", VerifyOptions{CAFile: chain, CertFile: srv}, true, "ok: ", ""},
 		// The CA chains to itself; the verdict is ok, with a warning below.
 		{"CA as leaf", VerifyOptions{CAFile: ca, CertFile: ca}, true, "ok: " + ca + " is signed by " + ca, "is a CA certificate: brokers and clients should present a certificate it signed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// OpenSSL, which mosquitto and paho use, gives the same verdict:
+			// at the same time, for the same name, as a server when a host
+			// is given (verify checks server use then).
+			args := []string{"verify", "-CAfile", tt.o.CAFile}
+			if tt.o.Now != nil {
+				args = append(args, "-attime", strconv.FormatInt(tt.o.Now().Unix(), 10))
+			}
+			if tt.o.Host != "" {
+				args = append(args, "-purpose", "sslserver")
+				if net.ParseIP(tt.o.Host) != nil {
+					args = append(args, "-verify_ip", tt.o.Host)
+				} else {
+					args = append(args, "-verify_hostname", tt.o.Host)
+				}
+			}
+			sslOut, sslErr := exec.Command(openssl, append(args, tt.o.CertFile)...).CombinedOutput()
+			if sslOK := sslErr == nil; sslOK != tt.ok {
+				t.Errorf("openssl verify says ok=%v, mqtk ok=%v:\n%s", sslOK, tt.ok, sslOut)
+			}
+
 			io, out, errb := ui.Test(nil)
 			tt.o.IO = io
 			err := Verify(&tt.o)
@@ -152,5 +196,11 @@ func TestVerifyVerdicts(t *testing.T) {
 	}
 	if err := Verify(&VerifyOptions{IO: io, CertFile: srv}); mqttconn.KindOf(err) != mqttconn.KindUsage {
 		t.Errorf("missing --ca: %v", err)
+	}
+	for _, host := range []string{"bad host", "a..b", "-x.lan"} {
+		err := Verify(&VerifyOptions{IO: io, CAFile: ca, CertFile: srv, Host: host})
+		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "is not a host name or IP address") {
+			t.Errorf("--host %q: %v, want a usage error", host, err)
+		}
 	}
 }

@@ -29,6 +29,24 @@ const (
 	backdate = time.Hour
 )
 
+// validity returns NotBefore and NotAfter for a certificate valid for days.
+// NotAfter counts from the back-dated NotBefore, not from now: Apple and
+// the CA/Browser Forum measure the period NotAfter-NotBefore, so `--days
+// 825` must give exactly 825 days, not 825 days and an hour that Apple
+// rejects. Ending an hour early costs nothing; warning instead would leave
+// the user with a certificate that fails on the very limit they chose.
+func validity(now time.Time, days int) (notBefore, notAfter time.Time) {
+	notBefore = now.Add(-backdate).UTC()
+	return notBefore, notBefore.AddDate(0, 0, days)
+}
+
+// validDays is the validity period of c in whole days, rounded, so that
+// certificates issued before NotAfter counted from NotBefore (an hour
+// longer) still read as the --days they were made with.
+func validDays(c *x509.Certificate) int {
+	return int((c.NotAfter.Sub(c.NotBefore) + 12*time.Hour) / (24 * time.Hour))
+}
+
 // Authority is a CA that can sign certificates.
 type Authority struct {
 	Cert *x509.Certificate
@@ -82,14 +100,15 @@ func newAuthority(p caParams) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
+	notBefore, notAfter := validity(p.Now, p.Days)
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject: pkix.Name{
 			CommonName:   p.CommonName,
 			Organization: []string{"mqtk development CA"},
 		},
-		NotBefore:             p.Now.Add(-backdate),
-		NotAfter:              p.Now.AddDate(0, 0, p.Days),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -145,11 +164,12 @@ func (ca *Authority) issue(p leafParams) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
+	notBefore, notAfter := validity(p.Now, p.Days)
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: p.CommonName, Organization: []string{"mqtk development certificate"}},
-		NotBefore:    p.Now.Add(-backdate),
-		NotAfter:     p.Now.AddDate(0, 0, p.Days),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		// DigitalSignature for (EC)DHE handshakes; KeyEncipherment only
 		// matters for RSA key exchange, so only RSA keys carry it.
 		KeyUsage:              x509.KeyUsageDigitalSignature,

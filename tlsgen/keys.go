@@ -147,6 +147,32 @@ func keyDescription(pub any) string {
 	return fmt.Sprintf("%T", pub)
 }
 
+// keyTypeOf is the --key-type that makes a key like pub, or "" for a key
+// mqtk does not make.
+func keyTypeOf(pub any) KeyType {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return ECDSAP256
+		case elliptic.P384():
+			return ECDSAP384
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return RSA2048
+		case 3072:
+			return RSA3072
+		case 4096:
+			return RSA4096
+		}
+	case ed25519.PublicKey:
+		return Ed25519
+	}
+	return ""
+}
+
 // sameKey reports whether the private key belongs to the certificate.
 func sameKey(cert *x509.Certificate, key crypto.Signer) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }

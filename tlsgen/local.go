@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
 // LocalFiles are the files EnsureLocal made or found.
@@ -46,7 +48,10 @@ func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (Lo
 	if err := os.Chmod(dir, dirMode); err != nil {
 		return files, fmt.Errorf("restrict %s: %w", dir, err)
 	}
-	ca, err := loadAuthority(dir)
+	// mqtk broker has no --force: the CA is replaced with tlsgen, and the
+	// next start reissues the server certificate from it (serverStillGood
+	// finds the old one not signed by the new CA).
+	ca, err := loadAuthority(dir, "mqtk tlsgen ca --force --dir "+shellQuote(dir))
 	if err == nil && !now.Before(ca.Cert.NotAfter) {
 		ca, err = nil, ErrNoCA // expired: as good as absent
 	}
@@ -65,7 +70,11 @@ func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (Lo
 		}
 		files.Created = true
 	} else if err != nil {
-		return files, fmt.Errorf("the TLS directory %s: %w", dir, err)
+		return files, &mqttconn.Error{
+			Kind:  mqttconn.KindOther,
+			Err:   err, // it names the files; the caller adds the directory
+			Hints: []string{fmt.Sprintf("after replacing the CA, start mqtk broker --tls again: it reissues the server certificate from the new CA; clients then need the new %s as --cafile", files.CAFile)},
+		}
 	}
 
 	sans, err := classifyAll(defaultServerNames(hostname))
@@ -118,12 +127,18 @@ func serverStillGood(ca *Authority, certPath, keyPath string, sans []SAN, now ti
 	if ca.check(c, now) != nil || c.NotAfter.Sub(now) < renewBefore {
 		return false
 	}
+	return len(uncovered(c, sans)) == 0
+}
+
+// uncovered returns the names in sans that c does not list among its SANs.
+func uncovered(c *x509.Certificate, sans []SAN) []string {
+	var missing []string
 	for _, s := range sans {
 		if !coversSAN(c, s) {
-			return false
+			missing = append(missing, s.Value)
 		}
 	}
-	return true
+	return missing
 }
 
 // coversSAN reports whether c lists s among its SANs.

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
@@ -97,6 +99,33 @@ func Run(ctx context.Context, o *Options) error {
 	if err := r.validate(); err != nil {
 		return err
 	}
+	return r.dirHint(r.run())
+}
+
+// dirHint adds a hint naming --dir to a file system error that means the
+// directory cannot hold the files: the message alone ("mkdir certs: not a
+// directory") does not say which flag chose the place. It stays exit 1,
+// the code for runtime errors, like any other I/O failure.
+func (r *runner) dirHint(err error) error {
+	var known *mqttconn.Error
+	if err == nil || errors.As(err, &known) {
+		return err
+	}
+	var hint string
+	switch {
+	case errors.Is(err, syscall.ENOTDIR):
+		hint = fmt.Sprintf("--dir %s is, or is inside, something that is not a directory: give --dir a directory, e.g. --dir ./certs", shellQuote(r.dir))
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		hint = fmt.Sprintf("you cannot write to --dir %s: give --dir a directory of yours, e.g. --dir ./certs, or fix its permissions", shellQuote(r.dir))
+	default:
+		return err
+	}
+	return &mqttconn.Error{Kind: mqttconn.KindOther, Err: err, Hints: []string{hint}}
+}
+
+// run makes the files once the options are known to be good.
+func (r *runner) run() error {
+	o := r.o
 	if err := os.MkdirAll(r.dir, dirMode); err != nil {
 		return fmt.Errorf("create certificate directory: %w", err)
 	}
@@ -119,14 +148,19 @@ func Run(ctx context.Context, o *Options) error {
 		if err != nil {
 			return err
 		}
-		if err := r.leaf(ca, "server", leafParams{CommonName: "localhost", SANs: sans}, true); err != nil {
-			return err
-		}
 		cn := o.CommonName
 		if cn == "" {
 			cn = DefaultClientCN
 		}
-		if err := r.leaf(ca, "client", leafParams{CommonName: cn, Client: true}, true); err != nil {
+		server := leafParams{CommonName: "localhost", SANs: sans}
+		client := leafParams{CommonName: cn, Client: true}
+		if err := r.reuseConflicts(map[string]leafParams{"server": server, "client": client}); err != nil {
+			return err
+		}
+		if err := r.leaf(ca, "server", server, true); err != nil {
+			return err
+		}
+		if err := r.leaf(ca, "client", client, true); err != nil {
 			return err
 		}
 	default:
@@ -146,7 +180,7 @@ func (r *runner) base(def string) string {
 func (r *runner) validate() error {
 	o := r.o
 	if o.Days < 0 {
-		return mqttconn.Usagef("--days %d is negative: give a number of days, e.g. --days %d", o.Days, DefaultLeafDays)
+		return mqttconn.Usagef("--days %d is negative: give a number of days, e.g. --days %d", o.Days, DefaultDays(o.Command))
 	}
 	if o.Days > 100*366 {
 		return mqttconn.Usagef("--days %d is more than 100 years: give at most %d", o.Days, 100*366)
@@ -176,7 +210,7 @@ func (r *runner) validate() error {
 		}
 	}
 	if o.Command != CmdCA && o.Command != CmdAll && len(o.NameConstraints) > 0 {
-		if _, err := loadAuthority(r.dir); err == nil {
+		if _, err := loadAuthority(r.dir, replaceCACommand(r.dir)); err == nil {
 			return mqttconn.Usagef("--name-constraint applies when a CA is made, and %s already has one: run mqtk tlsgen ca --force --name-constraint ... to replace it", r.dir)
 		}
 	}
@@ -189,7 +223,7 @@ func (r *runner) validate() error {
 	// the CA: refuse up front, before any file is written, when the
 	// constraint would forbid them.
 	if o.Command == CmdAll && len(o.NameConstraints) > 0 {
-		if _, err := loadAuthority(r.dir); errors.Is(err, ErrNoCA) || o.Force {
+		if _, err := loadAuthority(r.dir, replaceCACommand(r.dir)); errors.Is(err, ErrNoCA) || o.Force {
 			sans, _ := classifyAll(defaultServerNames(o.Hostname))
 			for _, s := range sans {
 				if !permitted(o.NameConstraints, s) {
@@ -207,7 +241,22 @@ func (r *runner) validate() error {
 	if o.P12Legacy && !o.P12 {
 		return mqttconn.Usagef("--p12-legacy changes how --p12 encrypts: add --p12")
 	}
+	// Refused rather than warned about, as step does without --insecure:
+	// the bundle holds the private key, and with no password anyone who
+	// gets a copy of the file (a backup, a chat upload) can use it.
+	if o.P12 && o.P12Password == "" {
+		return mqttconn.Usagef("--p12 with an empty password would let anyone who gets a copy of the bundle use its private key: give a password with --p12-password or MQTK_P12_PASSWORD (a client that takes no password can use the .pem and -key.pem files)")
+	}
 	return nil
+}
+
+// DefaultDays is the validity --days defaults to for a command: ten years
+// for a CA, 397 days for certificates.
+func DefaultDays(c Command) int {
+	if c == CmdCA {
+		return DefaultCADays
+	}
+	return DefaultLeafDays
 }
 
 func checkCN(cn string) error {
@@ -244,18 +293,15 @@ func checkConstraint(c string) error {
 func (r *runner) authority() (*Authority, error) {
 	o := r.o
 	certPath, keyPath := caPaths(r.dir)
-	existing, err := loadAuthority(r.dir)
+	existing, err := loadAuthority(r.dir, replaceCACommand(r.dir))
 	replace := o.Force && (o.Command == CmdCA || o.Command == CmdAll)
 	switch {
 	case err == nil && !replace:
 		if !r.now.Before(existing.Cert.NotAfter) {
-			return nil, mqttconn.Usagef("the CA %s expired on %s: replace it with mqtk tlsgen ca --force (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly))
+			return nil, mqttconn.Usagef("the CA %s expired on %s: replace it with %s (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly), replaceCACommand(r.dir))
 		}
-		if o.Command == CmdCA && (len(o.NameConstraints) > 0 || o.KeyType != "" || o.Days != 0 || o.CommonName != "") {
-			r.warnf("the CA in %s already exists, so --key-type, --days, --cn and --name-constraint were not applied: add --force to replace it", r.dir)
-		}
-		if o.Command == CmdAll && len(o.NameConstraints) > 0 {
-			r.warnf("the CA in %s already exists, so --name-constraint was not applied: add --force to replace the CA and every certificate", r.dir)
+		if err := r.caConflicts(existing.Cert); err != nil {
+			return nil, err
 		}
 		r.files = append(r.files, written{"CA", certPath, "reused, " + describeValidity(existing.Cert, r.now)})
 		return existing, nil
@@ -334,18 +380,11 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 			}
 			return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
 		}
-		c, k, why := r.reusable(ca, certPath, keyPath)
+		c, k, why := r.reusable(ca, certPath, keyPath, p)
 		if c == nil {
 			// --force on this command would replace the CA as well, so
 			// name the command that reissues just this certificate.
-			again := "mqtk tlsgen client " + shellQuote(p.CommonName)
-			if !p.Client {
-				again = "mqtk tlsgen server " + sanArgs(p.SANs)
-			}
-			if r.dir != DefaultDir {
-				again += " --dir " + shellQuote(r.dir)
-			}
-			return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s --force (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, again)
+			return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, r.reissueCommand(p))
 		}
 		cert, certPEM, key, reused = c, pemCert(c.Raw), k, true
 		r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(c, r.now)}, written{what + " key", keyPath, "reused"})
@@ -366,12 +405,15 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 	}
 
 	if !reused {
+		if err := r.insideConstraints(ca, p.SANs); err != nil {
+			return err
+		}
 		p.KeyType, p.Now, p.Rand = o.KeyType, r.now, o.Rand
 		p.Days = o.Days
 		if p.Days == 0 {
 			p.Days = DefaultLeafDays
 		}
-		if p.Now.AddDate(0, 0, p.Days).After(ca.Cert.NotAfter) {
+		if _, notAfter := validity(p.Now, p.Days); notAfter.After(ca.Cert.NotAfter) {
 			r.warnf("the %s certificate would outlive its CA, which expires on %s: clients stop accepting it then", what, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
 		}
 		for _, s := range p.SANs {
@@ -440,7 +482,7 @@ func (r *runner) write(path string, data []byte, perm os.FileMode) error {
 }
 
 // reusable returns the existing pair when it may be kept, else a reason.
-func (r *runner) reusable(ca *Authority, certPath, keyPath string) (*x509.Certificate, crypto.Signer, string) {
+func (r *runner) reusable(ca *Authority, certPath, keyPath string, p leafParams) (*x509.Certificate, crypto.Signer, string) {
 	certs, err := readCertFile(certPath)
 	if err != nil {
 		return nil, nil, err.Error()
@@ -462,7 +504,199 @@ func (r *runner) reusable(ca *Authority, certPath, keyPath string) (*x509.Certif
 		}
 		return nil, nil, "it was not signed by the CA in " + r.dir + " (was the CA replaced?)"
 	}
+	// The same check EnsureLocal makes for mqtk broker --tls: a host
+	// renamed since the last run would otherwise get a certificate that
+	// clients reject for its new name.
+	if missing := uncovered(certs[0], p.SANs); !p.Client && len(missing) > 0 {
+		return nil, nil, "it does not cover " + strings.Join(missing, ", ") + " (has this machine's host name changed?)"
+	}
 	return certs[0], key, ""
+}
+
+// reissueCommand is the command that reissues just the certificate p
+// describes, with the explicit --key-type and --days of this run, keeping
+// the CA (which --force on the one-shot command would replace).
+func (r *runner) reissueCommand(p leafParams) string {
+	cmd := "mqtk tlsgen client " + shellQuote(p.CommonName)
+	if !p.Client {
+		cmd = "mqtk tlsgen server " + sanArgs(p.SANs)
+	}
+	if r.o.KeyType != "" {
+		cmd += " --key-type " + string(r.o.KeyType)
+	}
+	if r.o.Days != 0 {
+		cmd += fmt.Sprintf(" --days %d", r.o.Days)
+	}
+	cmd += " --force"
+	if r.dir != DefaultDir {
+		cmd += " --dir " + shellQuote(r.dir)
+	}
+	return cmd
+}
+
+// reuseConflicts stops the one-shot command when an explicit --cn,
+// --key-type or --days disagrees with a certificate it would reuse.
+//
+// mkcert reissues on every run; step refuses to overwrite without --force.
+// mqtk tlsgen follows step: it promises never to overwrite without
+// --force, the existing client certificate may already sit on a device,
+// and --force here would replace the CA too. Reusing quietly, as before,
+// was worse than either: exit 0 with CN mqtk-client after --cn bob. So
+// the run stops before writing anything and names, per certificate, the
+// command that reissues just that one and keeps the CA.
+func (r *runner) reuseConflicts(leaves map[string]leafParams) error {
+	o := r.o
+	if o.Force || (o.CommonName == "" && o.KeyType == "" && o.Days == 0) {
+		return nil
+	}
+	var diffs, hints []string
+	flags := map[string]bool{}
+	for _, base := range []string{"server", "client"} {
+		p, ok := leaves[base]
+		if !ok {
+			continue
+		}
+		certs, err := readCertFile(filepath.Join(r.dir, base+".pem"))
+		if err != nil {
+			continue // missing or unreadable: leaf issues it or says why
+		}
+		c := certs[0]
+		var d []string
+		if p.Client && o.CommonName != "" && c.Subject.CommonName != o.CommonName {
+			d = append(d, fmt.Sprintf("CN %s, not %s", c.Subject.CommonName, o.CommonName))
+			flags["--cn"] = true
+		}
+		if o.KeyType != "" && keyTypeOf(c.PublicKey) != o.KeyType {
+			d = append(d, fmt.Sprintf("an %s key, not %s", keyDescription(c.PublicKey), o.KeyType))
+			flags["--key-type"] = true
+		}
+		if o.Days != 0 && validDays(c) != o.Days {
+			d = append(d, fmt.Sprintf("a validity of %d days, not %d", validDays(c), o.Days))
+			flags["--days"] = true
+		}
+		if len(d) > 0 {
+			diffs = append(diffs, filepath.Join(r.dir, base+".pem")+" has "+strings.Join(d, ", "))
+			hints = append(hints, fmt.Sprintf("reissue just the %s certificate, keeping the CA: %s", base, r.reissueCommand(p)))
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	var given []string
+	for _, f := range []string{"--cn", "--key-type", "--days"} {
+		if flags[f] {
+			given = append(given, f)
+		}
+	}
+	hints = append(hints, fmt.Sprintf("or leave out %s to keep the certificates as they are", strings.Join(given, ", ")))
+	return &mqttconn.Error{
+		Kind:  mqttconn.KindUsage,
+		Err:   fmt.Errorf("mqtk tlsgen reuses the certificates in %s, and they differ from what was asked: %s", r.dir, strings.Join(diffs, "; ")),
+		Hints: hints,
+	}
+}
+
+// caConflicts refuses flags that describe another CA than the one in the
+// directory. The CA is kept (replacing it breaks every certificate it
+// signed), but a warning and exit 0 would let a script believe, say, that
+// its CA may now sign only for one domain.
+func (r *runner) caConflicts(ca *x509.Certificate) error {
+	o := r.o
+	var diffs, flags []string
+	replace := "mqtk tlsgen ca --force"
+	if o.Command == CmdCA {
+		if o.KeyType != "" && keyTypeOf(ca.PublicKey) != o.KeyType {
+			diffs = append(diffs, fmt.Sprintf("an %s key, not %s", keyDescription(ca.PublicKey), o.KeyType))
+			flags = append(flags, "--key-type")
+			replace += " --key-type " + string(o.KeyType)
+		}
+		if o.Days != 0 && validDays(ca) != o.Days {
+			diffs = append(diffs, fmt.Sprintf("a validity of %d days, not %d", validDays(ca), o.Days))
+			flags = append(flags, "--days")
+			replace += fmt.Sprintf(" --days %d", o.Days)
+		}
+		if o.CommonName != "" && ca.Subject.CommonName != o.CommonName {
+			diffs = append(diffs, fmt.Sprintf("the name %q, not %q", ca.Subject.CommonName, o.CommonName))
+			flags = append(flags, "--cn")
+			replace += " --cn " + shellQuote(o.CommonName)
+		}
+	}
+	if len(o.NameConstraints) > 0 && !sameConstraints(caConstraints(ca), o.NameConstraints) {
+		have := "no name constraint (it may sign for any name)"
+		if c := caConstraints(ca); len(c) > 0 {
+			have = "the name constraint " + strings.Join(c, ", ")
+		}
+		diffs = append(diffs, have+", not "+strings.Join(o.NameConstraints, ", "))
+		flags = append(flags, "--name-constraint")
+		for _, c := range o.NameConstraints {
+			replace += " --name-constraint " + shellQuote(c)
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	if r.dir != DefaultDir {
+		replace += " --dir " + shellQuote(r.dir)
+	}
+	then := ""
+	if o.Command == CmdAll {
+		then = ", then issue certificates with mqtk tlsgen server NAME... and mqtk tlsgen client CN"
+	}
+	return mqttconn.Usagef("the CA in %s already exists with %s, and is kept: add --force to replace it (%s%s; every certificate the old CA signed stops working), or leave out %s to use it as it is",
+		r.dir, strings.Join(diffs, "; "), replace, then, strings.Join(flags, ", "))
+}
+
+// caConstraints lists the CA's permitted domains and IP ranges in the
+// form --name-constraint takes.
+func caConstraints(ca *x509.Certificate) []string {
+	out := append([]string{}, ca.PermittedDNSDomains...)
+	for _, n := range ca.PermittedIPRanges {
+		out = append(out, n.String())
+	}
+	return out
+}
+
+// sameConstraints compares constraint lists as sets, after the
+// normalisation newAuthority applies.
+func sameConstraints(have, want []string) bool {
+	norm := func(list []string) map[string]bool {
+		m := map[string]bool{}
+		for _, c := range list {
+			if _, n, err := net.ParseCIDR(c); err == nil {
+				m[n.String()] = true
+			} else {
+				m[strings.TrimPrefix(strings.ToLower(c), ".")] = true
+			}
+		}
+		return m
+	}
+	h, w := norm(have), norm(want)
+	if len(h) != len(w) {
+		return false
+	}
+	for c := range w {
+		if !h[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// insideConstraints refuses, before a key is made, names that a
+// name-constrained CA may not sign: that is a bad argument, and the fix is
+// another name or another CA, not anything at run time.
+func (r *runner) insideConstraints(ca *Authority, sans []SAN) error {
+	cons := caConstraints(ca.Cert)
+	if len(cons) == 0 {
+		return nil
+	}
+	for _, s := range sans {
+		if !permitted(cons, s) {
+			return mqttconn.Usagef("the CA in %s is name-constrained to %s and may not sign %s: give names inside %s, or issue from a CA without --name-constraint in another --dir",
+				r.dir, strings.Join(cons, ", "), s.Value, strings.Join(cons, ", "))
+		}
+	}
+	return nil
 }
 
 func sanArgs(sans []SAN) string {

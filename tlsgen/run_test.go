@@ -183,14 +183,19 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 		}
 	}
 
-	// `ca` without --force keeps the CA and says which flags it ignored.
-	_, errs := mustRun(t, Options{Dir: dir, Command: CmdCA, KeyType: RSA2048})
-	if read(t, filepath.Join(dir, "ca.pem")) != before["ca.pem"] || !strings.Contains(errs, "add --force to replace it") {
-		t.Errorf("ca without --force: CA changed or no note; stderr %q", errs)
+	// `ca` without --force keeps the CA and refuses a flag it cannot
+	// apply; flags that describe the CA as it is are fine.
+	_, _, err := run(t, Options{Dir: dir, Command: CmdCA, KeyType: RSA2048})
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "add --force to replace it") || !strings.Contains(err.Error(), "an ECDSA P-256 key, not rsa-2048") {
+		t.Errorf("ca --key-type without --force: %v", err)
 	}
+	if read(t, filepath.Join(dir, "ca.pem")) != before["ca.pem"] {
+		t.Error("a refused ca run changed the CA")
+	}
+	mustRun(t, Options{Dir: dir, Command: CmdCA, KeyType: ECDSAP256, Days: DefaultCADays})
 
 	// --force replaces everything and warns that old certificates die.
-	_, errs = mustRun(t, Options{Dir: dir, Force: true})
+	_, errs := mustRun(t, Options{Dir: dir, Force: true})
 	if !strings.Contains(errs, "stops working") {
 		t.Errorf("no warning about the replaced CA: %q", errs)
 	}
@@ -206,7 +211,7 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 	// `ca --force` alone replaces the CA; the leaves left behind no longer
 	// verify, and a plain rerun refuses to pass them off as reusable.
 	mustRun(t, Options{Dir: dir, Command: CmdCA, Force: true})
-	_, _, err := run(t, Options{Dir: dir})
+	_, _, err = run(t, Options{Dir: dir})
 	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "was not signed by the CA") || !strings.Contains(err.Error(), "mqtk tlsgen server localhost") {
 		t.Errorf("rerun after CA replacement: %v", err)
 	}
@@ -273,6 +278,7 @@ func TestRunUsageErrors(t *testing.T) {
 		"legacy no p12":             {Dir: dir, Command: CmdClient, CommonName: "a", P12Legacy: true},
 		"control char CN":           {Dir: dir, Command: CmdClient, CommonName: "a\nb"},
 		"constraint vs local names": {Dir: dir, NameConstraints: []string{"home.arpa"}},
+		"p12 without password":      {Dir: dir, Command: CmdClient, CommonName: "a", P12: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := run(t, o)
@@ -287,6 +293,22 @@ func TestRunUsageErrors(t *testing.T) {
 }
 
 func TestRunDaysWarnings(t *testing.T) {
+	// 825 days is Apple's limit on NotAfter-NotBefore: with the back-date
+	// counted in, --days 825 must still fit, and draw no warning.
+	dir825 := t.TempDir()
+	_, errs825 := mustRun(t, Options{Dir: dir825, Command: CmdServer, Names: []string{"localhost"}, Days: MaxQuietLeaf})
+	if strings.Contains(errs825, "825") {
+		t.Errorf("warning for --days 825: %q", errs825)
+	}
+	c825 := mustCert(t, filepath.Join(dir825, "server.pem"))
+	if got := c825.NotAfter.Sub(c825.NotBefore); got != MaxQuietLeaf*24*time.Hour {
+		t.Errorf("--days 825 gives a validity of %v, want exactly 825 days", got)
+	}
+	_, errs826 := mustRun(t, Options{Dir: dir825, Command: CmdServer, Names: []string{"localhost"}, Out: "long", Days: MaxQuietLeaf + 1})
+	if !strings.Contains(errs826, "more than 825 days") {
+		t.Errorf("no warning for --days 826: %q", errs826)
+	}
+
 	dir := t.TempDir()
 	_, errs := mustRun(t, Options{Dir: dir, Days: 900})
 	if !strings.Contains(errs, "more than 825 days") {
@@ -319,9 +341,16 @@ func TestNameConstrainedCA(t *testing.T) {
 	mustRun(t, Options{Dir: dir, Command: CmdServer, Names: []string{"broker.home.arpa", "192.168.1.2"}})
 	opensslVerify(t, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"))
 
+	// A name outside the constraint is a bad argument (exit 2), refused
+	// before a key is made, with the fix.
 	_, _, err := run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"example.com"}, Out: "bad"})
-	if err == nil || !strings.Contains(err.Error(), "name-constrained") {
-		t.Errorf("issuing outside the constraint: %v", err)
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "name-constrained to home.arpa, 192.168.0.0/16 and may not sign example.com") ||
+		!strings.Contains(err.Error(), "give names inside") {
+		t.Errorf("issuing outside the constraint: %v (kind %v)", err, mqttconn.KindOf(err))
+	}
+	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"10.0.0.1"}, Out: "bad"})
+	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "may not sign 10.0.0.1") {
+		t.Errorf("issuing an IP outside the constraint: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "bad.pem")); !os.IsNotExist(err) {
 		t.Error("a refused certificate was written")

@@ -31,8 +31,10 @@ func (r *runner) summary() error {
 	case CmdServer:
 		p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
 		base := r.base("server")
-		fmt.Fprintf(&b, "\nServe it:\n  mqtk broker --listen tls://127.0.0.1:8883 --tls-cert %s --tls-key %s\n  (mosquitto.conf: certfile %s, keyfile %s)\nClients trust it with --cafile %s\n",
-			p(base+".pem"), p(base+"-key.pem"), p(base+".pem"), p(base+"-key.pem"), p(CAFile))
+		fmt.Fprintf(&b, "\nServe it:\n  mqtk broker --listen tls://127.0.0.1:8883 --tls-cert %s --tls-key %s\n", p(base+".pem"), p(base+"-key.pem"))
+		fmt.Fprintf(&b, "For mosquitto, which reads them as the user mosquitto, install copies it can read:\n%s", r.mosquittoInstall(base))
+		fmt.Fprintf(&b, "  (mosquitto.conf: certfile %s/%s.pem, keyfile %s/%s-key.pem)\nClients trust it with --cafile %s\n",
+			mosquittoCertDir, base, mosquittoCertDir, base, p(CAFile))
 	case CmdClient:
 		p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
 		base := r.base("client")
@@ -45,13 +47,6 @@ func (r *runner) summary() error {
 
 func (r *runner) snippets(b *strings.Builder) {
 	p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
-	abs := func(name string) string {
-		a, err := filepath.Abs(filepath.Join(r.dir, name))
-		if err != nil {
-			return filepath.Join(r.dir, name)
-		}
-		return a
-	}
 	ca := p(CAFile)
 	tlsFlags := fmt.Sprintf("--cafile %s --cert %s --key %s", ca, p("client.pem"), p("client-key.pem"))
 	fmt.Fprintf(b, `
@@ -65,16 +60,34 @@ Subscribe and publish with the client certificate:
 The same with mosquitto's clients:
   mosquitto_sub -h localhost -p 8883 %s -t 'test/#'
   mosquitto_pub -h localhost -p 8883 %s -t test/hello -m hello
-
-Or serve them from mosquitto (mosquitto.conf):
+`, p("server.pem"), p("server-key.pem"), ca, tlsFlags, tlsFlags, tlsFlags, tlsFlags)
+	fmt.Fprintf(b, `
+Or serve them from mosquitto. Started as root, it reads certificates as the user mosquitto,
+which cannot read %s (mode 0700) or the key (0600); install copies it can read:
+%sthen put these lines in /etc/mosquitto/conf.d/mqtk.conf and restart mosquitto:
   listener 8883
-  cafile %s
-  certfile %s
-  keyfile %s
+  cafile %s/%s
+  certfile %s/server.pem
+  keyfile %s/server-key.pem
   require_certificate true
   use_identity_as_username true
-`, p("server.pem"), p("server-key.pem"), ca, tlsFlags, tlsFlags, tlsFlags, tlsFlags,
-		abs(CAFile), abs("server.pem"), abs("server-key.pem"))
+`, shellQuote(r.dir), r.mosquittoInstall("server"), mosquittoCertDir, CAFile, mosquittoCertDir, mosquittoCertDir)
+}
+
+// mosquittoCertDir is where Debian's mosquitto package expects
+// certificates; it exists (mode 0755) once mosquitto is installed.
+const mosquittoCertDir = "/etc/mosquitto/certs"
+
+// mosquittoInstall returns the commands that copy the CA and the server
+// pair base into mosquittoCertDir. mosquitto drops from root to its own
+// user before it loads certificates, so it needs: certificates readable by
+// all (0644, they are public), the key readable by its group only (0640,
+// group mosquitto), and directories it can enter (install -D makes them
+// 0755). The copies are owned by root, so mosquitto cannot change them.
+func (r *runner) mosquittoInstall(base string) string {
+	p := func(name string) string { return shellQuote(filepath.Join(r.dir, name)) }
+	return fmt.Sprintf("  sudo install -D -m 0644 -t %s %s %s\n  sudo install -m 0640 -g mosquitto -t %s %s\n",
+		mosquittoCertDir, p(CAFile), p(base+".pem"), mosquittoCertDir, p(base+"-key.pem"))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,6 +34,14 @@ func Verify(o *VerifyOptions) error {
 	}
 	if o.CertFile == "" {
 		return mqttconn.Usagef("tlsgen verify needs the certificate to check: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+	}
+	if o.Host != "" {
+		h := strings.TrimSuffix(strings.TrimPrefix(o.Host, "["), "]")
+		if net.ParseIP(h) == nil {
+			if err := checkHostname(strings.ToLower(strings.TrimSuffix(h, "."))); err != nil {
+				return mqttconn.Usagef("--host %q is not a host name or IP address: %v; give the name clients connect to, e.g. --host broker.lan or --host 192.168.1.10", o.Host, err)
+			}
+		}
 	}
 	now := time.Now()
 	if o.Now != nil {
@@ -59,9 +70,28 @@ func Verify(o *VerifyOptions) error {
 			"reissue it: "+reissue)
 	}
 
+	// Go trusts whatever is in the root pool, so a server certificate given
+	// as its own --ca "verifies". OpenSSL (error 20), mosquitto and MQTT
+	// clients built on it do not: a certificate that is not self-signed is
+	// no trust anchor. Leave the certificate itself out of the pool, and
+	// refuse a pool without any CA, so the verdict is the one clients give.
 	roots := x509.NewCertPool()
+	leafInCA, anyCA := false, false
 	for _, c := range cas {
+		if c.Equal(leaf) && !selfSigned(leaf) {
+			leafInCA = true
+			continue
+		}
+		anyCA = anyCA || (c.IsCA && c.BasicConstraintsValid)
 		roots.AddCert(c)
+	}
+	switch {
+	case leafInCA && !anyCA:
+		return fail(fmt.Sprintf("%s holds %s itself, not the CA that signed it: a certificate cannot vouch for itself, and OpenSSL, mosquitto and MQTT clients refuse it as --cafile", o.CAFile, o.CertFile),
+			caFileHint(o))
+	case !anyCA:
+		return fail(fmt.Sprintf("%s is not a CA certificate (its first one is %q, a %s certificate), so it cannot vouch for anything", o.CAFile, cas[0].Subject.CommonName, roleOf(cas[0])),
+			caFileHint(o))
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -141,6 +171,34 @@ func Verify(o *VerifyOptions) error {
 		o.IO.Warnf("%s is a CA certificate: brokers and clients should present a certificate it signed (mqtk tlsgen server NAME..., mqtk tlsgen client CN)", o.CertFile)
 	}
 	return nil
+}
+
+// selfSigned reports whether c is signed by its own key under its own name.
+// CheckSignatureFrom is not used: it also demands that c be a CA.
+func selfSigned(c *x509.Certificate) bool {
+	return string(c.RawIssuer) == string(c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// roleOf names what a non-CA certificate is for.
+func roleOf(c *x509.Certificate) string {
+	switch {
+	case hasEKU(c, x509.ExtKeyUsageServerAuth):
+		return "server"
+	case hasEKU(c, x509.ExtKeyUsageClientAuth):
+		return "client"
+	}
+	return "leaf"
+}
+
+// caFileHint points at the CA file: ca.pem beside the certificate when
+// there is one, as mqtk tlsgen writes it.
+func caFileHint(o *VerifyOptions) string {
+	guess := filepath.Join(filepath.Dir(o.CertFile), CAFile)
+	if _, err := os.Stat(guess); err == nil && guess != o.CAFile {
+		return fmt.Sprintf("give the CA file (ca.pem) as --ca: mqtk tlsgen verify --ca %s %s", shellQuote(guess), shellQuote(o.CertFile))
+	}
+	return "give the CA file (ca.pem, written next to the certificates by mqtk tlsgen) as --ca, not a server or client certificate"
 }
 
 // reissueHint is the command that would make a replacement certificate.

@@ -42,11 +42,7 @@ func (f *issueFlags) bind(cmd *cobra.Command, cmdKind tlsgen.Command) {
 		fs.StringVar(&f.out, "out", "", "base file name: writes NAME.pem and NAME-key.pem (default "+string(cmdKind)+")")
 	}
 	_ = cmd.RegisterFlagCompletionFunc("key-type", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		names := make([]string, len(tlsgen.KeyTypes))
-		for i, k := range tlsgen.KeyTypes {
-			names[i] = string(k)
-		}
-		return names, cobra.ShellCompDirectiveNoFileComp
+		return strings.Split(keyTypeNames(), ", "), cobra.ShellCompDirectiveNoFileComp
 	})
 	_ = cmd.MarkFlagDirname("dir")
 	if cmdKind != tlsgen.CmdCA {
@@ -55,6 +51,15 @@ func (f *issueFlags) bind(cmd *cobra.Command, cmdKind tlsgen.Command) {
 		fs.BoolVar(&f.p12Legacy, "p12-legacy", false, "encrypt the PKCS#12 bundle with 3DES/SHA-1 for old Java, Windows and Android clients")
 		fs.StringVar(&f.p12Password, "p12-password", "", "PKCS#12 password (else MQTK_P12_PASSWORD, else asked on the terminal)")
 	}
+}
+
+// keyTypeNames lists the --key-type values, default first.
+func keyTypeNames() string {
+	names := make([]string, len(tlsgen.KeyTypes))
+	for i, k := range tlsgen.KeyTypes {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
 }
 
 // options turns the parsed flags into tlsgen.Options.
@@ -69,14 +74,19 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 		P12Legacy:       f.p12Legacy,
 		NameConstraints: f.constraints,
 		Out:             f.out,
-		CommonName:      f.cn,
 	}
 	if f.dir == "" {
 		return nil, mqttconn.Usagef("--dir is empty: give a directory, e.g. --dir ./certs")
 	}
 	// Only explicit choices are passed on, so that reusing an existing CA
-	// can say which of them it did not apply.
+	// or certificate can refuse the ones that disagree with it.
+	if cmd.Flags().Changed("cn") {
+		o.CommonName = f.cn
+	}
 	if cmd.Flags().Changed("key-type") {
+		if strings.TrimSpace(f.keyType) == "" {
+			return nil, mqttconn.Usagef("--key-type is empty: use one of %s, or leave it out for %s", keyTypeNames(), tlsgen.ECDSAP256)
+		}
 		kt, err := tlsgen.ParseKeyType(f.keyType)
 		if err != nil {
 			return nil, err
@@ -85,7 +95,7 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 	}
 	if cmd.Flags().Changed("days") {
 		if f.days <= 0 {
-			return nil, mqttconn.Usagef("--days %d: give a positive number of days, e.g. --days %d", f.days, tlsgen.DefaultLeafDays)
+			return nil, mqttconn.Usagef("--days %d: give a positive number of days, e.g. --days %d (the default)", f.days, tlsgen.DefaultDays(kind))
 		}
 		o.Days = f.days
 	}
@@ -168,7 +178,9 @@ then prints the mqtk broker, mqtk pub/sub and mosquitto.conf lines that use them
 
 Keys are ECDSA P-256 unless --key-type says otherwise, written with mode
 0600 and never overwritten without --force. Replacing the CA invalidates
-every certificate it signed, so it needs --force too.`,
+every certificate it signed, so it needs --force too. On later runs, a --cn,
+--key-type or --days that the existing files do not match is refused with
+the command that reissues just that certificate.`,
 		Example: `  mqtk tlsgen
   mqtk tlsgen server broker.lan 192.168.1.10 --dir certs
   mqtk tlsgen client sensor-1 --p12
@@ -204,8 +216,9 @@ every certificate it signed, so it needs --force too.`,
 	cmd.AddCommand(
 		sub(tlsgen.CmdCA, "ca", "Create the CA, or show the one in --dir",
 			`ca creates a CA in --dir: ca.pem (give it to clients as --cafile) and
-private/ca-key.pem (mode 0600 in a 0700 directory). An existing CA is reused;
---force replaces it, and every certificate the old one signed stops working.
+private/ca-key.pem (mode 0600 in a 0700 directory). An existing CA is reused,
+and flags it does not match are refused; --force replaces it, and every
+certificate the old one signed stops working.
 --name-constraint DOMAIN makes a CA that clients trust only for that domain.`,
 			"  mqtk tlsgen ca\n  mqtk tlsgen ca --name-constraint home.arpa --force"),
 		sub(tlsgen.CmdServer, "server NAME...", "Issue a server certificate for host names, IPs, URIs or emails",

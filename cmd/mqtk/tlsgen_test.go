@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/tlsgen"
@@ -36,7 +37,10 @@ func TestTlsgenFlagsToOptions(t *testing.T) {
 		env  map[string]string
 		want tlsgen.Options
 	}{
-		{[]string{}, nil, tlsgen.Options{Command: tlsgen.CmdAll, Dir: "certs", CommonName: tlsgen.DefaultClientCN}},
+		// --cn left out is passed as "", so that reusing an existing
+		// client certificate refuses only a CN that was asked for.
+		{[]string{}, nil, tlsgen.Options{Command: tlsgen.CmdAll, Dir: "certs"}},
+		{[]string{"--cn", tlsgen.DefaultClientCN}, nil, tlsgen.Options{Command: tlsgen.CmdAll, Dir: "certs", CommonName: tlsgen.DefaultClientCN}},
 		{[]string{"--dir", "x", "--key-type", "rsa-3072", "--days", "30", "--force", "--name-constraint", "lan", "--cn", "bob"}, nil,
 			tlsgen.Options{Command: tlsgen.CmdAll, Dir: "x", KeyType: tlsgen.RSA3072, Days: 30, Force: true, NameConstraints: []string{"lan"}, CommonName: "bob"}},
 		{[]string{"ca", "--cn", "Home CA", "--days", "7300"}, nil, tlsgen.Options{Command: tlsgen.CmdCA, Dir: "certs", CommonName: "Home CA", Days: 7300}},
@@ -80,7 +84,11 @@ func TestTlsgenUsageErrorsExit2(t *testing.T) {
 		want string
 	}{
 		{[]string{"tlsgen", "--key-type", "dsa"}, "unknown --key-type"},
-		{[]string{"tlsgen", "--days", "0"}, "positive number of days"},
+		{[]string{"tlsgen", "--days", "0"}, "positive number of days, e.g. --days 397"},
+		{[]string{"tlsgen", "ca", "--days", "0"}, "positive number of days, e.g. --days 3650"},
+		{[]string{"tlsgen", "--key-type", ""}, "--key-type is empty: use one of ecdsa-p256,"},
+		{[]string{"tlsgen", "client", "a", "--p12", "--p12-password", ""}, "--p12 with an empty password"},
+		{[]string{"tlsgen", "verify", "--ca", "ca.pem", "--host", "bad host", "x.pem"}, `--host "bad host" is not a host name or IP address`},
 		{[]string{"tlsgen", "server"}, "at least one name"},
 		{[]string{"tlsgen", "server", "broker:8883"}, "has a port"},
 		{[]string{"tlsgen", "client"}, "exactly one name"},
@@ -257,17 +265,54 @@ func TestTlsgenPrintedBrokerLineServesMTLS(t *testing.T) {
 	if code != 0 || strings.TrimSpace(got) != "over mTLS" {
 		t.Errorf("mqtk sub: exit %d, %q, %s", code, got, errs)
 	}
-	if _, subBin := mosquittoClients(); subBin != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		o, err := exec.CommandContext(ctx, subBin, append(tlsArgs, "-t", "mtls/x", "-C", "1", "-W", "10")...).CombinedOutput()
-		if err != nil || strings.TrimSpace(string(o)) != "over mTLS" {
-			t.Errorf("mosquitto_sub: %v %q", err, o)
-		}
-	}
 	code, _, errs = mqtkRun(t, nil, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "mtls/x", "-m", "anon")
 	if code != 4 {
 		t.Errorf("pub without a client certificate to mqtk broker: exit %d, %q", code, errs)
+	}
+	// Last, so that a machine without mosquitto's clients still runs the
+	// mqtk half; the skip says what is missing.
+	// mqtk and mosquitto's clients spell the connection flags alike.
+	mosquittoExchange(t, tlsArgs, "mtls/x", "over mTLS", true)
+}
+
+// mosquittoExchange checks mosquitto's clients against a running broker
+// with the connection flags conn: mosquitto_sub reads the retained message
+// mqtk published on topic (want), mosquitto_pub publishes one that mqtk
+// sub reads back, and, when mtls, mosquitto_pub without the client
+// certificate is refused. It skips, saying so, when the clients are not
+// installed (.ci/run installs them).
+func mosquittoExchange(t *testing.T, conn []string, topic, want string, mtls bool) {
+	t.Helper()
+	pubBin, subBin := mosquittotest.RequireClients(t)
+	tool := func(bin string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		o, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		return strings.TrimSpace(string(o)), err
+	}
+	if got, err := tool(subBin, append(conn, "-t", topic, "-C", "1", "-W", "10")...); err != nil || got != want {
+		t.Errorf("mosquitto_sub: %v %q, want %q", err, got, want)
+	}
+	if o, err := tool(pubBin, append(conn, "-t", topic+"/mosq", "-m", "from mosquitto_pub", "-r", "-q", "1")...); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, o)
+	}
+	code, got, errs := mqtkRun(t, nil, append([]string{"sub"}, append(conn, "-t", topic+"/mosq", "-C", "1", "-W", "10")...)...)
+	if code != 0 || strings.TrimSpace(got) != "from mosquitto_pub" {
+		t.Errorf("mqtk sub of mosquitto_pub's message: exit %d, %q, %s", code, got, errs)
+	}
+	if !mtls {
+		return
+	}
+	var anon []string
+	for i := 0; i < len(conn); i++ {
+		if conn[i] == "--cert" || conn[i] == "--key" {
+			i++
+			continue
+		}
+		anon = append(anon, conn[i])
+	}
+	if o, err := tool(pubBin, append(anon, "-t", topic, "-m", "anon")...); err == nil {
+		t.Errorf("mosquitto_pub without a client certificate got through: %s", o)
 	}
 }
 
@@ -362,30 +407,72 @@ func TestBrokerTLSAloneServesMQTTSAndMTLS(t *testing.T) {
 			if code != 0 || strings.TrimSpace(got) != "generated" {
 				t.Errorf("mqtk sub: exit %d, %q, %s", code, got, errs)
 			}
-			if _, subBin := mosquittoClients(); subBin != "" {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				o, err := exec.CommandContext(ctx, subBin, append(conn, "-t", "gen/x", "-C", "1", "-W", "10")...).CombinedOutput()
-				if err != nil || strings.TrimSpace(string(o)) != "generated" {
-					t.Errorf("mosquitto_sub: %v %q", err, o)
-				}
-			}
 			if mtls {
 				code, _, errs := mqtkRun(t, env, "pub", "-h", "localhost", "-p", port, "--cafile", ca, "-t", "gen/x", "-m", "anon")
 				if code != 4 {
 					t.Errorf("pub without a client certificate: exit %d, %q", code, errs)
 				}
 			}
+			mosquittoExchange(t, conn, "gen/x", "generated", mtls)
 		})
 	}
 }
 
-// mosquittoClients returns mosquitto_pub and mosquitto_sub, or "" for
-// either that is not installed.
-func mosquittoClients() (pub, sub string) {
-	pub, _ = exec.LookPath("mosquitto_pub")
-	sub, _ = exec.LookPath("mosquitto_sub")
-	return pub, sub
+// TestBrokerTLSListeners checks the listeners `mqtk broker --tls` adds,
+// through the runF seam so that nothing binds 8883 or 8443, and where it
+// keeps its certificates: $XDG_DATA_HOME/mqtk/tls, else
+// ~/.local/share/mqtk/tls.
+func TestBrokerTLSListeners(t *testing.T) {
+	data, home := t.TempDir(), t.TempDir()
+	xdgDir := filepath.Join(data, "mqtk", "tls")
+	homeDir := filepath.Join(home, ".local", "share", "mqtk", "tls")
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+		dir  string
+	}{
+		{"no listen", map[string]string{"XDG_DATA_HOME": data}, []string{"--tls"},
+			[]string{"tcp://127.0.0.1:1883", "tls://127.0.0.1:8883"}, xdgDir},
+		{"with ws", map[string]string{"XDG_DATA_HOME": data}, []string{"--tls", "--listen", "tcp://127.0.0.1:1883", "--listen", "ws://127.0.0.1:8080/mqtt"},
+			[]string{"tcp://127.0.0.1:1883", "ws://127.0.0.1:8080/mqtt", "tls://127.0.0.1:8883", "wss://127.0.0.1:8443/mqtt"}, xdgDir},
+		{"explicit tls kept", map[string]string{"XDG_DATA_HOME": data}, []string{"--tls", "--listen", "tls://127.0.0.1:9883"},
+			[]string{"tls://127.0.0.1:9883"}, xdgDir},
+		{"HOME without XDG_DATA_HOME", map[string]string{"HOME": home}, []string{"--tls"},
+			[]string{"tcp://127.0.0.1:1883", "tls://127.0.0.1:8883"}, homeDir},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			streams, _, errb := ui.Test(nil)
+			a := &app{io: streams, getenv: func(k string) string { return tt.env[k] }}
+			var got *broker.Options
+			cmd := newBrokerCmd(a, func(o *broker.Options) error { got = o; return nil })
+			cmd.SetArgs(tt.args)
+			cmd.SilenceErrors, cmd.SilenceUsage = true, true
+			if err := cmd.Execute(); err != nil {
+				t.Fatalf("execute: %v %s", err, errb)
+			}
+			if got == nil {
+				t.Fatal("runF not called")
+			}
+			if strings.Join(got.Listeners, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("listeners %q, want %q", got.Listeners, tt.want)
+			}
+			ca := filepath.Join(tt.dir, tlsgen.CAFile)
+			if got.TLSCert != filepath.Join(tt.dir, "server.pem") || got.TLSKey != filepath.Join(tt.dir, "server-key.pem") || got.TLSCA != ca {
+				t.Errorf("files %s %s %s, want them in %s", got.TLSCert, got.TLSKey, got.TLSCA, tt.dir)
+			}
+			for _, f := range []string{got.TLSCert, got.TLSKey, got.TLSCA} {
+				if _, err := os.Stat(f); err != nil {
+					t.Errorf("not made: %v", err)
+				}
+			}
+			code, out, errs := mqtkRun(t, nil, "tlsgen", "verify", "--ca", ca, got.TLSCert, "--host", "localhost")
+			if code != 0 || !strings.HasPrefix(out, "ok: ") {
+				t.Errorf("verify: exit %d %q %q", code, out, errs)
+			}
+		})
+	}
 }
 
 // lockedBuilder lets a subprocess's stderr be collected while the test
