@@ -242,7 +242,7 @@ func TestTLSCertificateProblems(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindTLS, "expired", "valid from")
+		wantErr(t, connectErr(t, cfg), KindTLS, "expired", "valid from", "mqtk tlsgen server localhost 127.0.0.1 --force")
 	})
 }
 

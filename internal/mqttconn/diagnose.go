@@ -72,7 +72,11 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 		} else {
 			e.Err = fmt.Errorf("the server certificate has expired or is not valid yet")
 		}
-		e.Hints = []string{"reissue the server certificate (mqtk tlsgen server NAME) or check the clocks"}
+		reissue := "mqtk tlsgen server NAME... --force"
+		if names := certNameList(c); len(names) > 0 {
+			reissue = "mqtk tlsgen server " + strings.Join(names, " ") + " --force"
+		}
+		e.Hints = []string{"reissue the server certificate with " + reissue + " (add --dir DIR where its CA is not in ./certs), or check the clocks"}
 	case errors.As(err, &invalid):
 		e.Kind = KindTLS
 		e.Err = fmt.Errorf("the server certificate is not valid: %v", invalid)

@@ -3,6 +3,7 @@ package mqttconn
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,6 +39,9 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 				return nil, &Error{Kind: KindUsage, Op: "read --cafile",
 					Err:   fmt.Errorf("%s holds no PEM certificate", t.CAFile),
 					Hints: []string{"give the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)"}}
+			}
+			if err := checkTrustAnchors(t.CAFile, pem); err != nil {
+				return nil, err
 			}
 		}
 		if t.CAPath != "" {
@@ -85,4 +89,40 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 		}
 	}
 	return tc, nil
+}
+
+// checkTrustAnchors refuses a --cafile that holds only certificates that
+// cannot anchor a chain: leaves issued by someone else (the broker's own
+// server.pem given by mistake). Go would trust such a leaf directly and
+// connect, while mosquitto_pub and OpenSSL refuse the same file, so the
+// mistake would surface only with another client. A self-signed leaf is
+// kept: pinning it is a deliberate, OpenSSL-compatible choice.
+func checkTrustAnchors(file string, data []byte) error {
+	var leaf *x509.Certificate
+	for len(data) > 0 {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			continue
+		}
+		if c.IsCA || c.CheckSignatureFrom(c) == nil {
+			return nil
+		}
+		if leaf == nil {
+			leaf = c
+		}
+	}
+	if leaf == nil {
+		return nil
+	}
+	return &Error{Kind: KindUsage, Op: "read --cafile",
+		Err: fmt.Errorf("%s holds no CA certificate: it is the certificate of %q, issued by %q", file, leaf.Subject.String(), leaf.Issuer.String()),
+		Hints: []string{"give the CA that signed it (ca.pem beside the certificates made by mqtk tlsgen, or $XDG_DATA_HOME/mqtk/tls/ca.pem for mqtk broker --tls)"}}
 }

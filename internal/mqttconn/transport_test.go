@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -193,5 +194,19 @@ func TestTLSOptions(t *testing.T) {
 		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 		cfg.TLS.CAFile = notPEM
 		wantErr(t, connectErr(t, cfg), KindUsage, "holds no PEM certificate")
+	})
+	// The broker's own certificate given as --cafile: Go alone would
+	// accept it; mosquitto_pub refuses the same file, and so does mqtk.
+	t.Run("server-cert-as-cafile", func(t *testing.T) {
+		cfg := Default()
+		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+		cfg.TLS.CAFile, cfg.TLS.ServerName = cert, "broker.example"
+		wantErr(t, connectErr(t, cfg), KindUsage, "holds no CA certificate", `"CN=named"`, "give the CA that signed it")
+		if pub, err := exec.LookPath("mosquitto_pub"); err == nil {
+			out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "--cafile", cert, "--insecure", "-t", "x", "-m", "y").CombinedOutput()
+			if err == nil {
+				t.Errorf("mosquitto_pub accepted the server certificate as its CA file, so refusing it is not needed:\n%s", out)
+			}
+		}
 	})
 }
