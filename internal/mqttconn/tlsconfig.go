@@ -123,6 +123,6 @@ func checkTrustAnchors(file string, data []byte) error {
 		return nil
 	}
 	return &Error{Kind: KindUsage, Op: "read --cafile",
-		Err: fmt.Errorf("%s holds no CA certificate: it is the certificate of %q, issued by %q", file, leaf.Subject.String(), leaf.Issuer.String()),
+		Err:   fmt.Errorf("%s holds no CA certificate: it is the certificate of %q, issued by %q", file, leaf.Subject.String(), leaf.Issuer.String()),
 		Hints: []string{"give the CA that signed it (ca.pem beside the certificates made by mqtk tlsgen, or $XDG_DATA_HOME/mqtk/tls/ca.pem for mqtk broker --tls)"}}
 }
