@@ -4,8 +4,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
 
 // Hashes written by Debian's mosquitto_passwd must verify unchanged, in
@@ -139,6 +143,47 @@ pattern write clients/%c/out
 	for _, bad := range []string{"topic read", "frobnicate x", "user", "topic read a/#/b"} {
 		if _, err := parseACL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// Files written by `mqtk broker passwd` ($7$ hashes) work unchanged in
+// Debian's mosquitto: the right password connects, a wrong one is refused
+// with CONNACK return code 5 (not authorised).
+func TestMqtkPasswdFileInMosquitto(t *testing.T) {
+	pub, _ := mosquittotest.RequireClients(t)
+	mosquittotest.Require(t)
+	file := filepath.Join(t.TempDir(), "passwd")
+	for _, up := range [][2]string{{"alice", "s3cret"}, {"bob", "pa:ss wörd"}} {
+		out, e, code := runIn(t, 30*time.Second, up[1]+"\n", mqtkBinary(t), "broker", "passwd", "--password-stdin", file, up[0])
+		if code != 0 {
+			t.Fatalf("mqtk broker passwd %s: exit %d: %s%s", up[0], code, out, e)
+		}
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), "alice:$7$") || !strings.Contains(string(data), "\nbob:$7$") {
+		t.Fatalf("want $7$ hashes for alice and bob:\n%s", data)
+	}
+	m := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: file})
+	port := strconv.Itoa(m.Port())
+	for _, tc := range []struct {
+		user, pass string
+		ok         bool
+	}{
+		{"alice", "s3cret", true},
+		{"bob", "pa:ss wörd", true},
+		{"alice", "s3cret ", false},
+		{"bob", "s3cret", false},
+	} {
+		_, e, code := run(t, 15*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-V", "311", "-u", tc.user, "-P", tc.pass, "-t", "passwd/x", "-m", "x")
+		switch {
+		case tc.ok && code != 0:
+			t.Errorf("%s/%q refused by mosquitto: exit %d: %s\nmosquitto log:\n%s", tc.user, tc.pass, code, e, m.Log())
+		case !tc.ok && (code == 0 || !strings.Contains(e, "Connection Refused: not authorised")):
+			t.Errorf("%s/%q: exit %d, stderr %q; want CONNACK return code 5 (not authorised)", tc.user, tc.pass, code, e)
 		}
 	}
 }

@@ -3,10 +3,8 @@ package broker
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,23 +14,6 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
-
-// buildMqtk builds the real mqtk binary for process-level tests.
-func buildMqtk(t *testing.T) string {
-	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("the go command is not on PATH; cannot build mqtk")
-	}
-	bin := filepath.Join(t.TempDir(), "mqtk")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, gobin, "build", "-o", bin, "github.com/mqtk/mqtk/cmd/mqtk").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build mqtk: %v\n%s", err, out)
-	}
-	return bin
-}
 
 var bannerAddr = regexp.MustCompile(`mqtt://(127\.0\.0\.1:\d+)`)
 
@@ -119,7 +100,7 @@ func TestMqtkBrokerDataSurvivesKill9(t *testing.T) {
 		t.Skip("builds and runs the mqtk binary")
 	}
 	pub, sub := mosquittotest.RequireClients(t)
-	bin := buildMqtk(t)
+	bin := mqtkBinary(t)
 	data := t.TempDir()
 
 	b1 := startMqtkBroker(t, bin, "--data", data)
