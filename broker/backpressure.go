@@ -4,9 +4,12 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // backpressureHook makes a publisher wait, instead of the broker dropping
@@ -45,12 +48,19 @@ import (
 // is headroom for publishers that pass the check at the same moment (256
 // at the default queue of 1,024). More publishers than that delivering to
 // one subscriber at once can still see a drop.
+//
+// When a queue is full all the same, the oldest QoS 0 message goes first
+// (makeRoom), so a subscriber that falls behind a QoS 0 stream gets the
+// newest messages when it catches up, and the drop is counted.
 type backpressureHook struct {
 	mqtt.HookBase
 	queue      queueGauge
 	epoch      time.Time // trackedConn.lastWrite counts from here
 	noProgress time.Duration
 	maxWait    time.Duration
+	// evicted is called once per queued message discarded by makeRoom,
+	// to count it where mochi counts its own drops.
+	evicted func()
 }
 
 const (
@@ -98,8 +108,15 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 		}
 		return false
 	}
-	if n < c-c/4 || tc.slow.Load() || strings.ContainsAny(topic, "+#") {
-		return false // room left, a known slow reader, or a SUBSCRIBE filter
+	if strings.ContainsAny(topic, "+#") {
+		return false // a SUBSCRIBE filter, not a delivery
+	}
+	if n < c-c/4 {
+		return false // room left
+	}
+	if tc.slow.Load() {
+		h.makeRoom(cl, tc)
+		return false
 	}
 	start, poll := time.Since(h.epoch), pollFirst
 	for !cl.Closed() && !tc.slow.Load() {
@@ -114,7 +131,49 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 			tc.slow.Store(true)
 		}
 	}
+	h.makeRoom(cl, tc)
 	return false
+}
+
+// makeRoom discards the oldest queued message when cl's queue is full, so
+// the delivery mochi is about to attempt finds a place instead of being
+// dropped (mochi drops the newest message, QoS 1 and 2 included:
+// publishToClient's select … default).
+//
+// A channel can only be read at its head, and the head may be taken only
+// when it is known to be QoS 0: mochi records every QoS 1/2 message in the
+// client's in-flight table before queueing it and removes it only after it
+// was written and acknowledged, so an empty in-flight table means every
+// queued packet is QoS 0. While QoS 1/2 messages are outstanding nothing is
+// evicted and mochi drops the new message as before; that is the one
+// departure from "oldest QoS 0 first", and mochi counts that drop too.
+//
+// evictMu serialises evictions for one client so two publishers do not
+// each take a message for one free place.
+func (h *backpressureHook) makeRoom(cl *mqtt.Client, tc *trackedConn) {
+	tc.evictMu.Lock()
+	defer tc.evictMu.Unlock()
+	if cl.Closed() || cl.State.Inflight.Len() > 0 {
+		return
+	}
+	if n, c := h.queue.lenCap(cl); n < c {
+		return
+	}
+	pk, ok := h.queue.tryRecv(cl)
+	if !ok {
+		return
+	}
+	if pk.FixedHeader.Qos > 0 {
+		// Only possible if the queue drained completely and a QoS 1/2
+		// message arrived between the in-flight check and the receive:
+		// the queue was empty a moment ago, so putting it back at the
+		// tail keeps it first in all but that race. Never lose it.
+		h.queue.putBack(cl, pk)
+		return
+	}
+	if h.evicted != nil {
+		h.evicted()
+	}
 }
 
 // queueGauge reads the length of a client's outbound queue, which mochi
@@ -122,14 +181,61 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 // length is safe from any goroutine; reflection is the only way in, and
 // newQueueGauge fails (and the broker does not start) if a mochi upgrade
 // renames the field, rather than silently losing back-pressure.
-type queueGauge struct{ index []int }
+//
+// Evicting (tryRecv) needs the channel itself, which reflection hands out
+// for an unexported field only through its address; outboundQty, mochi's
+// count of queued packets, is kept in step the way mochi's writer does.
+type queueGauge struct {
+	index    []int
+	qtyIndex []int
+}
 
 func newQueueGauge() (queueGauge, error) {
-	f, ok := reflect.TypeFor[mqtt.ClientState]().FieldByName("outbound")
-	if !ok || f.Type.Kind() != reflect.Chan {
+	st := reflect.TypeFor[mqtt.ClientState]()
+	f, ok := st.FieldByName("outbound")
+	if !ok || f.Type != reflect.TypeFor[chan *packets.Packet]() {
 		return queueGauge{}, errors.New("mochi's ClientState has no outbound channel: back-pressure needs updating for this mochi version")
 	}
-	return queueGauge{index: f.Index}, nil
+	q, ok := st.FieldByName("outboundQty")
+	if !ok || q.Type.Kind() != reflect.Int32 {
+		return queueGauge{}, errors.New("mochi's ClientState has no outboundQty counter: back-pressure needs updating for this mochi version")
+	}
+	return queueGauge{index: f.Index, qtyIndex: q.Index}, nil
+}
+
+// queue returns cl's outbound channel as a usable value.
+func (g queueGauge) queue(cl *mqtt.Client) chan *packets.Packet {
+	v := reflect.ValueOf(&cl.State).Elem().FieldByIndex(g.index)
+	return *(*chan *packets.Packet)(unsafe.Pointer(v.UnsafeAddr()))
+}
+
+func (g queueGauge) qty(cl *mqtt.Client) *int32 {
+	v := reflect.ValueOf(&cl.State).Elem().FieldByIndex(g.qtyIndex)
+	return (*int32)(unsafe.Pointer(v.UnsafeAddr()))
+}
+
+// tryRecv takes the packet at the head of cl's queue, if there is one.
+func (g queueGauge) tryRecv(cl *mqtt.Client) (*packets.Packet, bool) {
+	q := g.queue(cl)
+	if q == nil {
+		return nil, false
+	}
+	select {
+	case pk := <-q:
+		atomic.AddInt32(g.qty(cl), -1)
+		return pk, true
+	default:
+		return nil, false
+	}
+}
+
+// putBack queues pk again at the tail, without blocking.
+func (g queueGauge) putBack(cl *mqtt.Client, pk *packets.Packet) {
+	select {
+	case g.queue(cl) <- pk:
+		atomic.AddInt32(g.qty(cl), 1)
+	default:
+	}
 }
 
 func (g queueGauge) lenCap(cl *mqtt.Client) (n, c int) {

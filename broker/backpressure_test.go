@@ -1,12 +1,16 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,5 +212,82 @@ func TestBackpressureBoundsASlowSubscriber(t *testing.T) {
 	}
 	if d := atomic.LoadInt64(&b.Server().Info.MessagesDropped); d == 0 {
 		t.Error("nothing was dropped for a subscriber far slower than its publisher")
+	}
+}
+
+// TestFullQueueDropsOldestQoS0First: a subscriber that does not read
+// while a QoS 0 stream floods it loses the oldest messages, not the
+// newest (mochi drops the newest), and every drop is counted in the
+// dropped-messages metric. Received plus dropped is exactly what was sent.
+func TestFullQueueDropsOldestQoS0First(t *testing.T) {
+	const count = 2000
+	b := startBroker(t, Options{HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxQueued: 8, WriteTimeout: 5 * time.Minute}})
+	addr := b.tcpAddr(t)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	sub := &rawClient{t: t, c: raw, r: bufio.NewReader(raw), version: 4}
+	sub.connect(connectPacket("oldest-sub", true, 600))
+	sub.subscribe(1, "oldest/#")
+	// From here on sub reads nothing until the flood is over.
+	pub := dialRaw(t, addr, 4)
+	pub.connect(connectPacket("oldest-pub", true, 600))
+	pad := strings.Repeat("p", 16<<10) // 32 MB in all: more than socket buffers hold
+	for i := range count {
+		pub.publish("oldest/t", fmt.Sprintf("%d %s", i, pad), 0, false)
+	}
+	// A PINGRESP comes after the broker handled every earlier publish.
+	pub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	if pk := pub.recv(); pk.FixedHeader.Type != packets.Pingresp {
+		t.Fatalf("got %v, want PINGRESP", pk.FixedHeader.Type)
+	}
+	dropped := b.metrics.droppedQueueFull.Load()
+	if dropped == 0 {
+		t.Fatal("nothing was dropped for a subscriber that did not read")
+	}
+	if mochi := atomic.LoadInt64(&b.srv.Info.MessagesDropped); uint64(mochi) != dropped {
+		t.Errorf("$SYS counts %d drops, the metric %d", mochi, dropped)
+	}
+	pub.publish("oldest/t", "end", 0, false)
+	got, last := 0, -1
+	for {
+		pk, err := sub.nextPublish(30 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		if string(pk.Payload) == "end" {
+			break
+		}
+		var seq int
+		if _, err := fmt.Sscanf(string(pk.Payload), "%d", &seq); err != nil || seq <= last {
+			t.Fatalf("message %.10q after %d: out of order", pk.Payload, last)
+		}
+		last = seq
+		got++
+	}
+	// The end marker itself may have pushed out one more.
+	dropped = b.metrics.droppedQueueFull.Load()
+	if last != count-1 {
+		t.Errorf("last message before the end marker is %d, want the newest, %d", last, count-1)
+	}
+	if uint64(got)+dropped != count {
+		t.Errorf("received %d + dropped %d != sent %d", got, dropped, count)
+	}
+	// The /metrics page shows the same count.
+	resp, err := http.Get("http://" + b.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf(`mqtk_broker_messages_dropped_total{reason="queue_full"} %d`, dropped); !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }

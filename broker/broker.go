@@ -33,32 +33,58 @@ var (
 	ErrClosed = errors.New("broker closed")
 )
 
+// OptionError is returned by New for Options that cannot work: a bad value,
+// a combination that does not make sense, or a file named by an option that
+// cannot be read. Option is the flag (and config key) to fix, Hint says how
+// when the message alone does not. Other errors from New (the data
+// directory cannot be opened) are failures of the machine, not of the
+// options.
+type OptionError struct {
+	Option string
+	Hint   string
+	Err    error
+}
+
+func (e *OptionError) Error() string { return e.Err.Error() }
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func optionErr(option, hint string, err error) error {
+	return &OptionError{Option: option, Hint: hint, Err: err}
+}
+
 // Options configures a Broker. The zero value of a limit means "use the
-// default" (see DefaultLimits); yaml tags are the keys of `--config FILE.yaml`.
+// default" (see DefaultLimits) unless ExactLimits is set; yaml tags are the
+// keys of `--config FILE.yaml`, and every key is printed by --print-config,
+// false and zero values included, so the effective value is never hidden.
 type Options struct {
 	// Listeners are URLs: "tcp://127.0.0.1:1883", "tls://:8883",
 	// "ws://127.0.0.1:8080/mqtt", "wss://:8443/mqtt", "unix:///run/mqtk.sock".
 	// Port 0 picks a free port; Broker.Listeners reports the real one.
 	// Empty means tcp://127.0.0.1:1883.
-	Listeners []string `yaml:"listen,omitempty"`
+	Listeners []string `yaml:"listen"`
 
-	TLSCert           string `yaml:"tls-cert,omitempty"`
-	TLSKey            string `yaml:"tls-key,omitempty"`
-	TLSCA             string `yaml:"tls-ca,omitempty"` // CA that signs client certificates
-	RequireClientCert bool   `yaml:"require-client-cert,omitempty"`
-	CertAsUsername    bool   `yaml:"cert-as-username,omitempty"` // client certificate CN becomes the username
-	AllowAnonymous    bool   `yaml:"allow-anonymous,omitempty"`
+	TLSCert           string `yaml:"tls-cert"`
+	TLSKey            string `yaml:"tls-key"`
+	TLSCA             string `yaml:"tls-ca"` // CA that signs client certificates
+	RequireClientCert bool   `yaml:"require-client-cert"`
+	CertAsUsername    bool   `yaml:"cert-as-username"` // client certificate CN becomes the username
+	AllowAnonymous    bool   `yaml:"allow-anonymous"`
 
-	PasswordFile string `yaml:"password-file,omitempty"` // mosquitto_passwd format
-	ACLFile      string `yaml:"acl-file,omitempty"`      // mosquitto acl_file format
-	DataDir      string `yaml:"data,omitempty"`          // persistence directory; empty = in memory
+	PasswordFile string `yaml:"password-file"` // mosquitto_passwd format
+	ACLFile      string `yaml:"acl-file"`      // mosquitto acl_file format
+	DataDir      string `yaml:"data"`          // persistence directory; empty = in memory
 
 	Limits `yaml:",inline"`
 
-	Trace     bool   `yaml:"trace,omitempty"`
-	LogFormat string `yaml:"log-format,omitempty"` // "text" (default) or "json"
-	HTTPAddr  string `yaml:"http,omitempty"`       // metrics, health and API endpoint
-	Pprof     bool   `yaml:"pprof,omitempty"`
+	Trace     bool   `yaml:"trace"`
+	LogFormat string `yaml:"log-format"` // "text" (default) or "json"
+	HTTPAddr  string `yaml:"http"`       // metrics, health and API endpoint
+	Pprof     bool   `yaml:"pprof"`
+
+	// ExactLimits says Limits were filled in completely, so the zeros in
+	// them were meant: see Limits.WithDefaultsExact. The command line sets
+	// it; a library user who builds Limits{} field by field leaves it off.
+	ExactLimits bool `yaml:"-"`
 
 	// Log receives commentary (connections refused, failed logins, faults,
 	// and the trace when Trace is set); nil discards it.
@@ -99,6 +125,7 @@ type Broker struct {
 	specs  []listenerSpec
 
 	auth *authHook
+	fix  *fixHook
 	tls  atomic.Pointer[tls.Config] // current server TLS config (Reload swaps it)
 
 	mu        sync.Mutex
@@ -127,27 +154,31 @@ func New(opts Options) (*Broker, error) {
 	switch opts.LogFormat {
 	case "", "text", "json":
 	default:
-		return nil, fmt.Errorf("log format %q: want text or json", opts.LogFormat)
+		return nil, optionErr("log-format", "", fmt.Errorf("log format %q: want text or json", opts.LogFormat))
 	}
 	if len(opts.Listeners) == 0 {
 		opts.Listeners = []string{"tcp://127.0.0.1:1883"}
 	}
+	limits := opts.Limits.WithDefaults()
+	if opts.ExactLimits {
+		limits = opts.Limits.WithDefaultsExact()
+	}
 	b := &Broker{
 		opts:   opts,
-		limits: opts.Limits.WithDefaults(),
+		limits: limits,
 		log:    &logger{w: opts.Log, json: opts.LogFormat == "json"},
 		closed: make(chan struct{}),
 		conns:  map[*trackedConn]struct{}{},
 		epoch:  time.Now(),
 	}
 	if err := b.limits.validate(); err != nil {
-		return nil, err
+		return nil, optionErr("", "", err)
 	}
 	needTLS := false
 	for _, raw := range opts.Listeners {
 		spec, err := parseListen(raw)
 		if err != nil {
-			return nil, err
+			return nil, optionErr("listen", "--listen takes tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/path, wss://HOST:PORT/path or unix:///path", err)
 		}
 		if spec.secure() {
 			needTLS = true
@@ -155,7 +186,7 @@ func New(opts Options) (*Broker, error) {
 		b.specs = append(b.specs, spec)
 	}
 	if err := checkExposure(b.specs, opts); err != nil {
-		return nil, err
+		return nil, optionErr("listen", "", err)
 	}
 	if needTLS {
 		cfg, err := loadTLS(opts)
@@ -164,18 +195,19 @@ func New(opts Options) (*Broker, error) {
 		}
 		b.tls.Store(cfg)
 	} else if opts.TLSCert != "" || opts.TLSKey != "" {
-		return nil, errors.New("--tls-cert/--tls-key given but no tls:// or wss:// listener: add --listen tls://ADDR")
+		return nil, optionErr("tls-cert", "", errors.New("--tls-cert/--tls-key given but no tls:// or wss:// listener: add --listen tls://ADDR"))
 	}
 	if (opts.RequireClientCert || opts.CertAsUsername) && !needTLS {
-		return nil, errors.New("client certificates need a tls:// or wss:// listener")
+		return nil, optionErr("require-client-cert", "", errors.New("client certificates need a tls:// or wss:// listener: add --listen tls://ADDR"))
 	}
 
 	auth, err := newAuthHook(b, opts)
 	if err != nil {
-		return nil, err
+		return nil, authFileErr(opts, err)
 	}
 	b.auth = auth
 
+	b.fix = &fixHook{b: b, predecessorWait: defaultPredecessorWait}
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:             b.limits.capabilities(),
 		ClientNetWriteBufferSize: b.limits.WriteBufferSize,
@@ -186,14 +218,24 @@ func New(opts Options) (*Broker, error) {
 		Logger:                 slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: slog.LevelError})),
 		SysTopicResendInterval: 10,
 	})
+	if b.fix.pendingWills, err = mochiPendingWills(b.srv); err != nil {
+		return nil, err
+	}
 	bp, err := newBackpressureHook(b.epoch)
 	if err != nil {
 		return nil, err
 	}
 	b.bp = bp
+	bp.evicted = func() {
+		// Counted as mochi counts its own queue-full drops.
+		atomic.AddInt64(&b.srv.Info.MessagesDropped, 1)
+		if b.metrics != nil {
+			b.metrics.droppedQueueFull.Add(1)
+		}
+	}
 	// The back-pressure hook must come before auth: it sees every delivery
 	// in OnACLCheck and always leaves the answer to the hooks after it.
-	hooks := []mqtt.Hook{bp, auth, &fixHook{b: b}}
+	hooks := []mqtt.Hook{bp, auth, b.fix}
 	for _, h := range hooks {
 		if err := b.srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -203,6 +245,16 @@ func New(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// authFileErr names the option whose file could not be used. The auth hook
+// reads the password file first, so an error mentioning neither file path
+// comes from it.
+func authFileErr(o Options, err error) error {
+	if o.ACLFile != "" && strings.Contains(err.Error(), "acl file") {
+		return optionErr("acl-file", "check the file given with --acl-file (mosquitto acl_file syntax)", err)
+	}
+	return optionErr("password-file", "check the file given with --password-file (make one with 'mqtk broker passwd FILE USER')", err)
 }
 
 // Server exposes the embedded mochi server, for hooks that need it.

@@ -9,25 +9,30 @@ import (
 )
 
 // Limits bound what one client (or all of them) may cost the broker. A zero
-// field takes the value from DefaultLimits.
+// field takes the value from DefaultLimits, except where Options.ExactLimits
+// says the zeros were meant (see WithDefaultsExact).
 type Limits struct {
-	MaxPacketSize     uint32        `yaml:"max-packet-size,omitempty"`    // bytes, whole packet; larger ones disconnect the sender
-	MaxClients        int64         `yaml:"max-clients,omitempty"`        // connected clients
-	MaxInflight       uint16        `yaml:"max-inflight,omitempty"`       // QoS 1/2 messages stored per client (in flight + queued)
-	MaxQueued         int32         `yaml:"max-queued,omitempty"`         // packets waiting to be written per client; see backpressureHook
-	ReceiveMaximum    uint16        `yaml:"receive-maximum,omitempty"`    // QoS 1/2 publishes a client may have unacknowledged towards us
-	MaxMessageExpiry  time.Duration `yaml:"max-message-expiry,omitempty"` // ceiling on message expiry; 0 here means none (see WithDefaults)
-	MaxSessionExpiry  time.Duration `yaml:"max-session-expiry,omitempty"` // how long a disconnected persistent session is kept
-	MaxKeepalive      uint16        `yaml:"max-keepalive,omitempty"`      // seconds; sent to MQTT 5 clients as Server Keep Alive
-	MaxTopicLength    int           `yaml:"max-topic-length,omitempty"`   // bytes in a topic name or filter
-	MaxTopicLevels    int           `yaml:"max-topic-levels,omitempty"`   // levels in a topic name or filter
-	MaxClientIDLength int           `yaml:"max-client-id-length,omitempty"`
-	TopicAliasMaximum uint16        `yaml:"topic-alias-max,omitempty"`   // aliases a client may define towards us
-	ConnectTimeout    time.Duration `yaml:"connect-timeout,omitempty"`   // time allowed between accept and CONNECT
-	WriteTimeout      time.Duration `yaml:"write-timeout,omitempty"`     // a client that does not read for this long is dropped
-	AuthFailDelay     time.Duration `yaml:"auth-fail-delay,omitempty"`   // pause before refusing bad credentials
-	ReadBufferSize    int           `yaml:"read-buffer-size,omitempty"`  // per-connection read buffer, bytes
-	WriteBufferSize   int           `yaml:"write-buffer-size,omitempty"` // per-connection write coalescing threshold, bytes
+	MaxPacketSize     uint32        `yaml:"max-packet-size"`    // bytes, whole packet; larger ones disconnect the sender
+	MaxClients        int64         `yaml:"max-clients"`        // connected clients
+	MaxInflight       uint16        `yaml:"max-inflight"`       // QoS 1/2 messages stored per client (in flight + queued)
+	MaxQueued         int32         `yaml:"max-queued"`         // packets waiting to be written per client; see backpressureHook
+	ReceiveMaximum    uint16        `yaml:"receive-maximum"`    // QoS 1/2 publishes a client may have unacknowledged towards us
+	MaxMessageExpiry  time.Duration `yaml:"max-message-expiry"` // ceiling on message expiry; 0 here means none (see WithDefaults)
+	MaxSessionExpiry  time.Duration `yaml:"max-session-expiry"` // how long a disconnected persistent session is kept
+	MaxKeepalive      uint16        `yaml:"max-keepalive"`      // seconds; sent to MQTT 5 clients as Server Keep Alive
+	MaxTopicLength    int           `yaml:"max-topic-length"`   // bytes in a topic name or filter
+	MaxTopicLevels    int           `yaml:"max-topic-levels"`   // levels in a topic name or filter
+	MaxClientIDLength int           `yaml:"max-client-id-length"`
+	TopicAliasMaximum uint16        `yaml:"topic-alias-max"` // aliases a client may define towards us
+	// TopicAliasOutMaximum caps the topic aliases the broker assigns in
+	// PUBLISH packets to an MQTT 5 client (never more than the client's
+	// own Topic Alias Maximum); 0 with ExactLimits sends none.
+	TopicAliasOutMaximum uint16        `yaml:"topic-alias-out-max"`
+	ConnectTimeout       time.Duration `yaml:"connect-timeout"`   // time allowed between accept and CONNECT
+	WriteTimeout         time.Duration `yaml:"write-timeout"`     // a client that does not read for this long is dropped
+	AuthFailDelay        time.Duration `yaml:"auth-fail-delay"`   // pause before refusing bad credentials
+	ReadBufferSize       int           `yaml:"read-buffer-size"`  // per-connection read buffer, bytes
+	WriteBufferSize      int           `yaml:"write-buffer-size"` // per-connection write coalescing threshold, bytes
 }
 
 // DefaultLimits returns the limits used for fields left at zero. They aim at
@@ -63,11 +68,14 @@ func DefaultLimits() Limits {
 		MaxClientIDLength: 256,
 		// mosquitto's max_topic_alias default.
 		TopicAliasMaximum: 10,
-		ConnectTimeout:    10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		AuthFailDelay:     time.Second,
-		ReadBufferSize:    1024,
-		WriteBufferSize:   1024,
+		// Outbound aliases save the topic on every repeat; 10 covers the
+		// topics a typical subscriber sees without holding many per client.
+		TopicAliasOutMaximum: 10,
+		ConnectTimeout:       10 * time.Second,
+		WriteTimeout:         30 * time.Second,
+		AuthFailDelay:        time.Second,
+		ReadBufferSize:       1024,
+		WriteBufferSize:      1024,
 	}
 }
 
@@ -76,7 +84,17 @@ func DefaultLimits() Limits {
 const NoMessageExpiryCeiling = time.Duration(0)
 
 // WithDefaults returns l with every zero field set from DefaultLimits.
-func (l Limits) WithDefaults() Limits {
+func (l Limits) WithDefaults() Limits { return l.withDefaults(false) }
+
+// WithDefaultsExact is WithDefaults for limits filled in completely by the
+// caller (the command line starts from DefaultLimits, so a zero there was
+// typed by the user): AuthFailDelay 0 means no delay, MaxSessionExpiry 0
+// means sessions end when their connection does, TopicAliasMaximum and
+// TopicAliasOutMaximum 0 mean no topic aliases in that direction. Fields where zero has no meaning
+// (MaxClients, MaxQueued, buffer sizes, ...) still take their defaults.
+func (l Limits) WithDefaultsExact() Limits { return l.withDefaults(true) }
+
+func (l Limits) withDefaults(exact bool) Limits {
 	d := DefaultLimits()
 	set := func(v *uint32, dv uint32) {
 		if *v == 0 {
@@ -96,7 +114,7 @@ func (l Limits) WithDefaults() Limits {
 	if l.ReceiveMaximum == 0 {
 		l.ReceiveMaximum = d.ReceiveMaximum
 	}
-	if l.MaxSessionExpiry == 0 {
+	if l.MaxSessionExpiry == 0 && !exact {
 		l.MaxSessionExpiry = d.MaxSessionExpiry
 	}
 	if l.MaxKeepalive == 0 {
@@ -111,7 +129,7 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxClientIDLength == 0 {
 		l.MaxClientIDLength = d.MaxClientIDLength
 	}
-	if l.TopicAliasMaximum == 0 {
+	if l.TopicAliasMaximum == 0 && !exact {
 		l.TopicAliasMaximum = d.TopicAliasMaximum
 	}
 	if l.ConnectTimeout == 0 {
@@ -120,8 +138,11 @@ func (l Limits) WithDefaults() Limits {
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = d.WriteTimeout
 	}
-	if l.AuthFailDelay == 0 {
+	if l.AuthFailDelay == 0 && !exact {
 		l.AuthFailDelay = d.AuthFailDelay
+	}
+	if l.TopicAliasOutMaximum == 0 && !exact {
+		l.TopicAliasOutMaximum = d.TopicAliasOutMaximum
 	}
 	if l.ReadBufferSize == 0 {
 		l.ReadBufferSize = d.ReadBufferSize

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,9 @@ func parseListen(raw string) (listenerSpec, error) {
 		host = u.Host
 		port = map[string]string{"tcp": "1883", "tls": "8883", "ws": "8080", "wss": "8443"}[scheme]
 	}
+	if err := checkHostPort(host, port); err != nil {
+		return listenerSpec{}, fmt.Errorf("listener %q: %w", raw, err)
+	}
 	spec := listenerSpec{scheme: scheme, addr: net.JoinHostPort(host, port)}
 	if scheme == "ws" || scheme == "wss" {
 		spec.path = u.Path
@@ -80,14 +84,42 @@ func parseListen(raw string) (listenerSpec, error) {
 	return spec, nil
 }
 
+// checkHostPort refuses what the operating system would only reject at
+// bind time, with a message that says what to write instead.
+func checkHostPort(host, port string) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a port number: use 1 to 65535, or 0 for a free one", port)
+	}
+	if host == "" || net.ParseIP(host) != nil {
+		return nil
+	}
+	// Digits and dots only is meant as an IPv4 address (999.1.1.1), which
+	// no resolver would take as a name either.
+	if strings.Trim(host, "0123456789.") == "" {
+		return fmt.Errorf("%q is not a valid IP address: use an address of this machine, 127.0.0.1 for local clients only or 0.0.0.0 for all interfaces", host)
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" ||
+			label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("%q is not a valid IP address or host name: use an address of this machine, 127.0.0.1 for local clients only or 0.0.0.0 for all interfaces", host)
+		}
+	}
+	return nil
+}
+
 // checkExposure refuses to open a listener that other machines can reach
 // unless something guards it, as mosquitto 2.0 does with its local-only mode.
+//
+// A password file or --allow-anonymous covers every listener. Required
+// client certificates guard only the listeners that speak TLS: a plain
+// tcp:// or ws:// listener beside them would still take anyone.
 func checkExposure(specs []listenerSpec, o Options) error {
-	if o.AllowAnonymous || o.PasswordFile != "" || o.RequireClientCert {
+	if o.AllowAnonymous || o.PasswordFile != "" {
 		return nil
 	}
 	for _, s := range specs {
-		if s.scheme == "unix" {
+		if s.scheme == "unix" || (o.RequireClientCert && s.secure()) {
 			continue
 		}
 		host, _, _ := net.SplitHostPort(s.addr)
@@ -96,9 +128,14 @@ func checkExposure(specs []listenerSpec, o Options) error {
 			if shown == "" {
 				shown = "all interfaces"
 			}
+			guard := "--require-client-cert"
+			if o.RequireClientCert {
+				// Only a TLS listener can check certificates.
+				guard = "tls:// or wss:// instead of " + s.scheme + "://"
+			}
 			return fmt.Errorf("listener %s://%s would accept anonymous clients from other machines (%s): "+
-				"add --password-file FILE (see 'mqtk broker passwd'), --require-client-cert, or --allow-anonymous if that is really what you want",
-				s.scheme, s.addr, shown)
+				"add --password-file FILE (see 'mqtk broker passwd'), %s, or --allow-anonymous if that is really what you want",
+				s.scheme, s.addr, shown, guard)
 		}
 	}
 	return nil
@@ -107,11 +144,12 @@ func checkExposure(specs []listenerSpec, o Options) error {
 // loadTLS builds the server TLS configuration from the certificate files.
 func loadTLS(o Options) (*tls.Config, error) {
 	if o.TLSCert == "" || o.TLSKey == "" {
-		return nil, errors.New("a tls:// or wss:// listener needs --tls-cert and --tls-key (or --tls to use certificates from 'mqtk tlsgen')")
+		return nil, optionErr("tls-cert", "", errors.New("a tls:// or wss:// listener needs --tls-cert and --tls-key (or --tls to use certificates from 'mqtk tlsgen')"))
 	}
 	cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 	if err != nil {
-		return nil, fmt.Errorf("load tls certificate %s and key %s: %w", o.TLSCert, o.TLSKey, err)
+		return nil, optionErr("tls-cert", "check the files given with --tls-cert and --tls-key (PEM; 'mqtk tlsgen server NAME' makes a pair)",
+			fmt.Errorf("load tls certificate %s and key %s: %w", o.TLSCert, o.TLSKey, err))
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -121,23 +159,25 @@ func loadTLS(o Options) (*tls.Config, error) {
 	if o.TLSCA != "" {
 		pem, err := os.ReadFile(o.TLSCA)
 		if err != nil {
-			return nil, fmt.Errorf("read client ca: %w", err)
+			return nil, optionErr("tls-ca", "check the file given with --tls-ca (the PEM CA certificate that signs client certificates)",
+				fmt.Errorf("read client ca: %w", err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client ca %s holds no PEM certificate", o.TLSCA)
+			return nil, optionErr("tls-ca", "check the file given with --tls-ca (the PEM CA certificate that signs client certificates)",
+				fmt.Errorf("client ca %s holds no PEM certificate", o.TLSCA))
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	if o.RequireClientCert {
 		if cfg.ClientCAs == nil {
-			return nil, errors.New("--require-client-cert needs --tls-ca, the CA that signed the client certificates")
+			return nil, optionErr("tls-ca", "", errors.New("--require-client-cert needs --tls-ca, the CA that signed the client certificates"))
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	if o.CertAsUsername && cfg.ClientCAs == nil {
-		return nil, errors.New("--cert-as-username needs --tls-ca, the CA that signed the client certificates")
+		return nil, optionErr("tls-ca", "", errors.New("--cert-as-username needs --tls-ca, the CA that signed the client certificates"))
 	}
 	return cfg, nil
 }
@@ -418,6 +458,18 @@ type trackedConn struct {
 	shutdown      atomic.Bool
 	slow          atomic.Bool  // publishers stopped waiting for it; see backpressureHook
 	lastWrite     atomic.Int64 // when a write last completed, ns since Broker.epoch
+	evictMu       sync.Mutex   // see backpressureHook.makeRoom
+
+	// Server-assigned topic aliases of this connection (fixHook.alias):
+	// aliasMax is set in OnConnect, before any PUBLISH is written.
+	aliasMax uint16
+	aliasMu  sync.Mutex
+	aliases  map[string]outAlias
+
+	// keepalive is the client's keepalive in seconds once its CONNECT is
+	// accepted (fixHook.OnConnect), read by SetDeadline; both run on the
+	// connection's reader goroutine.
+	keepalive uint16
 
 	// finished is closed once mochi is done with the connection, its
 	// session teardown included (see fixHook.OnSessionEstablish).
@@ -444,6 +496,20 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 		_ = c.Close()
 	}
 	return n, err
+}
+
+// SetDeadline is how mochi applies the keepalive after each packet read.
+// mochi computes 1.5 x keepalive in whole seconds, keepalive+keepalive/2,
+// which rounds down: a client with a keepalive of 1 s was dropped after
+// 1 s, 3 s after 4 s, against [MQTT-3.1.2-24]'s one and a half times. The
+// deadline is recomputed here from the keepalive. Writes have their own
+// deadline (Write), so only the read side is set.
+// (TestSilentClientDroppedAfterKeepalive)
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if c.keepalive > 0 && !t.IsZero() {
+		t = time.Now().Add(time.Duration(c.keepalive) * 1500 * time.Millisecond)
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // shuttingDown shortens the write bound so Close cannot wait long on a

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -130,10 +131,59 @@ func willConnect(id string, delay uint32) packets.Packet {
 	return pk
 }
 
+// holdWillHook is a test hook that reproduces mochi's will race on
+// demand: it holds the first will handling of client id until a newer
+// session with that id is established, i.e. until after mochi cleared the
+// pending-will table for the reconnect. Without the OnWill workaround
+// the old connection's delayed will then enters that table and is
+// published; with it, it is a no-op.
+type holdWillHook struct {
+	mqtt.HookBase
+	id       string
+	held     chan struct{} // closed when the will handling is being held
+	release  chan struct{}
+	holdOnce sync.Once
+	relOnce  sync.Once
+}
+
+func (h *holdWillHook) ID() string           { return "test-hold-will" }
+func (h *holdWillHook) Provides(b byte) bool { return b == mqtt.OnWill }
+
+func (h *holdWillHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if cl.ID != h.id {
+		return will, nil
+	}
+	first := false
+	h.holdOnce.Do(func() { first = true })
+	if first {
+		close(h.held)
+		select {
+		case <-h.release:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return will, nil
+}
+
+// releaseAfterReconnect lets the held will go once the new session is
+// past mochi's clearing of the pending-will table: fixHook calls it as the
+// new session starts waiting for the old connection's teardown.
+func (h *holdWillHook) releaseAfterReconnect(id string) {
+	if id == h.id {
+		h.relOnce.Do(func() { close(h.release) })
+	}
+}
+
 // [MQTT-3.1.3-9]: a client that reconnects within its will delay does not
 // get its will published (mochi publishes it anyway).
 func TestWillNotPublishedWhenClientReconnectsWithinDelay(t *testing.T) {
-	b := startBroker(t, Options{})
+	hold := &holdWillHook{id: "flaky", held: make(chan struct{}), release: make(chan struct{})}
+	b := startAdjusted(t, Options{}, func(b *Broker) {
+		if err := b.srv.AddHook(hold, nil); err != nil {
+			t.Fatal(err)
+		}
+		b.fix.waitingForPredecessor = hold.releaseAfterReconnect
+	})
 	addr := b.tcpAddr(t)
 	watcher := dialRaw(t, addr, 5)
 	watcher.connect(connectPacket("watcher", true, 30))
@@ -149,22 +199,18 @@ func TestWillNotPublishedWhenClientReconnectsWithinDelay(t *testing.T) {
 		t.Fatalf("control will: %v %q", err, pk.TopicName)
 	}
 
-	// The client's first connection is still open (the broker has not
-	// noticed it is dead) when it reconnects: a session take-over.
-	// Twice: after a drop the broker noticed, and as a take-over while the
-	// old connection is still open (the race in mochi, which is narrow,
-	// hence repeated; it did not reproduce on this machine without the fix,
-	// so this test guards the behaviour rather than proving the race).
-	dropped := dialRaw(t, addr, 5)
-	dropped.connect(willConnect("flaky", 2))
-	dropped.c.Close()
-	waitFor(t, func() bool {
-		cl, ok := b.srv.Clients.Get("flaky")
-		return ok && cl.Closed()
-	})
-	for i := 0; i < 30; i++ {
-		c := dialRaw(t, addr, 5)
-		c.connect(willConnect("flaky", 2))
+	// The first connection is still open (the broker has not noticed it is
+	// dead) when the client reconnects: a session take-over. holdWillHook
+	// makes the old connection handle its will only after the new session
+	// is established, the ordering in which mochi publishes it.
+	old := dialRaw(t, addr, 5)
+	old.connect(willConnect("flaky", 2))
+	nw := dialRaw(t, addr, 5)
+	nw.connect(willConnect("flaky", 2))
+	select {
+	case <-hold.release:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the take-over did not go through the held will")
 	}
 	// Wait past the delay and the 1 s sweep: nothing may arrive.
 	if pk, err := watcher.nextPublish(4 * time.Second); err == nil {
@@ -384,5 +430,125 @@ func TestRetainedMessagesCarrySubscriptionIdentifier(t *testing.T) {
 	live, err := sub.nextPublish(5 * time.Second)
 	if err != nil || string(live.Payload) != "live" || fmt.Sprint(live.Properties.SubscriptionIdentifier) != "[7 42]" {
 		t.Fatalf("live message %q: ids %v, err %v; want [7 42]", live.Payload, live.Properties.SubscriptionIdentifier, err)
+	}
+}
+
+// persistentV5 is a v5 CONNECT for a session kept for 300 s, accepting
+// up to aliasMax server-assigned topic aliases.
+func persistentV5(id string, aliasMax uint16) packets.Packet {
+	pk := connectPacket(id, false, 30)
+	pk.Properties.SessionExpiryInterval = 300
+	pk.Properties.SessionExpiryIntervalFlag = true
+	pk.Properties.TopicAliasMaximum = aliasMax
+	return pk
+}
+
+// A QoS 1 message queued for an offline v5 client that accepts topic
+// aliases is resent after the reconnect with its topic name: an alias of
+// the old connection means nothing on the new one [MQTT-3.3.2-7] (mochi
+// sent topic "" with alias 1). It was never sent, so it carries no DUP
+// [MQTT-3.3.1-1] (mochi set DUP on every resent message); one that was
+// sent and not acknowledged does.
+func TestQueuedMessagesResentWithTopicAfterReconnect(t *testing.T) {
+	b := startBroker(t, Options{})
+	addr := b.tcpAddr(t)
+	sub := dialRaw(t, addr, 5)
+	sub.connect(persistentV5("alias-sub", 10))
+	sub.subscribe(1, "al/t")
+	pub := dialRaw(t, addr, 5)
+	pub.connect(connectPacket("alias-pub", true, 30))
+	// Live messages use the alias: the first one sets it up, the second
+	// one carries only the alias.
+	pub.publish("al/t", "live1", 1, false)
+	pub.publish("al/t", "live2", 1, false)
+	first, err := sub.nextPublish(5 * time.Second)
+	if err != nil || first.TopicName != "al/t" || first.Properties.TopicAlias != 1 {
+		t.Fatalf("first live message: topic %q alias %d, %v; want al/t with alias 1", first.TopicName, first.Properties.TopicAlias, err)
+	}
+	second, err := sub.nextPublish(5 * time.Second)
+	if err != nil || second.TopicName != "" || second.Properties.TopicAlias != 1 {
+		t.Fatalf("second live message: topic %q alias %d, %v; want alias 1 alone", second.TopicName, second.Properties.TopicAlias, err)
+	}
+	// One message is sent and not acknowledged, then the client goes away.
+	pub.publish("al/t", "unacked", 1, false)
+	unacked, err := sub.tryRecv(5 * time.Second)
+	if err != nil || string(unacked.Payload) != "unacked" {
+		t.Fatalf("unacked message: %q, %v", unacked.Payload, err)
+	}
+	sub.c.Close()
+	waitFor(t, func() bool {
+		cl, ok := b.srv.Clients.Get("alias-sub")
+		return ok && cl.Closed()
+	})
+	pub.publish("al/t", "queued", 1, false)
+
+	again := dialRaw(t, addr, 5)
+	if ack := again.connect(persistentV5("alias-sub", 10)); !ack.SessionPresent {
+		t.Fatal("session not present after reconnect")
+	}
+	// Aliases seen on this connection: an alias-only PUBLISH must use
+	// one that a PUBLISH of this connection set up.
+	aliases := map[uint16]string{}
+	for _, want := range []struct {
+		payload string
+		dup     bool
+	}{{"unacked", true}, {"queued", false}} {
+		pk, err := again.nextPublish(5 * time.Second)
+		if err != nil {
+			t.Fatalf("resent %q: %v", want.payload, err)
+		}
+		topic := pk.TopicName
+		if a := pk.Properties.TopicAlias; a != 0 && topic != "" {
+			aliases[a] = topic
+		} else if a != 0 {
+			topic = aliases[a]
+		}
+		if string(pk.Payload) != want.payload || topic != "al/t" {
+			t.Fatalf("resent %q as topic %q alias %d (aliases of this connection: %v), want topic al/t",
+				pk.Payload, pk.TopicName, pk.Properties.TopicAlias, aliases)
+		}
+		if pk.FixedHeader.Dup != want.dup {
+			t.Errorf("resent %q with DUP %v, want %v", pk.Payload, pk.FixedHeader.Dup, want.dup)
+		}
+	}
+}
+
+// --topic-alias-out-max caps the aliases the broker assigns (never more
+// than the client accepts), and 0 turns them off.
+func TestTopicAliasOutMaximum(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		limit     uint16
+		clientMax uint16
+		want      []uint16 // alias of each message: topics a, b, a
+	}{
+		{"cap of 1", 1, 10, []uint16{1, 0, 1}},
+		{"client allows 1", 10, 1, []uint16{1, 0, 1}},
+		{"off", 0, 10, []uint16{0, 0, 0}},
+		{"client wants none", 10, 0, []uint16{0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, Options{ExactLimits: true, Limits: Limits{TopicAliasOutMaximum: tc.limit}})
+			sub := dialRaw(t, b.tcpAddr(t), 5)
+			cp := connectPacket("ta-sub", true, 30)
+			cp.Properties.TopicAliasMaximum = tc.clientMax
+			sub.connect(cp)
+			sub.subscribe(1, "ta/#")
+			pub := dialRaw(t, b.tcpAddr(t), 5)
+			pub.connect(connectPacket("ta-pub", true, 30))
+			for i, topic := range []string{"ta/a", "ta/b", "ta/a"} {
+				pub.publish(topic, "x", 1, false)
+				pk, err := sub.nextPublish(5 * time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pk.Properties.TopicAlias != tc.want[i] {
+					t.Fatalf("message %d on %s: alias %d, want %d", i, topic, pk.Properties.TopicAlias, tc.want[i])
+				}
+				if repeat := i == 2 && tc.want[i] != 0; (pk.TopicName == "") != repeat {
+					t.Fatalf("message %d on %s: topic name %q", i, topic, pk.TopicName)
+				}
+			}
+		})
 	}
 }

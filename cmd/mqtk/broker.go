@@ -30,7 +30,7 @@ import (
 type brokerConfig struct {
 	broker.Options `yaml:",inline"`
 	// TLS asks for an MQTTS listener with certificates from 'mqtk tlsgen'.
-	TLS bool `yaml:"tls,omitempty"`
+	TLS bool `yaml:"tls"`
 }
 
 const brokerLong = `Run an MQTT broker (MQTT 3.1, 3.1.1 and 5) for development and small deployments.
@@ -118,6 +118,9 @@ func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
 				}
 			}
 			opts := eff.Options
+			// Every limit was filled in from the defaults, the file or a
+			// flag, so a zero in them was meant (--auth-fail-delay 0).
+			opts.ExactLimits = true
 			opts.Log = a.io.Err
 			opts.Color = a.io.Err.Color()
 			if runF != nil {
@@ -154,20 +157,21 @@ func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
 	fs.Uint32Var(&l.MaxPacketSize, "max-packet-size", l.MaxPacketSize, "largest packet in `BYTES`; a client sending more is disconnected")
 	fs.Int64Var(&l.MaxClients, "max-clients", l.MaxClients, "most connected clients")
 	fs.Uint16Var(&l.MaxInflight, "max-inflight", l.MaxInflight, "QoS 1/2 messages stored per client, in flight and queued while offline")
-	fs.Int32Var(&l.MaxQueued, "max-queued", l.MaxQueued, "packets waiting to be written per connected client; publishers wait while it is nearly full, and messages are dropped (and counted) only for a client that stops reading")
+	fs.Int32Var(&l.MaxQueued, "max-queued", l.MaxQueued, "packets waiting to be written per connected client; publishers wait while it is nearly full; for a client that stops reading, the oldest QoS 0 message is dropped first, or the new one while QoS 1/2 messages to it are unacknowledged (every drop is counted)")
 	fs.Uint16Var(&l.ReceiveMaximum, "receive-maximum", l.ReceiveMaximum, "unacknowledged QoS 1/2 publishes a client may send at once")
 	fs.DurationVar(&l.MaxMessageExpiry, "max-message-expiry", l.MaxMessageExpiry, "ceiling on message expiry (0: none, retained messages live until cleared)")
-	fs.DurationVar(&l.MaxSessionExpiry, "max-session-expiry", l.MaxSessionExpiry, "how long a disconnected persistent session is kept")
+	fs.DurationVar(&l.MaxSessionExpiry, "max-session-expiry", l.MaxSessionExpiry, "how long a disconnected persistent session is kept (0: sessions end with their connection)")
 	fs.Uint16Var(&l.MaxKeepalive, "max-keepalive", l.MaxKeepalive, "largest keepalive in `SECONDS`; MQTT 5 clients are told it (Server Keep Alive), longer 3.1.1 ones are refused")
 	fs.IntVar(&l.MaxTopicLength, "max-topic-length", l.MaxTopicLength, "longest topic name or filter in bytes")
 	fs.IntVar(&l.MaxTopicLevels, "max-topic-levels", l.MaxTopicLevels, "most levels in a topic name or filter")
 	fs.IntVar(&l.MaxClientIDLength, "max-client-id-length", l.MaxClientIDLength, "longest client id in bytes")
-	fs.Uint16Var(&l.TopicAliasMaximum, "topic-alias-max", l.TopicAliasMaximum, "topic aliases an MQTT 5 client may set up towards the broker")
+	fs.Uint16Var(&l.TopicAliasMaximum, "topic-alias-max", l.TopicAliasMaximum, "topic aliases an MQTT 5 client may set up towards the broker (0: none)")
+	fs.Uint16Var(&l.TopicAliasOutMaximum, "topic-alias-out-max", l.TopicAliasOutMaximum, "topic aliases the broker assigns in messages to an MQTT 5 client, never more than the client allows (0: none)")
 	fs.IntVar(&l.ReadBufferSize, "read-buffer-size", l.ReadBufferSize, "per-connection read buffer in bytes")
 	fs.IntVar(&l.WriteBufferSize, "write-buffer-size", l.WriteBufferSize, "per-connection write batching threshold in bytes")
 	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", l.ConnectTimeout, "drop connections that send no CONNECT within this time")
 	fs.DurationVar(&l.WriteTimeout, "write-timeout", l.WriteTimeout, "drop clients that stop reading for this long")
-	fs.DurationVar(&l.AuthFailDelay, "auth-fail-delay", l.AuthFailDelay, "pause before answering a failed login")
+	fs.DurationVar(&l.AuthFailDelay, "auth-fail-delay", l.AuthFailDelay, "pause before answering a failed login (0: none)")
 	fs.BoolVar(&o.Trace, "trace", o.Trace, "print every packet in and out on stderr")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log and trace format: text or json (default text)")
 	fs.StringVar(&o.HTTPAddr, "http", o.HTTPAddr, "serve /metrics (Prometheus), /healthz, /api/clients and /api/subscriptions on `ADDR`")
@@ -181,6 +185,10 @@ func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) 
 		data, err := os.ReadFile(file)
 		if err != nil {
 			return eff, mqttconn.Usagef("read config: %v", err)
+		}
+		data, err = listenAsList(data)
+		if err != nil {
+			return eff, mqttconn.Usagef("config %s: %v", file, err)
 		}
 		fromFile := brokerConfig{Options: broker.Options{Limits: broker.DefaultLimits()}}
 		dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -211,7 +219,7 @@ func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) 
 	if len(eff.Listeners) == 0 {
 		eff.Listeners = []string{"tcp://127.0.0.1:1883"}
 	}
-	eff.Limits = eff.Limits.WithDefaults()
+	eff.Limits = eff.Limits.WithDefaultsExact()
 	if eff.LogFormat == "" {
 		eff.LogFormat = "text"
 	}
@@ -219,6 +227,31 @@ func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) 
 		return eff, mqttconn.Usagef("--log-format %q: use text or json", eff.LogFormat)
 	}
 	return eff, nil
+}
+
+// listenAsList lets a config file say "listen: tcp://..." for a single
+// listener, as one would write it by hand, by making the scalar a
+// one-element list before the strict decode.
+func listenAsList(data []byte) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return data, nil
+	}
+	m := doc.Content[0]
+	changed := false
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if k, v := m.Content[i], m.Content[i+1]; k.Value == "listen" && v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
+			m.Content[i+1] = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{v}}
+			changed = true
+		}
+	}
+	if !changed {
+		return data, nil
+	}
+	return yaml.Marshal(&doc)
 }
 
 // tlsDir is where 'mqtk broker --tls' keeps its certificates.
@@ -290,7 +323,7 @@ func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
 func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) error {
 	b, err := broker.New(opts)
 	if err != nil {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err}
+		return classifyBrokerErr(err)
 	}
 	if err := b.Start(ctx); err != nil {
 		_ = b.Close(context.Background())
@@ -334,6 +367,21 @@ func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) 
 	return nil
 }
 
+// classifyBrokerErr makes an error in the options a usage error (exit 2)
+// with the broker's hint, and leaves the rest (a data directory that is
+// locked or cannot be created) runtime errors (exit 1).
+func classifyBrokerErr(err error) error {
+	var oe *broker.OptionError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	e := &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err}
+	if oe.Hint != "" {
+		e.Hints = []string{oe.Hint}
+	}
+	return e
+}
+
 // printBanner tells a newcomer where the broker is and how to use it.
 func printBanner(a *app, b *broker.Broker, opts broker.Options, caFile string) {
 	a.io.Infof("broker ready (MQTT 3.1, 3.1.1 and 5), listening on:")
@@ -359,12 +407,22 @@ func printBanner(a *app, b *broker.Broker, opts broker.Options, caFile string) {
 		a.io.Infof("persisting to %s", opts.DataDir)
 	}
 	if first != nil {
-		conn := "-L " + first.URL()
+		conn, notes := "-L "+first.URL(), []string(nil)
 		if first.Scheme == "tls" || first.Scheme == "wss" {
-			if caFile != "" {
+			switch {
+			case caFile != "":
 				conn += " --cafile " + caFile
-			} else if opts.TLSCA != "" {
+			case opts.TLSCA != "":
 				conn += " --cafile " + opts.TLSCA
+			default:
+				// A private CA is the usual case; a client without it
+				// fails verification, so the line says what to add.
+				conn += " --cafile CA.pem"
+				notes = append(notes, "CA.pem: the CA certificate that signed "+opts.TLSCert+" (leave --cafile out if a public CA signed it)")
+			}
+			if opts.RequireClientCert {
+				conn += " --cert CLIENT.pem --key CLIENT-key.pem"
+				notes = append(notes, "CLIENT.pem, CLIENT-key.pem: a client certificate signed by "+opts.TLSCA+" and its key ('mqtk tlsgen client NAME' makes one)")
 			}
 		}
 		if opts.PasswordFile != "" && !opts.AllowAnonymous {
@@ -373,6 +431,9 @@ func printBanner(a *app, b *broker.Broker, opts broker.Options, caFile string) {
 		a.io.Infof("try it in another terminal:")
 		a.io.Infof("  mqtk sub %s -t 'hello/#' -v", conn)
 		a.io.Infof("  mqtk pub %s -t hello/world -m 'hi there'", conn)
+		for _, n := range notes {
+			a.io.Infof("  (%s)", n)
+		}
 	}
 	a.io.Infof("press Ctrl-C to stop")
 }

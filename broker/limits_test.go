@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// --max-clients: one more client is refused with 3.1.1's "server
+// unavailable" (3) or MQTT 5's "server busy" (0x89).
+func TestMaxClientsRefusesOneMore(t *testing.T) {
+	b := startBroker(t, Options{Limits: Limits{MaxClients: 1}})
+	first := dialRaw(t, b.tcpAddr(t), 4)
+	first.connect(connectPacket("only-one", true, 30))
+	for _, tc := range []struct {
+		version byte
+		want    byte
+	}{{4, 0x03}, {5, packets.ErrServerBusy.Code}} {
+		c := dialRaw(t, b.tcpAddr(t), tc.version)
+		c.send(connectPacket(fmt.Sprintf("too-many-%d", tc.version), true, 30))
+		if ack := c.recv(); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != tc.want {
+			t.Errorf("v%d: got %v 0x%02x, want CONNACK 0x%02x", tc.version, ack.FixedHeader.Type, ack.ReasonCode, tc.want)
+		}
+	}
+	// Once the first leaves there is room again.
+	first.c.Close()
+	waitFor(t, func() bool { _, ok := b.srv.Clients.Get("only-one"); return !ok })
+	again := dialRaw(t, b.tcpAddr(t), 5)
+	again.connect(connectPacket("next", true, 30))
+}
+
+// --max-inflight bounds the QoS 1/2 messages kept for an offline session:
+// the first ones are kept, the rest refused, and the session still gets
+// new messages once it is back.
+func TestMaxInflightBoundsOfflineQueue(t *testing.T) {
+	b := startBroker(t, Options{Limits: Limits{MaxInflight: 2}})
+	addr := b.tcpAddr(t)
+	sub := dialRaw(t, addr, 4)
+	sub.connect(connectPacket("bounded", false, 30))
+	sub.subscribe(1, "bounded/t")
+	sub.c.Close()
+	waitFor(t, func() bool { cl, ok := b.srv.Clients.Get("bounded"); return ok && cl.Closed() })
+	pub := dialRaw(t, addr, 4)
+	pub.connect(connectPacket("bounded-pub", true, 30))
+	for i := range 5 {
+		pub.publish("bounded/t", fmt.Sprint("q", i), 1, false)
+	}
+	again := dialRaw(t, addr, 4)
+	again.connect(connectPacket("bounded", false, 30))
+	for _, want := range []string{"q0", "q1"} {
+		pk, err := again.nextPublish(5 * time.Second)
+		if err != nil || string(pk.Payload) != want {
+			t.Fatalf("queued message: %q, %v; want %q", pk.Payload, err, want)
+		}
+	}
+	// The acknowledgements free the in-flight slots before the next one.
+	waitFor(t, func() bool { cl, ok := b.srv.Clients.Get("bounded"); return ok && cl.State.Inflight.Len() == 0 })
+	pub.publish("bounded/t", "live", 1, false)
+	if pk, err := again.nextPublish(5 * time.Second); err != nil || string(pk.Payload) != "live" {
+		t.Fatalf("after the queue: %q, %v; want live (q2-q4 were over the limit)", pk.Payload, err)
+	}
+}
+
+// --max-session-expiry caps what a client asks for, and an explicit 0
+// ends every session with its connection.
+func TestMaxSessionExpiry(t *testing.T) {
+	ask := func(id string) packets.Packet {
+		pk := connectPacket(id, false, 30)
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 3600, true
+		return pk
+	}
+	t.Run("cap", func(t *testing.T) {
+		b := startBroker(t, Options{Limits: Limits{MaxSessionExpiry: 5 * time.Second}})
+		c := dialRaw(t, b.tcpAddr(t), 5)
+		ack := c.connect(ask("capped"))
+		if !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 5 {
+			t.Fatalf("CONNACK session expiry %v/%d, want 5", ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
+		}
+	})
+	t.Run("explicit zero", func(t *testing.T) {
+		b := startBroker(t, Options{ExactLimits: true, Limits: Limits{MaxSessionExpiry: 0}})
+		c := dialRaw(t, b.tcpAddr(t), 5)
+		ack := c.connect(ask("ends"))
+		if !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 0 {
+			t.Fatalf("CONNACK session expiry %v/%d, want 0", ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
+		}
+		c.subscribe(1, "ends/t")
+		c.c.Close()
+		v4 := dialRaw(t, b.tcpAddr(t), 4)
+		v4.connect(connectPacket("ends-311", false, 30))
+		v4.c.Close()
+		// Both sessions go: the v5 one at once, the 3.1.1 one (which has
+		// no expiry of its own) at the next expiry sweep.
+		waitFor(t, func() bool {
+			_, a := b.srv.Clients.Get("ends")
+			_, c := b.srv.Clients.Get("ends-311")
+			return !a && !c
+		})
+		again := dialRaw(t, b.tcpAddr(t), 5)
+		if ack := again.connect(ask("ends")); ack.SessionPresent {
+			t.Fatal("session present after reconnect with a maximum session expiry of 0")
+		}
+	})
+}
+
+// Keepalive is enforced: a client silent for more than 1.5 times its
+// keepalive is disconnected [MQTT-3.1.2-24], and others are unaffected.
+func TestSilentClientDroppedAfterKeepalive(t *testing.T) {
+	log := &syncBuf{}
+	b := startBroker(t, Options{Log: log})
+	silent := dialRaw(t, b.tcpAddr(t), 4)
+	silent.connect(connectPacket("silent", true, 1))
+	start := time.Now()
+	readUntilClosed(t, silent.c, 10*time.Second)
+	// Not a timing threshold: the spec forbids dropping before 1.5 x 1 s.
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Fatalf("dropped after %v, before 1.5 x keepalive", el)
+	}
+	waitFor(t, func() bool { _, ok := b.srv.Clients.Get("silent"); return !ok })
+	waitFor(t, func() bool { return strings.Contains(log.String(), "keepalive expired") })
+	goodClientWorks(t, b.tcpAddr(t), "keepalive")
+}
+
+// Topic length and depth limits apply to PUBLISH as well as SUBSCRIBE: an
+// MQTT 5 publisher is told 0x87 and no subscriber gets the message.
+func TestTopicLimitsOnPublish(t *testing.T) {
+	b := startBroker(t, Options{Limits: Limits{MaxTopicLevels: 3, MaxTopicLength: 20}})
+	sub := dialRaw(t, b.tcpAddr(t), 5)
+	sub.connect(connectPacket("lim-sub", true, 30))
+	sub.subscribe(1, "#")
+	pub := dialRaw(t, b.tcpAddr(t), 5)
+	pub.connect(connectPacket("lim-pub", true, 30))
+	for i, topic := range []string{"a/b/c/d", strings.Repeat("x", 21)} {
+		pub.send(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			PacketID:    uint16(10 + i),
+			TopicName:   topic,
+			Payload:     []byte("refused"),
+		})
+		ack := pub.recv()
+		if ack.FixedHeader.Type != packets.Puback || ack.ReasonCode != packets.ErrNotAuthorized.Code {
+			t.Errorf("PUBLISH to %.25q: got %v 0x%02x, want PUBACK 0x87", topic, ack.FixedHeader.Type, ack.ReasonCode)
+		}
+	}
+	pub.publish("a/b/c", "fits", 1, false)
+	if pk, err := sub.nextPublish(5 * time.Second); err != nil || string(pk.Payload) != "fits" {
+		t.Fatalf("subscriber got %q %q, %v; want only the message within the limits", pk.TopicName, pk.Payload, err)
+	}
+}
+
+// WithDefaultsExact keeps the zeros that mean something and still fills
+// the ones that do not.
+func TestWithDefaultsExact(t *testing.T) {
+	got := Limits{}.WithDefaultsExact()
+	d := DefaultLimits()
+	if got.AuthFailDelay != 0 || got.MaxSessionExpiry != 0 || got.TopicAliasOutMaximum != 0 || got.TopicAliasMaximum != 0 {
+		t.Errorf("explicit zeros replaced: %+v", got)
+	}
+	if got.MaxClients != d.MaxClients || got.MaxQueued != d.MaxQueued || got.ConnectTimeout != d.ConnectTimeout {
+		t.Errorf("meaningless zeros not filled: %+v", got)
+	}
+	if l := (Limits{}).WithDefaults(); l.AuthFailDelay != d.AuthFailDelay || l.MaxSessionExpiry != d.MaxSessionExpiry {
+		t.Errorf("WithDefaults: %+v", l)
+	}
+}
+
+// An explicit zero auth-fail-delay reaches the broker as no delay.
+func TestExplicitZeroAuthFailDelay(t *testing.T) {
+	file := writeFile(t, "passwd", "")
+	if err := SetPassword(file, "alice", []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, Options{ExactLimits: true, PasswordFile: file, Limits: Limits{AuthFailDelay: 0}})
+	if b.limits.AuthFailDelay != 0 {
+		t.Fatalf("auth fail delay %v, want 0", b.limits.AuthFailDelay)
+	}
+	c := dialRaw(t, b.tcpAddr(t), 5)
+	pk := connectPacket("wrong", true, 30)
+	pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte("alice")
+	pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte("nope")
+	pk.Connect.ProtocolName = []byte("MQTT")
+	c.send(pk)
+	if ack := c.recv(); ack.ReasonCode != packets.ErrBadUsernameOrPassword.Code {
+		t.Fatalf("CONNACK 0x%02x, want 0x86", ack.ReasonCode)
+	}
+}
