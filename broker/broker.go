@@ -361,11 +361,17 @@ func (b *Broker) shutdown(started bool, lns []*listener) error {
 	for _, c := range conns {
 		c.shuttingDown()
 	}
-	// 3. DISCONNECT 0x8B to MQTT 5 clients [MQTT-3.14.2-1]; mochi encodes no
-	// DISCONNECT for 3.1.1, where closing the connection is the signal.
+	// 3. DISCONNECT 0x8B to MQTT 5 clients [MQTT-3.14.2-1]. In 3.1.1 only
+	// the client sends DISCONNECT, and closing the connection is the
+	// signal; mochi would write one anyway (mosquitto_sub -V 311 then
+	// reports a protocol error), so those are only stopped.
 	if started {
 		for _, cl := range b.srv.Clients.GetAll() {
 			if cl.Net.Inline || cl.Closed() {
+				continue
+			}
+			if cl.Properties.ProtocolVersion < 5 {
+				cl.Stop(packets.ErrServerShuttingDown)
 				continue
 			}
 			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)

@@ -452,7 +452,18 @@ func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.waitForPredecessor(cl)
 	// An inherited session may have had its quota reset after OnConnect.
 	disableSendQuota(cl)
-	msgs := h.takePending(cl)
+	// A queued message whose expiry passed while the client was away and
+	// that was never sent must be deleted, not delivered [MQTT-3.3.2-5];
+	// mochi's once-a-second sweep can miss the reconnect by up to a
+	// second. Onward delivery that had started continues.
+	now := time.Now().Unix()
+	var msgs []packets.Packet
+	for _, m := range h.takePending(cl) {
+		if m.FixedHeader.Type == packets.Publish && m.Expiry > 0 && m.Expiry <= now && h.neverSent(cl.ID, m.PacketID) {
+			continue
+		}
+		msgs = append(msgs, m)
+	}
 	for _, m := range msgs {
 		cl.State.Inflight.Set(m)
 	}

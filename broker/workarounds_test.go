@@ -552,3 +552,61 @@ func TestTopicAliasOutMaximum(t *testing.T) {
 		})
 	}
 }
+
+// A message queued for an offline client and expired by the time it
+// reconnects is not delivered, even when mochi's once-a-second expiry sweep
+// has not run yet; one still within its expiry is.
+func TestExpiredQueuedMessageNotResentOnReconnect(t *testing.T) {
+	b := startBroker(t, Options{})
+	sessionConnect := func() packets.Packet {
+		cp := connectPacket("exp-sub", false, 30)
+		cp.Properties.SessionExpiryInterval, cp.Properties.SessionExpiryIntervalFlag = 300, true
+		return cp
+	}
+	sub := dialRaw(t, b.tcpAddr(t), 5)
+	sub.connect(sessionConnect())
+	sub.subscribe(1, "exp/#")
+	sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	waitFor(t, func() bool { cl, ok := b.srv.Clients.Get("exp-sub"); return ok && cl.Closed() })
+
+	pub := dialRaw(t, b.tcpAddr(t), 5)
+	pub.connect(connectPacket("exp-pub", true, 30))
+	for _, m := range []struct {
+		topic  string
+		expiry uint32
+	}{{"exp/short", 60}, {"exp/long", 300}} {
+		pub.send(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   m.topic, PacketID: 9, Payload: []byte(m.topic),
+			Properties: packets.Properties{MessageExpiryInterval: m.expiry},
+		})
+		if ack := pub.recv(); ack.FixedHeader.Type != packets.Puback {
+			t.Fatalf("publish %s: got %v", m.topic, ack.FixedHeader.Type)
+		}
+	}
+	// Age exp/short past its expiry, as if the client had been away a
+	// minute, just before it reconnects.
+	cl, ok := b.srv.Clients.Get("exp-sub")
+	if !ok {
+		t.Fatal("session gone")
+	}
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.TopicName == "exp/short" {
+			pk.Expiry = time.Now().Unix() - 1
+			cl.State.Inflight.Set(pk)
+		}
+	}
+	again := dialRaw(t, b.tcpAddr(t), 5)
+	again.connect(sessionConnect())
+	var got []string
+	for {
+		pk, err := again.nextPublish(1500 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		got = append(got, pk.TopicName)
+	}
+	if fmt.Sprint(got) != "[exp/long]" {
+		t.Fatalf("delivered after reconnect: %v, want only [exp/long]", got)
+	}
+}
