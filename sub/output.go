@@ -287,4 +287,3 @@ func colorJSON(b []byte, st *styles) string {
 }
 
 const lowerHex = "0123456789abcdef"
-
