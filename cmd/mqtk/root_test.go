@@ -18,7 +18,8 @@ func TestFlagErrorsExplainThemselves(t *testing.T) {
 		not  string
 	}{
 		{[]string{"pub", "-h"}, []string{"'h' in -h", "hint: -h is the broker host", "--help"}, ""},
-		{[]string{"sub", "-t", "a", "-C", "abc"}, []string{`invalid argument "abc" for "-C, --count" flag: not a number`, "hint: run 'mqtk sub --help'"}, "strconv"},
+		{[]string{"sub", "-t", "a", "-C", "abc"}, []string{`invalid argument "abc" for "-C, --count" flag: give a whole number`, "hint: run 'mqtk sub --help'"}, "strconv"},
+		{[]string{"pub", "-t", "a", "-m", "x", "--will-qos", "abc"}, []string{`invalid argument "abc" for "--will-qos" flag: not a number`}, "strconv"},
 		{[]string{"pub", "-t", "a", "-m", "x", "--connect-timeout", "zz"}, []string{"not a duration"}, "time: invalid"},
 		{[]string{"pub", "-t", "a", "-m", "x", "-p", "0"}, []string{"-p 0 is not a port: give 1..65535"}, ""},
 		{[]string{"pub", "-t", "a", "-m", "x", "-k", "70000"}, []string{"keepalive of 70000 seconds is out of range"}, ""},
