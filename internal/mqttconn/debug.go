@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 )
 
 // watchConn sits between an MQTT library and the transport. It remembers the
@@ -26,6 +27,7 @@ type watchConn struct {
 	nread int64
 	head  []byte // the first bytes received, up to headSize
 
+	out  *coalescer    // with Config.CoalesceWrites: writes go through it
 	rbuf []byte        // reader side: owned by the single reading goroutine
 	br   *bufio.Reader // reader side too; made on first Read
 	wmu  sync.Mutex
@@ -97,7 +99,31 @@ func (w *watchConn) send(b []byte) (int, error) {
 	if w.debug != nil {
 		w.wbuf = w.trace(w.wbuf, b, "→")
 	}
+	if w.out != nil {
+		return w.out.Write(b)
+	}
 	return w.Conn.Write(b)
+}
+
+// closeFlushTimeout bounds how long Close waits for coalesced writes to
+// reach a peer that has stopped reading.
+const closeFlushTimeout = 2 * time.Second
+
+// Close sends what the coalescer still holds, then closes the connection.
+func (w *watchConn) Close() error {
+	if w.out == nil {
+		return w.Conn.Close()
+	}
+	flushed := make(chan struct{})
+	go func() { w.out.Close(); close(flushed) }()
+	select {
+	case <-flushed:
+		return w.Conn.Close()
+	case <-time.After(closeFlushTimeout):
+		err := w.Conn.Close() // unblocks the flusher's write
+		<-flushed
+		return err
+	}
 }
 
 // wholePackets returns the length of the complete MQTT packets at the start

@@ -65,6 +65,9 @@ func openConn(ctx context.Context, cfg *Config) (*watchConn, error) {
 	}
 	w := newWatchConn(raw, cfg.Version, cfg.Debug)
 	w.st = st
+	if cfg.CoalesceWrites {
+		w.out = newCoalescer(raw)
+	}
 	return w, nil
 }
 
