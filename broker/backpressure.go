@@ -164,11 +164,22 @@ func (h *backpressureHook) makeRoom(cl *mqtt.Client, tc *trackedConn) {
 		return
 	}
 	if pk.FixedHeader.Qos > 0 {
-		// Only possible if the queue drained completely and a QoS 1/2
-		// message arrived between the in-flight check and the receive:
-		// the queue was empty a moment ago, so putting it back at the
-		// tail keeps it first in all but that race. Never lose it.
-		h.queue.putBack(cl, pk)
+		if _, live := cl.State.Inflight.Get(pk.PacketID); !live {
+			// mochi's expiry sweep removed its in-flight entry while it
+			// was still queued: it has expired and must not be delivered
+			// [MQTT-3.3.2-5], so it is the one to drop.
+			if h.evicted != nil {
+				h.evicted()
+			}
+			return
+		}
+		// A QoS 1/2 message that arrived between the in-flight check and
+		// the receive (the queue had drained). Put it back; the queue was
+		// empty a moment ago, so it stays first in all but that race.
+		// If a publisher took the freed place meanwhile, putBack fails;
+		// the message is not lost: its in-flight entry stays, and it is
+		// resent with the session on the client's next connection.
+		_ = h.queue.putBack(cl, pk)
 		return
 	}
 	if h.evicted != nil {
@@ -229,12 +240,15 @@ func (g queueGauge) tryRecv(cl *mqtt.Client) (*packets.Packet, bool) {
 	}
 }
 
-// putBack queues pk again at the tail, without blocking.
-func (g queueGauge) putBack(cl *mqtt.Client, pk *packets.Packet) {
+// putBack queues pk again at the tail, without blocking; false when the
+// queue is full.
+func (g queueGauge) putBack(cl *mqtt.Client, pk *packets.Packet) bool {
 	select {
 	case g.queue(cl) <- pk:
 		atomic.AddInt32(g.qty(cl), 1)
+		return true
 	default:
+		return false
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +18,14 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The mqtk binary the process tests build lives outside t.TempDir (it
+	// is shared by the whole run): remove it at the end.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if mqtkBuild.dir != "" {
+			os.RemoveAll(mqtkBuild.dir)
+		}
+		os.Exit(code)
+	}))
 }
 
 // startBroker starts a broker on a free loopback port and stops it with the test.

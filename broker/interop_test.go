@@ -43,7 +43,9 @@ func mqtkBinary(t *testing.T) string {
 		}
 		mqtkBuild.dir = dir
 		mqtkBuild.path = filepath.Join(dir, "mqtk")
-		out, err := exec.Command("go", "build", "-o", mqtkBuild.path, "github.com/mqtk/mqtk/cmd/mqtk").CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", mqtkBuild.path, "github.com/mqtk/mqtk/cmd/mqtk").CombinedOutput()
 		if err != nil {
 			mqtkBuild.err = fmt.Errorf("go build ./cmd/mqtk: %v\n%s", err, out)
 		}

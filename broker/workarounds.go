@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -460,6 +461,7 @@ func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	var msgs []packets.Packet
 	for _, m := range h.takePending(cl) {
 		if m.FixedHeader.Type == packets.Publish && m.Expiry > 0 && m.Expiry <= now && h.neverSent(cl.ID, m.PacketID) {
+			h.dropQueued(cl, m)
 			continue
 		}
 		msgs = append(msgs, m)
@@ -475,12 +477,30 @@ func (h *fixHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 			m.FixedHeader.Dup = !h.neverSent(cl.ID, m.PacketID)
 		}
 		if err := cl.WritePacket(m); err != nil {
+			if errors.Is(err, packets.ErrPacketTooLarge) {
+				// Over the client's Maximum Packet Size: it can never be
+				// sent, and stopping here would stall the session at this
+				// message on every reconnect [MQTT-3.1.2-25].
+				if cl.State.Inflight.Delete(m.PacketID) {
+					h.dropQueued(cl, m)
+				}
+				continue
+			}
 			return // the connection is gone; the messages stay queued
 		}
 		if m.FixedHeader.Type == packets.Puback || m.FixedHeader.Type == packets.Pubcomp {
 			cl.State.Inflight.Delete(m.PacketID)
 		}
 	}
+}
+
+// dropQueued accounts for a queued message that is discarded rather than
+// resent, as mochi does for the messages it drops: out of the in-flight
+// count, into the dropped count, and forgotten as unsent.
+func (h *fixHook) dropQueued(cl *mqtt.Client, m packets.Packet) {
+	atomic.AddInt64(&h.b.srv.Info.Inflight, -1)
+	atomic.AddInt64(&h.b.srv.Info.MessagesDropped, 1)
+	h.markSent(cl.ID, m.PacketID)
 }
 
 // OnDisconnect puts back messages taken at CONNACK when the connection

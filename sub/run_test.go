@@ -264,7 +264,7 @@ func TestMatchEndedByTimeoutOrIdle(t *testing.T) {
 			{"idle matched", "re:^ok", 0, 0, time.Second, ""},
 			{"W none", "re:^never", 0, time.Second, 0, "0 of 1 matching messages before the 1s timeout"},
 			{"idle none", "re:^never", 0, 0, time.Second, "0 of 1 matching messages before 1s without messages"},
-			{"W too few", "re:^ok", 3, time.Second, 0, "2 of 3 matching messages before the 1s timeout"},
+			{"W too few", "re:^ok", 3, 5 * time.Second, 0, "2 of 3 matching messages before the 5s timeout"},
 			{"idle too few", "re:^ok", 3, 0, time.Second, "2 of 3 matching messages before 1s without messages"},
 		} {
 			t.Run(ver.name+"/"+c.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -142,14 +143,20 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		fromEnv
 		fromFlag
 	)
-	urlFrom := fromNothing
+	urlFrom, urlValue := fromNothing, ""
 	switch {
 	case f.flags.Changed("url"):
-		urlFrom = fromFlag
+		urlFrom, urlValue = fromFlag, f.url
 	case getenv(envName("url")) != "":
-		urlFrom = fromEnv
+		urlFrom, urlValue = fromEnv, getenv(envName("url"))
 	case prof != nil && len(prof.Values["url"]) > 0:
-		urlFrom = fromProfile
+		urlFrom, urlValue = fromProfile, prof.Values["url"][0]
+	}
+	// Credentials are part of the address only when the URL names a user:
+	// `--profile prod -L mqtts://prod:8883` keeps the profile's login.
+	urlHasUser := false
+	if u, err := url.Parse(urlValue); err == nil && u.User != nil {
+		urlHasUser = true
 	}
 	if urlFrom == fromFlag {
 		for _, n := range []string{"host", "port"} {
@@ -171,7 +178,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		} else if prof != nil && len(prof.Values[n]) > 0 {
 			vals, from, rank = prof.Values[n], fmt.Sprintf("profile %q", prof.Name), fromProfile
 		}
-		if rank < urlFrom && addressPart(n) {
+		if rank < urlFrom && addressPart(n, urlHasUser) {
 			continue
 		}
 		for _, v := range vals {
@@ -188,11 +195,13 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 }
 
 // addressPart reports whether a connection flag is part of what a URL
-// says: where to connect and as whom.
-func addressPart(flag string) bool {
+// says: where to connect, and as whom when it names a user.
+func addressPart(flag string, urlHasUser bool) bool {
 	switch flag {
-	case "host", "port", "username", "password", "password-file", "ws-path":
+	case "host", "port", "ws-path":
 		return true
+	case "username", "password", "password-file":
+		return urlHasUser
 	}
 	return false
 }

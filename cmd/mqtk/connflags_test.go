@@ -82,13 +82,17 @@ profiles:
 	delete(env, "MQTK_USERNAME")
 	delete(env, "MQTK_PASSWORD")
 	c, _, err = parseConn(t, env, "-L", "mqtt://127.0.0.1:1884")
-	if err != nil || c.String() != "mqtt://127.0.0.1:1884" || c.Username != "" {
-		t.Fatalf("-L over profile host/port/user: %s user %q %v", c.String(), c.Username, err)
+	if err != nil || c.String() != "mqtt://127.0.0.1:1884" || c.Username != "profile-user" {
+		t.Fatalf("-L over profile host/port (the login stays): %s user %q %v", c.String(), c.Username, err)
+	}
+	c, _, err = parseConn(t, env, "-L", "mqtt://url-user@127.0.0.1:1884")
+	if err != nil || c.Username != "url-user" {
+		t.Fatalf("-L with a user over the profile's: user %q %v", c.Username, err)
 	}
 	env["MQTK_URL"] = "mqtt://env-host:1885"
 	c, _, err = parseConn(t, env)
-	if err != nil || c.String() != "mqtt://env-host:1885" || c.Username != "" {
-		t.Fatalf("MQTK_URL over profile host/port/user: %s user %q %v", c.String(), c.Username, err)
+	if err != nil || c.String() != "mqtt://env-host:1885" || c.Username != "profile-user" {
+		t.Fatalf("MQTK_URL over profile host/port: %s user %q %v", c.String(), c.Username, err)
 	}
 	// ...while an explicit flag still overrides a part of a weaker URL.
 	c, _, err = parseConn(t, env, "-p", "1886")

@@ -19,6 +19,7 @@ type coalescer struct {
 	mu      sync.Mutex
 	space   *sync.Cond // signalled when pending shrinks or an error is set
 	pending []byte
+	closing bool  // Close has begun: later writes fail rather than vanish
 	err     error // sticky: the first write error, or errClosed
 	wake    chan struct{}
 	done    chan struct{}
@@ -27,6 +28,9 @@ type coalescer struct {
 // maxPending bounds what a publisher may run ahead of the socket; past it
 // Write blocks, as a plain write to a full socket would.
 const maxPending = 256 << 10
+
+// keepBuffer is the largest write buffer kept between bursts.
+const keepBuffer = 64 << 10
 
 var errClosed = errors.New("connection closed")
 
@@ -45,8 +49,11 @@ func (w *coalescer) Write(b []byte) (int, error) {
 	for w.err == nil && len(w.pending) >= maxPending {
 		w.space.Wait()
 	}
-	if w.err != nil {
+	if w.err != nil || w.closing {
 		err := w.err
+		if err == nil {
+			err = errClosed
+		}
 		w.mu.Unlock()
 		return 0, err
 	}
@@ -80,6 +87,9 @@ func (w *coalescer) flush() {
 				w.fail(err)
 				return
 			}
+			if cap(out) > keepBuffer {
+				out = nil // a burst's buffer is not kept for the connection's life
+			}
 		}
 	}
 }
@@ -96,17 +106,15 @@ func (w *coalescer) fail(err error) {
 // Close writes what is pending (a DISCONNECT is usually last), then stops
 // the flusher. It does not close the connection.
 func (w *coalescer) Close() {
+	// From here on Write fails, so nothing is accepted that the stopping
+	// flusher would then leave unwritten. Wait until it has taken what
+	// is pending, then stop it.
 	w.mu.Lock()
-	closed := w.err != nil
-	w.mu.Unlock()
-	if !closed {
-		// Wait until the flusher has taken everything, then stop it.
-		w.mu.Lock()
-		for w.err == nil && len(w.pending) > 0 {
-			w.space.Wait()
-		}
-		w.mu.Unlock()
+	w.closing = true
+	for w.err == nil && len(w.pending) > 0 {
+		w.space.Wait()
 	}
+	w.mu.Unlock()
 	w.fail(errClosed)
 	select {
 	case w.wake <- struct{}{}:

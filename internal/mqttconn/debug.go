@@ -107,7 +107,7 @@ func (w *watchConn) send(b []byte) (int, error) {
 
 // closeFlushTimeout bounds how long Close waits for coalesced writes to
 // reach a peer that has stopped reading.
-const closeFlushTimeout = 2 * time.Second
+const closeFlushTimeout = time.Second
 
 // Close sends what the coalescer still holds, then closes the connection.
 func (w *watchConn) Close() error {
