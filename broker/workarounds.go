@@ -184,6 +184,10 @@ func (c *trackedConn) aliasWritten(topic string) {
 
 // OnPacketSent confirms topic aliases and notes queued messages as sent.
 func (h *fixHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type == packets.Connack && pk.SessionPresent && cl.State.Inflight.Len() > 0 {
+		h.takeInflight(cl)
+		return
+	}
 	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
@@ -340,10 +344,10 @@ func (h *fixHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet)
 // created with ties in map order, so messages queued within the same second
 // arrive shuffled, against [MQTT-4.6.0-2]/[MQTT-4.6.0-3] (seen with
 // mosquitto_sub -c: queued2, queued3, queued1). mochi sends CONNACK between
-// inheriting the session and resending; at that CONNACK we take the
-// messages out of the in-flight table (so mochi's resend finds none) and
-// once the session is established we put them back and send them ourselves,
-// ordered by creation time and then packet id.
+// inheriting the session and resending; once that CONNACK is written we
+// take the messages out of the in-flight table (takeInflight, so mochi's
+// resend finds none) and once the session is established we put them back
+// and send them ourselves, ordered by creation time and then packet id.
 func (h *fixHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	// A v5 client that sets Request Problem Information to 0 (paho.golang
 	// does unless told otherwise) gets no user properties from mochi on any
@@ -363,9 +367,15 @@ func (h *fixHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pac
 		}
 		return pk
 	}
-	if pk.FixedHeader.Type != packets.Connack || !pk.SessionPresent || cl.State.Inflight.Len() == 0 {
-		return pk
-	}
+	return pk
+}
+
+// takeInflight is the first half of the ordered resend: after the CONNACK
+// that presents a session has been written, the queued messages leave the
+// in-flight table (mochi's resend, next, finds none). Done after the write
+// rather than at encoding, so that a CONNACK that fails to go out leaves
+// the session's queue where mochi keeps it.
+func (h *fixHook) takeInflight(cl *mqtt.Client) {
 	msgs := cl.State.Inflight.GetAll(false)
 	sort.SliceStable(msgs, func(i, j int) bool {
 		if msgs[i].Created != msgs[j].Created {
@@ -382,7 +392,6 @@ func (h *fixHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pac
 	}
 	h.pending[cl] = msgs
 	h.mu.Unlock()
-	return pk
 }
 
 func (h *fixHook) takePending(cl *mqtt.Client) []packets.Packet {
