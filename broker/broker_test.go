@@ -271,6 +271,24 @@ func (rc *rawClient) nextPublish(d time.Duration) (packets.Packet, error) {
 	}
 }
 
+// routed returns once every publish pub has made is routed. mochi
+// acknowledges a QoS 1 publish before it routes it, so a PUBACK alone does
+// not say the message reached (or was refused by) its subscribers; one
+// reader goroutine routes a connection's publishes in order, so once a
+// later publish from pub arrives at a watcher, the earlier ones are done.
+func routed(t testing.TB, addr string, pub *rawClient) {
+	t.Helper()
+	topic := fmt.Sprintf("barrier/%p", pub)
+	w := dialRaw(t, addr, pub.version)
+	w.connect(connectPacket(fmt.Sprintf("barrier-%p", pub), true, 30))
+	w.subscribe(1, topic)
+	pub.publish(topic, "b", 1, false)
+	if pk, err := w.nextPublish(10 * time.Second); err != nil || string(pk.Payload) != "b" {
+		t.Fatalf("barrier publish not routed: %q, %v", pk.Payload, err)
+	}
+	w.c.Close()
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -48,6 +48,7 @@ func TestMaxInflightBoundsOfflineQueue(t *testing.T) {
 	for i := range 5 {
 		pub.publish("bounded/t", fmt.Sprint("q", i), 1, false)
 	}
+	routed(t, addr, pub)
 	again := dialRaw(t, addr, 4)
 	again.connect(connectPacket("bounded", false, 30))
 	for _, want := range []string{"q0", "q1"} {

@@ -426,6 +426,14 @@ func (h *fixHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		if oc, ok := old.Net.Conn.(*trackedConn); ok {
 			c.predecessor = oc
 		}
+		// mochi is about to tell the old connection DISCONNECT 0x8E. In
+		// 3.1.1 a server never sends DISCONNECT (mosquitto_sub reports a
+		// protocol error): close that connection first, so mochi's write
+		// finds it closed. It is what mochi's own Stop, right after the
+		// write, would do.
+		if old.Properties.ProtocolVersion < 5 && !old.Closed() {
+			old.Stop(packets.ErrSessionTakenOver)
+		}
 	}
 }
 

@@ -584,6 +584,7 @@ func TestExpiredQueuedMessageNotResentOnReconnect(t *testing.T) {
 			t.Fatalf("publish %s: got %v", m.topic, ack.FixedHeader.Type)
 		}
 	}
+	routed(t, b.tcpAddr(t), pub)
 	// Age exp/short past its expiry, as if the client had been away a
 	// minute, just before it reconnects.
 	cl, ok := b.srv.Clients.Get("exp-sub")
@@ -608,5 +609,29 @@ func TestExpiredQueuedMessageNotResentOnReconnect(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[exp/long]" {
 		t.Fatalf("delivered after reconnect: %v, want only [exp/long]", got)
+	}
+}
+
+// A 3.1.1 client whose session is taken over by a new connection with its
+// client id is closed without a DISCONNECT, which 3.1.1 servers never send.
+func TestTakenOver311ClientGetsNoDisconnect(t *testing.T) {
+	b := startBroker(t, Options{})
+	for _, v := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("protocol-level-%d", v), func(t *testing.T) {
+			id := fmt.Sprintf("takeover-%d", v)
+			first := dialRaw(t, b.tcpAddr(t), v)
+			first.connect(connectPacket(id, true, 30))
+			second := dialRaw(t, b.tcpAddr(t), v)
+			second.connect(connectPacket(id, true, 30))
+			pk, err := first.tryRecv(10 * time.Second)
+			switch {
+			case v == 5 && (err != nil || pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != 0x8E):
+				t.Fatalf("MQTT 5: want DISCONNECT 0x8E, got type %v reason 0x%02x, err %v", pk.FixedHeader.Type, pk.ReasonCode, err)
+			case v == 4 && err == nil:
+				t.Fatalf("MQTT 3.1.1: got a %v packet, want the connection closed", pk.FixedHeader.Type)
+			case v == 4 && isTimeout(err):
+				t.Fatal("MQTT 3.1.1: the old connection stayed open")
+			}
+		})
 	}
 }
