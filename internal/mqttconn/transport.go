@@ -31,20 +31,26 @@ func dialTransport(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 		if err != nil {
 			return nil, err
 		}
-		raw, err := d.DialContext(ctx, "tcp", cfg.Addr())
-		if err != nil {
-			return nil, err
-		}
-		conn := tls.Client(raw, tc)
-		if err := conn.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, &handshakeError{err: err}
-		}
-		return conn, nil
+		return dialTLS(ctx, &d, "tcp", cfg.Addr(), tc)
 	case "ws", "wss":
 		return dialWebSocket(ctx, cfg, st)
 	}
 	return nil, Usagef("unknown transport %q", cfg.Scheme)
+}
+
+// dialTLS connects and completes the TLS handshake, marking a failed
+// handshake as such for diagnose.
+func dialTLS(ctx context.Context, d *net.Dialer, network, addr string, tc *tls.Config) (net.Conn, error) {
+	raw, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := tls.Client(raw, tc)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, &handshakeError{err: err}
+	}
+	return conn, nil
 }
 
 // connState records what the TLS handshake revealed, for diagnose.
@@ -80,16 +86,7 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 		// failed upgrade after it (a TLS port, but not a WebSocket one)
 		// reach diagnose as different errors.
 		d.NetDialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			conn := tls.Client(raw, tc)
-			if err := conn.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, &handshakeError{err: err}
-			}
-			return conn, nil
+			return dialTLS(ctx, &nd, network, addr, tc)
 		}
 	}
 	hdr := http.Header{}
