@@ -15,9 +15,9 @@ import (
 // LocalFiles are the files EnsureLocal made or found.
 type LocalFiles struct {
 	CAFile, CertFile, KeyFile string
-	// Created is true when anything was generated on this call: clients
-	// that trusted an earlier CA may need the new CAFile.
-	Created bool
+	// Created is true when anything was generated on this call; CACreated
+	// when that includes a new CA, which clients must be given as --cafile.
+	Created, CACreated bool
 }
 
 // renewBefore is how close to expiry a managed server certificate may get
@@ -68,7 +68,7 @@ func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (Lo
 		if err := saveAuthority(dir, ca, true); err != nil {
 			return files, err
 		}
-		files.Created = true
+		files.Created, files.CACreated = true, true
 	} else if err != nil {
 		return files, &mqttconn.Error{
 			Kind:  mqttconn.KindOther,

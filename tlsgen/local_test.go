@@ -16,8 +16,8 @@ func TestEnsureLocalCreatesValidFilesAndReusesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !f.Created {
-		t.Error("first call: Created = false")
+	if !f.Created || !f.CACreated {
+		t.Errorf("first call: Created = %v, CACreated = %v; want both", f.Created, f.CACreated)
 	}
 	mustMode(t, dir, 0o700)
 	mustMode(t, filepath.Join(dir, CAKeyDir), 0o700)
@@ -85,6 +85,9 @@ func TestEnsureLocalRenewsServerButKeepsCA(t *testing.T) {
 	certAfter, _ := os.ReadFile(f2.CertFile)
 	if !f2.Created || string(certBefore) == string(certAfter) {
 		t.Error("near-expiry server certificate was not reissued")
+	}
+	if f2.CACreated {
+		t.Error("reissuing the server certificate reported a new CA")
 	}
 	if string(caBefore) != string(caAfter) {
 		t.Error("the CA was replaced although it is still valid")

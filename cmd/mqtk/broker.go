@@ -281,8 +281,11 @@ func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("prepare tls certificates in %s: %w", dir, err)
 	}
-	if files.Created {
-		a.io.Infof("made a local CA and server certificate in %s", dir)
+	switch {
+	case files.CACreated:
+		a.io.Infof("made a local CA and server certificate in %s; clients trust it with --cafile %s", dir, files.CAFile)
+	case files.Created:
+		a.io.Infof("reissued the server certificate in %s from its CA (clients keep --cafile %s)", dir, files.CAFile)
 	}
 	if c.TLSCert == "" && c.TLSKey == "" {
 		c.TLSCert, c.TLSKey = files.CertFile, files.KeyFile

@@ -1,6 +1,7 @@
 package mqttconn
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -54,11 +55,27 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	case errors.As(err, &unknownCA):
 		e.Kind = KindTLS
 		issuer := ""
-		if unknownCA.Cert != nil {
-			issuer = fmt.Sprintf(" (issuer %q)", unknownCA.Cert.Issuer.String())
+		if c := unknownCA.Cert; c != nil {
+			issuer = fmt.Sprintf(" (issuer %q", c.Issuer.String())
+			// Every CA mqtk makes on one host has the same name, so a
+			// --cafile from another run looks right by name alone: the
+			// key id tells them apart (tlsgen inspect shows it).
+			// When the broker sends its CA along (mosquitto does), the
+			// certificate left unverified is that CA itself.
+			kid := c.AuthorityKeyId
+			if c.IsCA && bytes.Equal(c.RawIssuer, c.RawSubject) {
+				kid = c.SubjectKeyId
+			}
+			if len(kid) > 0 {
+				issuer += fmt.Sprintf(", key id %X", kid[:min(len(kid), 8)])
+			}
+			issuer += ")"
 		}
 		e.Err = fmt.Errorf("the server certificate is signed by an unknown authority%s", issuer)
 		e.Hints = []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
+		if c := unknownCA.Cert; c != nil && strings.HasPrefix(c.Issuer.CommonName, "mqtk local CA") {
+			e.Hints = append(e.Hints, "a CA made by mqtk: use the ca.pem from the directory that issued the broker's certificate ($XDG_DATA_HOME/mqtk/tls/ca.pem, or ~/.local/share/mqtk/tls/ca.pem, for mqtk broker --tls); a CA replaced since needs the new ca.pem")
+		}
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		e.Kind = KindTLS
 		c := invalid.Cert
