@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -223,17 +221,7 @@ func TestFullQueueDropsOldestQoS0First(t *testing.T) {
 	const count = 2000
 	b := startBroker(t, Options{HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxQueued: 8, WriteTimeout: 5 * time.Minute}})
 	addr := b.tcpAddr(t)
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
-	raw, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	sub := &rawClient{t: t, c: raw, r: bufio.NewReader(raw), version: 4}
+	sub := dialSmallWindow(t, addr)
 	sub.connect(connectPacket("oldest-sub", true, 600))
 	sub.subscribe(1, "oldest/#")
 	// From here on sub reads nothing until the flood is over.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,6 +270,23 @@ func (rc *rawClient) nextPublish(d time.Duration) (packets.Packet, error) {
 			return pk, nil
 		}
 	}
+}
+
+// dialSmallWindow is dialRaw (MQTT 3.1.1) with a 4 KiB receive buffer, so
+// that the broker's writes to a client that stops reading block soon.
+func dialSmallWindow(t testing.TB, addr string) *rawClient {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, c: c, r: bufio.NewReader(c), version: 4}
 }
 
 // routed returns once every publish pub has made is routed. mochi

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -89,18 +88,7 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	log := &syncBuf{}
 	b := startBroker(t, Options{Log: log, Limits: Limits{MaxQueued: 8, WriteTimeout: 500 * time.Millisecond}})
 	addr := b.tcpAddr(t)
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		// A small receive window makes the broker's writes block soon.
-		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
-	raw, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	lazy := &rawClient{t: t, c: raw, r: bufio.NewReader(raw), version: 4}
+	lazy := dialSmallWindow(t, addr)
 	lazy.connect(connectPacket("lazy", true, 30))
 	lazy.subscribe(1, "flood")
 	// From here on lazy never reads.

@@ -34,15 +34,8 @@ func mosqFails(t *testing.T, bin, addr string, args ...string) string {
 // refused login.
 func TestOpsThroughBroker(t *testing.T) {
 	pub, sub := mosquittotest.RequireClients(t)
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto); .ci/run installs it")
-	}
+	pwfile := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	dir := t.TempDir()
-	pwfile := filepath.Join(dir, "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-	}
 	data := filepath.Join(dir, "data")
 	log := &syncBuf{}
 	opts := Options{

@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,14 +24,7 @@ func newTestPKI(t *testing.T) testPKI {
 func TestInteropPasswordAndACL(t *testing.T) {
 	pub, sub := mosquittotest.RequireClients(t)
 	py := requirePython(t)
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd not installed; .ci/run installs it")
-	}
-	file := filepath.Join(t.TempDir(), "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", file, "alice", "s3cret").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v %s", err, out)
-	}
+	file := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	if err := SetPassword(file, "bob", []byte("hunter2")); err != nil {
 		t.Fatal(err)
 	}

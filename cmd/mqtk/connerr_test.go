@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +40,6 @@ func wantConnExit(t *testing.T, want int, fragments []string, args ...string) {
 // TestConnectErrorExitCodes provokes each connection error class for real
 // and checks the exit code from the table and that stderr names the cause.
 func TestConnectErrorExitCodes(t *testing.T) {
-	dir := t.TempDir()
 	pki := testpki.New(t)
 	caFile := pki.CAFile
 	srv, srvKey := pki.Issue(t, "server", false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "localhost", "127.0.0.1")
@@ -50,14 +47,7 @@ func TestConnectErrorExitCodes(t *testing.T) {
 	old, oldKey := pki.Issue(t, "old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour), "127.0.0.1")
 	cli, cliKey := pki.Issue(t, "client", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "client")
 
-	pwfile := filepath.Join(dir, "passwd")
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
-	}
-	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-	}
+	pwfile := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile, Listeners: []mosquittotest.Listener{
 		{},
 		{TLS: &mosquittotest.TLS{CAFile: caFile, CertFile: srv, KeyFile: srvKey}},

@@ -154,7 +154,8 @@ func roffLine(s string) string {
 }
 
 // roff escapes text: backslashes, hyphens, and non-ASCII characters as
-// \[uXXXX], which every troff reads whatever its input encoding.
+// Unicode escapes such as \[u2026], which every troff reads whatever its
+// input encoding.
 func roff(s string) string {
 	var b strings.Builder
 	for _, r := range s {

@@ -162,14 +162,7 @@ func TestCtrlCWhileWaitingForInput(t *testing.T) {
 // --password-prompt reads the password from the terminal without echo and
 // uses it: the right one connects (exit 0), a wrong one is refused (5).
 func TestPasswordPromptAnswered(t *testing.T) {
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
-	}
-	pwfile := filepath.Join(t.TempDir(), "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-	}
+	pwfile := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile})
 	args := []string{"pub", "--password-prompt", "-u", "alice", "-t", "x", "-m", "y", "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port())}
 	for _, c := range []struct {

@@ -105,6 +105,22 @@ func RequireClients(t testing.TB) (pub, sub string) {
 	return pub, sub
 }
 
+// PasswordFile writes a password file holding user with password, made by
+// Debian's mosquitto_passwd (the test is skipped when it is absent), and
+// returns its path.
+func PasswordFile(t testing.TB, user, password string) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto); .ci/run installs it")
+	}
+	file := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command(bin, "-c", "-b", file, user, password).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	return file
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()

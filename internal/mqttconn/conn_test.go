@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,14 +70,7 @@ func wantErr(t *testing.T, err error, kind Kind, fragments ...string) {
 }
 
 func TestUsernamePassword(t *testing.T) {
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
-	}
-	pwfile := filepath.Join(t.TempDir(), "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", pwfile, "alice", "s3cret").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-	}
+	pwfile := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	b := mosquittotest.Start(t, mosquittotest.Options{PasswordFile: pwfile})
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
