@@ -69,7 +69,7 @@ func samples(v Version) []Packet {
 	}
 	ps := []Packet{
 		&Connect{Version: v, ProtocolName: protocolName(v), CleanStart: true, KeepAlive: 60, Properties: conn, ClientID: "client-1",
-			Will: &Will{Topic: "will/t", Payload: []byte("gone"), QoS: 1, Retain: true, Properties: will},
+			Will:        &Will{Topic: "will/t", Payload: []byte("gone"), QoS: 1, Retain: true, Properties: will},
 			HasUsername: true, Username: "alice", HasPassword: true, Password: []byte("s3cret")},
 		&Connack{SessionPresent: true, Code: Success, Properties: connack},
 		&Publish{Topic: "a/b", QoS: 1, PacketID: 7, Retain: true, Dup: true, Properties: pub, Payload: []byte("hello")},
