@@ -144,6 +144,7 @@ type Broker struct {
 
 	store   *storeHook   // nil without DataDir
 	metrics *metricsHook // nil without HTTPAddr
+	tracer  *tracer      // nil without Trace
 }
 
 // New validates opts and builds the broker without binding anything.
@@ -500,9 +501,7 @@ func (b *Broker) addOpsHooks() error {
 		}
 	}
 	if b.opts.Trace {
-		if err := b.srv.AddHook(newTraceHook(b.opts.Log, b.opts.LogFormat == "json", b.opts.Color), nil); err != nil {
-			return fmt.Errorf("add trace hook: %w", err)
-		}
+		b.tracer = newTracer(b.opts.Log, b.opts.LogFormat == "json", b.opts.Color)
 	}
 	if b.opts.HTTPAddr != "" {
 		b.metrics = newMetricsHook()

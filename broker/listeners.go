@@ -368,6 +368,9 @@ func (b *Broker) isClosing() bool {
 // mochi, and Close waits for every connection that did.
 func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
 	c := &trackedConn{Conn: raw, b: b, certCN: certCN, finished: make(chan struct{})}
+	if b.tracer != nil {
+		c.trace = b.tracer.conn(raw.RemoteAddr().String())
+	}
 	c.lastWrite.Store(int64(time.Since(b.epoch)))
 	b.mu.Lock()
 	if b.closing {
@@ -477,6 +480,18 @@ type trackedConn struct {
 	// predecessor is the connection of an earlier client with the same
 	// client id, set and read on this connection's goroutine only.
 	predecessor *trackedConn
+
+	// trace follows the connection's bytes for --trace; nil without it.
+	trace *connTrace
+}
+
+// Read passes what the client sent to the trace, when there is one.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.trace != nil {
+		c.trace.read(p[:n])
+	}
+	return n, err
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -490,6 +505,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if err == nil {
 		c.lastWrite.Store(int64(time.Since(c.b.epoch)))
+	}
+	if n > 0 && c.trace != nil {
+		c.trace.wrote(p[:n])
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.writeTimedOut.Store(true)

@@ -66,7 +66,7 @@ func TestWatchConnCoalesces(t *testing.T) {
 		t.Fatalf("transport saw writes % x, want the PUBLISH whole then PINGREQ", reads)
 	}
 	lines := strings.Split(strings.TrimSpace(trace.String()), "\n")
-	if len(lines) != 2 || lines[0] != "mqtk: → PUBLISH topic=a qos=1 id=9 len=2" || lines[1] != "mqtk: → PINGREQ" {
+	if len(lines) != 2 || lines[0] != `mqtk: → PUBLISH topic=a qos=1 id=9 len=2 payload="xy"` || lines[1] != "mqtk: → PINGREQ" {
 		t.Errorf("trace = %q", lines)
 	}
 }
@@ -77,19 +77,19 @@ func TestDescribeV5Properties(t *testing.T) {
 	connect := []byte{0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x00, 0x00, 0x3C,
 		0x05, 0x11, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 'c'}
 	got := describe(0x10, connect, V5)
-	want := `CONNECT protocol=MQTT level=5 id="c" clean=false keepalive=60 session-expiry=4294967295`
+	want := `CONNECT protocol=MQTT level=5 id="c" clean=false keepalive=60 session-expiry-interval=4294967295`
 	if got != want {
 		t.Errorf("describe CONNECT = %q, want %q", got, want)
 	}
 	// CONNACK success with receive maximum 20 and an assigned id "x".
 	connack := []byte{0x00, 0x00, 0x07, 0x21, 0x00, 0x14, 0x12, 0x00, 0x01, 'x'}
 	got = describe(0x20, connack, V5)
-	want = `CONNACK session-present=false reason=0x00 (success) receive-maximum=20 assigned-client-id="x"`
+	want = `CONNACK session-present=false reason=0x00 (success) assigned-client-identifier="x" receive-maximum=20`
 	if got != want {
 		t.Errorf("describe CONNACK = %q, want %q", got, want)
 	}
 	// A truncated body says so instead of panicking.
-	if got := describe(0x10, connect[:9], V5); !strings.Contains(got, "(truncated)") {
+	if got := describe(0x10, connect[:9], V5); !strings.Contains(got, "CONNECT (invalid: packet ends inside") {
 		t.Errorf("describe truncated = %q", got)
 	}
 }

@@ -277,3 +277,8 @@ func (e *encErr) bin(what string, b []byte) {
 		e.fail(MalformedPacket, "%s is %d bytes, over MQTT's limit of 65535", what, len(b))
 	}
 }
+
+// ParseVarint decodes the variable byte integer at the start of b (a
+// remaining length, for a stream splitter). n == 0 with an error means b
+// ends inside it; n > 0 with an error means it is longer than four bytes.
+func ParseVarint(b []byte) (v uint32, n int, err error) { return decodeVarint(b) }
