@@ -312,7 +312,7 @@ func TestDebugTrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := buf.String()
-			for _, want := range []string{"mqtk: → CONNECT", "mqtk: ← CONNACK", "mqtk: → SUBSCRIBE", "filter=dbg/#(qos=1)",
+			for _, want := range []string{"mqtk: → CONNECT", "mqtk: ← CONNACK", "mqtk: → SUBSCRIBE", "filter=dbg/#(qos=1",
 				"mqtk: ← SUBACK", "mqtk: → PUBLISH topic=dbg/x qos=1 id=", "len=5", "mqtk: ← PUBACK", "mqtk: → DISCONNECT"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("trace lacks %q:\n%s", want, out)
@@ -320,7 +320,7 @@ func TestDebugTrace(t *testing.T) {
 			}
 			// Request Problem Information 0 would make mochi-based brokers
 			// (mqtk broker among them) withhold user properties.
-			if strings.Contains(out, "request-problem-info=0") {
+			if strings.Contains(out, "request-problem-information=0") {
 				t.Errorf("CONNECT asks for no problem information:\n%s", out)
 			}
 		})
