@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -127,6 +128,11 @@ func (o *Options) Validate() error {
 	}
 	if strings.ContainsAny(o.Topic, "+#") {
 		return mqttconn.Usagef("-t/--topic %q is a pattern for publishing and must not hold wildcards; use %%i, %%c and %%t for per-client and per-topic levels", o.Topic)
+	}
+	// The rest of MQTT's rules for a topic name (UTF-8, no NUL, length)
+	// hold for the pattern as for every topic it expands to.
+	if err := topic.ValidateName(o.Topic); err != nil {
+		return mqttconn.Usagef("-t/--topic: %v", err)
 	}
 	if err := checkPlaceholders(o.Topic); err != nil {
 		return err
@@ -272,6 +278,8 @@ func shardRange(n, shard, shards int) (lo, hi int) {
 // filterFor turns a publishing pattern into the filter subscribers use:
 // every level holding a placeholder becomes "+", so each subscriber gets
 // every publisher's messages and the expected count is sent × subscribers.
+// The pattern passed topic.ValidateName, so the result is a valid filter
+// that topic.Match would match with every expansion (a test checks both).
 func filterFor(pattern string) string {
 	levels := strings.Split(pattern, "/")
 	for i, l := range levels {

@@ -455,6 +455,8 @@ func TestValidateRejectsNonsense(t *testing.T) {
 		{"rate with inflight", func(o *Options) { o.Rate, o.Inflight = 100, 4 }, "--rate and --inflight do not go together"},
 		{"qos0 zero loss", func(o *Options) { o.QoS, o.MaxLossPct = 0, ptr(0.0) }, "QoS 0"},
 		{"wildcard topic", func(o *Options) { o.Topic = "a/+/b" }, "must not hold wildcards"},
+		{"topic not utf-8", func(o *Options) { o.Topic = "a/\xff/%i" }, `-t/--topic: topic name "a/\xff/%i": not valid UTF-8`},
+		{"topic with nul", func(o *Options) { o.Topic = "a\x00" }, "U+0000"},
 		{"topics without %t", func(o *Options) { o.Topics = 3 }, "has no %t"},
 		{"no count no duration", func(o *Options) { o.Count, o.Duration = 0, 0 }, "give -n/--count"},
 		{"count below clients", func(o *Options) { o.Count = 1 }, "fewer than one message per publisher"},

@@ -8,6 +8,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 )
 
 func TestSummarizeUniformDistribution(t *testing.T) {
@@ -230,6 +231,10 @@ func TestFilterAndTopicExpansion(t *testing.T) {
 		}
 		if got := expandTopic(c.pattern, 7, "id9", 2); got != c.expanded {
 			t.Errorf("expandTopic(%q) = %q, want %q", c.pattern, got, c.expanded)
+		}
+		// Subscribers get what publishers send.
+		if err := topic.ValidateFilter(c.filter); err != nil || !topic.Match(c.filter, c.expanded) {
+			t.Errorf("filter %q: %v; matches %q: %v", c.filter, err, c.expanded, topic.Match(c.filter, c.expanded))
 		}
 	}
 }

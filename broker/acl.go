@@ -3,6 +3,8 @@ package broker
 import (
 	"fmt"
 	"strings"
+
+	"github.com/mqtk/mqtk/internal/topic"
 )
 
 // mosquitto's acl_file syntax:
@@ -70,8 +72,10 @@ func parseACL(text string) (*aclRules, error) {
 			if !hasFilter || filter == "" {
 				return nil, fmt.Errorf("line %d: %q needs a topic filter, as in '%s read sensors/#'", n+1, line, keyword)
 			}
-			if !IsValidACLFilter(filter) {
-				return nil, fmt.Errorf("line %d: %q is not a valid topic filter (# must be last, + and # alone in their level)", n+1, filter)
+			// %u and %c are plain characters to topic, so a pattern is
+			// checked as written; expandPattern keeps its expansion valid.
+			if err := topic.ValidateFilter(filter); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n+1, err)
 			}
 			rule := aclRule{access: access, filter: filter}
 			switch {
@@ -89,23 +93,9 @@ func parseACL(text string) (*aclRules, error) {
 	return r, nil
 }
 
-// IsValidACLFilter reports whether f is a well-formed topic filter.
-func IsValidACLFilter(f string) bool {
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return false
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return false
-		}
-	}
-	return true
-}
-
-// allowed decides access to topic, which is a topic name (publish,
+// allowed decides access to name, which is a topic name (publish,
 // delivery) or a subscription filter.
-func (r *aclRules) allowed(user string, anonymous bool, clientID, topic string, write bool) bool {
+func (r *aclRules) allowed(user string, anonymous bool, clientID, name string, write bool) bool {
 	want := aclRead
 	if write {
 		want = aclWrite
@@ -116,7 +106,7 @@ func (r *aclRules) allowed(user string, anonymous bool, clientID, topic string, 
 	}
 	grant := false
 	check := func(rule aclRule, filter string) bool {
-		if !aclCovers(filter, topic) {
+		if !topic.Covers(filter, name) {
 			return true
 		}
 		if rule.access&aclDeny != 0 {
@@ -158,42 +148,4 @@ func expandPattern(filter, user, clientID string) string {
 		return ""
 	}
 	return strings.ReplaceAll(strings.ReplaceAll(filter, "%u", user), "%c", clientID)
-}
-
-// aclCovers reports whether every topic that sub (a topic name or a
-// filter) can match is matched by the ACL filter acl. For a topic name that
-// is plain MQTT matching; for a subscription it means a rule for "a/+" grants
-// "a/b" and "a/+" but not "a/#".
-func aclCovers(acl, sub string) bool {
-	// [MQTT-4.7.2-1] filters starting with a wildcard do not match $ topics.
-	if strings.HasPrefix(sub, "$") && (strings.HasPrefix(acl, "+") || strings.HasPrefix(acl, "#")) {
-		return false
-	}
-	// Level by level without splitting: this runs for every rule on every
-	// publish and delivery, and strings.Split allocated twice per rule.
-	subDone := false // every level of sub has been compared
-	for {
-		al, aRest, aMore := strings.Cut(acl, "/")
-		if al == "#" {
-			return true
-		}
-		if subDone {
-			return false
-		}
-		sl, sRest, sMore := strings.Cut(sub, "/")
-		switch {
-		case al == "+":
-			if sl == "#" {
-				return false
-			}
-		case sl == "+" || sl == "#":
-			return false
-		case al != sl:
-			return false
-		}
-		if !aMore {
-			return !sMore
-		}
-		acl, sub, subDone = aRest, sRest, !sMore
-	}
 }

@@ -140,10 +140,14 @@ pattern write clients/%c/out
 			t.Errorf("user %q client %q topic %q write %v: got %v", tc.user, tc.client, tc.topic, tc.write, got)
 		}
 	}
-	for _, bad := range []string{"topic read", "frobnicate x", "user", "topic read a/#/b"} {
+	for _, bad := range []string{"topic read", "frobnicate x", "user", "topic read a/#/b", "pattern $share//a", "topic a/\xff"} {
 		if _, err := parseACL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+	// A bad filter is reported in topic's words, which name the fix.
+	if _, err := parseACL("user a\ntopic read a/#/b"); err == nil || err.Error() != `line 2: topic filter "a/#/b": # must be the last level (a/#)` {
+		t.Errorf("parseACL: %v", err)
 	}
 }
 

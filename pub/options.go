@@ -8,13 +8,11 @@ package pub
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -201,8 +199,16 @@ func (o *Options) Validate() error {
 		return mqttconn.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
 	}
 	if o.Topic != "" && !o.Template {
-		if err := CheckTopic(o.Topic); err != nil {
-			return mqttconn.Usagef("-t %s: %v", quoteTopic(o.Topic), err)
+		// topic's errors quote the topic and say what to do; -t is not
+		// named because the topic may have come from -L's path.
+		if err := topic.ValidateName(o.Topic); err != nil {
+			return mqttconn.Usagef("%v", err)
+		}
+	}
+	if o.Props.ResponseTopic != "" {
+		// [MQTT-3.3.2-13] [MQTT-3.3.2-14] a Response Topic is a topic name.
+		if err := topic.ValidateName(o.Props.ResponseTopic); err != nil {
+			return mqttconn.Usagef("--response-topic: %v", err)
 		}
 	}
 	if o.Config.Version != mqttconn.V5 && !o.Props.empty() {
@@ -230,33 +236,4 @@ func (p Props) firstName() string {
 		return "--payload-format-indicator"
 	}
 	return "--topic-alias"
-}
-
-// CheckTopic reports why name cannot be a PUBLISH topic name.
-func CheckTopic(name string) error {
-	switch {
-	case name == "":
-		// [MQTT-4.7.3-1] topic names are at least one character long.
-		return errors.New("topic is empty: give a topic such as sensors/1/temp")
-	case len(name) > 65535:
-		// A UTF-8 string in MQTT carries a two-byte length prefix.
-		return fmt.Errorf("topic is %d bytes, over MQTT's limit of 65535: shorten it", len(name))
-	case strings.ContainsAny(name, "+#"):
-		// [MQTT-3.3.2-2] wildcards are for subscriptions only.
-		return errors.New("wildcards + and # are only for subscribing: publish to a concrete topic")
-	case strings.ContainsRune(name, 0):
-		// [MQTT-4.7.3-2] topic names must not contain U+0000.
-		return errors.New("topic contains a NUL character: remove it")
-	case !utf8.ValidString(name):
-		// [MQTT-1.5.4-1] strings are well-formed UTF-8.
-		return errors.New("topic is not valid UTF-8: fix its encoding")
-	}
-	return nil
-}
-
-func quoteTopic(t string) string {
-	if len(t) > 60 {
-		return fmt.Sprintf("%q...", t[:60])
-	}
-	return fmt.Sprintf("%q", t)
 }

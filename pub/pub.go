@@ -15,6 +15,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 )
 
 // Run publishes what o describes and returns once every message is
@@ -198,9 +199,9 @@ func (b *builder) message(seq int, payload []byte) (*mqttconn.Message, error) {
 	return b.messageTo(seq, b.o.Topic, payload)
 }
 
-func (b *builder) messageTo(seq int, topic string, payload []byte) (*mqttconn.Message, error) {
+func (b *builder) messageTo(seq int, name string, payload []byte) (*mqttconn.Message, error) {
 	o := b.o
-	m := &mqttconn.Message{Topic: topic, Payload: payload, QoS: o.QoS, Retain: o.Retain}
+	m := &mqttconn.Message{Topic: name, Payload: payload, QoS: o.QoS, Retain: o.Retain}
 	p := o.Props
 	m.ContentType, m.ResponseTopic, m.CorrelationData = p.ContentType, p.ResponseTopic, p.CorrelationData
 	m.MessageExpiry, m.PayloadFormat, m.TopicAlias = p.MessageExpiry, p.PayloadFormat, p.TopicAlias
@@ -208,12 +209,12 @@ func (b *builder) messageTo(seq int, topic string, payload []byte) (*mqttconn.Me
 	if b.ts != nil {
 		d := newTmplData(seq, o.Clock.Now(), b.host, b.clientID)
 		var err error
-		if b.ts.topic != nil && topic == o.Topic {
+		if b.ts.topic != nil && name == o.Topic {
 			if m.Topic, err = execTemplate(b.ts.topic, d); err != nil {
 				return nil, err
 			}
-			if err := CheckTopic(m.Topic); err != nil {
-				return nil, mqttconn.Usagef("--template: topic %s: %v", quoteTopic(m.Topic), err)
+			if err := topic.ValidateName(m.Topic); err != nil {
+				return nil, mqttconn.Usagef("--template: %v", err)
 			}
 		}
 		if b.ts.payload != nil {
@@ -364,20 +365,20 @@ func lineMessage(o *Options, b *builder, seq int, line []byte) (*mqttconn.Messag
 		if err != nil {
 			return nil, err
 		}
-		if err := CheckTopic(m.Topic); err != nil {
-			return nil, fmt.Errorf("topic %s: %w", quoteTopic(m.Topic), err)
+		if err := topic.ValidateName(m.Topic); err != nil {
+			return nil, err
 		}
 		return outgoing(o, m), nil
 	}
-	topic := o.Topic
+	name := o.Topic
 	if o.TopicFromLine {
 		t, p, ok := bytes.Cut(line, []byte("\t"))
 		if !ok {
 			return nil, errors.New("no TAB: --topic-from-line reads topic<TAB>payload")
 		}
-		topic, line = string(t), p
-		if err := CheckTopic(topic); err != nil {
-			return nil, fmt.Errorf("topic %s: %w", quoteTopic(topic), err)
+		name, line = string(t), p
+		if err := topic.ValidateName(name); err != nil {
+			return nil, err
 		}
 	}
 	payload, err := decode(o.Encoding, line)
@@ -385,7 +386,7 @@ func lineMessage(o *Options, b *builder, seq int, line []byte) (*mqttconn.Messag
 		return nil, err
 	}
 	// A copy: the reader's buffer is reused.
-	return b.messageTo(seq, topic, bytes.Clone(payload))
+	return b.messageTo(seq, name, bytes.Clone(payload))
 }
 
 // outgoing prepares a recorded message for sending: properties the

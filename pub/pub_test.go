@@ -24,28 +24,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func TestCheckTopic(t *testing.T) {
-	for _, tc := range []struct {
-		topic string
-		ok    bool
-	}{
-		{"a/b", true},
-		{"/", true},
-		{"a b/ü", true},
-		{"", false},
-		{"a/+/b", false},
-		{"a/#", false},
-		{"a\x00b", false},
-		{strings.Repeat("x", 65535), true},
-		{strings.Repeat("x", 65536), false},
-		{"\xff", false},
-	} {
-		if err := CheckTopic(tc.topic); (err == nil) != tc.ok {
-			t.Errorf("CheckTopic(%.20q) = %v, want ok=%v", tc.topic, err, tc.ok)
-		}
-	}
-}
-
 func dialNever(context.Context, mqttconn.Config) (mqttconn.Client, error) {
 	panic("Validate must not dial")
 }
@@ -61,8 +39,11 @@ func TestValidateUsageErrors(t *testing.T) {
 	}{
 		{"no source", Options{Topic: "a"}, "no payload given"},
 		{"no topic", Options{Source: SourceMessage}, "no topic given"},
-		{"wildcard", Options{Source: SourceMessage, Topic: "a/+"}, "wildcards"},
+		{"wildcard", Options{Source: SourceMessage, Topic: "a/+"}, `topic name "a/+": wildcards + and # are only for subscribing`},
 		{"nul", Options{Source: SourceMessage, Topic: "a\x00"}, "NUL"},
+		{"bad utf-8", Options{Source: SourceMessage, Topic: "a\xff"}, "not valid UTF-8"},
+		{"long", Options{Source: SourceMessage, Topic: strings.Repeat("x", 65536)}, "65536 bytes, over MQTT's limit of 65535"},
+		{"response topic", Options{Source: SourceMessage, Topic: "a", Props: Props{ResponseTopic: "r/#"}}, `--response-topic: topic name "r/#": wildcards`},
 		{"qos", Options{Source: SourceMessage, Topic: "a", QoS: 3}, "QoS 3 out of range"},
 		{"encoding", Options{Source: SourceMessage, Topic: "a", Encoding: "rot13"}, "--encoding"},
 		{"topic-from-line without -l", Options{Source: SourceMessage, Topic: "a", TopicFromLine: true}, "needs -l"},

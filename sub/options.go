@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -78,9 +79,22 @@ func (o *Options) Validate() error {
 			return mqttconn.Usagef("-q %d out of range: use 0, 1 or 2", q)
 		}
 	}
-	for _, t := range append(append([]string{}, o.Topics...), o.FilterOut...) {
-		if err := ValidFilter(t); err != nil {
+	// Checked here, not left to the broker: a typo is reported before
+	// connecting, and a filter that is not UTF-8 never reaches a client
+	// library that would hang on it.
+	for _, f := range o.Topics {
+		if err := topic.ValidateFilter(f); err != nil {
 			return mqttconn.Usagef("%v", err)
+		}
+	}
+	for _, f := range o.FilterOut {
+		if err := topic.ValidateFilter(f); err != nil {
+			return mqttconn.Usagef("-T/--filter-out: %v", err)
+		}
+	}
+	for _, f := range o.Unsubscribe {
+		if err := topic.ValidateFilter(f); err != nil {
+			return mqttconn.Usagef("-U/--unsubscribe: %v", err)
 		}
 	}
 	if o.RetainHandling > 2 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/topic"
 )
 
 // Run connects, subscribes and handles messages until an ending condition
@@ -416,7 +417,7 @@ func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) 
 		return false, nil
 	}
 	for _, f := range o.FilterOut {
-		if FilterMatches(f, m.Topic) {
+		if topic.Match(f, m.Topic) {
 			return false, nil
 		}
 	}

@@ -1,6 +1,7 @@
 package sub
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"strings"
@@ -168,38 +169,29 @@ func TestEscapeBinary(t *testing.T) {
 	}
 }
 
-func TestFilterMatches(t *testing.T) {
-	cases := []struct {
-		filter, topic string
-		want          bool
+// Filters are checked before connecting, with topic's wording; a filter
+// that is not UTF-8 used to reach the client library and hang mqtk sub.
+func TestValidateFilters(t *testing.T) {
+	for _, tc := range []struct {
+		o    Options
+		want string
 	}{
-		{"a/b", "a/b", true},
-		{"a/+", "a/b", true},
-		{"a/+", "a/b/c", false},
-		{"a/#", "a", true},
-		{"a/#", "a/b/c", true},
-		{"#", "a/b", true},
-		{"#", "$SYS/x", false},
-		{"+/x", "$SYS/x", false},
-		{"$SYS/#", "$SYS/x", true},
-		{"+/+", "a/", true},
-		{"a/b", "a/c", false},
-		{"$share/g/a/+", "a/b", true},
-	}
-	for _, c := range cases {
-		if got := FilterMatches(c.filter, c.topic); got != c.want {
-			t.Errorf("FilterMatches(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
+		{Options{Topics: []string{"a/#/b"}}, `topic filter "a/#/b": # must be the last level (a/#)`},
+		{Options{Topics: []string{"a/\xff"}}, `topic filter "a/\xff": not valid UTF-8`},
+		{Options{Topics: []string{"a\x00"}}, "U+0000"},
+		{Options{Topics: []string{"$share/g"}}, "write $share/GROUP/FILTER"},
+		{Options{Topics: []string{"a"}, FilterOut: []string{"a/b+"}}, `-T/--filter-out: topic filter "a/b+": + must stand alone`},
+		{Options{Unsubscribe: []string{"\xc3"}}, `-U/--unsubscribe: topic filter "\xc3": not valid UTF-8`},
+	} {
+		tc.o.Dial = func(context.Context, mqttconn.Config) (mqttconn.Client, error) { panic("Validate must not dial") }
+		err := tc.o.Validate()
+		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(%q) = %v, want a usage error containing %q", tc.o.Topics, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "a/#/b", "a#", "a/b+", "$share/g", "$share//a", "$share/g+/a"} {
-		if ValidFilter(bad) == nil {
-			t.Errorf("ValidFilter(%q) accepted a bad filter", bad)
-		}
-	}
-	for _, good := range []string{"#", "a/+/c", "$share/g/a/#", "+"} {
-		if err := ValidFilter(good); err != nil {
-			t.Errorf("ValidFilter(%q): %v", good, err)
-		}
+	o := Options{Topics: []string{"#", "a/+/c", "$share/g/a/#", "a//b"}, FilterOut: []string{"a/x"}, Dial: func(context.Context, mqttconn.Config) (mqttconn.Client, error) { return nil, nil }}
+	if err := o.Validate(); err != nil {
+		t.Errorf("Validate(%q) = %v", o.Topics, err)
 	}
 }
 

@@ -82,7 +82,8 @@ func TestSubUsageErrorsExit2(t *testing.T) {
 		want string
 	}{
 		{[]string{}, "no topic"},
-		{[]string{"-t", "a/#/b"}, "# must stand alone"},
+		{[]string{"-t", "a/#/b"}, "# must be the last level (a/#)"},
+		{[]string{"-t", "a/\xff"}, "not valid UTF-8"},
 		{[]string{"-t", "a", "-q", "3"}, "use 0, 1 or 2"},
 		{[]string{"-t", "a", "-t", "b", "-q", "1", "-q", "1", "-q", "1"}, "3 -q values for 2 topics"},
 		{[]string{"-t", "a", "-V", "311", "--no-local"}, "--no-local needs MQTT 5"},
