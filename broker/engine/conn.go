@@ -1,0 +1,627 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/topic"
+)
+
+// conn is one client connection. Its reader goroutine (serve) owns the
+// read side and the inbound topic aliases; the write side is shared.
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	info Client
+	rd   *packet.Reader
+
+	// Set while CONNECT is handled, then read-only.
+	version   packet.Version
+	se        *session
+	keepAlive uint16
+	recvMax   int    // the client's Receive Maximum
+	maxOut    uint32 // the client's Maximum Packet Size; 0 none
+	aliasMax  uint16 // aliases we may assign towards the client
+	problem   bool   // the client accepts reason strings and user properties [MQTT-3.1.2-29]
+
+	aliasIn map[uint16]string // reader goroutine only [MQTT-3.3.2-12]
+
+	wmu       sync.Mutex // guards the write side below
+	wbuf      []byte     // encoded packets waiting to be written
+	flushing  bool       // a flush goroutine runs
+	dead      bool       // no more writes: closed or failed
+	closeDone bool       // close the socket once wbuf is written
+	drained   chan struct{}
+	aliasOut  map[string]uint16
+	flushed   chan struct{} // closed when the last flush ends after closeDone
+}
+
+func newConn(s *Server, nc net.Conn, info Client) *conn {
+	if info.Remote == "" && nc.RemoteAddr() != nil {
+		info.Remote = nc.RemoteAddr().String()
+	}
+	return &conn{s: s, nc: nc, info: info, rd: packet.NewReader(nc, int(s.cfg.MaxPacketSize))}
+}
+
+// errDisconnect ends serve without a will: the client said goodbye.
+var errDisconnect = errors.New("client disconnected")
+
+// serve is the connection's life: CONNECT, then packets until the end.
+func (c *conn) serve() (err error) {
+	defer func() {
+		if c.se != nil {
+			// [MQTT-3.1.2-8] the will goes out when the connection ends for
+			// any reason but a normal DISCONNECT (or a server shutdown).
+			c.se.detach(c, !errors.Is(err, errDisconnect) && !c.s.isClosing())
+		}
+		c.finish()
+	}()
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
+	if err := c.handshake(); err != nil {
+		return err
+	}
+	for {
+		if c.keepAlive > 0 {
+			// [MQTT-3.1.2-24] one and a half keep alive periods of silence
+			// end the connection.
+			_ = c.nc.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
+		} else {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		h, body, err := c.rd.Next(keepsBody)
+		if err != nil {
+			return c.readFailed(err)
+		}
+		if !c.current() {
+			return errTakenOver
+		}
+		if err := c.handle(h, body); err != nil {
+			return err
+		}
+		if c.rd.Buffered() == 0 {
+			c.rd.Release() // an idle connection holds no read buffer
+		}
+	}
+}
+
+func keepsBody(h byte) bool { return packet.Type(h>>4) == packet.TypePublish || h>>4 >= 8 && h>>4 != 12 }
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// readFailed turns a read error into the connection's end, telling an MQTT
+// 5 client why when the protocol has a word for it.
+func (c *conn) readFailed(err error) error {
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		c.protocolError(pe.Code, pe.Msg)
+		return err
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.version == packet.V5 {
+			c.closeWith(&packet.Disconnect{Code: packet.KeepAliveTimeout})
+		}
+		return fmt.Errorf("keep alive of %d s expired", c.keepAlive)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return io.EOF
+	}
+	return err
+}
+
+// protocolError ends the connection for a packet that breaks the protocol:
+// MQTT 5 clients get a DISCONNECT with the reason [MQTT-4.13.1-1], earlier
+// versions have no such packet and are simply closed [MQTT-4.8.0-1].
+func (c *conn) protocolError(code packet.ReasonCode, why string) {
+	c.s.cfg.Logf("client %q (%s): %s: %s", c.info.ID, c.info.Remote, code, why)
+	if c.version == packet.V5 {
+		d := &packet.Disconnect{Code: code}
+		if c.problem {
+			d.Properties.ReasonString = why
+		}
+		c.closeWith(d)
+	}
+}
+
+// handle processes one packet after CONNECT.
+func (c *conn) handle(h byte, body []byte) error {
+	switch packet.Type(h >> 4) {
+	case packet.TypePublish:
+		var p packet.Publish
+		if err := packet.DecodeInto(&p, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		return c.onPublish(&p)
+	case packet.TypePuback, packet.TypePubrec, packet.TypePubcomp:
+		var a packet.Ack
+		if err := packet.DecodeInto(&a, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		if !c.se.acked(a.Kind, a.PacketID, a.Code) {
+			// An acknowledgement for nothing in flight: mosquitto ignores
+			// it, and so does the engine (the message may have expired).
+			return nil
+		}
+		if a.Kind == packet.TypePubrec && a.Code < 0x80 {
+			c.send(&packet.Ack{Kind: packet.TypePubrel, PacketID: a.PacketID})
+		}
+		return nil
+	case packet.TypePubrel:
+		var a packet.Ack
+		if err := packet.DecodeInto(&a, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		comp := &packet.Ack{Kind: packet.TypePubcomp, PacketID: a.PacketID}
+		if !c.se.released(a.PacketID) && c.version == packet.V5 {
+			// [MQTT-4.3.3-?] PUBREL for an unknown identifier: PUBCOMP
+			// 0x92 in MQTT 5; 3.1.1 has no code, and answers PUBCOMP.
+			comp.Code = packet.PacketIdentifierNotFound
+		}
+		c.send(comp)
+		return nil
+	case packet.TypeSubscribe:
+		var p packet.Subscribe
+		if err := packet.DecodeInto(&p, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		return c.onSubscribe(&p)
+	case packet.TypeUnsubscribe:
+		var p packet.Unsubscribe
+		if err := packet.DecodeInto(&p, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		return c.onUnsubscribe(&p)
+	case packet.TypePingreq:
+		var p packet.Pingreq
+		if err := packet.DecodeInto(&p, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		c.send(&packet.Pingresp{}) // [MQTT-3.12.4-1]
+		return nil
+	case packet.TypeDisconnect:
+		var d packet.Disconnect
+		if err := packet.DecodeInto(&d, h, body, c.version); err != nil {
+			return c.bad(err)
+		}
+		return c.onDisconnect(&d)
+	case packet.TypeConnect:
+		// [MQTT-3.1.0-2] a second CONNECT is a protocol error.
+		return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: "second CONNECT on one connection"})
+	case packet.TypeAuth:
+		if c.version != packet.V5 {
+			return c.bad(&packet.Error{Code: packet.MalformedPacket, Msg: "packet type 15 before MQTT 5"})
+		}
+		// [MQTT-4.12.0-?] no extended authentication method was agreed at
+		// CONNECT, so any AUTH is a protocol error.
+		return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: "AUTH without an authentication method"})
+	default:
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP and type 0 are never sent by
+		// a client.
+		return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: packet.Type(h>>4).String() + " from a client"})
+	}
+}
+
+func (c *conn) bad(err error) error {
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		c.protocolError(pe.Code, pe.Msg)
+	}
+	return err
+}
+
+// onPublish handles a PUBLISH from the client.
+func (c *conn) onPublish(p *packet.Publish) error {
+	cfg := &c.s.cfg
+	if c.version == packet.V5 {
+		// [MQTT-3.3.4-6] a client does not send subscription identifiers.
+		if p.Properties.Has(packet.PropSubscriptionID) {
+			return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: "PUBLISH from a client carries a subscription identifier"})
+		}
+		if p.Properties.Has(packet.PropTopicAlias) {
+			a := p.Properties.TopicAlias
+			if a > cfg.TopicAliasMaximum {
+				// [MQTT-3.3.2-9] an alias above our Topic Alias Maximum.
+				return c.bad(&packet.Error{Code: packet.TopicAliasInvalid,
+					Msg: fmt.Sprintf("topic alias %d is over the maximum of %d", a, cfg.TopicAliasMaximum)})
+			}
+			if p.Topic == "" {
+				t, ok := c.aliasIn[a]
+				if !ok {
+					// 3.3.2.3.4: an alias never set is a protocol error.
+					return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: fmt.Sprintf("topic alias %d was never set", a)})
+				}
+				p.Topic = t
+			} else {
+				if c.aliasIn == nil {
+					c.aliasIn = map[uint16]string{}
+				}
+				c.aliasIn[a] = p.Topic // [MQTT-3.3.2-12]
+			}
+			p.Properties.Delete(packet.PropTopicAlias)
+		}
+	}
+	if p.QoS > 0 && c.version == packet.V5 && p.QoS == 2 && c.se.pendingIn() >= int(cfg.ReceiveMaximum) {
+		// [MQTT-3.3.4-7] more unacknowledged QoS 2 publishes than our
+		// Receive Maximum.
+		return c.bad(&packet.Error{Code: packet.ReceiveMaximumExceeded,
+			Msg: fmt.Sprintf("more than %d QoS 2 publishes awaiting PUBREL", cfg.ReceiveMaximum)})
+	}
+	if err := c.checkTopic(p.Topic); err != nil {
+		return c.bad(&packet.Error{Code: packet.TopicNameInvalid, Msg: err.Error()})
+	}
+	code := packet.Success
+	allowed := !strings.HasPrefix(p.Topic, "$SYS") && cfg.Hooks.MayPublish(&c.info, p.Topic, p.Retain)
+	if !allowed {
+		code = packet.NotAuthorized
+	}
+	route := allowed
+	if p.QoS == 2 && !c.se.received(p.PacketID) {
+		// [MQTT-4.3.3-?] a resent QoS 2 PUBLISH whose PUBREC was sent is
+		// not delivered again.
+		route = false
+	}
+	if route {
+		m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain,
+			Props: p.Properties, Created: c.s.now(), From: c.info.ID}
+		if cfg.MaxMessageExpiry > 0 {
+			lim := uint32(cfg.MaxMessageExpiry / time.Second)
+			if !m.Props.Has(packet.PropMessageExpiry) || m.Props.MessageExpiry > lim {
+				m.Props.MessageExpiry = lim
+			}
+		}
+		if m.Retain {
+			c.s.router.retain(m)
+		}
+		c.s.route(m)
+	}
+	switch p.QoS {
+	case 1:
+		// [MQTT-3.3.4-1] PUBACK; an unauthorised publish is acknowledged
+		// too [MQTT-3.3.5-2], with 0x87 in MQTT 5.
+		c.send(&packet.Ack{Kind: packet.TypePuback, PacketID: p.PacketID, Code: c.v5code(code)})
+	case 2:
+		if code != packet.Success && c.version == packet.V5 {
+			c.se.released(p.PacketID) // the exchange ends with the error PUBREC
+		}
+		c.send(&packet.Ack{Kind: packet.TypePubrec, PacketID: p.PacketID, Code: c.v5code(code)})
+	}
+	return nil
+}
+
+// v5code returns code for MQTT 5 and Success before it, which has no
+// reason codes in acknowledgements.
+func (c *conn) v5code(code packet.ReasonCode) packet.ReasonCode {
+	if c.version == packet.V5 {
+		return code
+	}
+	return packet.Success
+}
+
+// checkTopic applies the broker's limits to a topic name or filter.
+func (c *conn) checkTopic(t string) error {
+	cfg := &c.s.cfg
+	if len(t) > cfg.MaxTopicLength {
+		return fmt.Errorf("topic of %d bytes is over the broker's limit of %d", len(t), cfg.MaxTopicLength)
+	}
+	if strings.Count(t, "/")+1 > cfg.MaxTopicLevels {
+		return fmt.Errorf("topic has more than %d levels", cfg.MaxTopicLevels)
+	}
+	return nil
+}
+
+// onSubscribe handles SUBSCRIBE: each filter gets its own code in SUBACK
+// [MQTT-3.8.4-6], and retained messages follow the SUBACK
+// [MQTT-3.3.1-9].
+func (c *conn) onSubscribe(p *packet.Subscribe) error {
+	var subID uint32
+	if ids := p.Properties.SubscriptionIDs; len(ids) > 0 {
+		subID = ids[0]
+	}
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	type sendRetained struct {
+		filter string
+		o      subOpts
+	}
+	var retained []sendRetained
+	for i, sub := range p.Subscriptions {
+		code := packet.ReasonCode(sub.QoS) // granted QoS: we support 2
+		_, inner, shared := topic.ParseShared(sub.Filter)
+		switch {
+		case topic.ValidateFilter(sub.Filter) != nil || c.checkTopic(sub.Filter) != nil:
+			// [MQTT-3.8.4-?] an invalid filter gets its own failure code.
+			code = packet.TopicFilterInvalid
+		case !c.s.cfg.Hooks.MaySubscribe(&c.info, inner):
+			// The ACL judges the filter without $share/GROUP/, so a user
+			// who may read public/# may share it.
+			code = packet.NotAuthorized
+		}
+		if code >= 0x80 {
+			codes[i] = c.subackFailure(code)
+			continue
+		}
+		o := subOpts{qos: sub.QoS, noLocal: sub.NoLocal, rap: sub.RetainAsPublished, rh: sub.RetainHandling, id: subID}
+		replaced, err := c.s.router.subs.Subscribe(sub.Filter, c.info.ID, o)
+		if err != nil {
+			codes[i] = c.subackFailure(packet.TopicFilterInvalid)
+			continue
+		}
+		codes[i] = code
+		// [MQTT-3.3.1-9..11] retain handling: 0 always, 1 only for a new
+		// subscription, 2 never; shared subscriptions get no retained
+		// messages [MQTT-3.8.4-?].
+		if !shared && (o.rh == 0 || (o.rh == 1 && !replaced)) {
+			retained = append(retained, sendRetained{inner, o})
+		}
+	}
+	c.send(&packet.Suback{PacketID: p.PacketID, Codes: codes})
+	now := c.s.now()
+	for _, r := range retained {
+		for _, m := range c.s.router.retainedFor(r.filter, now) {
+			d := delivery{qos: r.o.qos, retain: true} // [MQTT-3.3.1-8] retained ones keep the flag
+			if r.o.id != 0 {
+				d.ids = []uint32{r.o.id}
+			}
+			c.se.deliver(m, d)
+		}
+	}
+	return nil
+}
+
+// subackFailure maps an MQTT 5 failure code to the version's SUBACK code:
+// 3.1.1 has only 0x80 [MQTT-3.9.3-?].
+func (c *conn) subackFailure(code packet.ReasonCode) packet.ReasonCode {
+	if c.version == packet.V5 {
+		return code
+	}
+	return packet.SubackFailure311
+}
+
+func (c *conn) onUnsubscribe(p *packet.Unsubscribe) error {
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		// [MQTT-3.10.4-1] the filter is compared character by character.
+		if c.s.router.subs.Unsubscribe(f, c.info.ID) {
+			codes[i] = packet.Success
+		} else {
+			codes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	ack := &packet.Unsuback{PacketID: p.PacketID}
+	if c.version == packet.V5 {
+		ack.Codes = codes
+	}
+	c.send(ack) // [MQTT-3.10.4-4]
+	return nil
+}
+
+func (c *conn) onDisconnect(d *packet.Disconnect) error {
+	if c.version == packet.V5 && d.Properties.Has(packet.PropSessionExpiry) {
+		c.se.mu.Lock()
+		was := c.se.expiry
+		if was == 0 && d.Properties.SessionExpiry != 0 {
+			c.se.mu.Unlock()
+			// [MQTT-3.14.2-2] a session that was to end with the
+			// connection cannot be made to last at DISCONNECT.
+			return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: "DISCONNECT sets a session expiry after CONNECT set none"})
+		}
+		c.se.expiry = c.s.capExpiry(d.Properties.SessionExpiry)
+		c.se.mu.Unlock()
+	}
+	if d.Code == packet.DisconnectWithWill {
+		// 3.14.2.1: 0x04 asks for the will to be published.
+		return errors.New("client disconnected with its will")
+	}
+	// [MQTT-3.14.4-3] a normal DISCONNECT discards the will.
+	return errDisconnect
+}
+
+// capExpiry applies the broker's ceiling to a session expiry interval.
+func (s *Server) capExpiry(v uint32) uint32 {
+	if s.cfg.MaxSessionExpiry <= 0 {
+		return v
+	}
+	lim := s.cfg.MaxSessionExpiry / time.Second
+	if lim > 0xFFFFFFFE {
+		return v
+	}
+	if time.Duration(v) > lim {
+		return uint32(lim)
+	}
+	return v
+}
+
+// send queues p on the connection. A packet that cannot be encoded is a
+// bug in the engine, logged and dropped rather than sent malformed.
+func (c *conn) send(p packet.Packet) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.appendLocked(p)
+}
+
+func (c *conn) appendLocked(p packet.Packet) {
+	if c.dead || c.closeDone {
+		return
+	}
+	b, err := p.Append(c.wbuf, c.version)
+	if err != nil {
+		c.s.cfg.Logf("engine: cannot encode %s for %q: %v", p.Type(), c.info.ID, err)
+		return
+	}
+	c.wbuf = b
+	if !c.flushing {
+		c.flushing = true
+		go c.flush()
+	}
+}
+
+// sendPublish writes m as a PUBLISH for this connection: the delivery's
+// QoS, retain and subscription identifiers, the remaining expiry
+// [MQTT-3.3.2-6], a topic alias if one is free. A message larger than
+// the client's Maximum Packet Size is dropped for this client only
+// [MQTT-3.1.2-25]. Called with the session's lock held.
+func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
+	p := packet.Publish{Topic: m.Topic, QoS: d.qos, PacketID: id, Retain: d.retain, Dup: dup, Payload: m.Payload}
+	if c.version == packet.V5 {
+		p.Properties = m.Props
+		if left, has, _ := m.expiry(c.s.now()); has {
+			p.Properties.MessageExpiry = left
+		}
+		if len(d.ids) > 0 {
+			p.Properties.SubscriptionIDs = d.ids
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	newAlias := false
+	if c.version == packet.V5 && c.aliasMax > 0 {
+		if a, ok := c.aliasOut[m.Topic]; ok {
+			p.Properties.TopicAlias = a
+			p.Topic = ""
+		} else if len(c.aliasOut) < int(c.aliasMax) {
+			p.Properties.TopicAlias = uint16(len(c.aliasOut) + 1)
+			newAlias = true
+		}
+	}
+	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
+		c.s.cfg.Logf("message on %q (%d bytes) is over client %q's maximum packet size of %d: not sent to it",
+			m.Topic, p.Size(c.version), c.info.ID, c.maxOut)
+		return
+	}
+	if newAlias {
+		if c.aliasOut == nil {
+			c.aliasOut = map[string]uint16{}
+		}
+		c.aliasOut[m.Topic] = p.Properties.TopicAlias
+	}
+	c.appendLocked(&p)
+}
+
+// flush writes the buffered packets. It runs only while there is
+// something to write, and lets the buffers go when it ends, so an idle
+// connection holds neither goroutine nor buffer.
+func (c *conn) flush() {
+	var spare []byte
+	for {
+		c.wmu.Lock()
+		if len(c.wbuf) == 0 || c.dead {
+			c.flushing = false
+			c.wbuf = nil
+			closeNow := c.closeDone && !c.dead
+			if c.drained != nil {
+				close(c.drained)
+				c.drained = nil
+			}
+			if c.closeDone {
+				c.dead = true
+				if c.flushed != nil {
+					close(c.flushed)
+					c.flushed = nil
+				}
+			}
+			c.wmu.Unlock()
+			if closeNow {
+				_ = c.nc.Close()
+			}
+			return
+		}
+		b := c.wbuf
+		c.wbuf = spare[:0]
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		_, err := c.nc.Write(b)
+		if err != nil {
+			c.wmu.Lock()
+			c.dead = true
+			c.wmu.Unlock()
+			_ = c.nc.Close() // the reader sees it and ends the connection
+			continue
+		}
+		if cap(b) <= 64<<10 {
+			spare = b
+		} else {
+			spare = nil
+		}
+	}
+}
+
+// closeWith sends p as the connection's last packet and closes it once
+// written.
+func (c *conn) closeWith(p packet.Packet) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.appendLocked(p)
+	c.closeDone = true
+	if !c.flushing && !c.dead {
+		c.flushing = true
+		go c.flush()
+	}
+}
+
+// shutdown ends the connection for a server shutdown: MQTT 5 clients are
+// told why [MQTT-4.13.2-1].
+func (c *conn) shutdown() {
+	if c.version == packet.V5 {
+		c.closeWith(&packet.Disconnect{Code: packet.ServerShuttingDown})
+		return
+	}
+	c.wmu.Lock()
+	c.closeDone = true
+	if !c.flushing && !c.dead {
+		c.flushing = true
+		go c.flush()
+	}
+	c.wmu.Unlock()
+}
+
+// finish waits (bounded by the write timeout) for what is queued to be
+// written, then closes the socket.
+func (c *conn) finish() {
+	c.wmu.Lock()
+	c.closeDone = true
+	var wait chan struct{}
+	if c.flushing && !c.dead {
+		if c.flushed == nil {
+			c.flushed = make(chan struct{})
+		}
+		wait = c.flushed
+	} else {
+		c.dead = true
+	}
+	c.wmu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-time.After(c.s.cfg.WriteTimeout):
+		}
+	}
+	_ = c.nc.Close()
+}
+
+// current reports whether c still holds its session (a take-over moves
+// the session to the new connection).
+func (c *conn) current() bool {
+	c.se.mu.Lock()
+	defer c.se.mu.Unlock()
+	return c.se.c == c
+}
+
+// assignID makes a client identifier for a client that sent none
+// [MQTT-3.1.3-6]: unique on this server for its lifetime.
+func (s *Server) assignID() string {
+	s.mu.Lock()
+	s.idSeq++
+	n := s.idSeq
+	s.mu.Unlock()
+	return "mqtk-" + strconv.FormatInt(s.now().UnixNano()%1e9, 36) + "-" + strconv.FormatUint(n, 36)
+}

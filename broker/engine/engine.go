@@ -1,0 +1,300 @@
+// Package engine is mqtk broker's MQTT engine: connections, sessions,
+// routing, retained messages, wills and flow control for MQTT 3.1, 3.1.1
+// and 5 on one code path, built on internal/packet and internal/topic.
+// What makes it a product (listeners, TLS, password files, ACLs,
+// persistence, metrics) lives in package broker and reaches the engine
+// through Hooks.
+//
+// The shape:
+//   - a conn owns its socket: one read goroutine decoding into reused
+//     packets, and a write path that coalesces packets into one buffer and
+//     starts a flushing goroutine only while something is queued, so an
+//     idle connection holds neither a writer goroutine nor a write buffer;
+//   - a session owns what outlives a connection: packet identifiers per
+//     direction, the in-flight window bounded by the client's Receive
+//     Maximum, the queue, the will, the expiry;
+//   - the router owns subscriptions (internal/topic's tree, with shared
+//     groups) and retained messages.
+//
+// Lock order: Server.mu, then a session's mu, then its conn's wmu. The
+// router's locks are taken with none of these held.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mqtk/mqtk/internal/packet"
+)
+
+// Config bounds what clients may cost and sets the protocol limits the
+// engine announces. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	MaxPacketSize     uint32 // largest packet accepted from a client, fixed header included
+	ReceiveMaximum    uint16 // QoS 1/2 publishes a client may have unacknowledged towards us
+	MaxInflight       uint16 // QoS 1/2 messages in flight to a client that announces no Receive Maximum (3.1.1)
+	MaxQueued         int    // messages queued per session beyond the in-flight window
+	MaxMessageExpiry  time.Duration
+	MaxSessionExpiry  time.Duration
+	MaxKeepalive      uint16 // seconds; larger client values are lowered (Server Keep Alive in MQTT 5)
+	MaxClientIDLength int
+	MaxTopicLength    int
+	MaxTopicLevels    int
+	TopicAliasMaximum uint16 // aliases a client may define towards us
+	// TopicAliasOut caps the aliases the engine assigns in PUBLISH packets
+	// to an MQTT 5 client (never more than the client's own maximum).
+	TopicAliasOut  uint16
+	ConnectTimeout time.Duration
+	WriteTimeout   time.Duration
+	// Exact says zero values were meant (no outbound aliases, …) rather
+	// than left for the defaults.
+	Exact bool
+
+	Hooks Hooks
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logf receives commentary (connections dropped and why); nil drops it.
+	Logf func(format string, args ...any)
+}
+
+// DefaultConfig is what a zero Config field means.
+func DefaultConfig() Config {
+	return Config{
+		MaxPacketSize:     1 << 20,
+		ReceiveMaximum:    256,
+		MaxInflight:       20, // mosquitto's max_inflight_messages
+		MaxQueued:         1000,
+		MaxSessionExpiry:  7 * 24 * time.Hour,
+		MaxKeepalive:      65535,
+		MaxClientIDLength: 256,
+		MaxTopicLength:    4096,
+		MaxTopicLevels:    64,
+		TopicAliasMaximum: 10,
+		TopicAliasOut:     10,
+		ConnectTimeout:    10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(v *uint32, dv uint32) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	set(&c.MaxPacketSize, d.MaxPacketSize)
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = d.MaxInflight
+	}
+	if c.MaxQueued == 0 {
+		c.MaxQueued = d.MaxQueued
+	}
+	if c.MaxSessionExpiry == 0 && !c.Exact {
+		c.MaxSessionExpiry = d.MaxSessionExpiry
+	}
+	if c.MaxKeepalive == 0 {
+		c.MaxKeepalive = d.MaxKeepalive
+	}
+	if c.MaxClientIDLength == 0 {
+		c.MaxClientIDLength = d.MaxClientIDLength
+	}
+	if c.MaxTopicLength == 0 {
+		c.MaxTopicLength = d.MaxTopicLength
+	}
+	if c.MaxTopicLevels == 0 {
+		c.MaxTopicLevels = d.MaxTopicLevels
+	}
+	if c.TopicAliasMaximum == 0 && !c.Exact {
+		c.TopicAliasMaximum = d.TopicAliasMaximum
+	}
+	if c.TopicAliasOut == 0 && !c.Exact {
+		c.TopicAliasOut = d.TopicAliasOut
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = d.ConnectTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.Hooks == nil {
+		c.Hooks = AllowAll{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c
+}
+
+// Client is what hooks learn about a connected client. It does not change
+// after CONNECT, so hooks may keep it.
+type Client struct {
+	ID       string
+	Username string
+	HasUser  bool
+	Remote   string
+	CertCN   string // verified client certificate common name, if any
+	Version  packet.Version
+	Listener string
+}
+
+// Hooks are the points where the product decides: who may connect, what
+// they may publish and read. They are called on connection goroutines,
+// concurrently; implementations must be safe for that.
+type Hooks interface {
+	// Authenticate decides a CONNECT; it returns Success or the MQTT 5
+	// reason code to refuse with (BadUserNameOrPassword, NotAuthorized,
+	// …). The engine maps it for 3.1/3.1.1 clients. It must take the same
+	// time for unknown and known users.
+	Authenticate(c *Client, password []byte, hasPassword bool) packet.ReasonCode
+	// MayPublish reports whether c may publish to topic (also checked for
+	// a will at CONNECT [MQTT-3.1.2-?]: a will the client could not publish
+	// is refused with the connection).
+	MayPublish(c *Client, topic string, retain bool) bool
+	// MaySubscribe reports whether c may subscribe to filter ($share
+	// prefix removed).
+	MaySubscribe(c *Client, filter string) bool
+	// MayRead reports whether c may receive a message published to topic;
+	// it is asked at delivery, so a changed ACL applies to what is queued.
+	MayRead(c *Client, topic string) bool
+}
+
+// AllowAll is the Hooks of a broker without authentication or ACL.
+type AllowAll struct{}
+
+// Authenticate implements Hooks.
+func (AllowAll) Authenticate(*Client, []byte, bool) packet.ReasonCode { return packet.Success }
+
+// MayPublish implements Hooks.
+func (AllowAll) MayPublish(*Client, string, bool) bool { return true }
+
+// MaySubscribe implements Hooks.
+func (AllowAll) MaySubscribe(*Client, string) bool { return true }
+
+// MayRead implements Hooks.
+func (AllowAll) MayRead(*Client, string) bool { return true }
+
+// Server is one engine: the sessions, the router, the connections.
+type Server struct {
+	cfg    Config
+	router *router
+
+	mu       sync.Mutex // guards everything below
+	sessions map[string]*session
+	conns    map[*conn]struct{}
+	closing  bool
+	connWG   sync.WaitGroup
+	idSeq    uint64
+}
+
+// ErrClosed is returned by Serve once Close has begun.
+var ErrClosed = errors.New("engine: server closed")
+
+// New returns a Server with cfg (zero fields take DefaultConfig's values).
+func New(cfg Config) *Server {
+	cfg = cfg.withDefaults()
+	return &Server{
+		cfg:      cfg,
+		router:   newRouter(),
+		sessions: map[string]*session{},
+		conns:    map[*conn]struct{}{},
+	}
+}
+
+// Serve runs the MQTT protocol on nc until the connection ends, and closes
+// it. info carries what the listener knows (remote address, certificate
+// name, listener name); the rest is filled from CONNECT.
+func (s *Server) Serve(nc net.Conn, info Client) error {
+	c := newConn(s, nc, info)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return ErrClosed
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.connWG.Done()
+	}()
+	return c.serve()
+}
+
+// Close disconnects every client (MQTT 5 clients hear "server shutting
+// down" [MQTT-4.13.2-1]) and waits, up to ctx, for their connections to
+// end. Wills are not published for a shutdown the clients did not cause.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	for _, se := range s.sessions {
+		se.stopTimers()
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown()
+	}
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, c := range conns {
+			_ = c.nc.Close()
+		}
+		<-done
+		return fmt.Errorf("close engine: %w", ctx.Err())
+	}
+}
+
+// Publish routes a message as if a client had published it (for $SYS and
+// the broker's own messages). It is not checked against any ACL.
+func (s *Server) Publish(m *Message) {
+	if m.Retain {
+		s.router.retain(m)
+	}
+	s.route(m)
+}
+
+// Clients is the number of connected clients.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, se := range s.sessions {
+		if se.online() {
+			n++
+		}
+	}
+	return n
+}
+
+// Sessions is the number of sessions, connected or not.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Retained is the number of retained messages.
+func (s *Server) Retained() int { return s.router.retainedLen() }
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
