@@ -92,7 +92,9 @@ func (c *conn) serve() (err error) {
 	}
 }
 
-func keepsBody(h byte) bool { return packet.Type(h>>4) == packet.TypePublish || h>>4 >= 8 && h>>4 != 12 }
+func keepsBody(h byte) bool {
+	return packet.Type(h>>4) == packet.TypePublish || h>>4 >= 8 && h>>4 != 12
+}
 
 func (s *Server) isClosing() bool {
 	s.mu.Lock()
