@@ -92,9 +92,11 @@ func (c *conn) serve() (err error) {
 	}
 }
 
-func keepsBody(h byte) bool {
-	return packet.Type(h>>4) == packet.TypePublish || h>>4 >= 8 && h>>4 != 12
-}
+// keepsBody says which packets' bodies the engine keeps: a PUBLISH's
+// payload lives on in the message. Every other packet after CONNECT holds
+// only numbers and strings, which the codec copies, so it is decoded from
+// the reader's own buffer.
+func keepsBody(h byte) bool { return packet.Type(h>>4) == packet.TypePublish }
 
 func (s *Server) isClosing() bool {
 	s.mu.Lock()

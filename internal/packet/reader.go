@@ -185,7 +185,12 @@ func (rd *Reader) Next(keep func(header byte) bool) (header byte, body []byte, e
 		}
 		m, err := rd.r.Read(body[len(body):min(size, cap(body))])
 		body = body[:len(body)+m]
-		if m == 0 && err != nil {
+		if m == 0 {
+			if err == nil {
+				// As in fill: a reader that returns nothing and no error
+				// would otherwise spin here for ever.
+				err = io.ErrNoProgress
+			}
 			return 0, nil, unexpected(err)
 		}
 	}
@@ -203,13 +208,15 @@ func unexpected(err error) error {
 }
 
 // keepsBody reports whether a decoded packet of this type refers into its
-// body, so the body must be the caller's own.
+// body, so the body must be the caller's own: only binary fields do
+// (payloads, correlation and authentication data, the password); strings
+// are copied.
 func keepsBody(header byte) bool {
 	switch Type(header >> 4) {
-	case TypePuback, TypePubrec, TypePubrel, TypePubcomp, TypePingreq, TypePingresp:
-		return false
+	case TypePublish, TypeConnect, TypeAuth, TypeConnack:
+		return true
 	}
-	return true
+	return false
 }
 
 // ReadPacket reads and decodes one packet for version v (ignored for
