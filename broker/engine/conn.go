@@ -36,6 +36,10 @@ type conn struct {
 
 	wmu       sync.Mutex // guards the write side below
 	wbuf      []byte     // encoded packets waiting to be written
+	inBuf     int        // packets in wbuf
+	pending   int        // packets queued or being written
+	progress  time.Time  // when a write last completed (or the first packet was queued)
+	slow      bool       // publishers stopped waiting for it; see congested
 	flushing  bool       // a flush goroutine runs
 	dead      bool       // no more writes: closed or failed
 	closeDone bool       // close the socket once wbuf is written
@@ -463,6 +467,11 @@ func (c *conn) appendLocked(p packet.Packet) {
 		return
 	}
 	c.wbuf = b
+	c.inBuf++
+	if c.pending == 0 {
+		c.progress = time.Now()
+	}
+	c.pending++
 	if !c.flushing {
 		c.flushing = true
 		go c.flush()
@@ -496,6 +505,12 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
 			p.Properties.TopicAlias = uint16(len(c.aliasOut) + 1)
 			newAlias = true
 		}
+	}
+	if d.qos == 0 && c.slow && c.pending >= c.s.cfg.MaxPending {
+		// A stalled subscriber's QoS 0 messages beyond the queue limit are
+		// dropped (QoS 1 and 2 wait in the session's window instead).
+		c.s.dropped.Add(1)
+		return
 	}
 	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
 		c.s.cfg.Logf("message on %q (%d bytes) is over client %q's maximum packet size of %d: not sent to it",
@@ -540,14 +555,26 @@ func (c *conn) flush() {
 			return
 		}
 		b := c.wbuf
-		c.wbuf = spare[:0]
+		batch := c.inBuf
+		c.wbuf, c.inBuf = spare[:0], 0
 		c.wmu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 		_, err := c.nc.Write(b)
+		c.wmu.Lock()
+		c.pending -= batch
+		c.progress = time.Now()
+		if c.slow && c.pending <= c.s.cfg.MaxPending/4 {
+			c.slow = false // caught up: publishers wait for it again
+		}
+		if c.drained != nil {
+			close(c.drained) // wake publishers waiting for room
+			c.drained = nil
+		}
 		if err != nil {
-			c.wmu.Lock()
 			c.dead = true
-			c.wmu.Unlock()
+		}
+		c.wmu.Unlock()
+		if err != nil {
 			_ = c.nc.Close() // the reader sees it and ends the connection
 			continue
 		}
@@ -556,6 +583,57 @@ func (c *conn) flush() {
 		} else {
 			spare = nil
 		}
+	}
+}
+
+// Publishers wait for a subscriber that is behind rather than the engine
+// dropping its messages, as mosquitto's single loop slows publishers
+// through TCP. A subscriber that completes no write for noProgress, or
+// holds a publisher for maxWait while it trickles along, is marked slow:
+// nobody waits for it again until its queue drains below a quarter, and
+// its QoS 0 messages beyond MaxQueued are dropped and counted.
+const (
+	noProgress = 500 * time.Millisecond
+	maxWait    = 5 * time.Second
+)
+
+// congested reports whether a publisher should wait for c.
+func (c *conn) congested() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return !c.dead && !c.slow && c.pending >= c.s.cfg.MaxPending
+}
+
+// waitRoom blocks a publisher until c's queue is below the limit, c stops
+// making progress, or the wait has lasted maxWait; the last two mark c
+// slow.
+func (c *conn) waitRoom() {
+	start := time.Now()
+	for {
+		c.wmu.Lock()
+		if c.dead || c.slow || c.pending < c.s.cfg.MaxPending {
+			c.wmu.Unlock()
+			return
+		}
+		now := time.Now()
+		if now.Sub(c.progress) >= noProgress || now.Sub(start) >= maxWait {
+			c.slow = true
+			c.wmu.Unlock()
+			c.s.cfg.Logf("client %q is not keeping up: its QoS 0 messages beyond %d queued are dropped until it catches up", c.info.ID, c.s.cfg.MaxPending)
+			return
+		}
+		if c.drained == nil {
+			c.drained = make(chan struct{})
+		}
+		ch := c.drained
+		wait := min(noProgress-now.Sub(c.progress), maxWait-now.Sub(start))
+		c.wmu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 

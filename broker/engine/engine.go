@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
@@ -37,7 +38,8 @@ type Config struct {
 	MaxPacketSize     uint32 // largest packet accepted from a client, fixed header included
 	ReceiveMaximum    uint16 // QoS 1/2 publishes a client may have unacknowledged towards us
 	MaxInflight       uint16 // QoS 1/2 messages in flight to a client that announces no Receive Maximum (3.1.1)
-	MaxQueued         int    // messages queued per session beyond the in-flight window
+	MaxQueued         int    // QoS 1/2 messages queued per session beyond the in-flight window
+	MaxPending        int    // packets waiting to be written to a connection before publishers wait (see waitRoom)
 	MaxMessageExpiry  time.Duration
 	MaxSessionExpiry  time.Duration
 	MaxKeepalive      uint16 // seconds; larger client values are lowered (Server Keep Alive in MQTT 5)
@@ -67,7 +69,8 @@ func DefaultConfig() Config {
 		MaxPacketSize:     1 << 20,
 		ReceiveMaximum:    256,
 		MaxInflight:       20, // mosquitto's max_inflight_messages
-		MaxQueued:         1000,
+		MaxQueued:         1000, // mosquitto's max_queued_messages
+		MaxPending:        1024,
 		MaxSessionExpiry:  7 * 24 * time.Hour,
 		MaxKeepalive:      65535,
 		MaxClientIDLength: 256,
@@ -96,6 +99,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxQueued == 0 {
 		c.MaxQueued = d.MaxQueued
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = d.MaxPending
 	}
 	if c.MaxSessionExpiry == 0 && !c.Exact {
 		c.MaxSessionExpiry = d.MaxSessionExpiry
@@ -186,8 +192,9 @@ func (AllowAll) MayRead(*Client, string) bool { return true }
 
 // Server is one engine: the sessions, the router, the connections.
 type Server struct {
-	cfg    Config
-	router *router
+	cfg     Config
+	router  *router
+	dropped atomic.Uint64 // messages dropped for clients that could not take them
 
 	mu       sync.Mutex // guards everything below
 	sessions map[string]*session
@@ -293,6 +300,10 @@ func (s *Server) Sessions() int {
 	defer s.mu.Unlock()
 	return len(s.sessions)
 }
+
+// Dropped is the number of messages dropped for clients that could not
+// take them (a full queue, a stalled subscriber).
+func (s *Server) Dropped() uint64 { return s.dropped.Load() }
 
 // Retained is the number of retained messages.
 func (s *Server) Retained() int { return s.router.retainedLen() }

@@ -173,10 +173,18 @@ func (s *Server) route(m *Message) {
 		sessions[i] = s.sessions[t.client]
 	}
 	s.mu.Unlock()
+	var busy []*conn
 	for i, se := range sessions {
-		if se != nil {
-			se.deliver(m, targets[i].d)
+		if se == nil {
+			continue
 		}
+		if c := se.deliver(m, targets[i].d); c != nil && c.congested() {
+			busy = append(busy, c)
+		}
+	}
+	// Wait with no lock held, so the subscriber's writes go on.
+	for _, c := range busy {
+		c.waitRoom()
 	}
 }
 

@@ -38,7 +38,6 @@ type session struct {
 	nextID   uint16
 	inflight []*outFlight
 	queue    []queued
-	dropped  uint64
 
 	// From the client: QoS 2 packet identifiers whose PUBREC was sent and
 	// whose PUBREL has not arrived. A separate space from inflight's
@@ -177,16 +176,17 @@ func (se *session) fireWill() {
 	se.s.Publish(w)
 }
 
-// deliver sends m to the client or queues it.
-func (se *session) deliver(m *Message, d delivery) {
+// deliver sends m to the client or queues it. It returns the connection
+// it wrote to, if any, for the publisher to check for congestion.
+func (se *session) deliver(m *Message, d delivery) *conn {
 	se.mu.Lock()
 	defer se.mu.Unlock()
 	if se.gone {
-		return
+		return nil
 	}
 	d.qos = min(d.qos, m.QoS) // [MQTT-3.8.4-8] the lower of the two
 	if se.c != nil && !se.s.cfg.Hooks.MayRead(&se.c.info, m.Topic) {
-		return
+		return nil
 	}
 	if d.qos == 0 {
 		// QoS 0 goes out now or not at all: it is not queued for an
@@ -194,20 +194,21 @@ func (se *session) deliver(m *Message, d delivery) {
 		if se.c != nil {
 			se.c.sendPublish(m, d, 0, false)
 		}
-		return
+		return se.c
 	}
 	if se.c != nil && len(se.inflight) < se.recvMax && len(se.queue) == 0 {
 		se.startLocked(m, d)
-		return
+		return se.c
 	}
 	if len(se.queue) >= se.s.cfg.MaxQueued {
 		// The oldest queued message makes room [MQTT-4.?] (the server may
 		// drop messages for a client that cannot take them).
 		se.queue[0] = queued{}
 		se.queue = se.queue[1:]
-		se.dropped++
+		se.s.dropped.Add(1)
 	}
 	se.queue = append(se.queue, queued{m: m, d: d})
+	return nil
 }
 
 // startLocked puts a QoS 1/2 message in flight and sends it.
