@@ -68,7 +68,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxPacketSize:     1 << 20,
 		ReceiveMaximum:    256,
-		MaxInflight:       20, // mosquitto's max_inflight_messages
+		MaxInflight:       20,   // mosquitto's max_inflight_messages
 		MaxQueued:         1000, // mosquitto's max_queued_messages
 		MaxPending:        1024,
 		MaxSessionExpiry:  7 * 24 * time.Hour,
