@@ -288,10 +288,38 @@ func (c *conn) onPublish(p *packet.Publish) error {
 				m.Props.MessageExpiry = lim
 			}
 		}
+		var err error
 		if m.Retain {
-			c.s.router.retain(m)
+			err = c.s.retain(m, true)
 		}
-		c.s.route(m)
+		if err == nil {
+			err = c.s.route(m)
+		}
+		if err != nil {
+			// The message could not be made durable: refuse it rather
+			// than acknowledge what a crash would lose. MQTT 5 says so in
+			// the acknowledgement; 3.1.1 has no way to but closing.
+			c.s.cfg.Logf("publish from %q on %q refused: %v", c.info.ID, p.Topic, err)
+			if p.QoS == 2 {
+				c.se.released(p.PacketID)
+			}
+			if c.version != packet.V5 || p.QoS == 0 {
+				if c.version == packet.V5 {
+					c.protocolError(packet.UnspecifiedError, "the broker could not store the message")
+				}
+				return err
+			}
+			kind := packet.TypePuback
+			if p.QoS == 2 {
+				kind = packet.TypePubrec
+			}
+			ack := &packet.Ack{Kind: kind, PacketID: p.PacketID, Code: packet.UnspecifiedError}
+			if c.problem {
+				ack.Properties.ReasonString = "the broker could not store the message"
+			}
+			c.send(ack)
+			return nil
+		}
 	}
 	switch p.QoS {
 	case 1:
@@ -342,6 +370,10 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		o      subOpts
 	}
 	var retained []sendRetained
+	var ops []Op
+	c.se.mu.Lock()
+	persistent := c.se.persistentLocked()
+	c.se.mu.Unlock()
 	for i, sub := range p.Subscriptions {
 		code := packet.ReasonCode(sub.QoS) // granted QoS: we support 2
 		_, inner, shared := topic.ParseShared(sub.Filter)
@@ -365,11 +397,27 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			continue
 		}
 		codes[i] = code
+		if persistent {
+			ops = append(ops, Op{Kind: PutSub, Client: c.info.ID, Sub: o.record(sub.Filter)})
+		}
 		// [MQTT-3.3.1-9..11] retain handling: 0 always, 1 only for a new
 		// subscription, 2 never; shared subscriptions get no retained
 		// messages [MQTT-3.8.4-?].
 		if !shared && (o.rh == 0 || (o.rh == 1 && !replaced)) {
 			retained = append(retained, sendRetained{inner, o})
+		}
+	}
+	if st := c.s.cfg.Store; st != nil && len(ops) > 0 {
+		// A subscription of a lasting session is durable before its SUBACK.
+		if err := st.Apply(ops); err != nil {
+			c.s.cfg.Logf("subscribe of %q not stored: %v", c.info.ID, err)
+			for i, sub := range p.Subscriptions {
+				if codes[i] < 0x80 {
+					c.s.router.subs.Unsubscribe(sub.Filter, c.info.ID)
+					codes[i] = c.subackFailure(packet.UnspecifiedError)
+				}
+			}
+			retained = nil
 		}
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, Codes: codes})
@@ -380,7 +428,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			if r.o.id != 0 {
 				d.ids = []uint32{r.o.id}
 			}
-			c.se.deliver(m, d)
+			c.se.deliver(m, d, 0)
 		}
 	}
 	return nil
@@ -401,6 +449,11 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) error {
 		// [MQTT-3.10.4-1] the filter is compared character by character.
 		if c.s.router.subs.Unsubscribe(f, c.info.ID) {
 			codes[i] = packet.Success
+			if st := c.s.cfg.Store; st != nil {
+				if err := st.Apply([]Op{{Kind: DeleteSub, Client: c.info.ID, Sub: SubRecord{Filter: f}}}); err != nil {
+					c.s.cfg.Logf("unsubscribe of %q not stored: %v", c.info.ID, err)
+				}
+			}
 		} else {
 			codes[i] = packet.NoSubscriptionExisted
 		}
@@ -424,7 +477,15 @@ func (c *conn) onDisconnect(d *packet.Disconnect) error {
 			return c.bad(&packet.Error{Code: packet.ProtocolError, Msg: "DISCONNECT sets a session expiry after CONNECT set none"})
 		}
 		c.se.expiry = c.s.capExpiry(d.Properties.SessionExpiry)
+		rec := c.se.recordLocked()
 		c.se.mu.Unlock()
+		if st := c.s.cfg.Store; st != nil {
+			if rec.Expiry > 0 {
+				st.Lazy([]Op{{Kind: PutSession, Client: rec.ID, Session: rec}})
+			} else if was > 0 {
+				st.Lazy([]Op{{Kind: DeleteSession, Client: rec.ID}})
+			}
+		}
 	}
 	if d.Code == packet.DisconnectWithWill {
 		// 3.14.2.1: 0x04 asks for the will to be published.

@@ -245,15 +245,42 @@ func (c *conn) accept(cn *packet.Connect) error {
 		se = &session{s: s, id: c.info.ID, owner: c.info}
 		s.sessions[c.info.ID] = se
 	}
+	wasStored := old != nil && old.expiry > 0
 	se.mu.Lock()
 	se.expiry = expiry
 	se.will, se.willDelay = will, willDelay
+	se.version = c.version
+	rec := se.recordLocked()
 	se.mu.Unlock()
 	s.mu.Unlock()
 	if old != nil && !resume {
 		// [MQTT-3.1.2-4] a clean start discards the old session's
 		// subscriptions.
 		s.router.subs.RemoveClient(c.info.ID)
+	}
+	if st := cfg.Store; st != nil {
+		var ops []Op
+		if wasStored && !resume {
+			ops = append(ops, Op{Kind: DeleteSession, Client: c.info.ID})
+		}
+		if expiry > 0 {
+			ops = append(ops, Op{Kind: PutSession, Client: c.info.ID, Session: rec})
+		} else if wasStored && resume {
+			ops = append(ops, Op{Kind: DeleteSession, Client: c.info.ID})
+		}
+		if len(ops) > 0 {
+			if err := st.Apply(ops); err != nil {
+				c.s.cfg.Logf("session of %q not stored: %v", c.info.ID, err)
+				if !resume {
+					s.mu.Lock()
+					if s.sessions[c.info.ID] == se {
+						delete(s.sessions, c.info.ID)
+					}
+					s.mu.Unlock()
+				}
+				return c.refuse(packet.ServerUnavailable)
+			}
+		}
 	}
 	c.se = se
 	// [MQTT-3.2.2-2] session present when resumed; never on 3.1, which

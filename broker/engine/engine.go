@@ -57,6 +57,9 @@ type Config struct {
 	Exact bool
 
 	Hooks Hooks
+	// Store makes sessions, subscriptions and messages durable; nil keeps
+	// everything in memory.
+	Store Store
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logf receives commentary (connections dropped and why); nil drops it.
@@ -274,11 +277,32 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Publish routes a message as if a client had published it (for $SYS and
 // the broker's own messages). It is not checked against any ACL.
-func (s *Server) Publish(m *Message) {
-	if m.Retain {
-		s.router.retain(m)
+func (s *Server) Publish(m *Message) error {
+	if m.Created.IsZero() {
+		m.Created = s.now()
 	}
-	s.route(m)
+	if m.Retain {
+		if err := s.retain(m, true); err != nil {
+			return err
+		}
+	}
+	return s.route(m)
+}
+
+// retain stores m as its topic's retained message (or clears it), durably
+// first when durable is set and there is a store.
+func (s *Server) retain(m *Message, durable bool) error {
+	if st := s.cfg.Store; st != nil && durable {
+		op := Op{Kind: PutRetained, Msg: m.record(delivery{qos: m.QoS, retain: true})}
+		if len(m.Payload) == 0 {
+			op.Kind = DeleteRetained
+		}
+		if err := st.Apply([]Op{op}); err != nil {
+			return fmt.Errorf("store the retained message on %q: %w", m.Topic, err)
+		}
+	}
+	s.router.retain(m)
+	return nil
 }
 
 // Clients is the number of connected clients.

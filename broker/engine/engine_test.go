@@ -35,7 +35,9 @@ func start(t testing.TB, cfg Config) (*Server, string) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = s.Serve(nc, Client{})
+				if err := s.Serve(nc, Client{}); err != nil && s.cfg.Logf != nil {
+					s.cfg.Logf("serve: %v", err)
+				}
 			}()
 		}
 	}()

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -126,7 +127,11 @@ type delivery struct {
 // their subscription identifiers [MQTT-3.3.4-3] [MQTT-3.3.4-5]; a
 // subscription with no-local does not count for the publisher's own
 // messages [MQTT-3.8.3-3].
-func (s *Server) route(m *Message) {
+//
+// The copies for sessions that outlive their connection are made durable
+// first; if the store fails, nothing is delivered and the error is
+// returned, so the publisher's acknowledgement can refuse the message.
+func (s *Server) route(m *Message) error {
 	buf, _ := s.router.pool.Get().(*[]topic.Sub[subOpts])
 	if buf == nil {
 		b := make([]topic.Sub[subOpts], 0, 16)
@@ -139,11 +144,13 @@ func (s *Server) route(m *Message) {
 		s.router.pool.Put(buf)
 	}()
 	if len(matches) == 0 {
-		return
+		return nil
 	}
 	type target struct {
 		client string
 		d      delivery
+		se     *session
+		ref    uint64
 	}
 	var targets []target
 	for _, sub := range matches {
@@ -168,17 +175,35 @@ func (s *Server) route(m *Message) {
 		}
 	}
 	s.mu.Lock()
-	sessions := make([]*session, len(targets))
-	for i, t := range targets {
-		sessions[i] = s.sessions[t.client]
+	for i := range targets {
+		targets[i].se = s.sessions[targets[i].client]
 	}
 	s.mu.Unlock()
+	if st := s.cfg.Store; st != nil && m.QoS > 0 {
+		var ops []Op
+		for i := range targets {
+			t := &targets[i]
+			if t.se == nil || min(t.d.qos, m.QoS) == 0 {
+				continue
+			}
+			t.d.qos = min(t.d.qos, m.QoS)
+			if ref := t.se.storeRef(); ref != 0 {
+				t.ref = ref
+				ops = append(ops, Op{Kind: PutMessage, Client: t.client, Ref: ref, Msg: m.record(t.d)})
+			}
+		}
+		if len(ops) > 0 {
+			if err := st.Apply(ops); err != nil {
+				return fmt.Errorf("store the message for %d sessions: %w", len(ops), err)
+			}
+		}
+	}
 	var busy []*conn
-	for i, se := range sessions {
-		if se == nil {
+	for _, t := range targets {
+		if t.se == nil {
 			continue
 		}
-		if c := se.deliver(m, targets[i].d); c != nil && c.congested() {
+		if c := t.se.deliver(m, t.d, t.ref); c != nil && c.congested() {
 			busy = append(busy, c)
 		}
 	}
@@ -186,6 +211,7 @@ func (s *Server) route(m *Message) {
 	for _, c := range busy {
 		c.waitRoom()
 	}
+	return nil
 }
 
 // isOnline is the eligibility test for shared subscriptions: a message

@@ -25,7 +25,9 @@ type session struct {
 	owner   Client // who created the session: take-over is for the same user only
 	version packet.Version
 
-	expiry      uint32 // session expiry interval, seconds; 0xFFFFFFFF never
+	expiry      uint32    // session expiry interval, seconds; 0xFFFFFFFF never
+	offline     time.Time // when the last connection ended
+	nextRef     uint64    // last store reference given to a message of this session
 	expireTimer *time.Timer
 	will        *Message
 	willDelay   uint32
@@ -48,6 +50,7 @@ type session struct {
 // outFlight is one QoS 1/2 message sent (or about to be) to the client
 // and not yet acknowledged.
 type outFlight struct {
+	ref  uint64 // store reference; 0 when not stored
 	id   uint16
 	m    *Message
 	d    delivery
@@ -56,8 +59,9 @@ type outFlight struct {
 }
 
 type queued struct {
-	m *Message
-	d delivery
+	m   *Message
+	d   delivery
+	ref uint64
 }
 
 func (se *session) online() bool { return se.connected.Load() }
@@ -104,6 +108,7 @@ func (se *session) attach(c *conn) {
 			continue
 		}
 		if _, _, expired := f.m.expiry(now); expired {
+			se.forgetLocked(f.ref)
 			continue // [MQTT-3.3.2-5] expired while the client was away
 		}
 		kept = append(kept, f)
@@ -131,7 +136,16 @@ func (se *session) detach(c *conn, publishWill bool) {
 	}
 	delay := time.Duration(se.willDelay) * time.Second
 	expiry := se.expiry
+	se.offline = se.s.now()
+	var rec *SessionRecord
+	if se.persistentLocked() && se.s.cfg.Store != nil {
+		r := se.recordLocked()
+		rec = &r
+	}
 	se.mu.Unlock()
+	if rec != nil {
+		se.s.cfg.Store.Lazy([]Op{{Kind: PutSession, Client: se.id, Session: *rec}})
+	}
 
 	if will != nil {
 		// [MQTT-3.1.3-9] the will waits for its delay, or for the session
@@ -173,12 +187,14 @@ func (se *session) fireWill() {
 		return
 	}
 	w.Created = se.s.now()
-	se.s.Publish(w)
+	if err := se.s.Publish(w); err != nil {
+		se.s.cfg.Logf("will of %q not published: %v", se.id, err)
+	}
 }
 
 // deliver sends m to the client or queues it. It returns the connection
 // it wrote to, if any, for the publisher to check for congestion.
-func (se *session) deliver(m *Message, d delivery) *conn {
+func (se *session) deliver(m *Message, d delivery, ref uint64) *conn {
 	se.mu.Lock()
 	defer se.mu.Unlock()
 	if se.gone {
@@ -186,6 +202,7 @@ func (se *session) deliver(m *Message, d delivery) *conn {
 	}
 	d.qos = min(d.qos, m.QoS) // [MQTT-3.8.4-8] the lower of the two
 	if se.c != nil && !se.s.cfg.Hooks.MayRead(&se.c.info, m.Topic) {
+		se.forgetLocked(ref)
 		return nil
 	}
 	if d.qos == 0 {
@@ -197,26 +214,48 @@ func (se *session) deliver(m *Message, d delivery) *conn {
 		return se.c
 	}
 	if se.c != nil && len(se.inflight) < se.recvMax && len(se.queue) == 0 {
-		se.startLocked(m, d)
+		se.startLocked(m, d, ref)
 		return se.c
 	}
 	if len(se.queue) >= se.s.cfg.MaxQueued {
-		// The oldest queued message makes room [MQTT-4.?] (the server may
-		// drop messages for a client that cannot take them).
+		// The oldest queued message makes room (the server may drop
+		// messages for a client that cannot take them; mosquitto drops
+		// beyond max_queued_messages too).
+		se.forgetLocked(se.queue[0].ref)
 		se.queue[0] = queued{}
 		se.queue = se.queue[1:]
 		se.s.dropped.Add(1)
 	}
-	se.queue = append(se.queue, queued{m: m, d: d})
+	se.queue = append(se.queue, queued{m: m, d: d, ref: ref})
 	return nil
+}
+
+// storeRef returns a new store reference for a message of a session that
+// outlives its connection, or 0 for one that does not.
+func (se *session) storeRef() uint64 {
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	if se.gone || !se.persistentLocked() {
+		return 0
+	}
+	se.nextRef++
+	return se.nextRef
+}
+
+// forgetLocked deletes a stored copy that will never be delivered or is
+// done with. Losing the deletion in a crash only redelivers.
+func (se *session) forgetLocked(ref uint64) {
+	if ref != 0 && se.s.cfg.Store != nil {
+		se.s.cfg.Store.Lazy([]Op{{Kind: DeleteMessage, Client: se.id, Ref: ref}})
+	}
 }
 
 // startLocked puts a QoS 1/2 message in flight and sends it.
 // [MQTT-3.3.4-9] never more in flight than the client's Receive Maximum:
 // callers check the window first.
-func (se *session) startLocked(m *Message, d delivery) {
+func (se *session) startLocked(m *Message, d delivery, ref uint64) {
 	id := se.newIDLocked()
-	f := &outFlight{id: id, m: m, d: d}
+	f := &outFlight{id: id, m: m, d: d, ref: ref}
 	se.inflight = append(se.inflight, f)
 	if se.c != nil {
 		se.c.sendPublish(m, d, id, false)
@@ -258,9 +297,10 @@ func (se *session) fillLocked() {
 		q := se.queue[n]
 		n++
 		if _, _, expired := q.m.expiry(now); expired {
+			se.forgetLocked(q.ref)
 			continue
 		}
-		se.startLocked(q.m, q.d)
+		se.startLocked(q.m, q.d, q.ref)
 	}
 	clear(se.queue[:n])
 	se.queue = se.queue[n:]
@@ -301,6 +341,7 @@ func (se *session) acked(kind packet.Type, id uint16, code packet.ReasonCode) bo
 		}
 	}
 	se.inflight = append(se.inflight[:i], se.inflight[i+1:]...)
+	se.forgetLocked(f.ref)
 	se.fillLocked()
 	return true
 }
@@ -354,8 +395,22 @@ func (s *Server) endSession(se *session) {
 	}
 	se.gone = true
 	se.inflight, se.queue = nil, nil
+	stored := se.persistentLocked()
 	se.mu.Unlock()
 	s.router.subs.RemoveClient(se.id)
+	if stored && s.cfg.Store != nil {
+		s.cfg.Store.Lazy([]Op{{Kind: DeleteSession, Client: se.id}})
+	}
+}
+
+// recordLocked is the session as the store keeps it.
+func (se *session) recordLocked() SessionRecord {
+	r := SessionRecord{ID: se.id, Username: se.owner.Username, HasUser: se.owner.HasUser,
+		Version: se.version, Expiry: se.expiry}
+	if se.c == nil {
+		r.Offline = se.offline
+	}
+	return r
 }
 
 // expireSession ends a session whose expiry interval passed while it was
@@ -375,7 +430,9 @@ func (s *Server) expireSession(se *session) {
 	se.mu.Unlock()
 	if w != nil {
 		w.Created = s.now()
-		s.Publish(w)
+		if err := s.Publish(w); err != nil {
+			s.cfg.Logf("will of %q not published: %v", se.id, err)
+		}
 	}
 	s.endSession(se)
 }

@@ -150,8 +150,14 @@ func Decode(header byte, body []byte, v Version) (Packet, error) {
 
 // DecodeInto decodes into an existing packet of the right type, for read
 // loops that reuse one value per type. It returns an error if header's type
-// is not p's.
+// is not p's; a zero Ack accepts any of PUBACK, PUBREC, PUBREL, PUBCOMP.
 func DecodeInto(p Packet, header byte, body []byte, v Version) error {
+	if t := Type(header >> 4); t >= TypePuback && t <= TypePubcomp {
+		// A zero Ack takes whichever acknowledgement type comes.
+		if a, ok := p.(*Ack); ok && a.Kind == 0 {
+			a.Kind = t
+		}
+	}
 	if p.Type() != Type(header>>4) {
 		return fmt.Errorf("packet: decode %s into %s", Type(header>>4), p.Type())
 	}
