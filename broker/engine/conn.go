@@ -84,6 +84,7 @@ func (c *conn) serve() (err error) {
 		if err != nil {
 			return c.readFailed(err)
 		}
+		c.s.count.netIn.Add(uint64(wireSize(len(body))))
 		if !c.current() {
 			return errTakenOver
 		}
@@ -231,6 +232,8 @@ func (c *conn) bad(err error) error {
 // onPublish handles a PUBLISH from the client.
 func (c *conn) onPublish(p *packet.Publish) error {
 	cfg := &c.s.cfg
+	c.s.count.msgsIn[p.QoS].Add(1)
+	c.s.count.bytesIn[p.QoS].Add(uint64(len(p.Payload)))
 	if c.version == packet.V5 {
 		// [MQTT-3.3.4-6] a client does not send subscription identifiers.
 		if p.Properties.Has(packet.PropSubscriptionID) {
@@ -388,6 +391,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		}
 		if code >= 0x80 {
 			codes[i] = c.subackFailure(code)
+			c.s.count.subscribeDenied.Add(1)
 			continue
 		}
 		o := subOpts{qos: sub.QoS, noLocal: sub.NoLocal, rap: sub.RetainAsPublished, rh: sub.RetainHandling, id: subID}
@@ -518,14 +522,16 @@ func (c *conn) send(p packet.Packet) {
 	c.appendLocked(p)
 }
 
-func (c *conn) appendLocked(p packet.Packet) {
+// appendLocked encodes p into the write buffer; it reports false if the
+// connection is closing or p could not be encoded.
+func (c *conn) appendLocked(p packet.Packet) bool {
 	if c.dead || c.closeDone {
-		return
+		return false
 	}
 	b, err := p.Append(c.wbuf, c.version)
 	if err != nil {
 		c.s.cfg.Logf("engine: cannot encode %s for %q: %v", p.Type(), c.info.ID, err)
-		return
+		return false
 	}
 	c.wbuf = b
 	c.inBuf++
@@ -537,6 +543,20 @@ func (c *conn) appendLocked(p packet.Packet) {
 		c.flushing = true
 		go c.flush()
 	}
+	return true
+}
+
+// wireSize is the length of a packet with a body of n bytes.
+func wireSize(n int) int {
+	switch {
+	case n < 128:
+		return n + 2
+	case n < 16384:
+		return n + 3
+	case n < 2097152:
+		return n + 4
+	}
+	return n + 5
 }
 
 // sendPublish writes m as a PUBLISH for this connection: the delivery's
@@ -570,12 +590,15 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
 	if d.qos == 0 && c.slow && c.pending >= c.s.cfg.MaxPending {
 		// A stalled subscriber's QoS 0 messages beyond the queue limit are
 		// dropped (QoS 1 and 2 wait in the session's window instead).
-		c.s.dropped.Add(1)
+		c.s.count.dropped.Add(1)
 		return
 	}
 	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
 		c.s.cfg.Logf("message on %q (%d bytes) is over client %q's maximum packet size of %d: not sent to it",
 			m.Topic, p.Size(c.version), c.info.ID, c.maxOut)
+		return
+	}
+	if !c.appendLocked(&p) {
 		return
 	}
 	if newAlias {
@@ -584,7 +607,8 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
 		}
 		c.aliasOut[m.Topic] = p.Properties.TopicAlias
 	}
-	c.appendLocked(&p)
+	c.s.count.msgsOut[d.qos].Add(1)
+	c.s.count.bytesOut[d.qos].Add(uint64(len(m.Payload)))
 }
 
 // flush writes the buffered packets. It runs only while there is
@@ -620,7 +644,8 @@ func (c *conn) flush() {
 		c.wbuf, c.inBuf = spare[:0], 0
 		c.wmu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-		_, err := c.nc.Write(b)
+		n, err := c.nc.Write(b)
+		c.s.count.netOut.Add(uint64(n))
 		c.wmu.Lock()
 		c.pending -= batch
 		c.progress = time.Now()

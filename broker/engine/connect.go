@@ -202,6 +202,11 @@ func (c *conn) accept(cn *packet.Connect) error {
 		return c.refuse(packet.ServerUnavailable)
 	}
 	old := s.sessions[c.info.ID]
+	if cfg.MaxClients > 0 && (old == nil || !old.online()) && s.onlineLocked() >= cfg.MaxClients {
+		s.mu.Unlock()
+		// Server busy (3.1.1: server unavailable): the client may retry.
+		return c.refuse(packet.ServerBusy)
+	}
 	if old != nil {
 		old.mu.Lock()
 		if old.owner.HasUser != c.info.HasUser || old.owner.Username != c.info.Username {
@@ -287,8 +292,20 @@ func (c *conn) accept(cn *packet.Connect) error {
 	// has no such flag, and never with a clean start [MQTT-3.2.2-1].
 	ack.SessionPresent = resume && cn.Version != packet.V31
 	c.send(ack)
+	c.s.count.connects.Add(1)
 	se.attach(c)
 	return nil
+}
+
+// onlineLocked counts connected sessions; called with s.mu held.
+func (s *Server) onlineLocked() int {
+	n := 0
+	for _, se := range s.sessions {
+		if se.online() {
+			n++
+		}
+	}
+	return n
 }
 
 // takenOver closes a connection whose session a new connection took.

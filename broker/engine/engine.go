@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
@@ -36,6 +35,7 @@ import (
 // engine announces. Zero values take the defaults of DefaultConfig.
 type Config struct {
 	MaxPacketSize     uint32 // largest packet accepted from a client, fixed header included
+	MaxClients        int    // connected clients; 0 means no limit
 	ReceiveMaximum    uint16 // QoS 1/2 publishes a client may have unacknowledged towards us
 	MaxInflight       uint16 // QoS 1/2 messages in flight to a client that announces no Receive Maximum (3.1.1)
 	MaxQueued         int    // QoS 1/2 messages queued per session beyond the in-flight window
@@ -195,9 +195,9 @@ func (AllowAll) MayRead(*Client, string) bool { return true }
 
 // Server is one engine: the sessions, the router, the connections.
 type Server struct {
-	cfg     Config
-	router  *router
-	dropped atomic.Uint64 // messages dropped for clients that could not take them
+	cfg    Config
+	router *router
+	count  counters
 
 	mu       sync.Mutex // guards everything below
 	sessions map[string]*session
@@ -304,32 +304,5 @@ func (s *Server) retain(m *Message, durable bool) error {
 	s.router.retain(m)
 	return nil
 }
-
-// Clients is the number of connected clients.
-func (s *Server) Clients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, se := range s.sessions {
-		if se.online() {
-			n++
-		}
-	}
-	return n
-}
-
-// Sessions is the number of sessions, connected or not.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
-}
-
-// Dropped is the number of messages dropped for clients that could not
-// take them (a full queue, a stalled subscriber).
-func (s *Server) Dropped() uint64 { return s.dropped.Load() }
-
-// Retained is the number of retained messages.
-func (s *Server) Retained() int { return s.router.retainedLen() }
 
 func (s *Server) now() time.Time { return s.cfg.Now() }

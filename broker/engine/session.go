@@ -108,6 +108,7 @@ func (se *session) attach(c *conn) {
 			continue
 		}
 		if _, _, expired := f.m.expiry(now); expired {
+			se.s.count.discarded.Add(1)
 			se.forgetLocked(f.ref)
 			continue // [MQTT-3.3.2-5] expired while the client was away
 		}
@@ -224,7 +225,7 @@ func (se *session) deliver(m *Message, d delivery, ref uint64) *conn {
 		se.forgetLocked(se.queue[0].ref)
 		se.queue[0] = queued{}
 		se.queue = se.queue[1:]
-		se.s.dropped.Add(1)
+		se.s.count.dropped.Add(1)
 	}
 	se.queue = append(se.queue, queued{m: m, d: d, ref: ref})
 	return nil
@@ -297,6 +298,7 @@ func (se *session) fillLocked() {
 		q := se.queue[n]
 		n++
 		if _, _, expired := q.m.expiry(now); expired {
+			se.s.count.discarded.Add(1)
 			se.forgetLocked(q.ref)
 			continue
 		}
