@@ -1,6 +1,8 @@
-// Package broker is mqtk's built-in MQTT broker: mochi-mqtt's protocol engine
-// (MQTT 3.0, 3.1.1 and 5) wrapped with our own listeners, authentication, ACL,
-// limits and workarounds for mochi's known faults.
+// Package broker is mqtk's built-in MQTT broker: the protocol engine of
+// broker/engine (MQTT 3.1, 3.1.1 and 5) with what makes it a product:
+// listeners (tcp, tls, ws, wss, unix), the password file and ACL in
+// mosquitto's formats, client certificates, persistence (broker/boltstore),
+// the trace, $SYS, metrics and limits.
 //
 // Concurrency contract: a Broker is created by New, started once by Start and
 // stopped by Close, which may be called any number of times from any
@@ -14,15 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtk/mqtk/broker/boltstore"
+	"github.com/mqtk/mqtk/broker/engine"
 )
 
 // Sentinel errors.
@@ -91,6 +92,8 @@ type Options struct {
 	Log io.Writer `yaml:"-"`
 	// Color makes the trace coloured; the caller decides from the terminal.
 	Color bool `yaml:"-"`
+	// Version is what $SYS/broker/version reports after "mqtk ".
+	Version string `yaml:"-"`
 }
 
 // Listener is one bound listener.
@@ -120,34 +123,32 @@ func (l Listener) URL() string {
 type Broker struct {
 	opts   Options
 	limits Limits
-	srv    *mqtt.Server
+	eng    *engine.Server
 	log    *logger
 	specs  []listenerSpec
+	auth   *access
+	tls    atomic.Pointer[tls.Config] // current server TLS config (Reload swaps it)
+	store  *boltstore.Store           // nil without DataDir
+	tracer *tracer                    // nil without Trace
 
-	auth *authHook
-	fix  *fixHook
-	tls  atomic.Pointer[tls.Config] // current server TLS config (Reload swaps it)
+	authFailures atomic.Uint64
 
 	mu        sync.Mutex
 	started   bool
-	epoch     time.Time // monotonic base for trackedConn.lastWrite
-	bp        *backpressureHook
+	startedAt time.Time
 	closing   bool
 	closed    chan struct{}
 	closeErr  error
 	lns       []*listener
 	bound     []Listener
 	conns     map[*trackedConn]struct{}
-	connWG    sync.WaitGroup // one per accepted connection, until mochi is done with it
+	connWG    sync.WaitGroup // one per accepted connection, until it has ended
 	extraStop []func(context.Context) error
 	httpAddr  string
-
-	store   *storeHook   // nil without DataDir
-	metrics *metricsHook // nil without HTTPAddr
-	tracer  *tracer      // nil without Trace
 }
 
-// New validates opts and builds the broker without binding anything.
+// New validates opts and builds the broker without binding anything. With
+// a data directory it opens the store and restores what it holds.
 func New(opts Options) (*Broker, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -170,7 +171,6 @@ func New(opts Options) (*Broker, error) {
 		log:    &logger{w: opts.Log, json: opts.LogFormat == "json"},
 		closed: make(chan struct{}),
 		conns:  map[*trackedConn]struct{}{},
-		epoch:  time.Now(),
 	}
 	if err := b.limits.validate(); err != nil {
 		return nil, optionErr("", "", err)
@@ -189,6 +189,9 @@ func New(opts Options) (*Broker, error) {
 	if err := checkExposure(b.specs, opts); err != nil {
 		return nil, optionErr("listen", "", err)
 	}
+	if err := checkHTTPExposure(opts); err != nil {
+		return nil, err
+	}
 	if needTLS {
 		cfg, err := loadTLS(opts)
 		if err != nil {
@@ -202,55 +205,65 @@ func New(opts Options) (*Broker, error) {
 		return nil, optionErr("require-client-cert", "", errors.New("client certificates need a tls:// or wss:// listener: add --listen tls://ADDR"))
 	}
 
-	auth, err := newAuthHook(b, opts)
+	auth, err := newAccess(b, opts)
 	if err != nil {
 		return nil, authFileErr(opts, err)
 	}
 	b.auth = auth
-
-	b.fix = &fixHook{b: b, predecessorWait: defaultPredecessorWait}
-	b.srv = mqtt.New(&mqtt.Options{
-		Capabilities:             b.limits.capabilities(),
-		ClientNetWriteBufferSize: b.limits.WriteBufferSize,
-		ClientNetReadBufferSize:  b.limits.ReadBufferSize,
-		// mochi's own log is noisy at Info (one line per hook and listener)
-		// and at Warn (one line per dropped message); we log the events that
-		// matter ourselves, once, with the reason.
-		Logger:                 slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: slog.LevelError})),
-		SysTopicResendInterval: 10,
-	})
-	if b.fix.pendingWills, err = mochiPendingWills(b.srv); err != nil {
-		return nil, err
+	if opts.Trace {
+		b.tracer = newTracer(opts.Log, opts.LogFormat == "json", opts.Color)
 	}
-	bp, err := newBackpressureHook(b.epoch)
-	if err != nil {
-		return nil, err
-	}
-	b.bp = bp
-	bp.evicted = func() {
-		// Counted as mochi counts its own queue-full drops.
-		atomic.AddInt64(&b.srv.Info.MessagesDropped, 1)
-		if b.metrics != nil {
-			b.metrics.droppedQueueFull.Add(1)
+	cfg := b.limits.engineConfig()
+	cfg.Hooks = auth
+	cfg.Logf = func(format string, args ...any) { b.log.warn(fmt.Sprintf(format, args...)) }
+	var snap *engine.Snapshot
+	if opts.DataDir != "" {
+		st, err := boltstore.Open(opts.DataDir, func(err error) { b.log.warn("store write failed", "error", err) })
+		if err != nil {
+			return nil, fmt.Errorf("open data directory %s: %w", opts.DataDir, err)
 		}
-	}
-	// The back-pressure hook must come before auth: it sees every delivery
-	// in OnACLCheck and always leaves the answer to the hooks after it.
-	hooks := []mqtt.Hook{bp, auth, b.fix}
-	for _, h := range hooks {
-		if err := b.srv.AddHook(h, nil); err != nil {
-			return nil, fmt.Errorf("add hook %s: %w", h.ID(), err)
+		if snap, err = st.Load(); err != nil {
+			_ = st.Close()
+			return nil, err
 		}
+		b.store = st
+		cfg.Store = st
 	}
-	if err := b.addOpsHooks(); err != nil {
-		return nil, err
+	b.eng = engine.New(cfg)
+	if snap != nil {
+		if err := b.eng.Restore(snap); err != nil {
+			_ = b.store.Close()
+			return nil, fmt.Errorf("restore from %s: %w", b.store.Path(), err)
+		}
 	}
 	return b, nil
 }
 
-// authFileErr names the option whose file could not be used. The auth hook
-// reads the password file first, so an error mentioning neither file path
-// comes from it.
+// checkHTTPExposure refuses an --http endpoint other machines can reach:
+// /api lists client ids, user names and addresses and /debug/pprof shows
+// the process, with no authentication of their own.
+func checkHTTPExposure(o Options) error {
+	if o.HTTPAddr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(o.HTTPAddr)
+	if err != nil {
+		return optionErr("http", "give --http HOST:PORT, for example 127.0.0.1:9090", fmt.Errorf("--http %q: %w", o.HTTPAddr, err))
+	}
+	if !isLoopbackHost(host) {
+		shown := host
+		if shown == "" {
+			shown = "all interfaces"
+		}
+		return optionErr("http", "bind it to 127.0.0.1 (--http 127.0.0.1:PORT) and reach it through an SSH tunnel or a reverse proxy that authenticates",
+			fmt.Errorf("--http %s would serve /api (client ids, user names, addresses) and /metrics to other machines (%s) without authentication", o.HTTPAddr, shown))
+	}
+	return nil
+}
+
+// authFileErr names the option whose file could not be used. The password
+// file is read first, so an error mentioning neither file path comes from
+// it.
 func authFileErr(o Options, err error) error {
 	if o.ACLFile != "" && strings.Contains(err.Error(), "acl file") {
 		return optionErr("acl-file", "check the file given with --acl-file (mosquitto acl_file syntax)", err)
@@ -258,8 +271,9 @@ func authFileErr(o Options, err error) error {
 	return optionErr("password-file", "check the file given with --password-file (make one with 'mqtk broker passwd FILE USER')", err)
 }
 
-// Server exposes the embedded mochi server, for hooks that need it.
-func (b *Broker) Server() *mqtt.Server { return b.srv }
+// Engine exposes the protocol engine, for tests and tools that need its
+// figures.
+func (b *Broker) Engine() *engine.Server { return b.eng }
 
 // Start binds every listener and starts serving. It returns once all
 // listeners accept connections (connections made after Start returns are
@@ -274,6 +288,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	b.started = true
+	b.startedAt = time.Now()
 	for i, spec := range b.specs {
 		ln, err := b.bind(ctx, fmt.Sprintf("%s%d", spec.scheme, i), spec)
 		if err != nil {
@@ -285,13 +300,12 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		b.lns = append(b.lns, ln)
 		b.bound = append(b.bound, ln.info)
-		if err := b.srv.AddListener(ln); err != nil {
-			return fmt.Errorf("add listener %s: %w", ln.info.URL(), err)
-		}
 	}
-	if err := b.srv.Serve(); err != nil {
-		return fmt.Errorf("start broker: %w", err)
+	for _, l := range b.lns {
+		l.serveWG.Add(1)
+		go l.serve()
 	}
+	b.startSys()
 	if err := b.startOps(ctx); err != nil {
 		return err
 	}
@@ -306,10 +320,9 @@ func (b *Broker) Listeners() []Listener {
 }
 
 // Close stops accepting, sends MQTT 5 clients DISCONNECT 0x8B (server
-// shutting down), closes every connection and stops the hooks (flushing the
-// store). It is idempotent and returns when everything has stopped or ctx
-// ends, whichever is first: it never hangs, even with clients that do not
-// read (mochi's own Close can block forever, upstream #424).
+// shutting down), closes every connection and the store. It is idempotent
+// and returns when everything has stopped or ctx ends, whichever is first:
+// it never hangs, even with clients that do not read.
 func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closing {
@@ -322,13 +335,12 @@ func (b *Broker) Close(ctx context.Context) error {
 		}
 	}
 	b.closing = true
-	started := b.started
 	lns := b.lns
 	b.mu.Unlock()
 
 	go func() {
 		defer close(b.closed)
-		b.closeErr = b.shutdown(started, lns)
+		b.closeErr = b.shutdown(lns)
 	}()
 	select {
 	case <-b.closed:
@@ -338,21 +350,26 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 }
 
-// shutdown runs the ordered stop. Order matters because of mochi #541 and
-// #424: no connection may enter mochi (ClientsWg.Add) while mochi's Close
-// waits on ClientsWg, and no client may be stuck in a blocking write when
-// mochi tries to send it DISCONNECT.
-func (b *Broker) shutdown(started bool, lns []*listener) error {
+// shutdownGrace bounds how long the engine waits for clients to take
+// their DISCONNECT before their connections are cut.
+const shutdownGrace = 5 * time.Second
+
+// shutdown runs the ordered stop: no new connections, the engine tells
+// MQTT 5 clients and closes every connection, then what is left (TLS
+// handshakes) is closed, then the store is flushed and closed.
+func (b *Broker) shutdown(lns []*listener) error {
 	var errs []error
-	// 1. Stop accepting. serveConn refuses new connections once closing is set.
 	for _, l := range lns {
 		l.closeListener()
 	}
 	for _, l := range lns {
 		l.wait()
 	}
-	// 2. Bound every pending write so a client that stopped reading cannot
-	// hold its write lock (and our DISCONNECT) forever.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	if err := b.eng.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
 	b.mu.Lock()
 	conns := make([]*trackedConn, 0, len(b.conns))
 	for c := range b.conns {
@@ -360,38 +377,9 @@ func (b *Broker) shutdown(started bool, lns []*listener) error {
 	}
 	b.mu.Unlock()
 	for _, c := range conns {
-		c.shuttingDown()
-	}
-	// 3. DISCONNECT 0x8B to MQTT 5 clients [MQTT-3.14.2-1]. In 3.1.1 only
-	// the client sends DISCONNECT, and closing the connection is the
-	// signal; mochi would write one anyway (mosquitto_sub -V 311 then
-	// reports a protocol error), so those are only stopped.
-	if started {
-		for _, cl := range b.srv.Clients.GetAll() {
-			if cl.Net.Inline || cl.Closed() {
-				continue
-			}
-			if cl.Properties.ProtocolVersion < 5 {
-				cl.Stop(packets.ErrServerShuttingDown)
-				continue
-			}
-			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		}
-	}
-	// 4. Close whatever is left (connections still in CONNECT, TLS handshakes).
-	for _, c := range conns {
 		_ = c.Close()
 	}
 	b.connWG.Wait()
-	// 5. Now mochi's Close has nothing to wait for: stop its loop and the
-	// hooks (the store flushes here).
-	if started {
-		if err := b.srv.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	} else {
-		_ = b.srv.Close()
-	}
 	for _, stop := range b.extraStop {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := stop(ctx); err != nil {
@@ -399,12 +387,18 @@ func (b *Broker) shutdown(started bool, lns []*listener) error {
 		}
 		cancel()
 	}
+	if b.store != nil {
+		if err := b.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // Reload re-reads the password file, the ACL file and the TLS certificates.
-// Existing connections are kept; new ones see the new settings. On error the
-// previous settings stay in force.
+// Existing connections are kept; new ones see the new settings, and the
+// ACL applies at once to every delivery. On error the previous settings
+// stay in force.
 func (b *Broker) Reload() error {
 	var errs []error
 	if err := b.auth.reload(); err != nil {
@@ -486,38 +480,12 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// addOpsHooks adds the persistence, trace and metrics hooks the options ask
-// for. The store must be in place before Serve, which loads from it.
-func (b *Broker) addOpsHooks() error {
-	if b.opts.DataDir != "" {
-		st, err := newStoreHook(b.opts.DataDir)
-		if err != nil {
-			return fmt.Errorf("open data directory %s: %w", b.opts.DataDir, err)
-		}
-		b.store = st
-		if err := b.srv.AddHook(st, nil); err != nil {
-			_ = st.Close()
-			return fmt.Errorf("add store hook: %w", err)
-		}
-	}
-	if b.opts.Trace {
-		b.tracer = newTracer(b.opts.Log, b.opts.LogFormat == "json", b.opts.Color)
-	}
-	if b.opts.HTTPAddr != "" {
-		b.metrics = newMetricsHook()
-		if err := b.srv.AddHook(b.metrics, nil); err != nil {
-			return fmt.Errorf("add metrics hook: %w", err)
-		}
-	}
-	return nil
-}
-
 // startOps starts the HTTP endpoint once the broker serves.
 func (b *Broker) startOps(ctx context.Context) error {
 	if b.opts.HTTPAddr == "" {
 		return nil
 	}
-	addr, stop, err := serveHTTP(ctx, b.opts.HTTPAddr, b.srv, b.metrics, b.opts.Pprof)
+	addr, stop, err := serveHTTP(ctx, b.opts.HTTPAddr, b, b.opts.Pprof)
 	if err != nil {
 		return fmt.Errorf("http endpoint %s: %w", b.opts.HTTPAddr, err)
 	}
@@ -531,11 +499,4 @@ func (b *Broker) HTTPAddr() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.httpAddr
-}
-
-// authFailed counts a failed login in the metrics, when they are on.
-func (b *Broker) authFailed() {
-	if b.metrics != nil {
-		b.metrics.authFailed()
-	}
 }

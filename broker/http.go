@@ -9,12 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mqtk/mqtk/broker/engine"
 )
 
 // serveHTTP starts the --http endpoint on addr (which may be "127.0.0.1:0"):
@@ -29,14 +27,12 @@ import (
 // gracefully (bounded by its context). ctx bounds only the start-up (the
 // broker passes Start's context, which ends once Start returns); the server
 // runs until the shutdown function is called.
-func serveHTTP(ctx context.Context, addr string, srv *mqtt.Server, m *metricsHook, pprofOn bool) (net.Addr, func(context.Context) error, error) {
-	if m == nil {
-		m = newMetricsHook() // counters stay zero; the gauges still come from srv
-	}
+func serveHTTP(ctx context.Context, addr string, b *Broker, pprofOn bool) (net.Addr, func(context.Context) error, error) {
+	srv := b.eng
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_, _ = w.Write(renderMetrics(srv, m, time.Now()))
+		_, _ = w.Write(renderMetrics(srv.Stats(), b.authFailures.Load(), b.uptime()))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -115,26 +111,15 @@ type apiClient struct {
 	Inflight        int    `json:"inflight"`
 }
 
-func apiClients(srv *mqtt.Server) []apiClient {
+func apiClients(srv *engine.Server) []apiClient {
 	out := []apiClient{}
-	for _, cl := range srv.Clients.GetAll() {
-		if cl.Net.Inline {
-			continue
-		}
+	for _, c := range srv.Clients() {
 		out = append(out, apiClient{
-			ID:              cl.ID,
-			Username:        string(cl.Properties.Username),
-			Remote:          cl.Net.Remote,
-			Listener:        cl.Net.Listener,
-			ProtocolVersion: cl.Properties.ProtocolVersion,
-			Connected:       !cl.Closed(),
-			Clean:           cl.Properties.Clean,
-			Keepalive:       cl.State.Keepalive,
-			Subscriptions:   cl.State.Subscriptions.Len(),
-			Inflight:        cl.State.Inflight.Len(),
+			ID: c.ID, Username: c.Username, Remote: c.Remote, Listener: c.Listener,
+			ProtocolVersion: c.Version, Connected: c.Connected, Clean: c.Clean,
+			Keepalive: c.KeepAlive, Subscriptions: c.Subscriptions, Inflight: c.Inflight,
 		})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
@@ -149,26 +134,15 @@ type apiSubscription struct {
 	Identifier        int    `json:"identifier,omitempty"`
 }
 
-func apiSubscriptions(srv *mqtt.Server) []apiSubscription {
+func apiSubscriptions(srv *engine.Server) []apiSubscription {
 	out := []apiSubscription{}
-	for id, cl := range srv.Clients.GetAll() {
-		if cl.Net.Inline {
-			continue
-		}
-		for _, s := range cl.State.Subscriptions.GetAll() {
-			out = append(out, apiSubscription{
-				Client: id, Filter: s.Filter, Qos: s.Qos, NoLocal: s.NoLocal,
-				RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling,
-				Identifier: s.Identifier,
-			})
-		}
+	for _, sub := range srv.Subscriptions() {
+		out = append(out, apiSubscription{
+			Client: sub.Client, Filter: sub.Filter, Qos: sub.QoS, NoLocal: sub.NoLocal,
+			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
+			Identifier: int(sub.Identifier),
+		})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Client != out[j].Client {
-			return out[i].Client < out[j].Client
-		}
-		return out[i].Filter < out[j].Filter
-	})
 	return out
 }
 
@@ -193,67 +167,39 @@ func (p *promWriter) one(name, typ, help string, v uint64) {
 	p.sample(name, "", v)
 }
 
-func (p *promWriter) byQos(name, help string, vs *[3]atomic.Uint64) {
+func (p *promWriter) byQos(name, help string, vs [3]uint64) {
 	p.family(name, "counter", help)
-	for q := range vs {
-		p.sample(name, fmt.Sprintf(`qos="%d"`, q), vs[q].Load())
+	for q, v := range vs {
+		p.sample(name, fmt.Sprintf(`qos="%d"`, q), v)
 	}
 }
 
-// nonNeg converts one of mochi's int64 counters; they never go below zero,
-// but a gauge must not wrap if one briefly did.
-func nonNeg(v int64) uint64 {
-	if v < 0 {
-		return 0
-	}
-	return uint64(v)
-}
-
-// retainedCount counts retained messages outside $SYS (mochi retains its
-// twenty $SYS values too, which would hide the number a user cares about).
-func retainedCount(srv *mqtt.Server) uint64 {
-	var n uint64
-	for topic := range srv.Topics.Retained.GetAll() {
-		if !strings.HasPrefix(topic, "$") {
-			n++
-		}
-	}
-	return n
-}
-
-func renderMetrics(srv *mqtt.Server, m *metricsHook, now time.Time) []byte {
+func renderMetrics(st engine.Stats, authFailures uint64, uptime time.Duration) []byte {
 	var p promWriter
-	info := srv.Info
-	p.one("mqtk_broker_uptime_seconds", "gauge", "Seconds since the broker started.",
-		nonNeg(now.Unix()-atomic.LoadInt64(&info.Started)))
-	p.one("mqtk_broker_clients_connected", "gauge", "Clients currently connected.",
-		nonNeg(atomic.LoadInt64(&info.ClientsConnected)))
+	p.one("mqtk_broker_uptime_seconds", "gauge", "Seconds since the broker started.", uint64(uptime/time.Second))
+	p.one("mqtk_broker_clients_connected", "gauge", "Clients currently connected.", uint64(st.Clients))
 	p.one("mqtk_broker_sessions", "gauge", "Sessions known to the broker, connected or offline persistent.",
-		uint64(srv.Clients.Len()))
+		uint64(st.Sessions))
 	p.one("mqtk_broker_connections_total", "counter", "Connections accepted (CONNACK success) since start.",
-		m.connects.Load())
-	p.one("mqtk_broker_subscriptions", "gauge", "Active subscriptions.",
-		nonNeg(atomic.LoadInt64(&info.Subscriptions)))
+		st.Connects)
+	p.one("mqtk_broker_subscriptions", "gauge", "Active subscriptions.", uint64(st.Subscriptions))
 	p.one("mqtk_broker_retained_messages", "gauge", "Retained messages held, not counting the broker's own $SYS topics.",
-		retainedCount(srv))
-	p.one("mqtk_broker_inflight_messages", "gauge", "QoS 1/2 messages in flight or queued for offline sessions.",
-		nonNeg(atomic.LoadInt64(&info.Inflight)))
-	p.byQos("mqtk_broker_messages_received_total", "PUBLISH packets received from clients.", &m.msgsIn)
-	p.byQos("mqtk_broker_messages_sent_total", "PUBLISH packets sent to clients.", &m.msgsOut)
-	p.byQos("mqtk_broker_payload_bytes_received_total", "Payload bytes of PUBLISH packets received.", &m.bytesIn)
-	p.byQos("mqtk_broker_payload_bytes_sent_total", "Payload bytes of PUBLISH packets sent.", &m.bytesOut)
-	p.one("mqtk_broker_bytes_received_total", "counter", "Bytes read from client connections, all packet types.",
-		nonNeg(atomic.LoadInt64(&info.BytesReceived)))
-	p.one("mqtk_broker_bytes_sent_total", "counter", "Bytes written to client connections, all packet types.",
-		nonNeg(atomic.LoadInt64(&info.BytesSent)))
+		uint64(st.Retained))
+	p.one("mqtk_broker_inflight_messages", "gauge", "QoS 1/2 messages in flight or queued for sessions.",
+		uint64(st.Inflight))
+	p.byQos("mqtk_broker_messages_received_total", "PUBLISH packets received from clients.", st.MsgsIn)
+	p.byQos("mqtk_broker_messages_sent_total", "PUBLISH packets sent to clients.", st.MsgsOut)
+	p.byQos("mqtk_broker_payload_bytes_received_total", "Payload bytes of PUBLISH packets received.", st.BytesIn)
+	p.byQos("mqtk_broker_payload_bytes_sent_total", "Payload bytes of PUBLISH packets sent.", st.BytesOut)
+	p.one("mqtk_broker_bytes_received_total", "counter", "Bytes read from client connections, all packet types.", st.NetIn)
+	p.one("mqtk_broker_bytes_sent_total", "counter", "Bytes written to client connections, all packet types.", st.NetOut)
 	p.family("mqtk_broker_messages_dropped_total", "counter",
-		"Messages not delivered, by reason: queue_full (subscriber's outbound queue full), inflight_quota (too many unacknowledged messages for one client), discarded (queued QoS 1/2 message expired or its session was discarded).")
-	p.sample("mqtk_broker_messages_dropped_total", `reason="queue_full"`, m.droppedQueueFull.Load())
-	p.sample("mqtk_broker_messages_dropped_total", `reason="inflight_quota"`, nonNeg(atomic.LoadInt64(&info.InflightDropped)))
-	p.sample("mqtk_broker_messages_dropped_total", `reason="discarded"`, m.droppedInflight.Load())
+		"Messages not delivered, by reason: queue_full (a client's queue was full, or it stalled), discarded (a queued QoS 1/2 message expired).")
+	p.sample("mqtk_broker_messages_dropped_total", `reason="queue_full"`, st.Dropped)
+	p.sample("mqtk_broker_messages_dropped_total", `reason="discarded"`, st.Discarded)
 	p.one("mqtk_broker_auth_failures_total", "counter", "Connections refused for bad credentials or certificates.",
-		m.authFailures.Load())
+		authFailures)
 	p.one("mqtk_broker_subscribe_denied_total", "counter", "Subscription filters refused in a SUBACK.",
-		m.subscribeDenied.Load())
+		st.SubscribeDenied)
 	return p.b.Bytes()
 }

@@ -5,7 +5,7 @@ import (
 	"math"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mqtk/mqtk/broker/engine"
 )
 
 // Limits bound what one client (or all of them) may cost the broker. A zero
@@ -31,8 +31,8 @@ type Limits struct {
 	ConnectTimeout       time.Duration `yaml:"connect-timeout"`   // time allowed between accept and CONNECT
 	WriteTimeout         time.Duration `yaml:"write-timeout"`     // a client that does not read for this long is dropped
 	AuthFailDelay        time.Duration `yaml:"auth-fail-delay"`   // pause before refusing bad credentials
-	ReadBufferSize       int           `yaml:"read-buffer-size"`  // per-connection read buffer, bytes
-	WriteBufferSize      int           `yaml:"write-buffer-size"` // per-connection write coalescing threshold, bytes
+	ReadBufferSize       int           `yaml:"read-buffer-size"`  // a connection's first read buffer, bytes; it grows for busy or large traffic and is let go when idle
+	WriteBufferSize      int           `yaml:"write-buffer-size"` // the largest write buffer a busy connection keeps between writes, bytes
 }
 
 // DefaultLimits returns the limits used for fields left at zero. They aim at
@@ -40,26 +40,21 @@ type Limits struct {
 // bounded for a misbehaving client.
 func DefaultLimits() Limits {
 	return Limits{
-		// 1 MiB: larger than any sensible MQTT message, small enough that a
-		// hostile length field cannot make us allocate much (mochi allocates
-		// the announced length before reading it).
+		// 1 MiB: larger than any sensible MQTT message. A hostile length
+		// field costs nothing either way: the engine grows a packet's
+		// buffer only as its bytes arrive.
 		MaxPacketSize: 1 << 20,
 		MaxClients:    100000,
 		// mosquitto queues 1000 messages per offline client; same here, so
-		// an absent persistent subscriber cannot grow without bound (mochi #340).
+		// an absent persistent subscriber cannot grow without bound.
 		MaxInflight: 1000,
-		// mochi's default of 8192 pending writes is a channel of 8192
-		// pointers (64 KiB) per connection. mochi discards a message, QoS 1
-		// included, that finds this queue full; before backpressureHook,
-		// 128 lost 1.4% of messages with 10 closed-loop QoS 1 publishers
-		// into one subscriber and 1024 lost none. With the hook, 128 loses
-		// nothing either, but 1024 delivered 10-15% more under QoS 0
-		// overload (fan-in, 2 rounds each) and 128 saved only 25 MB of 329
-		// at 10,000 idle connections, so 1024 (8 KiB per connection) stays.
+		// Packets waiting to be written to one client before its
+		// publishers wait for it (see engine's waitRoom). The queue is
+		// bytes in one buffer, held only while something is waiting.
 		MaxQueued:      1024,
 		ReceiveMaximum: 256,
-		// 0 = no ceiling. mochi's default 24 h ceiling would also delete
-		// retained messages a day after they were set.
+		// 0 = no ceiling: retained messages live until cleared, as in
+		// mosquitto; a message's own expiry interval still applies.
 		MaxMessageExpiry:  0,
 		MaxSessionExpiry:  7 * 24 * time.Hour,
 		MaxKeepalive:      math.MaxUint16,
@@ -74,8 +69,8 @@ func DefaultLimits() Limits {
 		ConnectTimeout:       10 * time.Second,
 		WriteTimeout:         30 * time.Second,
 		AuthFailDelay:        time.Second,
-		ReadBufferSize:       1024,
-		WriteBufferSize:      1024,
+		ReadBufferSize:       512,
+		WriteBufferSize:      64 << 10,
 	}
 }
 
@@ -169,40 +164,28 @@ func (l Limits) validate() error {
 	return nil
 }
 
-// capabilities sets every mochi capability explicitly rather than trusting
-// NewDefaultServerCapabilities, whose defaults include a 24 h ceiling on
-// message expiry that also deletes retained messages (see the anchor note
-// on mochi's MaximumMessageExpiryInterval) and 64 KiB of queue per client.
-func (l Limits) capabilities() *mqtt.Capabilities {
-	return &mqtt.Capabilities{
-		MaximumClients: l.MaxClients,
-		// 0 = no ceiling: retained messages live until cleared, as in
-		// mosquitto; a message's own expiry interval still applies.
-		MaximumMessageExpiryInterval: int64(l.MaxMessageExpiry / time.Second),
-		MaximumClientWritesPending:   l.MaxQueued,
-		MaximumSessionExpiryInterval: uint32(l.MaxSessionExpiry / time.Second),
-		MaximumPacketSize:            l.MaxPacketSize,
-		ReceiveMaximum:               l.ReceiveMaximum,
-		MaximumInflight:              l.MaxInflight,
-		TopicAliasMaximum:            l.TopicAliasMaximum,
-		SharedSubAvailable:           1,
-		MinimumProtocolVersion:       3,
-		MaximumQos:                   2,
-		RetainAvailable:              1,
-		WildcardSubAvailable:         1,
-		SubIDAvailable:               1,
-		Compatibilities: mqtt.Compatibilities{
-			// Both flags exist to please one client library at the cost of
-			// the spec; we follow the spec.
-			PassiveClientDisconnect: false,
-			// true: with false mochi answers MQTT 5 publishes with PUBACK
-			// reason 0x01, which is not a PUBACK reason code, and echoes the
-			// publish's user properties into the ack.
-			NoInheritedPropertiesOnAck: true,
-			ObscureNotAuthorized:       false,
-			AlwaysReturnResponseInfo:   false,
-			RestoreSysInfoOnRestart:    false,
-		},
+// engineConfig is the engine's configuration for these limits.
+func (l Limits) engineConfig() engine.Config {
+	return engine.Config{
+		MaxPacketSize:     l.MaxPacketSize,
+		MaxClients:        int(min(l.MaxClients, int64(math.MaxInt32))),
+		ReceiveMaximum:    l.ReceiveMaximum,
+		MaxQueued:         int(l.MaxInflight),
+		MaxPending:        int(l.MaxQueued),
+		MaxMessageExpiry:  l.MaxMessageExpiry,
+		MaxSessionExpiry:  l.MaxSessionExpiry,
+		MaxKeepalive:      l.MaxKeepalive,
+		MaxClientIDLength: l.MaxClientIDLength,
+		MaxTopicLength:    l.MaxTopicLength,
+		MaxTopicLevels:    l.MaxTopicLevels,
+		TopicAliasMaximum: l.TopicAliasMaximum,
+		TopicAliasOut:     l.TopicAliasOutMaximum,
+		ConnectTimeout:    l.ConnectTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		ReadBuffer:        l.ReadBufferSize,
+		WriteBuffer:       l.WriteBufferSize,
+		// The limits are complete here (WithDefaults ran): a zero is meant.
+		Exact: true,
 	}
 }
 

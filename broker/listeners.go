@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,13 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtk/mqtk/broker/engine"
 )
 
 // listenerSpec is a parsed --listen URL.
@@ -206,8 +203,6 @@ type listener struct {
 
 	once    sync.Once
 	serveWG sync.WaitGroup
-	est     listeners.EstablishFn
-	estMu   sync.Mutex
 }
 
 func (b *Broker) bind(ctx context.Context, id string, spec listenerSpec) (*listener, error) {
@@ -265,20 +260,11 @@ func removeStaleSocket(path string) {
 	_ = os.Remove(path)
 }
 
-func (l *listener) ID() string              { return l.id }
-func (l *listener) Address() string         { return l.info.Addr }
-func (l *listener) Protocol() string        { return l.info.Scheme }
-func (l *listener) Init(*slog.Logger) error { return nil }
-
-// Serve accepts until the listener is closed. Accept errors that come from
+// serve accepts until the listener is closed. Accept errors that come from
 // resource exhaustion (too many open files) back off instead of ending the
 // listener, so a flood of connections only delays newcomers.
-func (l *listener) Serve(establish listeners.EstablishFn) {
-	l.serveWG.Add(1)
+func (l *listener) serve() {
 	defer l.serveWG.Done()
-	l.estMu.Lock()
-	l.est = establish
-	l.estMu.Unlock()
 	if l.httpS != nil {
 		_ = l.httpS.Serve(l.ln)
 		return
@@ -304,19 +290,13 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		delay = 0
-		go l.b.serveConn(l.id, c, "", establish)
+		go l.b.serveConn(l.id, c, "")
 	}
 }
 
 func isTemporary(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "too many open files") || strings.Contains(s, "resource temporarily unavailable")
-}
-
-// Close is called by mochi's Server.Close; by then we have closed everything.
-func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.closeListener()
-	closeClients(l.id)
 }
 
 func (l *listener) closeListener() {
@@ -347,14 +327,11 @@ func (l *listener) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l.estMu.Lock()
-	est := l.est
-	l.estMu.Unlock()
 	cn := ""
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cn = r.TLS.PeerCertificates[0].Subject.CommonName
 	}
-	l.b.serveConn(l.id, &wsConn{Conn: ws}, cn, est)
+	l.b.serveConn(l.id, &wsConn{Conn: ws}, cn)
 }
 
 func (b *Broker) isClosing() bool {
@@ -363,15 +340,13 @@ func (b *Broker) isClosing() bool {
 	return b.closing
 }
 
-// serveConn hands one accepted connection to mochi. It is the gate that
-// makes Close safe (upstream #541): once closing is set no connection enters
-// mochi, and Close waits for every connection that did.
-func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish listeners.EstablishFn) {
-	c := &trackedConn{Conn: raw, b: b, certCN: certCN, finished: make(chan struct{})}
+// serveConn hands one accepted connection to the engine and returns when
+// it has ended. Close waits for every connection that got this far.
+func (b *Broker) serveConn(id string, raw net.Conn, certCN string) {
+	c := &trackedConn{Conn: raw}
 	if b.tracer != nil {
 		c.trace = b.tracer.conn(raw.RemoteAddr().String())
 	}
-	c.lastWrite.Store(int64(time.Since(b.epoch)))
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -386,101 +361,50 @@ func (b *Broker) serveConn(id string, raw net.Conn, certCN string, establish lis
 		delete(b.conns, c)
 		b.mu.Unlock()
 		_ = c.Close()
-		close(c.finished)
 		b.connWG.Done()
 	}()
-	// mochi's packet decoders can panic on malformed input (FuzzConnection
-	// found SubscribeDecode indexing past its buffer, corpus
-	// testdata/fuzz/FuzzConnection/fc7871680fafdba4), which would take the
-	// whole broker down. The decoder runs on this goroutine, so the damage
-	// stays with the offending connection.
+	// A fault in the engine on one connection's input must not take the
+	// whole broker down: it ends that connection, and says why.
 	defer func() {
 		if r := recover(); r != nil {
 			b.log.warn("connection dropped", "remote", raw.RemoteAddr().String(),
-				"reason", fmt.Sprintf("malformed packet (decoder fault: %v)", r))
-			b.forgetCrashed(c)
+				"reason", fmt.Sprintf("internal error: %v", r))
 		}
 	}()
-	// A CONNECT must arrive within ConnectTimeout; mochi replaces this
-	// deadline with the keepalive one once the CONNECT is in (mochi has no
-	// connect timeout, so a silent socket would be held for ever).
-	_ = raw.SetReadDeadline(time.Now().Add(b.limits.ConnectTimeout))
 	if tc, ok := raw.(*tls.Conn); ok {
+		_ = raw.SetDeadline(time.Now().Add(b.limits.ConnectTimeout))
 		if err := tc.Handshake(); err != nil {
 			b.log.warn("tls handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
 			return
 		}
+		_ = raw.SetDeadline(time.Time{})
 		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
-			c.certCN = st.PeerCertificates[0].Subject.CommonName
+			certCN = st.PeerCertificates[0].Subject.CommonName
 		}
 	}
-	if err := establish(id, c); err != nil {
-		b.logDisconnect(c, err)
-	}
+	err := b.eng.Serve(c, engine.Client{Remote: raw.RemoteAddr().String(), CertCN: certCN, Listener: id})
+	b.logDisconnect(c, err)
 }
 
-// logDisconnect logs, once, why mochi dropped a connection, unless it is an
-// ordinary end (client closed, server shutting down).
+// logDisconnect logs, once, why a connection ended, unless it is an
+// ordinary end (client closed or disconnected, server shutting down,
+// session taken over, a refusal the engine already logged).
 func (b *Broker) logDisconnect(c *trackedConn, err error) {
-	if c.writeTimedOut.Load() && !b.isClosing() {
-		b.log.warn("connection dropped", "remote", c.RemoteAddr().String(),
-			"reason", "client is not reading: its queue is full and a write waited "+b.limits.WriteTimeout.String())
+	if err == nil || b.isClosing() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || engine.Ordinary(err) {
 		return
-	}
-	if b.isClosing() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errRefusedConnect) {
-		return
-	}
-	var code packets.Code
-	if errors.As(err, &code) {
-		switch code {
-		case packets.CodeDisconnect, packets.ErrSessionTakenOver, packets.CodeDisconnectWillMessage, packets.ErrBadUsernameOrPassword:
-			return
-		}
 	}
 	s := err.Error()
 	if strings.Contains(s, "use of closed network connection") || strings.Contains(s, "connection reset") {
 		return
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		s = "no CONNECT within " + b.limits.ConnectTimeout.String() + " or keepalive expired"
-	}
 	b.log.warn("connection dropped", "remote", c.RemoteAddr().String(), "reason", s)
 }
 
-// trackedConn is every client connection as mochi sees it. It bounds each
-// write: a client that stops reading fills its (bounded) queue, then the
-// blocked write times out and the connection is closed, so the client cannot
-// pin memory or a goroutine for ever. mochi's write loop ignores write
-// errors, which is why we close the connection here.
+// trackedConn is a client connection as the engine sees it: the trace
+// follows its bytes, and Close may be called more than once.
 type trackedConn struct {
 	net.Conn
-	b             *Broker
-	certCN        string // verified client certificate common name, if any
-	closeOnce     sync.Once
-	writeTimedOut atomic.Bool
-	shutdown      atomic.Bool
-	slow          atomic.Bool  // publishers stopped waiting for it; see backpressureHook
-	lastWrite     atomic.Int64 // when a write last completed, ns since Broker.epoch
-	evictMu       sync.Mutex   // see backpressureHook.makeRoom
-
-	// Server-assigned topic aliases of this connection (fixHook.alias):
-	// aliasMax is set in OnConnect, before any PUBLISH is written.
-	aliasMax uint16
-	aliasMu  sync.Mutex
-	aliases  map[string]outAlias
-
-	// keepalive is the client's keepalive in seconds once its CONNECT is
-	// accepted (fixHook.OnConnect), read by SetDeadline; both run on the
-	// connection's reader goroutine.
-	keepalive uint16
-
-	// finished is closed once mochi is done with the connection, its
-	// session teardown included (see fixHook.OnSessionEstablish).
-	finished chan struct{}
-	// predecessor is the connection of an earlier client with the same
-	// client id, set and read on this connection's goroutine only.
-	predecessor *trackedConn
-
+	closeOnce sync.Once
 	// trace follows the connection's bytes for --trace; nil without it.
 	trace *connTrace
 }
@@ -494,58 +418,14 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write passes what the client is sent to the trace, when there is one,
+// before writing it: the client may answer at once, and its answer must
+// not come first in the trace.
 func (c *trackedConn) Write(p []byte) (int, error) {
-	d := c.b.limits.WriteTimeout
-	if c.shutdown.Load() {
-		d = time.Second
+	if c.trace != nil {
+		c.trace.wrote(p)
 	}
-	if d > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
-	}
-	n, err := c.Conn.Write(p)
-	if err == nil {
-		c.lastWrite.Store(int64(time.Since(c.b.epoch)))
-	}
-	if n > 0 && c.trace != nil {
-		c.trace.wrote(p[:n])
-	}
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		c.writeTimedOut.Store(true)
-		_ = c.Close()
-	}
-	return n, err
-}
-
-// SetDeadline is how mochi applies the keepalive after each packet read.
-// mochi computes 1.5 x keepalive in whole seconds, keepalive+keepalive/2,
-// which rounds down: a client with a keepalive of 1 s was dropped after
-// 1 s, 3 s after 4 s, against [MQTT-3.1.2-24]'s one and a half times. The
-// deadline is recomputed here from the keepalive. Writes have their own
-// deadline (Write), so only the read side is set.
-// (TestSilentClientDroppedAfterKeepalive)
-func (c *trackedConn) SetDeadline(t time.Time) error {
-	if c.keepalive > 0 && !t.IsZero() {
-		t = time.Now().Add(time.Duration(c.keepalive) * 1500 * time.Millisecond)
-	}
-	return c.Conn.SetReadDeadline(t)
-}
-
-// shuttingDown shortens the write bound so Close cannot wait long on a
-// client that does not read.
-func (c *trackedConn) shuttingDown() {
-	c.shutdown.Store(true)
-	if ws, ok := c.Conn.(*wsConn); ok {
-		// Never wait behind a WebSocket write in progress: bound it, or
-		// if one is stuck right now, end the connection under it.
-		if ws.wmu.TryLock() {
-			_ = ws.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			ws.wmu.Unlock()
-		} else {
-			_ = ws.UnderlyingConn().Close()
-		}
-		return
-	}
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Close() error {
@@ -558,8 +438,8 @@ func (c *trackedConn) Close() error {
 // may span WebSocket messages and a message may hold several packets.
 //
 // gorilla/websocket allows one concurrent writer and keeps the write
-// deadline in a plain field, while mochi sets deadlines from its reader
-// goroutine; wmu serialises writes and write deadlines.
+// deadline in a plain field, while the engine may set deadlines from the
+// reader goroutine; wmu serialises writes and write deadlines.
 type wsConn struct {
 	*websocket.Conn
 	r   io.Reader
@@ -611,23 +491,4 @@ func (c *wsConn) SetDeadline(t time.Time) error {
 		return err
 	}
 	return c.SetWriteDeadline(t)
-}
-
-// forgetCrashed does what mochi's attachClient would have done after its
-// read loop ended, for a connection whose goroutine panicked: a session
-// that ends with the connection is removed, a persistent one is kept.
-func (b *Broker) forgetCrashed(c *trackedConn) {
-	for id, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Conn != c {
-			continue
-		}
-		cl.Stop(errors.New("malformed packet"))
-		ends := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
-			(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-		if ends && !cl.IsTakenOver() {
-			cl.ClearInflights()
-			b.srv.UnsubscribeClient(cl)
-			b.srv.Clients.Delete(id)
-		}
-	}
 }

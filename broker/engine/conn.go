@@ -34,29 +34,37 @@ type conn struct {
 
 	aliasIn map[uint16]string // reader goroutine only [MQTT-3.3.2-12]
 
-	wmu       sync.Mutex // guards the write side below
-	wbuf      []byte     // encoded packets waiting to be written
-	inBuf     int        // packets in wbuf
-	pending   int        // packets queued or being written
-	progress  time.Time  // when a write last completed (or the first packet was queued)
-	slow      bool       // publishers stopped waiting for it; see congested
-	flushing  bool       // a flush goroutine runs
-	dead      bool       // no more writes: closed or failed
-	closeDone bool       // close the socket once wbuf is written
-	drained   chan struct{}
-	aliasOut  map[string]uint16
-	flushed   chan struct{} // closed when the last flush ends after closeDone
+	wmu          sync.Mutex // guards the write side below
+	wbuf         []byte     // encoded packets waiting to be written
+	inBuf        int        // packets in wbuf
+	pending      int        // packets queued or being written
+	progress     time.Time  // when a write last completed (or the first packet was queued)
+	slow         bool       // publishers stopped waiting for it; see congested
+	held         []queued   // QoS 0 publishes waiting for room while slow: the newest, oldest dropped first
+	writeStalled bool       // a write timed out: the client is not reading
+	flushing     bool       // a flush goroutine runs
+	dead         bool       // no more writes: closed or failed
+	closeDone    bool       // close the socket once wbuf is written
+	drained      chan struct{}
+	aliasOut     map[string]uint16
+	flushed      chan struct{} // closed when the last flush ends after closeDone
 }
 
 func newConn(s *Server, nc net.Conn, info Client) *conn {
 	if info.Remote == "" && nc.RemoteAddr() != nil {
 		info.Remote = nc.RemoteAddr().String()
 	}
-	return &conn{s: s, nc: nc, info: info, rd: packet.NewReader(nc, int(s.cfg.MaxPacketSize))}
+	rd := packet.NewReader(nc, int(s.cfg.MaxPacketSize))
+	rd.SetInitialSize(s.cfg.ReadBuffer)
+	return &conn{s: s, nc: nc, info: info, rd: rd}
 }
 
-// errDisconnect ends serve without a will: the client said goodbye.
-var errDisconnect = errors.New("client disconnected")
+// errDisconnect ends serve without a will: the client said goodbye;
+// errWill ends it with the will (DISCONNECT 0x04).
+var (
+	errDisconnect = errors.New("client disconnected")
+	errWill       = errors.New("client disconnected with its will")
+)
 
 // serve is the connection's life: CONNECT, then packets until the end.
 func (c *conn) serve() (err error) {
@@ -117,11 +125,18 @@ func (c *conn) readFailed(err error) error {
 		c.protocolError(pe.Code, pe.Msg)
 		return err
 	}
+	c.wmu.Lock()
+	stalled := c.writeStalled
+	c.wmu.Unlock()
+	if stalled {
+		return fmt.Errorf("client is not reading: a write to it waited %s", c.s.cfg.WriteTimeout)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		if c.version == packet.V5 {
 			c.closeWith(&packet.Disconnect{Code: packet.KeepAliveTimeout})
 		}
-		return fmt.Errorf("keep alive of %d s expired", c.keepAlive)
+		// [MQTT-3.1.2-24]
+		return fmt.Errorf("keepalive expired: nothing from the client in 1.5 x %d s", c.keepAlive)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		return io.EOF
@@ -268,11 +283,11 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		return c.bad(&packet.Error{Code: packet.ReceiveMaximumExceeded,
 			Msg: fmt.Sprintf("more than %d QoS 2 publishes awaiting PUBREL", cfg.ReceiveMaximum)})
 	}
-	if err := c.checkTopic(p.Topic); err != nil {
-		return c.bad(&packet.Error{Code: packet.TopicNameInvalid, Msg: err.Error()})
-	}
 	code := packet.Success
-	allowed := !strings.HasPrefix(p.Topic, "$SYS") && cfg.Hooks.MayPublish(&c.info, p.Topic, p.Retain)
+	// A topic over the broker's length or depth limits is refused like
+	// one the ACL denies: acknowledged, not delivered.
+	allowed := c.checkTopic(p.Topic) == nil && !strings.HasPrefix(p.Topic, "$SYS") &&
+		cfg.Hooks.MayPublish(&c.info, p.Topic, p.Retain)
 	if !allowed {
 		code = packet.NotAuthorized
 	}
@@ -381,10 +396,10 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		code := packet.ReasonCode(sub.QoS) // granted QoS: we support 2
 		_, inner, shared := topic.ParseShared(sub.Filter)
 		switch {
-		case topic.ValidateFilter(sub.Filter) != nil || c.checkTopic(sub.Filter) != nil:
+		case topic.ValidateFilter(sub.Filter) != nil:
 			// [MQTT-3.8.4-?] an invalid filter gets its own failure code.
 			code = packet.TopicFilterInvalid
-		case !c.s.cfg.Hooks.MaySubscribe(&c.info, inner):
+		case c.checkTopic(sub.Filter) != nil || !c.s.cfg.Hooks.MaySubscribe(&c.info, inner):
 			// The ACL judges the filter without $share/GROUP/, so a user
 			// who may read public/# may share it.
 			code = packet.NotAuthorized
@@ -493,7 +508,7 @@ func (c *conn) onDisconnect(d *packet.Disconnect) error {
 	}
 	if d.Code == packet.DisconnectWithWill {
 		// 3.14.2.1: 0x04 asks for the will to be published.
-		return errors.New("client disconnected with its will")
+		return errWill
 	}
 	// [MQTT-3.14.4-3] a normal DISCONNECT discards the will.
 	return errDisconnect
@@ -502,6 +517,9 @@ func (c *conn) onDisconnect(d *packet.Disconnect) error {
 // capExpiry applies the broker's ceiling to a session expiry interval.
 func (s *Server) capExpiry(v uint32) uint32 {
 	if s.cfg.MaxSessionExpiry <= 0 {
+		if s.cfg.Exact {
+			return 0 // an explicit 0: every session ends with its connection
+		}
 		return v
 	}
 	lim := s.cfg.MaxSessionExpiry / time.Second
@@ -559,13 +577,55 @@ func wireSize(n int) int {
 	return n + 5
 }
 
-// sendPublish writes m as a PUBLISH for this connection: the delivery's
-// QoS, retain and subscription identifiers, the remaining expiry
-// [MQTT-3.3.2-6], a topic alias if one is free. A message larger than
-// the client's Maximum Packet Size is dropped for this client only
-// [MQTT-3.1.2-25]. Called with the session's lock held.
+// sendPublish writes m as a PUBLISH for this connection. Called with the
+// session's lock held.
 func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if d.qos == 0 && (len(c.held) > 0 || c.slow && c.pending >= c.s.cfg.MaxPending) {
+		// A stalled subscriber's QoS 0 messages beyond the queue limit
+		// wait in held, which keeps the newest and drops the oldest, so
+		// when it catches up it sees the latest state (QoS 1 and 2 wait
+		// in the session's window instead). Once anything is held, later
+		// messages queue behind it to keep their order.
+		c.held = append(c.held, queued{m: m, d: d})
+		if len(c.held) > c.s.cfg.MaxPending {
+			c.held[0] = queued{}
+			c.held = c.held[1:]
+			c.s.count.dropped.Add(1)
+		}
+		if !c.flushing && !c.dead {
+			c.flushing = true
+			go c.flush()
+		}
+		return
+	}
+	c.publishLocked(m, d, id, dup)
+}
+
+// refillLocked moves held QoS 0 messages into the write buffer while
+// there is room.
+func (c *conn) refillLocked() {
+	n := 0
+	for n < len(c.held) && c.pending < c.s.cfg.MaxPending && !c.dead {
+		c.publishLocked(c.held[n].m, c.held[n].d, 0, false)
+		c.held[n] = queued{}
+		n++
+	}
+	c.held = c.held[n:]
+	if len(c.held) == 0 {
+		c.held = nil
+	}
+}
+
+// publishLocked encodes the PUBLISH: the delivery's QoS, retain and
+// subscription identifiers, the remaining expiry [MQTT-3.3.2-6], a topic
+// alias if one is free. A message larger than the client's Maximum Packet
+// Size is dropped for this client only [MQTT-3.1.2-25]. Called with wmu
+// held.
+func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) {
 	p := packet.Publish{Topic: m.Topic, QoS: d.qos, PacketID: id, Retain: d.retain, Dup: dup, Payload: m.Payload}
+	newAlias := false
 	if c.version == packet.V5 {
 		p.Properties = m.Props
 		if left, has, _ := m.expiry(c.s.now()); has {
@@ -574,24 +634,15 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
 		if len(d.ids) > 0 {
 			p.Properties.SubscriptionIDs = d.ids
 		}
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	newAlias := false
-	if c.version == packet.V5 && c.aliasMax > 0 {
-		if a, ok := c.aliasOut[m.Topic]; ok {
-			p.Properties.TopicAlias = a
-			p.Topic = ""
-		} else if len(c.aliasOut) < int(c.aliasMax) {
-			p.Properties.TopicAlias = uint16(len(c.aliasOut) + 1)
-			newAlias = true
+		if c.aliasMax > 0 {
+			if a, ok := c.aliasOut[m.Topic]; ok {
+				p.Properties.TopicAlias = a
+				p.Topic = ""
+			} else if len(c.aliasOut) < int(c.aliasMax) {
+				p.Properties.TopicAlias = uint16(len(c.aliasOut) + 1)
+				newAlias = true
+			}
 		}
-	}
-	if d.qos == 0 && c.slow && c.pending >= c.s.cfg.MaxPending {
-		// A stalled subscriber's QoS 0 messages beyond the queue limit are
-		// dropped (QoS 1 and 2 wait in the session's window instead).
-		c.s.count.dropped.Add(1)
-		return
 	}
 	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
 		c.s.cfg.Logf("message on %q (%d bytes) is over client %q's maximum packet size of %d: not sent to it",
@@ -618,6 +669,7 @@ func (c *conn) flush() {
 	var spare []byte
 	for {
 		c.wmu.Lock()
+		c.refillLocked()
 		if len(c.wbuf) == 0 || c.dead {
 			c.flushing = false
 			c.wbuf = nil
@@ -658,13 +710,15 @@ func (c *conn) flush() {
 		}
 		if err != nil {
 			c.dead = true
+			c.writeStalled = errors.Is(err, os.ErrDeadlineExceeded)
+			c.held = nil
 		}
 		c.wmu.Unlock()
 		if err != nil {
 			_ = c.nc.Close() // the reader sees it and ends the connection
 			continue
 		}
-		if cap(b) <= 64<<10 {
+		if cap(b) <= c.s.cfg.WriteBuffer {
 			spare = b
 		} else {
 			spare = nil
@@ -736,10 +790,26 @@ func (c *conn) closeWith(p packet.Packet) {
 	}
 }
 
+// setVersion records the protocol version. Only the reader goroutine
+// writes it, under wmu, so that other goroutines may read it under wmu
+// (versionLocked) while CONNECT is still being handled.
+func (c *conn) setVersion(v packet.Version) {
+	c.wmu.Lock()
+	c.version = v
+	c.wmu.Unlock()
+}
+
+// versionLocked reads the version from any goroutine.
+func (c *conn) versionLocked() packet.Version {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.version
+}
+
 // shutdown ends the connection for a server shutdown: MQTT 5 clients are
 // told why [MQTT-4.13.2-1].
 func (c *conn) shutdown() {
-	if c.version == packet.V5 {
+	if c.versionLocked() == packet.V5 {
 		c.closeWith(&packet.Disconnect{Code: packet.ServerShuttingDown})
 		return
 	}

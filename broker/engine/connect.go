@@ -39,7 +39,7 @@ func (c *conn) handshake() error {
 	if err := packet.DecodeInto(&cn, h, body, 0); err != nil {
 		return c.badConnect(&cn, err)
 	}
-	c.version = cn.Version
+	c.setVersion(cn.Version)
 	c.info.Version = cn.Version
 	if code := c.checkConnect(&cn); code != packet.Success {
 		return c.refuse(code)
@@ -56,12 +56,12 @@ func (c *conn) badConnect(cn *packet.Connect, err error) error {
 		// [MQTT-3.1.2-2] an unsupported level gets CONNACK 0x01 in the
 		// 3.1.1 form, which every version can read (what mosquitto does),
 		// then the connection closes.
-		c.version = packet.V311
+		c.setVersion(packet.V311)
 		c.closeWith(&packet.Connack{Code: packet.ConnRefusedProtocolVersion})
 	case cn.Version == packet.V5:
 		// An MQTT 5 CONNECT that is malformed or breaks the protocol may
 		// be answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
-		c.version = packet.V5
+		c.setVersion(packet.V5)
 		c.closeWith(&packet.Connack{Code: code})
 	}
 	// [MQTT-3.1.2-1] a wrong protocol name, and 3.1/3.1.1 malformed
@@ -129,7 +129,9 @@ func (c *conn) connackCode(code packet.ReasonCode) packet.ReasonCode {
 	case packet.ClientIdentifierNotValid:
 		return packet.ConnRefusedIdentifierRejected
 	case packet.BadUserNameOrPassword:
-		return packet.ConnRefusedBadUserNameOrPasswd
+		// mosquitto answers a failed login with "not authorized" in
+		// 3.1.1 too, and clients written against it expect that.
+		return packet.ConnRefusedNotAuthorized
 	case packet.ServerUnavailable, packet.ServerBusy, packet.ServerShuttingDown:
 		return packet.ConnRefusedServerUnavailable
 	}
@@ -150,7 +152,12 @@ func (c *conn) accept(cn *packet.Connect) error {
 		}
 	}
 	// Keep alive: a value over the broker's maximum is lowered, and an
-	// MQTT 5 client is told the one in force [MQTT-3.2.2-21].
+	// MQTT 5 client is told the one in force [MQTT-3.2.2-21]. 3.1.1 has
+	// no way to say so: mosquitto refuses such a client with "identifier
+	// rejected", and so does the engine.
+	if !v5 && cfg.MaxKeepalive < 65535 && (cn.KeepAlive > cfg.MaxKeepalive || cn.KeepAlive == 0) {
+		return c.refuse(packet.ClientIdentifierNotValid)
+	}
 	c.keepAlive = cn.KeepAlive
 	if c.keepAlive > cfg.MaxKeepalive || (c.keepAlive == 0 && cfg.MaxKeepalive < 65535 && v5) {
 		c.keepAlive = cfg.MaxKeepalive
@@ -310,7 +317,7 @@ func (s *Server) onlineLocked() int {
 
 // takenOver closes a connection whose session a new connection took.
 func (c *conn) takenOver() {
-	if c.version == packet.V5 {
+	if c.versionLocked() == packet.V5 {
 		c.closeWith(&packet.Disconnect{Code: packet.SessionTakenOver})
 		return
 	}

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -52,6 +53,12 @@ type Config struct {
 	TopicAliasOut  uint16
 	ConnectTimeout time.Duration
 	WriteTimeout   time.Duration
+	// ReadBuffer is a connection's first read buffer; it grows for busy
+	// connections and large packets and is let go when the connection is
+	// idle. WriteBuffer is the largest write buffer a busy connection
+	// keeps between writes.
+	ReadBuffer  int
+	WriteBuffer int
 	// Exact says zero values were meant (no outbound aliases, …) rather
 	// than left for the defaults.
 	Exact bool
@@ -83,6 +90,8 @@ func DefaultConfig() Config {
 		TopicAliasOut:     10,
 		ConnectTimeout:    10 * time.Second,
 		WriteTimeout:      30 * time.Second,
+		ReadBuffer:        512,
+		WriteBuffer:       64 << 10,
 	}
 }
 
@@ -132,6 +141,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = d.ReadBuffer
+	}
+	if c.WriteBuffer == 0 {
+		c.WriteBuffer = d.WriteBuffer
 	}
 	if c.Hooks == nil {
 		c.Hooks = AllowAll{}
@@ -275,14 +290,16 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 }
 
-// Publish routes a message as if a client had published it (for $SYS and
-// the broker's own messages). It is not checked against any ACL.
-func (s *Server) Publish(m *Message) error {
+// Publish routes a message as if a client had published it (a will, the
+// broker's own $SYS topics). It is not checked against any ACL. A retained
+// message is stored only when durable is set ($SYS values are not worth a
+// disk write each).
+func (s *Server) Publish(m *Message, durable bool) error {
 	if m.Created.IsZero() {
 		m.Created = s.now()
 	}
 	if m.Retain {
-		if err := s.retain(m, true); err != nil {
+		if err := s.retain(m, durable); err != nil {
 			return err
 		}
 	}
@@ -306,3 +323,13 @@ func (s *Server) retain(m *Message, durable bool) error {
 }
 
 func (s *Server) now() time.Time { return s.cfg.Now() }
+
+// Ordinary reports whether err, returned by Serve, is an ordinary end of a
+// connection (the client closed or disconnected, its session was taken
+// over) or one the engine has already logged (a refused CONNECT, a
+// protocol error), so the caller need not log it again.
+func Ordinary(err error) bool {
+	var pe *packet.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, errDisconnect) || errors.Is(err, errTakenOver) ||
+		errors.Is(err, errRefused) || errors.Is(err, errWill) || errors.As(err, &pe)
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,12 +79,6 @@ func (r *router) retain(m *Message) {
 		return
 	}
 	r.retained[m.Topic] = m
-}
-
-func (r *router) retainedLen() int {
-	r.rmu.RLock()
-	defer r.rmu.RUnlock()
-	return len(r.retained)
 }
 
 // retainedFor returns the retained messages matching filter (without a
@@ -177,6 +172,8 @@ func (s *Server) route(m *Message) error {
 	s.mu.Lock()
 	for i := range targets {
 		targets[i].se = s.sessions[targets[i].client]
+		// In ascending order, whatever order the tree found them in.
+		slices.Sort(targets[i].d.ids)
 	}
 	s.mu.Unlock()
 	if st := s.cfg.Store; st != nil && m.QoS > 0 {

@@ -188,7 +188,7 @@ func (se *session) fireWill() {
 		return
 	}
 	w.Created = se.s.now()
-	if err := se.s.Publish(w); err != nil {
+	if err := se.s.Publish(w, true); err != nil {
 		se.s.cfg.Logf("will of %q not published: %v", se.id, err)
 	}
 }
@@ -218,14 +218,14 @@ func (se *session) deliver(m *Message, d delivery, ref uint64) *conn {
 		se.startLocked(m, d, ref)
 		return se.c
 	}
-	if len(se.queue) >= se.s.cfg.MaxQueued {
-		// The oldest queued message makes room (the server may drop
-		// messages for a client that cannot take them; mosquitto drops
-		// beyond max_queued_messages too).
-		se.forgetLocked(se.queue[0].ref)
-		se.queue[0] = queued{}
-		se.queue = se.queue[1:]
+	if len(se.inflight)+len(se.queue) >= se.s.cfg.MaxQueued {
+		// The session holds as many QoS 1/2 messages as it may, in flight
+		// and queued together: a new one is dropped and counted, as
+		// mosquitto does beyond max_queued_messages, so an absent client
+		// cannot make the broker grow without bound.
+		se.forgetLocked(ref)
 		se.s.count.dropped.Add(1)
+		return nil
 	}
 	se.queue = append(se.queue, queued{m: m, d: d, ref: ref})
 	return nil
@@ -432,7 +432,7 @@ func (s *Server) expireSession(se *session) {
 	se.mu.Unlock()
 	if w != nil {
 		w.Created = s.now()
-		if err := s.Publish(w); err != nil {
+		if err := s.Publish(w, true); err != nil {
 			s.cfg.Logf("will of %q not published: %v", se.id, err)
 		}
 	}

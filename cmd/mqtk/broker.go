@@ -167,8 +167,8 @@ func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
 	fs.IntVar(&l.MaxClientIDLength, "max-client-id-length", l.MaxClientIDLength, "longest client id in bytes")
 	fs.Uint16Var(&l.TopicAliasMaximum, "topic-alias-max", l.TopicAliasMaximum, "topic aliases an MQTT 5 client may set up towards the broker (0: none)")
 	fs.Uint16Var(&l.TopicAliasOutMaximum, "topic-alias-out-max", l.TopicAliasOutMaximum, "topic aliases the broker assigns in messages to an MQTT 5 client, never more than the client allows (0: none)")
-	fs.IntVar(&l.ReadBufferSize, "read-buffer-size", l.ReadBufferSize, "per-connection read buffer in bytes")
-	fs.IntVar(&l.WriteBufferSize, "write-buffer-size", l.WriteBufferSize, "per-connection write batching threshold in bytes")
+	fs.IntVar(&l.ReadBufferSize, "read-buffer-size", l.ReadBufferSize, "a connection's first read buffer in bytes (it grows for large packets and is let go when idle)")
+	fs.IntVar(&l.WriteBufferSize, "write-buffer-size", l.WriteBufferSize, "largest write buffer a busy connection keeps between writes, in bytes")
 	fs.DurationVar(&l.ConnectTimeout, "connect-timeout", l.ConnectTimeout, "drop connections that send no CONNECT within this time")
 	fs.DurationVar(&l.WriteTimeout, "write-timeout", l.WriteTimeout, "drop clients that stop reading for this long")
 	fs.DurationVar(&l.AuthFailDelay, "auth-fail-delay", l.AuthFailDelay, "pause before answering a failed login (0: none)")
@@ -324,6 +324,7 @@ func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
 }
 
 func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) error {
+	opts.Version, _, _ = buildInfo()
 	b, err := broker.New(opts)
 	if err != nil {
 		return classifyBrokerErr(err)

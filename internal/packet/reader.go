@@ -1,6 +1,7 @@
 package packet
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ type Reader struct {
 
 	buf  []byte // buffered input: buf[start:end] is unread
 	s, e int
+	init int // size of the first buffer
 
 	scratch []byte // body buffer for packets that keep no references
 }
@@ -39,6 +41,15 @@ func NewReader(r io.Reader, maxPacket int) *Reader {
 		maxPacket = MaxRemainingLength + 5
 	}
 	return &Reader{r: r, max: maxPacket}
+}
+
+// SetInitialSize sets the size of the read-ahead buffer allocated when
+// reading starts (and again after Release); it grows up to 64 KiB for busy
+// streams.
+func (rd *Reader) SetInitialSize(n int) {
+	if n > 0 {
+		rd.init = min(n, readMax)
+	}
 }
 
 // SetMaxPacketSize changes the limit for the packets read from now on.
@@ -80,7 +91,7 @@ func (rd *Reader) fill() error {
 		} else {
 			n := len(rd.buf) * 2
 			if n == 0 {
-				n = readInitial
+				n = cmp.Or(rd.init, readInitial)
 			}
 			n = min(n, readMax)
 			if n <= len(rd.buf) {
