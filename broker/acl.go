@@ -147,5 +147,8 @@ func expandPattern(filter, user, clientID string) string {
 	if strings.Contains(filter, "%c") && strings.ContainsAny(clientID, "+#/") {
 		return ""
 	}
-	return strings.ReplaceAll(strings.ReplaceAll(filter, "%u", user), "%c", clientID)
+	// One pass: a user named "%c" must not have the client id substituted
+	// into what was already substituted (user "%c" with client id "alice"
+	// reading users/alice/#).
+	return strings.NewReplacer("%u", user, "%c", clientID).Replace(filter)
 }

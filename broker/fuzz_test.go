@@ -1,14 +1,13 @@
 package broker
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 // FuzzConnection feeds arbitrary bytes to a listener connection. The broker
@@ -16,27 +15,17 @@ import (
 // closes it or answers until our half-close), and afterwards a normal
 // client still connects.
 func FuzzConnection(f *testing.F) {
-	enc := func(pk packets.Packet, v byte) []byte {
-		var buf bytes.Buffer
-		pk.ProtocolVersion = v
-		switch pk.FixedHeader.Type {
-		case packets.Connect:
-			_ = pk.ConnectEncode(&buf)
-		case packets.Publish:
-			_ = pk.PublishEncode(&buf)
-		case packets.Subscribe:
-			_ = pk.SubscribeEncode(&buf)
+	enc := func(pk packet.Packet, v packet.Version) []byte {
+		b, err := packet.Encode(pk, v)
+		if err != nil {
+			f.Fatalf("seed %s: %v", pk.Type(), err)
 		}
-		return buf.Bytes()
+		return b
 	}
-	for _, v := range []byte{3, 4, 5} {
-		c := connectPacket("fz", true, 30)
-		if v == 3 {
-			c.Connect.ProtocolName = []byte("MQIsdp")
-		}
-		conn := enc(c, v)
-		pub := enc(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "a/b", Payload: []byte("x")}, v)
-		sub := enc(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 2, Filters: packets.Subscriptions{{Filter: "a/#", Qos: 2}}}, v)
+	for _, v := range []packet.Version{packet.V31, packet.V311, packet.V5} {
+		conn := enc(connectPacket("fz", true, 30), v) // "MQIsdp" for 3.1
+		pub := enc(&packet.Publish{QoS: 1, PacketID: 1, Topic: "a/b", Payload: []byte("x")}, v)
+		sub := enc(&packet.Subscribe{PacketID: 2, Subscriptions: []packet.Subscription{{Filter: "a/#", QoS: 2}}}, v)
 		f.Add(conn)
 		f.Add(append(append(append([]byte{}, conn...), sub...), pub...))
 		f.Add(append(append([]byte{}, conn...), 0xc0, 0x00, 0xe0, 0x00))
@@ -54,7 +43,7 @@ func FuzzConnection(f *testing.F) {
 		Listeners: []string{"unix://" + sock},
 		Limits:    Limits{ConnectTimeout: 2 * time.Second, MaxPacketSize: 64 << 10, AuthFailDelay: time.Millisecond},
 	})
-	okConnect := enc(connectPacket("health", true, 30), 4)
+	okConnect := enc(connectPacket("health", true, 30), packet.V311)
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := net.DialTimeout("unix", sock, 5*time.Second)

@@ -6,14 +6,14 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 // goodClientWorks checks a well-behaved client can still subscribe and
@@ -62,14 +62,10 @@ func TestSilentSocketDroppedAfterConnectTimeout(t *testing.T) {
 
 func TestOversizedPacketDisconnectsOnlySender(t *testing.T) {
 	b := startBroker(t, Options{Limits: Limits{MaxPacketSize: 1024}})
-	for _, v := range []byte{4, 5} {
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		big := dialRaw(t, b.tcpAddr(t), v)
 		big.connect(connectPacket(fmt.Sprintf("big%d", v), true, 30))
-		big.send(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Publish},
-			TopicName:   "big",
-			Payload:     bytes.Repeat([]byte("x"), 4000),
-		})
+		big.send(&packet.Publish{Topic: "big", Payload: bytes.Repeat([]byte("x"), 4000)})
 		readUntilClosed(t, big.c, 10*time.Second)
 	}
 	// A hostile length field announcing 256 MB is refused before any
@@ -84,9 +80,11 @@ func TestOversizedPacketDisconnectsOnlySender(t *testing.T) {
 	goodClientWorks(t, b.tcpAddr(t), "oversized")
 }
 
+// A client that stops reading for longer than --write-timeout is
+// disconnected, and said so in the log; the others carry on.
 func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	log := &syncBuf{}
-	b := startBroker(t, Options{Log: log, Limits: Limits{MaxQueued: 8, WriteTimeout: 500 * time.Millisecond}})
+	b := startBroker(t, Options{Log: log, HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxQueued: 8, WriteTimeout: 500 * time.Millisecond}})
 	addr := b.tcpAddr(t)
 	lazy := dialSmallWindow(t, addr)
 	lazy.connect(connectPacket("lazy", true, 30))
@@ -97,8 +95,10 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	payload := strings.Repeat("p", 16<<10)
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; ; i++ {
-		if cl, ok := b.srv.Clients.Get("lazy"); !ok || cl.Closed() {
-			break
+		if i%16 == 0 {
+			if c, ok := sessions(t, b)["lazy"]; !ok || !c.Connected {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("never-reading client still connected after %d messages", i)
@@ -128,34 +128,22 @@ func TestThousandsOfConnections(t *testing.T) {
 		n = 500
 	}
 	raiseFileLimit(t, uint64(3*n+1000))
-	b := startBroker(t, Options{Limits: Limits{ConnectTimeout: 30 * time.Second, MaxPacketSize: 4096, WriteTimeout: time.Second, MaxQueued: 16}})
+	b := startBroker(t, Options{HTTPAddr: "127.0.0.1:0", Limits: Limits{ConnectTimeout: 30 * time.Second, MaxPacketSize: 4096, WriteTimeout: time.Second, MaxQueued: 16}})
 	addr := b.tcpAddr(t)
-	connect := func(id string) []byte {
-		var buf bytes.Buffer
-		pk := connectPacket(id, true, 60)
-		pk.ProtocolVersion = 4
-		if err := pk.ConnectEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	encode := func(pk packets.Packet) []byte {
-		var buf bytes.Buffer
-		pk.ProtocolVersion = 4
-		var err error
-		switch pk.FixedHeader.Type {
-		case packets.Publish:
-			err = pk.PublishEncode(&buf)
-		case packets.Subscribe:
-			err = pk.SubscribeEncode(&buf)
-		}
+	// Encoded up front: the workers below must not call t.Fatal.
+	encode := func(pk packet.Packet) []byte {
+		enc, err := packet.Encode(pk, packet.V311)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return buf.Bytes()
+		return enc
 	}
-	oversized := encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "big", Payload: make([]byte, 8192)})
-	subscribe := encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "crowd/flood"}}})
+	connects := make([][]byte, n)
+	for i := range connects {
+		connects[i] = encode(connectPacket(fmt.Sprintf("crowd-%d", i), true, 60))
+	}
+	oversized := encode(&packet.Publish{Topic: "big", Payload: make([]byte, 8192)})
+	subscribe := encode(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "crowd/flood"}}})
 	conns := make([]net.Conn, n)
 	var mu sync.Mutex
 	var failures []error
@@ -179,11 +167,11 @@ func TestThousandsOfConnections(t *testing.T) {
 				case 1: // garbage
 					_, _ = c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 				case 2: // oversized packet after a proper CONNECT
-					_, _ = c.Write(append(connect(fmt.Sprintf("crowd-%d", i)), oversized...))
+					_, _ = c.Write(slices.Concat(connects[i], oversized))
 				case 3: // subscribes, then never reads
-					_, _ = c.Write(append(connect(fmt.Sprintf("crowd-%d", i)), subscribe...))
+					_, _ = c.Write(slices.Concat(connects[i], subscribe))
 				default:
-					_, _ = c.Write(connect(fmt.Sprintf("crowd-%d", i)))
+					_, _ = c.Write(connects[i])
 				}
 			}
 		}(w)
@@ -196,29 +184,22 @@ func TestThousandsOfConnections(t *testing.T) {
 		flooder.publish("crowd/flood", strings.Repeat("f", 2000), 0, false)
 	}
 	goodClientWorks(t, addr, "flood")
-	// The slow readers cost the broker a bounded queue each: --max-queued
-	// (16) applies to them, not mochi's default of 8,192. (Here the kernel
-	// buffers absorb the flood; dropping and disconnecting a reader that
-	// never reads are TestFullQueueDropsOldestQoS0First's and
-	// TestNeverReadingClientIsDisconnected's.)
-	g, err := newQueueGauge()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The slow readers may still be connected or already dropped; what
+	// they cost while they stay (a queue bounded by --max-queued) is not
+	// visible from outside. Dropping and disconnecting a reader that never
+	// reads are TestFullQueueDropsOldestQoS0First's and
+	// TestNeverReadingClientIsDisconnected's.
+	all := sessions(t, b)
 	slowSeen, slowGone := 0, 0
 	for i := 3; i < n; i += 10 {
-		cl, ok := b.srv.Clients.Get(fmt.Sprintf("crowd-%d", i))
-		if !ok || cl.Closed() {
+		if c, ok := all[fmt.Sprintf("crowd-%d", i)]; ok && c.Connected {
+			slowSeen++
+		} else {
 			slowGone++
-			continue
-		}
-		slowSeen++
-		if q, c := g.lenCap(cl); c != 16 || q > c {
-			t.Fatalf("slow reader crowd-%d holds %d of %d queued packets, want at most 16", i, q, c)
 		}
 	}
-	t.Logf("slow readers: %d connected, %d gone; %d messages dropped; %d goroutines", slowSeen, slowGone,
-		atomic.LoadInt64(&b.srv.Info.MessagesDropped), runtime.NumGoroutine())
+	t.Logf("slow readers: %d connected, %d gone; %v messages dropped; %d goroutines", slowSeen, slowGone,
+		dropped(t, b), runtime.NumGoroutine())
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -229,8 +210,8 @@ func TestThousandsOfConnections(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d connections failed, first: %v", len(failures), n, failures[0])
 	}
-	want := int64(n - n/10*4) // silent, garbage, oversized and slow readers may be gone
-	waitFor(t, func() bool { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) >= want })
+	want := float64(n - n/10*4) // silent, garbage, oversized and slow readers may be gone
+	waitFor(t, func() bool { return scrape(t, b)["mqtk_broker_clients_connected"] >= want })
 	goodClientWorks(t, addr, "after")
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 var (
@@ -108,27 +109,37 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 // TestHTTPEndpoint drives a broker with real clients and checks /metrics
 // values (deterministic: only QoS 1/2 publishes and retained deliveries are
-// counted, which mochi handles before acknowledging), the JSON API, health
-// and pprof.
+// counted, which the broker handles before acknowledging), the JSON API,
+// health and pprof.
 func TestHTTPEndpoint(t *testing.T) {
 	leakCheck(t)
 	pub, sub := mosquittotest.RequireClients(t)
-	m := newMetricsHook()
-	srv, addr, _ := startMochi(t, m)
-	ha, stopHTTP, err := serveHTTP(context.Background(), "127.0.0.1:0", srv, m, true)
-	if err != nil {
+	passwd := writeFile(t, "passwd", "")
+	if err := SetPassword(passwd, "alice", []byte("s3cret")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = stopHTTP(context.Background()) })
-	base := "http://" + ha.String()
+	b := startBroker(t, Options{
+		HTTPAddr: "127.0.0.1:0", Pprof: true,
+		PasswordFile: passwd, AllowAnonymous: true, Limits: Limits{AuthFailDelay: time.Millisecond},
+	})
+	addr := b.tcpAddr(t)
+	base := "http://" + b.HTTPAddr()
 
 	mosq(t, pub, addr, "-q", "1", "-r", "-t", "m/a", "-m", "hello")  // 5 bytes
 	mosq(t, pub, addr, "-q", "2", "-r", "-t", "m/b", "-m", "world!") // 6 bytes
 	mosq(t, sub, addr, "-q", "2", "-t", "m/#", "-C", "2", "-W", "10")
 	mosq(t, sub, addr, "-c", "-i", "watcher", "-q", "1", "-t", "w/#", "-E")
-	m.authFailed()
-	m.authFailed()
-
+	// Two logins refused for a wrong password.
+	for i := range 2 {
+		c := dialRaw(t, addr, packet.V5)
+		pk := connectPacket(fmt.Sprint("intruder-", i), true, 30)
+		pk.HasUsername, pk.Username = true, "alice"
+		pk.HasPassword, pk.Password = true, []byte("wrong")
+		c.send(pk)
+		if ack := c.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != packet.BadUserNameOrPassword {
+			t.Fatalf("wrong password: got %s, want CONNACK 0x86", c.describe(ack))
+		}
+	}
 	want := map[string]float64{
 		`mqtk_broker_messages_received_total{qos="0"}`:            0,
 		`mqtk_broker_messages_received_total{qos="1"}`:            1,
@@ -185,7 +196,7 @@ func TestHTTPEndpoint(t *testing.T) {
 	}
 
 	_, body = httpGet(t, base+"/api/clients")
-	var clients []apiClient
+	var clients []clientInfo
 	if err := json.Unmarshal([]byte(body), &clients); err != nil {
 		t.Fatalf("/api/clients: %v\n%s", err, body)
 	}
@@ -203,11 +214,11 @@ func TestHTTPEndpoint(t *testing.T) {
 	}
 
 	_, body = httpGet(t, base+"/api/subscriptions")
-	var subs []apiSubscription
+	var subs []subscriptionInfo
 	if err := json.Unmarshal([]byte(body), &subs); err != nil {
 		t.Fatalf("/api/subscriptions: %v\n%s", err, body)
 	}
-	if !containsSub(subs, apiSubscription{Client: "watcher", Filter: "w/#", Qos: 1}) {
+	if !containsSub(subs, subscriptionInfo{Client: "watcher", Filter: "w/#", Qos: 1}) {
 		t.Errorf("/api/subscriptions lacks watcher w/# qos 1:\n%s", body)
 	}
 
@@ -218,16 +229,21 @@ func TestHTTPEndpoint(t *testing.T) {
 		t.Errorf("/nope = %d, want 404", code)
 	}
 
-	if err := stopHTTP(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	stopBroker(t, b)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	if _, err := c.Get(base + "/healthz"); err == nil {
-		t.Error("endpoint still answers after shutdown")
+		t.Error("endpoint still answers after the broker closed")
 	}
 }
 
-func containsSub(subs []apiSubscription, want apiSubscription) bool {
+// subscriptionInfo is one entry of /api/subscriptions.
+type subscriptionInfo struct {
+	Client string `json:"client"`
+	Filter string `json:"filter"`
+	Qos    byte   `json:"qos"`
+}
+
+func containsSub(subs []subscriptionInfo, want subscriptionInfo) bool {
 	for _, s := range subs {
 		if s == want {
 			return true
@@ -237,35 +253,32 @@ func containsSub(subs []apiSubscription, want apiSubscription) bool {
 }
 
 // TestHTTPWithoutPprofAndStartContext: profiles are not served unless asked
-// for, and the start-up context ending does not stop the endpoint (the
-// broker passes Start's short-lived context); the shutdown function does.
+// for, and the end of the context given to Start does not stop the
+// endpoint; Close does, and frees its port.
 func TestHTTPWithoutPprofAndStartContext(t *testing.T) {
 	leakCheck(t)
-	srv, _, _ := startMochi(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	ha, stop, err := serveHTTP(ctx, "127.0.0.1:0", srv, nil, false)
+	b, err := New(Options{Listeners: []string{"tcp://127.0.0.1:0"}, HTTPAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := fmt.Sprintf("http://%s", ha)
+	ctx, cancel := context.WithCancel(context.Background())
+	err = b.Start(ctx)
 	cancel()
+	t.Cleanup(func() { stopBroker(t, b) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	haddr := b.HTTPAddr()
+	base := "http://" + haddr
 	if code, _ := httpGet(t, base+"/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without pprof = %d, want 404", code)
 	}
 	if code, body := httpGet(t, base+"/metrics"); code != http.StatusOK {
-		t.Errorf("/metrics with nil hook = %d", code)
+		t.Errorf("/metrics after the start context ended = %d", code)
 	} else {
 		parseProm(t, body)
 	}
-	if err := stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	// The port is free again once stop returns.
-	_, stop2, err := serveHTTP(context.Background(), ha.String(), srv, nil, false)
-	if err != nil {
-		t.Fatalf("address not released after stop: %v", err)
-	}
-	if err := stop2(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	stopBroker(t, b)
+	// The port is free again once Close returns.
+	startBroker(t, Options{HTTPAddr: haddr})
 }

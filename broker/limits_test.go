@@ -6,28 +6,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 // --max-clients: one more client is refused with 3.1.1's "server
 // unavailable" (3) or MQTT 5's "server busy" (0x89).
 func TestMaxClientsRefusesOneMore(t *testing.T) {
-	b := startBroker(t, Options{Limits: Limits{MaxClients: 1}})
+	b := startBroker(t, Options{HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxClients: 1}})
 	first := dialRaw(t, b.tcpAddr(t), 4)
 	first.connect(connectPacket("only-one", true, 30))
 	for _, tc := range []struct {
-		version byte
-		want    byte
-	}{{4, 0x03}, {5, packets.ErrServerBusy.Code}} {
+		version packet.Version
+		want    packet.ReasonCode
+	}{{packet.V311, packet.ConnRefusedServerUnavailable}, {packet.V5, packet.ServerBusy}} {
 		c := dialRaw(t, b.tcpAddr(t), tc.version)
 		c.send(connectPacket(fmt.Sprintf("too-many-%d", tc.version), true, 30))
-		if ack := c.recv(); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != tc.want {
-			t.Errorf("v%d: got %v 0x%02x, want CONNACK 0x%02x", tc.version, ack.FixedHeader.Type, ack.ReasonCode, tc.want)
+		if ack := c.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != tc.want {
+			t.Errorf("v%d: got %s, want CONNACK 0x%02x", tc.version, c.describe(ack), byte(tc.want))
 		}
 	}
 	// Once the first leaves there is room again.
 	first.c.Close()
-	waitFor(t, func() bool { _, ok := b.srv.Clients.Get("only-one"); return !ok })
+	waitGone(t, b, "only-one")
 	again := dialRaw(t, b.tcpAddr(t), 5)
 	again.connect(connectPacket("next", true, 30))
 }
@@ -36,13 +36,13 @@ func TestMaxClientsRefusesOneMore(t *testing.T) {
 // the first ones are kept, the rest refused, and the session still gets
 // new messages once it is back.
 func TestMaxInflightBoundsOfflineQueue(t *testing.T) {
-	b := startBroker(t, Options{Limits: Limits{MaxInflight: 2}})
+	b := startBroker(t, Options{HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxInflight: 2}})
 	addr := b.tcpAddr(t)
 	sub := dialRaw(t, addr, 4)
 	sub.connect(connectPacket("bounded", false, 30))
 	sub.subscribe(1, "bounded/t")
 	sub.c.Close()
-	waitFor(t, func() bool { cl, ok := b.srv.Clients.Get("bounded"); return ok && cl.Closed() })
+	waitOffline(t, b, "bounded")
 	pub := dialRaw(t, addr, 4)
 	pub.connect(connectPacket("bounded-pub", true, 30))
 	for i := range 5 {
@@ -58,7 +58,7 @@ func TestMaxInflightBoundsOfflineQueue(t *testing.T) {
 		}
 	}
 	// The acknowledgements free the in-flight slots before the next one.
-	waitFor(t, func() bool { cl, ok := b.srv.Clients.Get("bounded"); return ok && cl.State.Inflight.Len() == 0 })
+	waitFor(t, func() bool { c, ok := sessions(t, b)["bounded"]; return ok && c.Inflight == 0 })
 	pub.publish("bounded/t", "live", 1, false)
 	if pk, err := again.nextPublish(5 * time.Second); err != nil || string(pk.Payload) != "live" {
 		t.Fatalf("after the queue: %q, %v; want live (q2-q4 were over the limit)", pk.Payload, err)
@@ -68,25 +68,25 @@ func TestMaxInflightBoundsOfflineQueue(t *testing.T) {
 // --max-session-expiry caps what a client asks for, and an explicit 0
 // ends every session with its connection.
 func TestMaxSessionExpiry(t *testing.T) {
-	ask := func(id string) packets.Packet {
+	ask := func(id string) *packet.Connect {
 		pk := connectPacket(id, false, 30)
-		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 3600, true
+		pk.Properties.SessionExpiry = 3600
 		return pk
 	}
 	t.Run("cap", func(t *testing.T) {
 		b := startBroker(t, Options{Limits: Limits{MaxSessionExpiry: 5 * time.Second}})
 		c := dialRaw(t, b.tcpAddr(t), 5)
 		ack := c.connect(ask("capped"))
-		if !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 5 {
-			t.Fatalf("CONNACK session expiry %v/%d, want 5", ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
+		if !ack.Properties.Has(packet.PropSessionExpiry) || ack.Properties.SessionExpiry != 5 {
+			t.Fatalf("CONNACK session expiry %v/%d, want 5", ack.Properties.Has(packet.PropSessionExpiry), ack.Properties.SessionExpiry)
 		}
 	})
 	t.Run("explicit zero", func(t *testing.T) {
-		b := startBroker(t, Options{ExactLimits: true, Limits: Limits{MaxSessionExpiry: 0}})
+		b := startBroker(t, Options{ExactLimits: true, HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxSessionExpiry: 0}})
 		c := dialRaw(t, b.tcpAddr(t), 5)
 		ack := c.connect(ask("ends"))
-		if !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 0 {
-			t.Fatalf("CONNACK session expiry %v/%d, want 0", ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
+		if !ack.Properties.Has(packet.PropSessionExpiry) || ack.Properties.SessionExpiry != 0 {
+			t.Fatalf("CONNACK session expiry %v/%d, want 0", ack.Properties.Has(packet.PropSessionExpiry), ack.Properties.SessionExpiry)
 		}
 		c.subscribe(1, "ends/t")
 		c.c.Close()
@@ -94,12 +94,10 @@ func TestMaxSessionExpiry(t *testing.T) {
 		v4.connect(connectPacket("ends-311", false, 30))
 		v4.c.Close()
 		// Both sessions go: the v5 one at once, the 3.1.1 one (which has
-		// no expiry of its own) at the next expiry sweep.
-		waitFor(t, func() bool {
-			_, a := b.srv.Clients.Get("ends")
-			_, c := b.srv.Clients.Get("ends-311")
-			return !a && !c
-		})
+		// no expiry of its own) soon after, at the latest at the broker's
+		// next expiry sweep.
+		waitGone(t, b, "ends")
+		waitGone(t, b, "ends-311")
 		again := dialRaw(t, b.tcpAddr(t), 5)
 		if ack := again.connect(ask("ends")); ack.SessionPresent {
 			t.Fatal("session present after reconnect with a maximum session expiry of 0")
@@ -111,7 +109,7 @@ func TestMaxSessionExpiry(t *testing.T) {
 // keepalive is disconnected [MQTT-3.1.2-24], and others are unaffected.
 func TestSilentClientDroppedAfterKeepalive(t *testing.T) {
 	log := &syncBuf{}
-	b := startBroker(t, Options{Log: log})
+	b := startBroker(t, Options{Log: log, HTTPAddr: "127.0.0.1:0"})
 	silent := dialRaw(t, b.tcpAddr(t), 4)
 	// Before CONNECT: the broker may start its clock before our read of
 	// the CONNACK returns.
@@ -122,7 +120,7 @@ func TestSilentClientDroppedAfterKeepalive(t *testing.T) {
 	if el := time.Since(start); el < 1500*time.Millisecond {
 		t.Fatalf("dropped after %v, before 1.5 x keepalive", el)
 	}
-	waitFor(t, func() bool { _, ok := b.srv.Clients.Get("silent"); return !ok })
+	waitGone(t, b, "silent")
 	waitFor(t, func() bool { return strings.Contains(log.String(), "keepalive expired") })
 	goodClientWorks(t, b.tcpAddr(t), "keepalive")
 }
@@ -137,20 +135,15 @@ func TestTopicLimitsOnPublish(t *testing.T) {
 	pub := dialRaw(t, b.tcpAddr(t), 5)
 	pub.connect(connectPacket("lim-pub", true, 30))
 	for i, topic := range []string{"a/b/c/d", strings.Repeat("x", 21)} {
-		pub.send(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
-			PacketID:    uint16(10 + i),
-			TopicName:   topic,
-			Payload:     []byte("refused"),
-		})
+		pub.send(&packet.Publish{QoS: 1, PacketID: uint16(10 + i), Topic: topic, Payload: []byte("refused")})
 		ack := pub.recv()
-		if ack.FixedHeader.Type != packets.Puback || ack.ReasonCode != packets.ErrNotAuthorized.Code {
-			t.Errorf("PUBLISH to %.25q: got %v 0x%02x, want PUBACK 0x87", topic, ack.FixedHeader.Type, ack.ReasonCode)
+		if typeOf(ack) != packet.TypePuback || reasonOf(ack) != packet.NotAuthorized {
+			t.Errorf("PUBLISH to %.25q: got %s, want PUBACK 0x87", topic, pub.describe(ack))
 		}
 	}
 	pub.publish("a/b/c", "fits", 1, false)
 	if pk, err := sub.nextPublish(5 * time.Second); err != nil || string(pk.Payload) != "fits" {
-		t.Fatalf("subscriber got %q %q, %v; want only the message within the limits", pk.TopicName, pk.Payload, err)
+		t.Fatalf("subscriber got %q %q, %v; want only the message within the limits", pk.Topic, pk.Payload, err)
 	}
 }
 
@@ -182,11 +175,10 @@ func TestExplicitZeroAuthFailDelay(t *testing.T) {
 	}
 	c := dialRaw(t, b.tcpAddr(t), 5)
 	pk := connectPacket("wrong", true, 30)
-	pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte("alice")
-	pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte("nope")
-	pk.Connect.ProtocolName = []byte("MQTT")
+	pk.HasUsername, pk.Username = true, "alice"
+	pk.HasPassword, pk.Password = true, []byte("nope")
 	c.send(pk)
-	if ack := c.recv(); ack.ReasonCode != packets.ErrBadUsernameOrPassword.Code {
-		t.Fatalf("CONNACK 0x%02x, want 0x86", ack.ReasonCode)
+	if ack := c.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != packet.BadUserNameOrPassword {
+		t.Fatalf("got %s, want CONNACK 0x86", c.describe(ack))
 	}
 }

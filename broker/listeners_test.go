@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 func TestParseListen(t *testing.T) {
@@ -53,8 +53,7 @@ func TestUnixSocketListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := &rawClient{t: t, c: c, r: bufio.NewReader(c), version: 5}
-	defer c.Close()
+	rc := newRawClient(t, c, packet.V5)
 	rc.connect(connectPacket("unix", true, 30))
 }
 
@@ -87,7 +86,7 @@ func TestSecureWebSocketListener(t *testing.T) {
 	}
 	defer ws.Close()
 	c := &wsConn{Conn: ws}
-	rc := &rawClient{t: t, c: c, r: bufio.NewReader(c), version: 5}
+	rc := newRawClient(t, c, packet.V5)
 	rc.connect(connectPacket("wss-client", true, 30))
 	if codes := rc.subscribe(1, "wss/#", "other/#"); len(codes) != 2 || codes[0] != 1 || codes[1] != 0x87 {
 		t.Fatalf("SUBACK % x: the certificate CN should be the ACL user", codes)
@@ -104,11 +103,10 @@ func TestReloadPasswordFileKeepsClients(t *testing.T) {
 	login := func(pw string) *rawClient {
 		rc := dialRaw(t, b.tcpAddr(t), 5)
 		pk := connectPacket("c-"+pw, true, 30)
-		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte("alice")
-		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(pw)
-		pk.Connect.ProtocolName = []byte("MQTT")
+		pk.HasUsername, pk.Username = true, "alice"
+		pk.HasPassword, pk.Password = true, []byte(pw)
 		rc.send(pk)
-		if ack := rc.recv(); ack.ReasonCode != 0 {
+		if ack := rc.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != packet.Success {
 			return nil
 		}
 		return rc
@@ -131,9 +129,9 @@ func TestReloadPasswordFileKeepsClients(t *testing.T) {
 		t.Fatalf("log lacks the failed login:\n%s", l)
 	}
 	// The client connected before the reload is still served.
-	kept.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-	if pk := kept.recv(); pk.FixedHeader.Type != packets.Pingresp {
-		t.Fatalf("got %v", pk.FixedHeader.Type)
+	kept.send(&packet.Pingreq{})
+	if pk := kept.recv(); typeOf(pk) != packet.TypePingresp {
+		t.Fatalf("got %s, want PINGRESP", kept.describe(pk))
 	}
 	// A broken file leaves the previous settings in force.
 	if err := os.WriteFile(file, []byte("alice:plain\n"), 0o600); err != nil {
@@ -151,15 +149,15 @@ func TestMaxKeepalive(t *testing.T) {
 	b := startBroker(t, Options{Limits: Limits{MaxKeepalive: 60}})
 	v5 := dialRaw(t, b.tcpAddr(t), 5)
 	ack := v5.connect(connectPacket("ka5", true, 600))
-	if !ack.Properties.ServerKeepAliveFlag || ack.Properties.ServerKeepAlive != 60 {
-		t.Fatalf("v5 CONNACK Server Keep Alive = %v/%d, want 60", ack.Properties.ServerKeepAliveFlag, ack.Properties.ServerKeepAlive)
+	if !ack.Properties.Has(packet.PropServerKeepAlive) || ack.Properties.ServerKeepAlive != 60 {
+		t.Fatalf("v5 CONNACK Server Keep Alive = %v/%d, want 60", ack.Properties.Has(packet.PropServerKeepAlive), ack.Properties.ServerKeepAlive)
 	}
 	ok := dialRaw(t, b.tcpAddr(t), 4)
 	ok.connect(connectPacket("ka4-ok", true, 30))
 	v4 := dialRaw(t, b.tcpAddr(t), 4)
 	v4.send(connectPacket("ka4", true, 600))
-	if ack := v4.recv(); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0x02 {
-		t.Fatalf("3.1.1 keepalive above the maximum: CONNACK 0x%02x, want 0x02", ack.ReasonCode)
+	if ack := v4.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != packet.ConnRefusedIdentifierRejected {
+		t.Fatalf("3.1.1 keepalive above the maximum: got %s, want CONNACK 0x02", v4.describe(ack))
 	}
 }
 
@@ -173,8 +171,8 @@ func TestTopicAndClientIDLimits(t *testing.T) {
 	}
 	long := dialRaw(t, b.tcpAddr(t), 5)
 	long.send(connectPacket("much-too-long", true, 30))
-	if ack := long.recv(); ack.ReasonCode != packets.ErrClientIdentifierNotValid.Code {
-		t.Fatalf("long client id: CONNACK 0x%02x", ack.ReasonCode)
+	if ack := long.recv(); typeOf(ack) != packet.TypeConnack || reasonOf(ack) != packet.ClientIdentifierNotValid {
+		t.Fatalf("long client id: got %s, want CONNACK 0x85", long.describe(ack))
 	}
 }
 
@@ -192,7 +190,7 @@ func TestCloseSendsServerShuttingDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	pk := c.recv()
-	if pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != packets.ErrServerShuttingDown.Code {
-		t.Fatalf("got %v 0x%02x, want DISCONNECT 0x8b", pk.FixedHeader.Type, pk.ReasonCode)
+	if typeOf(pk) != packet.TypeDisconnect || reasonOf(pk) != packet.ServerShuttingDown {
+		t.Fatalf("got %s, want DISCONNECT 0x8b", c.describe(pk))
 	}
 }

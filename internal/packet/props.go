@@ -1,6 +1,8 @@
 package packet
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strings"
 )
 
@@ -146,25 +148,130 @@ func (p *Properties) Delete(id PropID) {
 }
 
 // Has reports whether id is present: marked, read, or non-zero.
+//
+// It tests the one field directly rather than through get: the encoder
+// asks it of every id several times per packet, and building a propValue
+// each time made a PUBLISH with properties slower to encode than to
+// decode.
 func (p *Properties) Has(id PropID) bool {
 	if p.present&(1<<id) != 0 {
 		return true
 	}
-	v := p.get(id)
-	return v.num != 0 || v.str != "" || len(v.bin) != 0 || v.n != 0
+	switch id {
+	case PropPayloadFormat:
+		return p.PayloadFormat != 0
+	case PropMessageExpiry:
+		return p.MessageExpiry != 0
+	case PropContentType:
+		return p.ContentType != ""
+	case PropResponseTopic:
+		return p.ResponseTopic != ""
+	case PropCorrelationData:
+		return len(p.CorrelationData) != 0
+	case PropSubscriptionID:
+		return len(p.SubscriptionIDs) != 0
+	case PropSessionExpiry:
+		return p.SessionExpiry != 0
+	case PropAssignedClientID:
+		return p.AssignedClientID != ""
+	case PropServerKeepAlive:
+		return p.ServerKeepAlive != 0
+	case PropAuthMethod:
+		return p.AuthMethod != ""
+	case PropAuthData:
+		return len(p.AuthData) != 0
+	case PropRequestProblemInfo:
+		return p.RequestProblemInfo != 0
+	case PropWillDelay:
+		return p.WillDelay != 0
+	case PropRequestResponseInfo:
+		return p.RequestResponseInfo != 0
+	case PropResponseInfo:
+		return p.ResponseInfo != ""
+	case PropServerReference:
+		return p.ServerReference != ""
+	case PropReasonString:
+		return p.ReasonString != ""
+	case PropReceiveMaximum:
+		return p.ReceiveMaximum != 0
+	case PropTopicAliasMaximum:
+		return p.TopicAliasMaximum != 0
+	case PropTopicAlias:
+		return p.TopicAlias != 0
+	case PropMaximumQoS:
+		return p.MaximumQoS != 0
+	case PropRetainAvailable:
+		return p.RetainAvailable != 0
+	case PropUser:
+		return len(p.User) != 0
+	case PropMaximumPacketSize:
+		return p.MaximumPacketSize != 0
+	case PropWildcardSubAvailable:
+		return p.WildcardSubAvailable != 0
+	case PropSubIDAvailable:
+		return p.SubIDAvailable != 0
+	case PropSharedSubAvailable:
+		return p.SharedSubAvailable != 0
+	}
+	return false
 }
 
 // Empty reports whether no property is present.
 func (p *Properties) Empty() bool {
-	if p.present != 0 {
-		return false
+	return p.present == 0 && p.mask() == 0
+}
+
+// allProps has the bit of every property id set.
+const allProps = 1<<PropPayloadFormat | 1<<PropMessageExpiry | 1<<PropContentType |
+	1<<PropResponseTopic | 1<<PropCorrelationData | 1<<PropSubscriptionID | 1<<PropSessionExpiry |
+	1<<PropAssignedClientID | 1<<PropServerKeepAlive | 1<<PropAuthMethod | 1<<PropAuthData |
+	1<<PropRequestProblemInfo | 1<<PropWillDelay | 1<<PropRequestResponseInfo | 1<<PropResponseInfo |
+	1<<PropServerReference | 1<<PropReasonString | 1<<PropReceiveMaximum | 1<<PropTopicAliasMaximum |
+	1<<PropTopicAlias | 1<<PropMaximumQoS | 1<<PropRetainAvailable | 1<<PropUser |
+	1<<PropMaximumPacketSize | 1<<PropWildcardSubAvailable | 1<<PropSubIDAvailable |
+	1<<PropSharedSubAvailable
+
+func bit(set bool, id PropID) uint64 {
+	if set {
+		return 1 << id
 	}
-	for _, id := range propOrder {
-		if p.Has(id) {
-			return false
-		}
-	}
-	return true
+	return 0
+}
+
+// mask has the bit of every present property set (exactly those for which
+// Has is true), found in one pass over the fields: the encoder walks its
+// set bits, which come in ascending id order as in propOrder, instead of
+// asking Has of all 27 ids on each of its three walks.
+func (p *Properties) mask() uint64 {
+	m := p.present |
+		bit(p.PayloadFormat != 0, PropPayloadFormat) |
+		bit(p.MessageExpiry != 0, PropMessageExpiry) |
+		bit(p.ContentType != "", PropContentType) |
+		bit(p.ResponseTopic != "", PropResponseTopic) |
+		bit(len(p.CorrelationData) != 0, PropCorrelationData) |
+		bit(len(p.SubscriptionIDs) != 0, PropSubscriptionID) |
+		bit(p.SessionExpiry != 0, PropSessionExpiry) |
+		bit(p.AssignedClientID != "", PropAssignedClientID) |
+		bit(p.ServerKeepAlive != 0, PropServerKeepAlive) |
+		bit(p.AuthMethod != "", PropAuthMethod) |
+		bit(len(p.AuthData) != 0, PropAuthData) |
+		bit(p.RequestProblemInfo != 0, PropRequestProblemInfo) |
+		bit(p.WillDelay != 0, PropWillDelay) |
+		bit(p.RequestResponseInfo != 0, PropRequestResponseInfo) |
+		bit(p.ResponseInfo != "", PropResponseInfo) |
+		bit(p.ServerReference != "", PropServerReference) |
+		bit(p.ReasonString != "", PropReasonString) |
+		bit(p.ReceiveMaximum != 0, PropReceiveMaximum) |
+		bit(p.TopicAliasMaximum != 0, PropTopicAliasMaximum) |
+		bit(p.TopicAlias != 0, PropTopicAlias) |
+		bit(p.MaximumQoS != 0, PropMaximumQoS) |
+		bit(p.RetainAvailable != 0, PropRetainAvailable) |
+		bit(len(p.User) != 0, PropUser) |
+		bit(p.MaximumPacketSize != 0, PropMaximumPacketSize) |
+		bit(p.WildcardSubAvailable != 0, PropWildcardSubAvailable) |
+		bit(p.SubIDAvailable != 0, PropSubIDAvailable) |
+		bit(p.SharedSubAvailable != 0, PropSharedSubAvailable)
+	return m & allProps
 }
 
 type propKind uint8
@@ -415,10 +522,8 @@ func (p *Properties) size() int {
 		return 0
 	}
 	n := 0
-	for _, id := range propOrder {
-		if !p.Has(id) {
-			continue
-		}
+	for m := p.mask(); m != 0; m &= m - 1 {
+		id := PropID(bits.TrailingZeros64(m))
 		in := propTable[id]
 		v := p.get(id)
 		switch in.kind {
@@ -457,10 +562,8 @@ func (p *Properties) check(ctx propCtx, what string, e *encErr) {
 	if p.fastEmpty() {
 		return
 	}
-	for _, id := range propOrder {
-		if !p.Has(id) {
-			continue
-		}
+	for m := p.mask(); m != 0; m &= m - 1 {
+		id := PropID(bits.TrailingZeros64(m))
 		in := propTable[id]
 		if in.allowed&ctx == 0 {
 			e.fail(MalformedPacket, "%s may not carry the %s property", what, in.name)
@@ -488,8 +591,16 @@ func (p *Properties) check(ctx propCtx, what string, e *encErr) {
 	}
 }
 
+// valueRules has the bit of every property checkValue has a rule for, so
+// that the decoder skips building a propValue for the others.
+const valueRules = 1<<PropPayloadFormat | 1<<PropRequestProblemInfo | 1<<PropRequestResponseInfo |
+	1<<PropMaximumQoS | 1<<PropRetainAvailable | 1<<PropWildcardSubAvailable | 1<<PropSubIDAvailable |
+	1<<PropSharedSubAvailable | 1<<PropReceiveMaximum | 1<<PropMaximumPacketSize | 1<<PropTopicAlias |
+	1<<PropSubscriptionID | 1<<PropResponseTopic
+
 // checkValue applies the value rules of one property, shared by the
-// encoder and the decoder.
+// encoder and the decoder. A property with a rule here must have its bit
+// in valueRules.
 func checkValue(id PropID, v propValue, ctx propCtx) *Error {
 	switch id {
 	case PropPayloadFormat, PropRequestProblemInfo, PropRequestResponseInfo, PropMaximumQoS,
@@ -542,10 +653,8 @@ func (p *Properties) appendTo(dst []byte) []byte {
 	if n == 0 {
 		return dst
 	}
-	for _, id := range propOrder {
-		if !p.Has(id) {
-			continue
-		}
+	for m := p.mask(); m != 0; m &= m - 1 {
+		id := PropID(bits.TrailingZeros64(m))
 		v := p.get(id)
 		switch propTable[id].kind {
 		case kByte:
@@ -584,10 +693,22 @@ func (p *Properties) appendTo(dst []byte) []byte {
 // PUBLISH) Subscription Identifier given twice is a protocol error.
 func (r *rd) readProps(p *Properties, ctx propCtx, what string) {
 	*p = Properties{}
-	n := int(r.varint(what + " property length"))
 	if r.err != nil {
 		return
 	}
+	// Read by hand rather than with r.varint, whose label would have to
+	// be built (and allocated) for every packet to name the packet type.
+	l, k, err := decodeVarint(r.b[r.pos:])
+	if err != nil {
+		if k == 0 {
+			r.fail(MalformedPacket, "packet ends inside its %s property length", what)
+		} else {
+			r.fail(MalformedPacket, "%s property length: %v", what, err)
+		}
+		return
+	}
+	r.pos += k
+	n := int(l)
 	if n > r.left() {
 		r.fail(MalformedPacket, "%s property length %d is longer than the rest of the packet (%d bytes)", what, n, r.left())
 		return
@@ -600,14 +721,22 @@ func (r *rd) readProps(p *Properties, ctx propCtx, what string) {
 		sub.s = sub.s[:end]
 	}
 	for sub.pos < end && sub.err == nil {
-		id := PropID(sub.varint("property identifier"))
+		start := sub.pos
+		raw := sub.varint("property identifier")
 		if sub.err != nil {
 			break
 		}
+		// Every identifier is one byte (2.2.2.2); a longer one must not be
+		// truncated into a valid one (0x81 0x02 is 257, not 0x01).
+		id := PropID(raw)
 		in, ok := id.info()
-		if !ok || in.allowed&ctx == 0 {
-			sub.fail(MalformedPacket, "%s carries property 0x%02X, which it may not", what, byte(id))
+		if !ok || in.allowed&ctx == 0 || raw > 0xFF {
+			sub.fail(MalformedPacket, "%s carries property 0x%02X, which it may not", what, raw)
 			break
+		}
+		if id == PropUser && p.User == nil {
+			// One allocation for all the user properties of the block.
+			p.User = make([]UserProperty, 0, countUser(sub.b[start:end]))
 		}
 		repeatable := id == PropUser || (id == PropSubscriptionID && ctx == inPublish)
 		if !repeatable && p.present&(1<<id) != 0 {
@@ -640,7 +769,7 @@ func (r *rd) readProps(p *Properties, ctx propCtx, what string) {
 				p.User = append(p.User, UserProperty{Key: k, Value: v})
 			}
 		}
-		if sub.err == nil {
+		if sub.err == nil && valueRules&(1<<id) != 0 {
 			if err := checkValue(id, p.get(id), ctx); err != nil {
 				sub.err = err
 			}
@@ -651,4 +780,55 @@ func (r *rd) readProps(p *Properties, ctx propCtx, what string) {
 		return
 	}
 	r.pos = end
+}
+
+// countUser counts the User Properties in b, the rest of a property block
+// from an identifier on, so that decoding allocates their slice once. It
+// stops where it cannot walk on; the decoder reports what is wrong there.
+func countUser(b []byte) int {
+	n := 0
+	for len(b) > 0 {
+		id, k, err := decodeVarint(b)
+		if err != nil || id > 0xFF {
+			break
+		}
+		b = b[k:]
+		in, ok := PropID(id).info()
+		if !ok {
+			break
+		}
+		size := 0
+		switch in.kind {
+		case kByte:
+			size = 1
+		case kU16:
+			size = 2
+		case kU32:
+			size = 4
+		case kVarint:
+			if _, size, err = decodeVarint(b); err != nil {
+				return n
+			}
+		case kStr, kBin:
+			if len(b) < 2 {
+				return n
+			}
+			size = 2 + int(binary.BigEndian.Uint16(b))
+		case kPair:
+			n++
+			if len(b) < 2 {
+				return n
+			}
+			size = 2 + int(binary.BigEndian.Uint16(b))
+			if len(b) < size+2 {
+				return n
+			}
+			size += 2 + int(binary.BigEndian.Uint16(b[size:]))
+		}
+		if size > len(b) {
+			return n
+		}
+		b = b[size:]
+	}
+	return n
 }
