@@ -190,10 +190,9 @@ func (b *Broker) tlsConfig() *tls.Config {
 	}
 }
 
-// listener is a mochi listeners.Listener over a net.Listener we bound
-// ourselves, so that ":0" resolves to a known port before Start returns, and
-// every connection passes through serveConn (tracking, connect timeout,
-// write timeout).
+// listener is one bound --listen address: ":0" resolves to a known port
+// before Start returns, and every connection passes through serveConn
+// (tracking, the TLS handshake's time limit, the trace).
 type listener struct {
 	b     *Broker
 	id    string

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 	want := msg("first")
 	got := msgs[0].Msg
 	if !got.Created.Equal(want.Created) || got.From != want.From || got.Topic != want.Topic || got.QoS != want.QoS ||
-		!reflect.DeepEqual(got.SubIDs, want.SubIDs) || !bytes.Equal(got.Payload, want.Payload) {
+		!slices.Equal(got.SubIDs, want.SubIDs) || !bytes.Equal(got.Payload, want.Payload) {
 		t.Errorf("message = %+v, want %+v", got, want)
 	}
 	if packet.Describe(&packet.Publish{Topic: "t", Properties: got.Props}, packet.V5) !=

@@ -7,11 +7,10 @@ import (
 
 	paho5 "github.com/eclipse/paho.golang/packets"
 	paho3 "github.com/eclipse/paho.mqtt.golang/packets"
-	mochi "github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Decoding and encoding one PUBLISH with our codec and with those of
-// paho.golang (MQTT 5), paho.mqtt.golang (3.1.1) and mochi-mqtt (both),
+// paho.golang (MQTT 5) and paho.mqtt.golang (3.1.1),
 // for BENCHMARKS.md. Run with
 //
 //	go test -run '^$' -bench . -benchmem -count 3 ./internal/packet/
@@ -143,29 +142,6 @@ func BenchmarkDecodePublish(b *testing.B) {
 				}
 			})
 		}
-
-		b.Run(bc.name+"/mochi", func(b *testing.B) {
-			// As mochi's own read loop does: a fresh Packet value per
-			// packet (here in one reused variable, so the benchmark does
-			// not count moving the 900-byte struct to the heap).
-			var pk mochi.Packet
-			decode := func() {
-				var fh mochi.FixedHeader
-				if err := fh.Decode(header); err != nil {
-					b.Fatal(err)
-				}
-				fh.Remaining = len(body)
-				pk = mochi.Packet{ProtocolVersion: byte(bc.v), FixedHeader: fh}
-				if err := pk.PublishDecode(body); err != nil {
-					b.Fatal(err)
-				}
-			}
-			decode()
-			check(b, pk.TopicName, pk.Payload)
-			for b.Loop() {
-				decode()
-			}
-		})
 	}
 }
 
@@ -212,36 +188,6 @@ func BenchmarkEncodePublish(b *testing.B) {
 				}
 			})
 		}
-
-		b.Run(bc.name+"/mochi", func(b *testing.B) {
-			pk := mochi.Packet{
-				ProtocolVersion: byte(bc.v),
-				FixedHeader:     mochi.FixedHeader{Type: mochi.Publish, Qos: bc.p.QoS},
-				TopicName:       bc.p.Topic,
-				PacketID:        bc.p.PacketID,
-				Payload:         bc.p.Payload,
-				// mochi writes response topic and correlation data only when
-				// the receiver asked for response information (see
-				// BENCHMARKS.md); the broker sets this per client.
-				Mods: mochi.Mods{AllowResponseInfo: true},
-				Properties: mochi.Properties{ContentType: bc.p.Properties.ContentType,
-					ResponseTopic: bc.p.Properties.ResponseTopic, CorrelationData: bc.p.Properties.CorrelationData},
-			}
-			for _, u := range bc.p.Properties.User {
-				pk.Properties.User = append(pk.Properties.User, mochi.UserProperty{Key: u.Key, Val: u.Value})
-			}
-			var buf bytes.Buffer
-			if err := pk.PublishEncode(&buf); err != nil {
-				b.Fatal(err)
-			}
-			checkSame(b, bc, buf.Bytes(), want)
-			for b.Loop() {
-				buf.Reset()
-				if err := pk.PublishEncode(&buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
 
