@@ -52,7 +52,8 @@ func DefaultLimits() Limits {
 		// publishers wait for it (see engine's waitRoom). The queue is
 		// bytes in one buffer, held only while something is waiting.
 		MaxQueued:      1024,
-		ReceiveMaximum: 256,
+		// The most MQTT allows: see engine.DefaultConfig.
+		ReceiveMaximum: 65535,
 		// 0 = no ceiling: retained messages live until cleared, as in
 		// mosquitto; a message's own expiry interval still applies.
 		MaxMessageExpiry:  0,

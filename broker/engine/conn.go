@@ -277,9 +277,10 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			p.Properties.Delete(packet.PropTopicAlias)
 		}
 	}
-	if p.QoS > 0 && c.version == packet.V5 && p.QoS == 2 && c.se.pendingIn() >= int(cfg.ReceiveMaximum) {
+	if p.QoS == 2 && c.version == packet.V5 && !c.se.awaiting(p.PacketID) && c.se.pendingIn() >= int(cfg.ReceiveMaximum) {
 		// [MQTT-3.3.4-7] more unacknowledged QoS 2 publishes than our
-		// Receive Maximum.
+		// Receive Maximum; a resend of one already counted is not one more
+		// [MQTT-3.3.4-8].
 		return c.bad(&packet.Error{Code: packet.ReceiveMaximumExceeded,
 			Msg: fmt.Sprintf("more than %d QoS 2 publishes awaiting PUBREL", cfg.ReceiveMaximum)})
 	}
@@ -577,9 +578,12 @@ func wireSize(n int) int {
 	return n + 5
 }
 
-// sendPublish writes m as a PUBLISH for this connection. Called with the
+// sendPublish writes m as a PUBLISH for this connection. It reports true
+// when m is larger than the client's Maximum Packet Size and was dropped
+// for it [MQTT-3.1.2-25]: the session then treats a QoS 1/2 message as
+// done, since the client will never acknowledge it. Called with the
 // session's lock held.
-func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
+func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) (tooLarge bool) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if d.qos == 0 && (len(c.held) > 0 || c.slow && c.pending >= c.s.cfg.MaxPending) {
@@ -598,9 +602,9 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) {
 			c.flushing = true
 			go c.flush()
 		}
-		return
+		return false
 	}
-	c.publishLocked(m, d, id, dup)
+	return c.publishLocked(m, d, id, dup)
 }
 
 // refillLocked moves held QoS 0 messages into the write buffer while
@@ -621,9 +625,9 @@ func (c *conn) refillLocked() {
 // publishLocked encodes the PUBLISH: the delivery's QoS, retain and
 // subscription identifiers, the remaining expiry [MQTT-3.3.2-6], a topic
 // alias if one is free. A message larger than the client's Maximum Packet
-// Size is dropped for this client only [MQTT-3.1.2-25]. Called with wmu
-// held.
-func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) {
+// Size is dropped for this client only [MQTT-3.1.2-25], and reported.
+// Called with wmu held.
+func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) (tooLarge bool) {
 	p := packet.Publish{Topic: m.Topic, QoS: d.qos, PacketID: id, Retain: d.retain, Dup: dup, Payload: m.Payload}
 	newAlias := false
 	if c.version == packet.V5 {
@@ -647,10 +651,11 @@ func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) {
 	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
 		c.s.cfg.Logf("message on %q (%d bytes) is over client %q's maximum packet size of %d: not sent to it",
 			m.Topic, p.Size(c.version), c.info.ID, c.maxOut)
-		return
+		c.s.count.dropped.Add(1)
+		return true
 	}
 	if !c.appendLocked(&p) {
-		return
+		return false
 	}
 	if newAlias {
 		if c.aliasOut == nil {
@@ -660,6 +665,7 @@ func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) {
 	}
 	c.s.count.msgsOut[d.qos].Add(1)
 	c.s.count.bytesOut[d.qos].Add(uint64(len(m.Payload)))
+	return false
 }
 
 // flush writes the buffered packets. It runs only while there is

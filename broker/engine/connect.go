@@ -58,9 +58,11 @@ func (c *conn) badConnect(cn *packet.Connect, err error) error {
 		// then the connection closes.
 		c.setVersion(packet.V311)
 		c.closeWith(&packet.Connack{Code: packet.ConnRefusedProtocolVersion})
-	case cn.Version == packet.V5:
+	case cn.Version == packet.V5 && cn.ProtocolName == "MQTT":
 		// An MQTT 5 CONNECT that is malformed or breaks the protocol may
 		// be answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
+		// One with another protocol name is not MQTT 5 at all
+		// [MQTT-3.1.2-1]: it is closed, below.
 		c.setVersion(packet.V5)
 		c.closeWith(&packet.Connack{Code: code})
 	}
@@ -109,9 +111,23 @@ func (c *conn) checkConnect(cn *packet.Connect) packet.ReasonCode {
 }
 
 // refuse answers a CONNECT with a refusal and closes the connection.
+// Before MQTT 5 a CONNECT that breaks the protocol (a will topic with a
+// wildcard) has no return code: it is closed without an answer
+// [MQTT-3.1.4-1].
 func (c *conn) refuse(code packet.ReasonCode) error {
 	c.s.cfg.Logf("connection from %s (client %q) refused: %s", c.info.Remote, c.info.ID, code)
-	c.closeWith(&packet.Connack{Code: c.connackCode(code)})
+	switch {
+	case c.version != packet.V5 && (code == packet.TopicNameInvalid || code == packet.MalformedPacket || code == packet.ProtocolError):
+		c.wmu.Lock()
+		c.closeDone = true
+		if !c.flushing && !c.dead {
+			c.flushing = true
+			go c.flush()
+		}
+		c.wmu.Unlock()
+	default:
+		c.closeWith(&packet.Connack{Code: c.connackCode(code)})
+	}
 	return fmt.Errorf("%w: %s", errRefused, code)
 }
 
@@ -187,7 +203,10 @@ func (c *conn) accept(cn *packet.Connect) error {
 		c.maxOut = cn.Properties.MaximumPacketSize
 		c.aliasMax = min(cn.Properties.TopicAliasMaximum, cfg.TopicAliasOut)
 		c.problem = !cn.Properties.Has(packet.PropRequestProblemInfo) || cn.Properties.RequestProblemInfo == 1
-		ack.Properties.ReceiveMaximum = cfg.ReceiveMaximum
+		if cfg.ReceiveMaximum < 65535 {
+			// Absent means 65535 (3.2.2.3.3).
+			ack.Properties.ReceiveMaximum = cfg.ReceiveMaximum
+		}
 		ack.Properties.MaximumPacketSize = cfg.MaxPacketSize
 		ack.Properties.TopicAliasMaximum = cfg.TopicAliasMaximum
 	}

@@ -76,8 +76,13 @@ type Config struct {
 // DefaultConfig is what a zero Config field means.
 func DefaultConfig() Config {
 	return Config{
-		MaxPacketSize:     1 << 20,
-		ReceiveMaximum:    256,
+		MaxPacketSize: 1 << 20,
+		// The engine delivers a QoS 2 message when it arrives and keeps
+		// only its packet identifier until PUBREL, so a wide window costs
+		// little; a narrow one disconnects clients that overrun it, and
+		// Debian's python paho 1.6.1 does when it publishes to itself (it
+		// counts incoming PUBRELs against its own outgoing window).
+		ReceiveMaximum:    65535,
 		MaxInflight:       20,   // mosquitto's max_inflight_messages
 		MaxQueued:         1000, // mosquitto's max_queued_messages
 		MaxPending:        1024,

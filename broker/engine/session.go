@@ -112,8 +112,11 @@ func (se *session) attach(c *conn) {
 			se.forgetLocked(f.ref)
 			continue // [MQTT-3.3.2-5] expired while the client was away
 		}
+		if c.sendPublish(f.m, f.d, f.id, f.sent) {
+			se.forgetLocked(f.ref) // too large for this client: done with
+			continue
+		}
 		kept = append(kept, f)
-		c.sendPublish(f.m, f.d, f.id, f.sent)
 		f.sent = true
 	}
 	clear(se.inflight[len(kept):])
@@ -259,7 +262,13 @@ func (se *session) startLocked(m *Message, d delivery, ref uint64) {
 	f := &outFlight{id: id, m: m, d: d, ref: ref}
 	se.inflight = append(se.inflight, f)
 	if se.c != nil {
-		se.c.sendPublish(m, d, id, false)
+		if se.c.sendPublish(m, d, id, false) {
+			// Too large for this client [MQTT-3.1.2-25]: as if sent and
+			// acknowledged, so it takes no slot of the window.
+			se.inflight = se.inflight[:len(se.inflight)-1]
+			se.forgetLocked(ref)
+			return
+		}
 		f.sent = true
 	}
 }
@@ -373,6 +382,15 @@ func (se *session) released(id uint16) bool {
 	}
 	delete(se.inQoS2, id)
 	return true
+}
+
+// awaiting reports whether an inbound QoS 2 message with id awaits its
+// PUBREL.
+func (se *session) awaiting(id uint16) bool {
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	_, ok := se.inQoS2[id]
+	return ok
 }
 
 // pendingIn is the number of inbound QoS 2 messages not yet released.
