@@ -51,7 +51,7 @@ func DefaultLimits() Limits {
 		// Packets waiting to be written to one client before its
 		// publishers wait for it (see engine's waitRoom). The queue is
 		// bytes in one buffer, held only while something is waiting.
-		MaxQueued:      1024,
+		MaxQueued: 1024,
 		// The most MQTT allows: see engine.DefaultConfig.
 		ReceiveMaximum: 65535,
 		// 0 = no ceiling: retained messages live until cleared, as in
