@@ -52,9 +52,11 @@ logged with the client address and answered after a delay.
 
 --data DIR keeps retained messages, persistent sessions, their subscriptions
 and their queued and in-flight QoS 1/2 messages across restarts, in one
-file. Each change is synced to disk before the broker carries on, so a
-crash or kill -9 loses at most the one write being committed at that
-instant; a clean stop (Ctrl-C, SIGTERM) loses nothing.
+file. A message is on disk before its publisher's acknowledgement, so a
+crash or kill -9 loses nothing that was acknowledged; when the disk is
+full the publish is refused (MQTT 5: reason 0x80; 3.1.1: the connection
+closes) rather than acknowledged. A damaged store file stops the broker
+at start with the file named; it is never rewritten.
 
 Limits have defaults meant for a laptop or a small site and can all be
 changed. Retained messages never expire unless the publisher set a message
@@ -174,7 +176,7 @@ func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
 	fs.DurationVar(&l.AuthFailDelay, "auth-fail-delay", l.AuthFailDelay, "pause before answering a failed login (0: none)")
 	fs.BoolVar(&o.Trace, "trace", o.Trace, "print every packet in and out on stderr")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log and trace format: text or json (default text)")
-	fs.StringVar(&o.HTTPAddr, "http", o.HTTPAddr, "serve /metrics (Prometheus), /healthz, /api/clients and /api/subscriptions on `ADDR`")
+	fs.StringVar(&o.HTTPAddr, "http", o.HTTPAddr, "serve /metrics (Prometheus), /healthz, /api/clients and /api/subscriptions on `ADDR` (a loopback address: they have no authentication)")
 	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve /debug/pprof on the --http address")
 }
 
