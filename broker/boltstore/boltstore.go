@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +66,7 @@ const (
 type Store struct {
 	db   *bolt.DB
 	path string
+	snap *engine.Snapshot // what the file held at Open, for Load
 
 	mu     sync.RWMutex
 	closed bool
@@ -86,11 +89,11 @@ func Open(dir string, onLazyErr func(error)) (*Store, error) {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, File)
-	db, err := openChecked(path)
+	db, snap, err := openChecked(path)
 	if err != nil {
 		return nil, err
 	}
-	st := &Store{db: db, path: path, ops: make(chan batch, queueLen), done: make(chan struct{}), errs: onLazyErr}
+	st := &Store{db: db, path: path, snap: snap, ops: make(chan batch, queueLen), done: make(chan struct{}), errs: onLazyErr}
 	if st.errs == nil {
 		st.errs = func(error) {}
 	}
@@ -98,58 +101,90 @@ func Open(dir string, onLazyErr func(error)) (*Store, error) {
 	return st, nil
 }
 
-// openChecked opens the bbolt file read-only first, so a damaged file is
-// found before anything writes to it, then for writing.
-func openChecked(path string) (db *bolt.DB, err error) {
+// openChecked opens the bbolt file read-only first and reads every
+// record, so a damaged file is found before anything writes to it; then it
+// opens it for writing, and creates the buckets only in a new file.
+//
+// Damage must never crash the broker: bbolt panics on some of it, and on
+// a page id beyond the file it reads outside its mapping, a fault that
+// SetPanicOnFault turns into a panic on this goroutine, which is
+// recovered like the others.
+func openChecked(path string) (db *bolt.DB, snap *engine.Snapshot, err error) {
 	damaged := func(cause any) error {
 		return fmt.Errorf("the store %s is damaged (%v): move it aside to start with an empty store, "+
 			"or restore it from a backup", path, cause)
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var ro *bolt.DB
 	defer func() {
-		// bbolt panics on some kinds of damage; it is still a damaged
-		// file to the user, not a crash.
 		if r := recover(); r != nil {
+			if ro != nil {
+				_ = ro.Close()
+			}
 			if db != nil {
 				_ = db.Close()
 			}
-			db, err = nil, damaged(r)
+			db, snap, err = nil, nil, damaged(r)
 		}
 	}()
+	snap = emptySnapshot()
+	complete := false
 	if _, statErr := os.Stat(path); statErr == nil {
 		if err := checkSize(path); err != nil {
-			return nil, damaged(err)
+			return nil, nil, damaged(err)
 		}
-		ro, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+		ro, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 		if err != nil {
 			if errors.Is(err, bolterrors.ErrTimeout) {
-				return nil, fmt.Errorf("open %s: it is locked by another running broker; stop it or use another --data directory", path)
+				return nil, nil, fmt.Errorf("open %s: it is locked by another running broker; stop it or use another --data directory", path)
 			}
-			return nil, damaged(err)
+			return nil, nil, damaged(err)
 		}
 		err = ro.View(func(tx *bolt.Tx) error {
-			if m := tx.Bucket(bucketMeta); m != nil {
-				if v := m.Get(keySchema); v != nil && string(v) != schema {
-					return fmt.Errorf("it has schema %q, this mqtk reads %q", v, schema)
+			complete = true
+			for _, b := range [][]byte{bucketMeta, bucketSessions, bucketSubs, bucketMsgs, bucketRetained} {
+				if tx.Bucket(b) == nil {
+					complete = false
 				}
 			}
-			// Read every key and value on this goroutine, where a panic
-			// on a bad page is recovered (tx.Check panics on a goroutine
-			// of its own).
-			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-				return b.ForEach(func(k, v []byte) error { return nil })
-			})
+			if m := tx.Bucket(bucketMeta); m != nil {
+				v := m.Get(keySchema)
+				if v != nil && string(v) != schema {
+					return fmt.Errorf("it has schema %q, this mqtk reads %q", v, schema)
+				}
+				complete = complete && v != nil
+			}
+			if !complete {
+				// Walk whatever there is, for damage; a file this
+				// store wrote always has every bucket.
+				return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+					return b.ForEach(func(k, v []byte) error { return nil })
+				})
+			}
+			// Decode every record now, on this goroutine, before
+			// anything is written.
+			var lerr error
+			snap, lerr = load(tx)
+			return lerr
 		})
-		_ = ro.Close()
+		cerr := ro.Close()
+		ro = nil
 		if err != nil {
-			return nil, damaged(err)
+			return nil, nil, damaged(err)
+		}
+		if cerr != nil {
+			return nil, nil, fmt.Errorf("open %s: %w", path, cerr)
 		}
 	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: it is locked by another running broker; stop it or use another --data directory", path)
+			return nil, nil, fmt.Errorf("open %s: it is locked by another running broker; stop it or use another --data directory", path)
 		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if complete {
+		return db, snap, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketSessions, bucketSubs, bucketMsgs, bucketRetained} {
@@ -161,15 +196,19 @@ func openChecked(path string) (db *bolt.DB, err error) {
 	})
 	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("prepare %s: %w", path, err)
+		return nil, nil, fmt.Errorf("prepare %s: %w", path, err)
 	}
-	return db, nil
+	return db, snap, nil
+}
+
+func emptySnapshot() *engine.Snapshot {
+	return &engine.Snapshot{Subs: map[string][]engine.SubRecord{}, Messages: map[string][]engine.StoredMessage{}}
 }
 
 // checkSize compares the file's length with the length its meta pages
 // claim. bbolt maps the claimed length into memory, and touching the part
-// a truncated file lacks is a SIGBUS no recover can catch, so a short file
-// must be caught before bbolt opens it. The layout read here is bbolt's
+// a truncated file lacks is a SIGBUS; this check says plainly that the
+// file was cut short before bbolt gets that far. The layout read here is bbolt's
 // file format (meta page: 16-byte page header, then magic, version, page
 // size, flags, root bucket (16 bytes), freelist, high-water page id, txid),
 // little-endian on every platform Go's bbolt supports.
@@ -285,8 +324,8 @@ func (s *Store) commit() {
 			}
 			return nil
 		})
-		if err != nil {
-			err = fmt.Errorf("write %s: %w", s.path, err)
+		if err != nil && !strings.Contains(err.Error(), s.path) {
+			err = fmt.Errorf("write %s: %w", s.path, err) // the file's own errors name it already
 		}
 		lazyFailed := false
 		for _, b := range group {
@@ -430,12 +469,16 @@ func decodeMessage(v []byte) (*engine.MessageRecord, error) {
 	return m, nil
 }
 
-// Load reads everything into a snapshot for engine.Server.Restore. A
-// record it cannot read makes the whole load fail, naming the record: a
+// Load returns what the file held when it was opened, for
+// engine.Server.Restore. Open read and decoded every record then, before
+// anything was written, and refused a file with one it could not read: a
 // broker that quietly dropped part of its state would be worse.
-func (s *Store) Load() (*engine.Snapshot, error) {
-	snap := &engine.Snapshot{Subs: map[string][]engine.SubRecord{}, Messages: map[string][]engine.StoredMessage{}}
-	err := s.db.View(func(tx *bolt.Tx) error {
+func (s *Store) Load() (*engine.Snapshot, error) { return s.snap, nil }
+
+// load reads every record of a complete store.
+func load(tx *bolt.Tx) (*engine.Snapshot, error) {
+	snap := emptySnapshot()
+	err := func() error {
 		err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			var r storedSession
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -492,9 +535,9 @@ func (s *Store) Load() (*engine.Snapshot, error) {
 			snap.Retained = append(snap.Retained, m)
 			return nil
 		})
-	})
+	}()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w: move the file aside to start with an empty store", s.path, err)
+		return nil, err
 	}
 	return snap, nil
 }
