@@ -701,14 +701,16 @@ func (c *conn) flush() {
 		batch := c.inBuf
 		c.wbuf, c.inBuf = spare[:0], 0
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-		n, err := c.nc.Write(b)
+		began := time.Now()
+		n, err := c.write(b)
 		c.s.count.netOut.Add(uint64(n))
 		c.wmu.Lock()
 		c.pending -= batch
 		c.progress = time.Now()
-		if c.slow && c.pending <= c.s.cfg.MaxPending/4 {
-			c.slow = false // caught up: publishers wait for it again
+		if c.slow && (c.pending <= c.s.cfg.MaxPending/4 || c.progress.Sub(began) < noProgress/4) {
+			// Caught up, or reading briskly again: publishers wait for it
+			// again rather than its messages being dropped.
+			c.slow = false
 		}
 		if c.drained != nil {
 			close(c.drained) // wake publishers waiting for room
@@ -762,10 +764,14 @@ func (c *conn) waitRoom() {
 			return
 		}
 		now := time.Now()
-		if now.Sub(c.progress) >= noProgress || now.Sub(start) >= maxWait {
+		if stalled, held := now.Sub(c.progress) >= noProgress, now.Sub(start) >= maxWait; stalled || held {
 			c.slow = true
 			c.wmu.Unlock()
-			c.s.cfg.Logf("client %q is not keeping up: its QoS 0 messages beyond %d queued are dropped until it catches up", c.info.ID, c.s.cfg.MaxPending)
+			why := fmt.Sprintf("no write to it completed for %s", noProgress)
+			if !stalled {
+				why = fmt.Sprintf("it held a publisher for %s", maxWait)
+			}
+			c.s.cfg.Logf("client %q is not keeping up (%s): its QoS 0 messages beyond %d queued are dropped until it catches up", c.info.ID, why, c.s.cfg.MaxPending)
 			return
 		}
 		if c.drained == nil {
@@ -781,6 +787,32 @@ func (c *conn) waitRoom() {
 		}
 		t.Stop()
 	}
+}
+
+// writeChunk is how much one write hands the socket. A subscriber that
+// reads slowly completes a chunk now and then, and each completion counts
+// as progress (see waitRoom): a large batch written at once would look
+// like a stall until all of it was through.
+const writeChunk = 16 << 10
+
+// write writes b in chunks, each with the write timeout, recording
+// progress after each.
+func (c *conn) write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		k, err := c.nc.Write(b[n:min(len(b), n+writeChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		if n < len(b) {
+			c.wmu.Lock()
+			c.progress = time.Now()
+			c.wmu.Unlock()
+		}
+	}
+	return n, nil
 }
 
 // closeWith sends p as the connection's last packet and closes it once
