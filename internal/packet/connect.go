@@ -129,7 +129,11 @@ func (c *Connect) decode(header byte, body []byte, _ Version) error {
 	if err := checkFlags(header, 0); err != nil {
 		return err
 	}
-	r := newRd(body, len(body))
+	// No shared string conversion for CONNECT: it would hold the
+	// password, and every string a server keeps from CONNECT (the client
+	// id, the user name) would keep it alive for the whole connection.
+	// Each string is converted on its own; CONNECT comes once.
+	r := newRd(body, 0)
 	c.ProtocolName = r.str("protocol name")
 	c.Version = Version(r.u8("protocol level"))
 	if r.err != nil {
