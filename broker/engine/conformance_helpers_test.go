@@ -514,17 +514,6 @@ func rawConnect(name string, level, flags byte, props []byte, payload ...[]byte)
 	return append(appendLen([]byte{0x10}, len(body)), body...)
 }
 
-// engineBug skips a test that fails because of a known fault in the
-// engine, named in msg, unless MQTK_ENGINE_BUGS is set: run
-// `MQTK_ENGINE_BUGS=1 go test -run NAME ./broker/engine/` to see it fail
-// and to check a fix.
-func engineBug(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("MQTK_ENGINE_BUGS") == "" {
-		t.Skip("ENGINE BUG: " + msg)
-	}
-}
-
 // exchange is one raw conversation with a broker and what must come back
 // (as transcribe records it). mosq is what Debian's mosquitto 2.0.11
 // answers when it differs from the engine (nil: the same); a comment
@@ -540,7 +529,6 @@ type exchange struct {
 	writes  func(id string) [][]byte
 	want    []string
 	mosq    []string
-	bug     string // a known engine fault: skipped (see engineBug)
 }
 
 // connectFor is an accepted CONNECT for id at v: clean start, keep alive
@@ -568,9 +556,6 @@ func runExchanges(t *testing.T, cfg Config, mosqConf string, rows []exchange) {
 				want := ex.want
 				if tg.mosq && ex.mosq != nil {
 					want = ex.mosq
-				}
-				if !tg.mosq && ex.bug != "" {
-					engineBug(t, ex.bug)
 				}
 				got := runExchange(t, tg.addr, ex, id)
 				if strings.Join(got, " | ") != strings.Join(want, " | ") {

@@ -558,10 +558,7 @@ func (c *conn) appendLocked(p packet.Packet) bool {
 		c.progress = time.Now()
 	}
 	c.pending++
-	if !c.flushing {
-		c.flushing = true
-		go c.flush()
-	}
+	c.startFlushLocked()
 	return true
 }
 
@@ -598,10 +595,7 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) (tooLarg
 			c.held = c.held[1:]
 			c.s.count.dropped.Add(1)
 		}
-		if !c.flushing && !c.dead {
-			c.flushing = true
-			go c.flush()
-		}
+		c.startFlushLocked()
 		return false
 	}
 	return c.publishLocked(m, d, id, dup)
@@ -822,13 +816,21 @@ func (c *conn) write(b []byte) (int, error) {
 	return n, nil
 }
 
-// closeWith sends p as the connection's last packet and closes it once
-// written.
+// closeWith sends p (nil: nothing more) as the connection's last packet
+// and closes the connection once everything queued is written.
 func (c *conn) closeWith(p packet.Packet) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.appendLocked(p)
+	if p != nil {
+		c.appendLocked(p)
+	}
 	c.closeDone = true
+	c.startFlushLocked()
+}
+
+// startFlushLocked starts the flush goroutine unless one runs or the
+// connection is dead. Called with wmu held.
+func (c *conn) startFlushLocked() {
 	if !c.flushing && !c.dead {
 		c.flushing = true
 		go c.flush()
@@ -858,13 +860,7 @@ func (c *conn) shutdown() {
 		c.closeWith(&packet.Disconnect{Code: packet.ServerShuttingDown})
 		return
 	}
-	c.wmu.Lock()
-	c.closeDone = true
-	if !c.flushing && !c.dead {
-		c.flushing = true
-		go c.flush()
-	}
-	c.wmu.Unlock()
+	c.closeWith(nil)
 }
 
 // finish waits (bounded by the write timeout) for what is queued to be

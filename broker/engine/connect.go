@@ -118,13 +118,7 @@ func (c *conn) refuse(code packet.ReasonCode) error {
 	c.s.cfg.Logf("connection from %s (client %q) refused: %s", c.info.Remote, c.info.ID, code)
 	switch {
 	case c.version != packet.V5 && (code == packet.TopicNameInvalid || code == packet.MalformedPacket || code == packet.ProtocolError):
-		c.wmu.Lock()
-		c.closeDone = true
-		if !c.flushing && !c.dead {
-			c.flushing = true
-			go c.flush()
-		}
-		c.wmu.Unlock()
+		c.closeWith(nil)
 	default:
 		c.closeWith(&packet.Connack{Code: c.connackCode(code)})
 	}
@@ -341,11 +335,5 @@ func (c *conn) takenOver() {
 		return
 	}
 	// 3.1.1 has no DISCONNECT from the server: just close.
-	c.wmu.Lock()
-	c.closeDone = true
-	if !c.flushing && !c.dead {
-		c.flushing = true
-		go c.flush()
-	}
-	c.wmu.Unlock()
+	c.closeWith(nil)
 }

@@ -21,6 +21,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,56 +103,25 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	set := func(v *uint32, dv uint32) {
-		if *v == 0 {
-			*v = dv
-		}
-	}
-	set(&c.MaxPacketSize, d.MaxPacketSize)
-	if c.ReceiveMaximum == 0 {
-		c.ReceiveMaximum = d.ReceiveMaximum
-	}
-	if c.MaxInflight == 0 {
-		c.MaxInflight = d.MaxInflight
-	}
-	if c.MaxQueued == 0 {
-		c.MaxQueued = d.MaxQueued
-	}
-	if c.MaxPending == 0 {
-		c.MaxPending = d.MaxPending
-	}
-	if c.MaxSessionExpiry == 0 && !c.Exact {
-		c.MaxSessionExpiry = d.MaxSessionExpiry
-	}
-	if c.MaxKeepalive == 0 {
-		c.MaxKeepalive = d.MaxKeepalive
-	}
-	if c.MaxClientIDLength == 0 {
-		c.MaxClientIDLength = d.MaxClientIDLength
-	}
-	if c.MaxTopicLength == 0 {
-		c.MaxTopicLength = d.MaxTopicLength
-	}
-	if c.MaxTopicLevels == 0 {
-		c.MaxTopicLevels = d.MaxTopicLevels
-	}
-	if c.TopicAliasMaximum == 0 && !c.Exact {
-		c.TopicAliasMaximum = d.TopicAliasMaximum
-	}
-	if c.TopicAliasOut == 0 && !c.Exact {
-		c.TopicAliasOut = d.TopicAliasOut
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = d.ConnectTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = d.WriteTimeout
-	}
-	if c.ReadBuffer == 0 {
-		c.ReadBuffer = d.ReadBuffer
-	}
-	if c.WriteBuffer == 0 {
-		c.WriteBuffer = d.WriteBuffer
+	c.MaxPacketSize = cmp.Or(c.MaxPacketSize, d.MaxPacketSize)
+	c.ReceiveMaximum = cmp.Or(c.ReceiveMaximum, d.ReceiveMaximum)
+	c.MaxInflight = cmp.Or(c.MaxInflight, d.MaxInflight)
+	c.MaxQueued = cmp.Or(c.MaxQueued, d.MaxQueued)
+	c.MaxPending = cmp.Or(c.MaxPending, d.MaxPending)
+	c.MaxKeepalive = cmp.Or(c.MaxKeepalive, d.MaxKeepalive)
+	c.MaxClientIDLength = cmp.Or(c.MaxClientIDLength, d.MaxClientIDLength)
+	c.MaxTopicLength = cmp.Or(c.MaxTopicLength, d.MaxTopicLength)
+	c.MaxTopicLevels = cmp.Or(c.MaxTopicLevels, d.MaxTopicLevels)
+	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, d.ConnectTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, d.WriteTimeout)
+	c.ReadBuffer = cmp.Or(c.ReadBuffer, d.ReadBuffer)
+	c.WriteBuffer = cmp.Or(c.WriteBuffer, d.WriteBuffer)
+	if !c.Exact {
+		// Where zero means something (no session kept, no aliases), it
+		// takes the default only when the caller did not say it was meant.
+		c.MaxSessionExpiry = cmp.Or(c.MaxSessionExpiry, d.MaxSessionExpiry)
+		c.TopicAliasMaximum = cmp.Or(c.TopicAliasMaximum, d.TopicAliasMaximum)
+		c.TopicAliasOut = cmp.Or(c.TopicAliasOut, d.TopicAliasOut)
 	}
 	if c.Hooks == nil {
 		c.Hooks = AllowAll{}
