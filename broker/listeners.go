@@ -330,7 +330,7 @@ func (l *listener) serveWS(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cn = r.TLS.PeerCertificates[0].Subject.CommonName
 	}
-	l.b.serveConn(l.id, &wsConn{Conn: ws}, cn)
+	<-l.b.serveConn(l.id, &wsConn{Conn: ws}, cn)
 }
 
 func (b *Broker) isClosing() bool {
@@ -339,9 +339,13 @@ func (b *Broker) isClosing() bool {
 	return b.closing
 }
 
-// serveConn hands one accepted connection to the engine and returns when
-// it has ended. Close waits for every connection that got this far.
-func (b *Broker) serveConn(id string, raw net.Conn, certCN string) {
+// serveConn hands one accepted connection to the engine and returns; the
+// channel it returns is closed when the connection has ended. Close waits
+// for every connection that got this far. The engine runs a plain TCP or
+// Unix connection without a goroutine of ours while it is idle (see
+// engine.Config.ParkAfter).
+func (b *Broker) serveConn(id string, raw net.Conn, certCN string) <-chan struct{} {
+	ended := make(chan struct{})
 	c := &trackedConn{Conn: raw}
 	if b.tracer != nil {
 		c.trace = b.tracer.conn(raw.RemoteAddr().String())
@@ -350,39 +354,35 @@ func (b *Broker) serveConn(id string, raw net.Conn, certCN string) {
 	if b.closing {
 		b.mu.Unlock()
 		_ = raw.Close()
-		return
+		close(ended)
+		return ended
 	}
 	b.conns[c] = struct{}{}
 	b.connWG.Add(1)
 	b.mu.Unlock()
-	defer func() {
+	done := func(err error) {
+		b.logDisconnect(c, err)
 		b.mu.Lock()
 		delete(b.conns, c)
 		b.mu.Unlock()
 		_ = c.Close()
 		b.connWG.Done()
-	}()
-	// A fault in the engine on one connection's input must not take the
-	// whole broker down: it ends that connection, and says why.
-	defer func() {
-		if r := recover(); r != nil {
-			b.log.warn("connection dropped", "remote", raw.RemoteAddr().String(),
-				"reason", fmt.Sprintf("internal error: %v", r))
-		}
-	}()
+		close(ended)
+	}
 	if tc, ok := raw.(*tls.Conn); ok {
 		_ = raw.SetDeadline(time.Now().Add(b.limits.ConnectTimeout))
 		if err := tc.Handshake(); err != nil {
 			b.log.warn("tls handshake failed", "remote", raw.RemoteAddr().String(), "error", err)
-			return
+			done(nil)
+			return ended
 		}
 		_ = raw.SetDeadline(time.Time{})
 		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
 			certCN = st.PeerCertificates[0].Subject.CommonName
 		}
 	}
-	err := b.eng.Serve(c, engine.Client{Remote: raw.RemoteAddr().String(), CertCN: certCN, Listener: id})
-	b.logDisconnect(c, err)
+	b.eng.Start(c, engine.Client{Remote: raw.RemoteAddr().String(), CertCN: certCN, Listener: id}, done)
+	return ended
 }
 
 // logDisconnect logs, once, why a connection ended, unless it is an
@@ -426,6 +426,10 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// Unbuffered lets the engine watch the socket of an idle connection
+// itself: Read above reads ahead nothing (engine.Unbuffered).
+func (c *trackedConn) Unbuffered() net.Conn { return c.Conn }
 
 func (c *trackedConn) Close() error {
 	var err error

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
@@ -22,6 +24,19 @@ type conn struct {
 	nc   net.Conn
 	info Client
 	rd   *packet.Reader
+	done func(error) // told once how the connection ended
+
+	// Parking (see poller). raw is nil for a connection that cannot be
+	// parked (TLS, WebSocket, not Linux); fd is its socket's number,
+	// fixed for its life. The fields below state are the goroutine's
+	// own: whichever goroutine runs the connection (state running) may
+	// use them, and handing over through state orders the accesses.
+	raw     syscall.RawConn
+	fd      int32
+	state   atomic.Int32 // running or parked
+	poll    *poller      // where it was last parked
+	kaTimer *time.Timer  // wakes a parked connection when its keep alive runs out
+	lastIn  time.Time    // when the last packet was handled: keep alive counts from here
 
 	// Set while CONNECT is handled, then read-only.
 	version   packet.Version
@@ -50,13 +65,51 @@ type conn struct {
 	flushed      chan struct{} // closed when the last flush ends after closeDone
 }
 
-func newConn(s *Server, nc net.Conn, info Client) *conn {
+func newConn(s *Server, nc net.Conn, info Client, done func(error)) *conn {
 	if info.Remote == "" && nc.RemoteAddr() != nil {
 		info.Remote = nc.RemoteAddr().String()
 	}
 	rd := packet.NewReader(nc, int(s.cfg.MaxPacketSize))
 	rd.SetInitialSize(s.cfg.ReadBuffer)
-	return &conn{s: s, nc: nc, info: info, rd: rd}
+	c := &conn{s: s, nc: nc, info: info, rd: rd, done: done, fd: -1}
+	if s.cfg.ParkAfter > 0 {
+		if raw := socketOf(nc); raw != nil {
+			if err := raw.Control(func(fd uintptr) { c.fd = int32(fd) }); err == nil {
+				c.raw = raw
+			}
+		}
+	}
+	return c
+}
+
+// Unbuffered is implemented by a net.Conn wrapper (a tracer, a counter)
+// whose Read returns exactly what it reads from the socket it wraps, with
+// nothing read ahead: the engine may then watch that socket itself while
+// the connection is idle. TLS and WebSocket connections read ahead and
+// are never parked.
+type Unbuffered interface {
+	Unbuffered() net.Conn
+}
+
+// socketOf returns the socket under nc if the engine may park nc.
+func socketOf(nc net.Conn) syscall.RawConn {
+	if u, ok := nc.(Unbuffered); ok {
+		nc = u.Unbuffered()
+	}
+	var sc syscall.Conn
+	switch t := nc.(type) {
+	case *net.TCPConn:
+		sc = t
+	case *net.UnixConn:
+		sc = t
+	default:
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }
 
 // errDisconnect ends serve without a will: the client said goodbye;
@@ -66,43 +119,167 @@ var (
 	errWill       = errors.New("client disconnected with its will")
 )
 
-// serve is the connection's life: CONNECT, then packets until the end.
-func (c *conn) serve() (err error) {
+// The states of a connection's goroutine (conn.state).
+const (
+	running int32 = iota // a goroutine runs the connection
+	parked               // none does: the poller or the keep-alive timer will wake it
+)
+
+// run is the body of a connection's goroutine, from CONNECT (start) or
+// resumed after the connection was parked. It ends the connection unless
+// it parks it again.
+func (c *conn) run(start bool) {
+	var err error
+	park := false
 	defer func() {
-		if c.se != nil {
-			// [MQTT-3.1.2-8] the will goes out when the connection ends for
-			// any reason but a normal DISCONNECT (or a server shutdown).
-			c.se.detach(c, !errors.Is(err, errDisconnect) && !c.s.isClosing())
+		if park {
+			return // another goroutine carries on, or will
 		}
-		c.finish()
+		// A fault on one connection's input must not take the whole
+		// broker down: it ends that connection, and says why.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+		}
+		c.end(err)
 	}()
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
-	if err := c.handshake(); err != nil {
-		return err
+	if start {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
+		if err = c.handshake(); err != nil {
+			return
+		}
+		c.lastIn = time.Now()
+	} else if c.kaTimer != nil {
+		c.kaTimer.Stop()
 	}
+	park, err = c.loop()
+}
+
+// end is the connection's last act: the will, the socket, the books.
+func (c *conn) end(err error) {
+	if c.se != nil {
+		// [MQTT-3.1.2-8] the will goes out when the connection ends for
+		// any reason but a normal DISCONNECT (or a server shutdown).
+		c.se.detach(c, !errors.Is(err, errDisconnect) && !c.s.isClosing())
+	}
+	c.finish()
+	if c.kaTimer != nil {
+		c.kaTimer.Stop()
+	}
+	if c.poll != nil {
+		c.poll.forget(c)
+	}
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	c.s.connWG.Done()
+	if c.done != nil {
+		c.done(err)
+	}
+}
+
+// loop reads and handles packets until the connection ends (an error) or
+// is parked (true).
+func (c *conn) loop() (bool, error) {
 	for {
+		var deadline time.Time
 		if c.keepAlive > 0 {
 			// [MQTT-3.1.2-24] one and a half keep alive periods of silence
 			// end the connection.
-			_ = c.nc.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
+			deadline = c.lastIn.Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond)
+		}
+		if c.rd.Buffered() == 0 {
+			// Wait for the next packet's first bytes; a connection that can
+			// be parked waits only ParkAfter. Waiting in Fill, not Next,
+			// means a deadline that expires here splits no packet.
+			wait := deadline
+			if c.raw != nil {
+				if at := time.Now().Add(c.s.cfg.ParkAfter); wait.IsZero() || at.Before(wait) {
+					wait = at
+				}
+			}
+			_ = c.nc.SetReadDeadline(wait)
+			if err := c.rd.Fill(); err != nil {
+				if c.raw != nil && errors.Is(err, os.ErrDeadlineExceeded) && (deadline.IsZero() || time.Now().Before(deadline)) {
+					if c.park(deadline) {
+						return true, nil
+					}
+					continue
+				}
+				return false, c.readFailed(err)
+			}
+		}
+		if !c.rd.Whole() {
+			_ = c.nc.SetReadDeadline(deadline)
 		}
 		h, body, err := c.rd.Next(keepsBody)
 		if err != nil {
-			return c.readFailed(err)
+			return false, c.readFailed(err)
 		}
 		c.s.count.netIn.Add(uint64(wireSize(len(body))))
 		if !c.current() {
-			return errTakenOver
+			return false, errTakenOver
 		}
 		if err := c.handle(h, body); err != nil {
-			return err
+			return false, err
 		}
-		if c.rd.Buffered() == 0 {
+		c.lastIn = time.Now()
+		if c.raw == nil && c.rd.Buffered() == 0 {
 			c.rd.Release() // an idle connection holds no read buffer
 		}
 	}
+}
+
+// park lets the connection's goroutine go until its socket is readable,
+// its keep alive (deadline) runs out or it is closed. It reports false if
+// the socket cannot be watched; the connection then stays with its
+// goroutine for good.
+func (c *conn) park(deadline time.Time) bool {
+	p := c.s.poller()
+	if p == nil {
+		c.raw = nil
+		return false
+	}
+	c.poll = p
+	c.rd.Release()
+	if !deadline.IsZero() && c.kaTimer == nil {
+		// Made (stopped) before the state changes hands, so that the
+		// goroutine that wakes the connection sees the field.
+		c.kaTimer = time.AfterFunc(time.Hour, c.wake)
+		c.kaTimer.Stop()
+	}
+	c.s.count.parks.Add(1)
+	c.s.count.parked.Add(1)
+	c.state.Store(parked)
+	if !deadline.IsZero() {
+		c.kaTimer.Reset(time.Until(deadline))
+	}
+	if p.park(c) {
+		return true
+	}
+	if !c.state.CompareAndSwap(parked, running) {
+		return true // woken meanwhile (closed, or the timer): that goroutine runs it
+	}
+	c.s.count.parked.Add(-1)
+	if c.kaTimer != nil {
+		c.kaTimer.Stop()
+	}
+	c.raw = nil
+	return false
+}
+
+// wake gives a parked connection a goroutine again.
+func (c *conn) wake() {
+	if c.state.CompareAndSwap(parked, running) {
+		c.s.count.parked.Add(-1)
+		go c.run(false)
+	}
+}
+
+// closeSocket closes the socket from outside the connection's goroutine
+// and wakes the connection if it is parked, so that it ends.
+func (c *conn) closeSocket() {
+	_ = c.nc.Close()
+	c.wake()
 }
 
 // keepsBody says which packets' bodies the engine keeps: a PUBLISH's
@@ -687,7 +864,7 @@ func (c *conn) flush() {
 			}
 			c.wmu.Unlock()
 			if closeNow {
-				_ = c.nc.Close()
+				c.closeSocket()
 			}
 			return
 		}
@@ -717,7 +894,7 @@ func (c *conn) flush() {
 		}
 		c.wmu.Unlock()
 		if err != nil {
-			_ = c.nc.Close() // the reader sees it and ends the connection
+			c.closeSocket() // the reader sees it and ends the connection
 			continue
 		}
 		if cap(b) <= c.s.cfg.WriteBuffer {

@@ -10,6 +10,9 @@
 //     packets, and a write path that coalesces packets into one buffer and
 //     starts a flushing goroutine only while something is queued, so an
 //     idle connection holds neither a writer goroutine nor a write buffer;
+//     on Linux, a plain TCP or Unix connection idle for ParkAfter gives up
+//     its read goroutine too, and one epoll instance watches its socket
+//     (park_linux.go);
 //   - a session owns what outlives a connection: packet identifiers per
 //     direction, the in-flight window bounded by the client's Receive
 //     Maximum, the queue, the will, the expiry;
@@ -60,6 +63,10 @@ type Config struct {
 	// keeps between writes.
 	ReadBuffer  int
 	WriteBuffer int
+	// ParkAfter is how long a connection reads nothing before its
+	// goroutine is let go and the engine watches its socket instead
+	// (Linux, plain TCP and Unix sockets); negative: never.
+	ParkAfter time.Duration
 	// Exact says zero values were meant (no outbound aliases, …) rather
 	// than left for the defaults.
 	Exact bool
@@ -98,6 +105,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      30 * time.Second,
 		ReadBuffer:        512,
 		WriteBuffer:       64 << 10,
+		ParkAfter:         time.Second,
 	}
 }
 
@@ -116,6 +124,7 @@ func (c Config) withDefaults() Config {
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, d.WriteTimeout)
 	c.ReadBuffer = cmp.Or(c.ReadBuffer, d.ReadBuffer)
 	c.WriteBuffer = cmp.Or(c.WriteBuffer, d.WriteBuffer)
+	c.ParkAfter = cmp.Or(c.ParkAfter, d.ParkAfter)
 	if !c.Exact {
 		// Where zero means something (no session kept, no aliases), it
 		// takes the default only when the caller did not say it was meant.
@@ -195,6 +204,8 @@ type Server struct {
 	closing  bool
 	connWG   sync.WaitGroup
 	idSeq    uint64
+	poll     *poller // made at the first park
+	noPark   bool    // the poller could not be made: connections keep their goroutines
 }
 
 // ErrClosed is returned by Serve once Close has begun.
@@ -215,23 +226,47 @@ func New(cfg Config) *Server {
 // it. info carries what the listener knows (remote address, certificate
 // name, listener name); the rest is filled from CONNECT.
 func (s *Server) Serve(nc net.Conn, info Client) error {
-	c := newConn(s, nc, info)
+	ended := make(chan error, 1)
+	s.Start(nc, info, func(err error) { ended <- err })
+	return <-ended
+}
+
+// Start runs the MQTT protocol on nc, as Serve does, but returns at once;
+// done is called once, from some goroutine, with how the connection
+// ended. A listener that starts its connections this way holds no
+// goroutine for an idle one (see Config.ParkAfter).
+func (s *Server) Start(nc net.Conn, info Client, done func(error)) {
+	c := newConn(s, nc, info, done)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		_ = nc.Close()
-		return ErrClosed
+		if done != nil {
+			done(ErrClosed)
+		}
+		return
 	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.connWG.Done()
-	}()
-	return c.serve()
+	go c.run(true)
+}
+
+// poller returns the poller for parked connections, made at the first
+// park; nil if there is none (closing, or it could not be made).
+func (s *Server) poller() *poller {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.poll == nil && !s.noPark && !s.closing {
+		p, err := newPoller()
+		if err != nil {
+			s.noPark = true
+			s.cfg.Logf("idle connections keep their goroutines: %v", err)
+			return nil
+		}
+		s.poll = p
+	}
+	return s.poll
 }
 
 // Close disconnects every client (MQTT 5 clients hear "server shutting
@@ -253,16 +288,24 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		for _, c := range conns {
-			_ = c.nc.Close()
+			c.closeSocket()
 		}
 		<-done
-		return fmt.Errorf("close engine: %w", ctx.Err())
+		err = fmt.Errorf("close engine: %w", ctx.Err())
 	}
+	s.mu.Lock()
+	p := s.poll
+	s.poll = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
+	return err
 }
 
 // Publish routes a message as if a client had published it (a will, the

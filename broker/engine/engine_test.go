@@ -18,6 +18,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // returns its address.
 func start(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
+	if cfg.ParkAfter == 0 {
+		// Park idle connections almost at once, so that every test goes
+		// through parking and waking again, many times over.
+		cfg.ParkAfter = 2 * time.Millisecond
+	}
 	s := New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

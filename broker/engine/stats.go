@@ -16,6 +16,8 @@ type counters struct {
 	subscribeDenied   atomic.Uint64    // filters refused in a SUBACK
 	dropped           atomic.Uint64    // not delivered: queue full or stalled subscriber
 	discarded         atomic.Uint64    // queued QoS 1/2 messages that expired
+	parks             atomic.Uint64    // times a connection was parked
+	parked            atomic.Int64     // connections parked now
 }
 
 // Stats is a snapshot of the engine's gauges and counters.
@@ -25,6 +27,7 @@ type Stats struct {
 	Subscriptions int
 	Retained      int // not counting $-topics
 	Inflight      int // QoS 1/2 messages in flight or queued
+	Parked        int // idle connections without a goroutine (Config.ParkAfter)
 
 	Connects          uint64
 	MsgsIn, MsgsOut   [3]uint64
@@ -33,6 +36,7 @@ type Stats struct {
 	SubscribeDenied   uint64
 	Dropped           uint64
 	Discarded         uint64
+	Parks             uint64
 }
 
 // Stats returns the current figures.
@@ -71,6 +75,8 @@ func (s *Server) Stats() Stats {
 	st.SubscribeDenied = c.subscribeDenied.Load()
 	st.Dropped = c.dropped.Load()
 	st.Discarded = c.discarded.Load()
+	st.Parked = int(c.parked.Load())
+	st.Parks = c.parks.Load()
 	return st
 }
 

@@ -218,3 +218,45 @@ func TestReaderNoProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderFillWhole: Fill reads what has arrived without taking a
+// packet, and Whole tells whether Next can return one without reading —
+// what the broker relies on to wait for a packet's first bytes under a
+// deadline of its own.
+func TestReaderFillWhole(t *testing.T) {
+	b, err := Encode(&Publish{Topic: "a/b", Payload: []byte("hello")}, V311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := NewReader(&slowReader{b: append(b, 0xC0)}, 0) // then a PINGREQ's first byte only
+	if rd.Whole() {
+		t.Fatal("Whole with nothing read")
+	}
+	for i := 1; i < len(b); i++ {
+		if err := rd.Fill(); err != nil {
+			t.Fatalf("Fill %d: %v", i, err)
+		}
+		if rd.Buffered() != i || rd.Whole() {
+			t.Fatalf("after %d of %d bytes: Buffered %d, Whole %v", i, len(b), rd.Buffered(), rd.Whole())
+		}
+	}
+	if err := rd.Fill(); err != nil || !rd.Whole() {
+		t.Fatalf("whole packet buffered: Fill %v, Whole %v", err, rd.Whole())
+	}
+	p, err := rd.ReadPacket(V311)
+	if err != nil || p.(*Publish).Topic != "a/b" {
+		t.Fatalf("ReadPacket after Fill: %v, %v", p, err)
+	}
+	if err := rd.Fill(); err != nil || rd.Whole() {
+		t.Fatalf("one byte of a PINGREQ: Fill %v, Whole %v", err, rd.Whole())
+	}
+	if _, err := rd.ReadPacket(V311); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("PINGREQ cut short: got %v, want io.ErrUnexpectedEOF", err)
+	}
+	// A length of more than four bytes is malformed: Next fails without
+	// reading more, so the packet counts as whole.
+	rd = NewReader(bytes.NewReader([]byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}), 0)
+	if err := rd.Fill(); err != nil || !rd.Whole() {
+		t.Fatalf("malformed length: Fill %v, Whole %v", err, rd.Whole())
+	}
+}

@@ -72,6 +72,26 @@ func (rd *Reader) Release() {
 	}
 }
 
+// Fill reads once from the stream into the read-ahead buffer. A caller
+// that waits for the next packet under a deadline of its own (the broker
+// waits only so long before it parks an idle connection) calls Fill first:
+// a deadline that expires here leaves nothing half read, whereas one that
+// expires inside Next may split a packet.
+func (rd *Reader) Fill() error { return rd.fill() }
+
+// Whole reports whether the read-ahead buffer holds a whole packet, so
+// that Next will return it (or its error) without reading.
+func (rd *Reader) Whole() bool {
+	if rd.e-rd.s < 2 {
+		return false
+	}
+	length, n, err := decodeVarint(rd.buf[rd.s+1 : rd.e])
+	if err != nil {
+		return n != 0 // malformed: Next fails without reading
+	}
+	return rd.e-rd.s >= 1+n+int(length)
+}
+
 // ErrTooLarge is wrapped by the error Next returns for a packet over the
 // maximum; its code is PacketTooLarge [MQTT-3.1.2-24] (the server may send
 // DISCONNECT 0x95 before closing).
