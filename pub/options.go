@@ -211,7 +211,8 @@ func (o *Options) Validate() error {
 			return mqttconn.Usagef("--response-topic: %v", err)
 		}
 	}
-	if o.Config.Version != mqttconn.V5 && !o.Props.empty() {
+	// -V auto may keep MQTT 5: Run checks again once connected.
+	if o.Config.Version != mqttconn.V5 && o.Config.Version != mqttconn.VAuto && !o.Props.empty() {
 		return mqttconn.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties: drop -V (5 is the default) or the property flag", o.Props.firstName(), o.Config.Version)
 	}
 	if o.Dial == nil {

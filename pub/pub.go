@@ -80,9 +80,20 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	info := c.Info()
+	if o.Config.Version == mqttconn.VAuto {
+		// From here on (properties sent or left out, redials) the version
+		// is the one the broker took.
+		o.Config.Version = info.Version
+		if info.Version != mqttconn.V5 && !o.Props.empty() {
+			_ = c.Disconnect(ctx)
+			return &mqttconn.Error{Kind: mqttconn.KindUsage,
+				Err:   fmt.Errorf("%s is an MQTT 5 property, and the broker speaks MQTT %s only (-V auto fell back to it)", o.Props.firstName(), info.Version),
+				Hints: []string{"drop " + o.Props.firstName() + ", or use a broker with MQTT 5"}}
+		}
+	}
 	s := newSender(ctx, o, o.Config, c, o.Source == SourceLines)
 	defer s.close(ctx)
-	info := c.Info()
 	if o.QoS > info.MaximumQoS && info.Version == mqttconn.V5 {
 		o.IO.Warnf("the broker's maximum QoS is %d; it may refuse QoS %d messages", info.MaximumQoS, o.QoS)
 	}

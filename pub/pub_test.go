@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -448,3 +449,46 @@ func TestRejectedPublishIsKindRejected(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// With --topic-alias, the first PUBLISH on a topic sets the alias up and
+// the following ones on that topic send only the alias, with an empty
+// topic name (MQTT 5 section 3.3.2.3.4); a different topic on the same
+// alias is sent in full and remaps it. Subscribers still see every topic
+// in full: mosquitto 2 resolves the alias.
+func TestTopicAliasSentOnceThenReused(t *testing.T) {
+	b := broker(t, mosquittotest.Options{})
+	p := newProbe(t, tcpArgs(b), "alias/#")
+	wire := regexp.MustCompile(`(?m)^mqtk: → PUBLISH topic=(\S+) qos=1 id=\d+ topic-alias=2 len=\d+ payload="(\w+)"$`)
+	for _, tc := range []struct {
+		name  string
+		o     Options
+		stdin string
+		want  string // topic=payload as sent, in order
+	}{
+		{"repeat", Options{Source: SourceMessage, Topic: "alias/r", Message: "r", Repeat: 3}, "",
+			`alias/r=r ""=r ""=r`},
+		{"lines", Options{Source: SourceLines, TopicFromLine: true}, "alias/a\t1\nalias/a\t2\nalias/b\t3\nalias/b\t4\nalias/a\t5\n",
+			`alias/a=1 ""=2 alias/b=3 ""=4 alias/a=5`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var trace bytes.Buffer // written by the connection, read once Run has returned
+			o := tc.o
+			o.Config, o.QoS, o.Props = tcpConfig(t, b, mqttconn.V5), 1, Props{TopicAlias: 2}
+			o.Config.Debug = &trace
+			if stderr, err := run(t, &o, []byte(tc.stdin)); err != nil {
+				t.Fatalf("Run: %v\n%s", err, stderr)
+			}
+			var sent []string
+			for _, m := range wire.FindAllStringSubmatch(trace.String(), -1) {
+				sent = append(sent, m[1]+"="+m[2])
+			}
+			if got := strings.Join(sent, " "); got != tc.want {
+				t.Errorf("PUBLISH on the wire: %s, want %s\n%s", got, tc.want, trace.String())
+			}
+		})
+	}
+	got := strings.Join(p.lines(8, "%t=%p"), " ")
+	if want := "alias/r=r alias/r=r alias/r=r alias/a=1 alias/a=2 alias/b=3 alias/b=4 alias/a=5"; got != want {
+		t.Errorf("mosquitto_sub received %s, want %s", got, want)
+	}
+}

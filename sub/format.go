@@ -351,7 +351,9 @@ func hasControl(p []byte) bool {
 // with the same keys in the same order and its timestamp layout, so that
 // scripts parsing mosquitto_sub's JSON keep working.
 func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayload bool, env FormatEnv) []byte {
-	if rawPayload && !json.Valid(m.Payload) {
+	// An empty payload is JSON null for both %j and %J, as mosquitto_sub
+	// writes it, rather than "" or a complaint that it is not JSON.
+	if rawPayload && len(m.Payload) > 0 && !json.Valid(m.Payload) {
 		if env.Warn != nil {
 			env.Warn(fmt.Sprintf("message payload is not valid JSON on topic %s", m.Topic))
 		}
@@ -418,6 +420,8 @@ func appendMosquittoJSON(dst []byte, m *mqttconn.Message, now time.Time, rawPayl
 	}
 	dst = append(dst, `,"payload":`...)
 	switch {
+	case len(m.Payload) == 0:
+		dst = append(dst, "null"...)
 	case rawPayload && env.Escape:
 		dst = appendJSONSafe(dst, m.Payload)
 	case rawPayload:
@@ -500,30 +504,39 @@ func appendJSONSafe(dst, j []byte) []byte {
 	return dst
 }
 
-const strftimeLetters = "aAbBcdDeFHIjklmMnNpPrRsStTuwyYzZ%"
+const strftimeLetters = "aAbBcCdDeFgGhHIjklmMnNpPrRsStTuUVwWxXyYzZ%"
 
-// strftime appends one strftime(3) conversion (the C locale), plus
-// mosquitto's @N extension for nanoseconds.
+// strftime appends one strftime(3) conversion as glibc writes it in the C
+// locale (mosquitto_sub passes @X to strftime as %X, and does not set a
+// locale), plus mosquitto's @N extension for nanoseconds.
 func strftime(dst []byte, c byte, t time.Time) []byte {
 	switch c {
 	case 'a':
 		return t.AppendFormat(dst, "Mon")
 	case 'A':
 		return t.AppendFormat(dst, "Monday")
-	case 'b':
+	case 'b', 'h':
 		return t.AppendFormat(dst, "Jan")
 	case 'B':
 		return t.AppendFormat(dst, "January")
 	case 'c':
 		return t.AppendFormat(dst, "Mon Jan _2 15:04:05 2006")
+	case 'C':
+		return fmt.Appendf(dst, "%02d", floorDiv(t.Year(), 100))
 	case 'd':
 		return t.AppendFormat(dst, "02")
-	case 'D':
+	case 'D', 'x':
 		return t.AppendFormat(dst, "01/02/06")
 	case 'e':
 		return t.AppendFormat(dst, "_2")
 	case 'F':
 		return t.AppendFormat(dst, "2006-01-02")
+	case 'g':
+		y, _ := t.ISOWeek()
+		return fmt.Appendf(dst, "%02d", (y%100+100)%100)
+	case 'G':
+		y, _ := t.ISOWeek()
+		return strconv.AppendInt(dst, int64(y), 10)
 	case 'H':
 		return t.AppendFormat(dst, "15")
 	case 'I':
@@ -533,7 +546,13 @@ func strftime(dst []byte, c byte, t time.Time) []byte {
 	case 'k':
 		return fmt.Appendf(dst, "%2d", t.Hour())
 	case 'l':
-		return t.AppendFormat(dst, "_3")
+		// The 12-hour clock padded with a blank; Go's layouts have no
+		// blank-padded hour ("_3" is not one).
+		h := t.Hour() % 12
+		if h == 0 {
+			h = 12
+		}
+		return fmt.Appendf(dst, "%2d", h)
 	case 'm':
 		return t.AppendFormat(dst, "01")
 	case 'M':
@@ -556,8 +575,17 @@ func strftime(dst []byte, c byte, t time.Time) []byte {
 		return t.AppendFormat(dst, "05")
 	case 't':
 		return append(dst, '\t')
-	case 'T':
+	case 'T', 'X':
 		return t.AppendFormat(dst, "15:04:05")
+	case 'U':
+		// Weeks starting on Sunday; days before the first Sunday are week 0.
+		return fmt.Appendf(dst, "%02d", (t.YearDay()-1+7-int(t.Weekday()))/7)
+	case 'V':
+		_, w := t.ISOWeek()
+		return fmt.Appendf(dst, "%02d", w)
+	case 'W':
+		// Weeks starting on Monday; days before the first Monday are week 0.
+		return fmt.Appendf(dst, "%02d", (t.YearDay()-1+7-(int(t.Weekday())+6)%7)/7)
 	case 'u':
 		wd := int(t.Weekday())
 		if wd == 0 {
@@ -578,4 +606,13 @@ func strftime(dst []byte, c byte, t time.Time) []byte {
 		return append(dst, '%')
 	}
 	return dst
+}
+
+// floorDiv is a / b rounded down, as glibc computes the century of a year.
+func floorDiv(a, b int) int {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }

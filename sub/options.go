@@ -103,13 +103,10 @@ func (o *Options) Validate() error {
 	if o.SubscriptionID < 0 || o.SubscriptionID > 268435455 {
 		return mqttconn.Usagef("--subscription-id %d out of range 1..268435455", o.SubscriptionID)
 	}
-	v5only := map[string]bool{"--no-local": o.NoLocal, "--retain-as-published": o.RetainAsPublished,
-		"--retain-handling": o.RetainHandling != 0, "--subscription-id": o.SubscriptionID != 0}
-	if o.Conn.Version != mqttconn.V5 {
-		for name, set := range v5only {
-			if set {
-				return mqttconn.Usagef("%s needs MQTT 5: drop -V %s or the flag", name, versionName(o.Conn.Version))
-			}
+	// -V auto may keep MQTT 5; run checks these again once it knows.
+	if o.Conn.Version != mqttconn.V5 && o.Conn.Version != mqttconn.VAuto {
+		if name := o.v5Only(); name != "" {
+			return mqttconn.Usagef("%s needs MQTT 5: drop -V %s or the flag", name, versionName(o.Conn.Version))
 		}
 	}
 	if o.NoRetained && o.RetainedOnly {
@@ -163,12 +160,29 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// v5Only names the first subscription option given that only MQTT 5 has,
+// or returns "".
+func (o *Options) v5Only() string {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"--no-local", o.NoLocal}, {"--retain-as-published", o.RetainAsPublished},
+		{"--retain-handling", o.RetainHandling != 0}, {"--subscription-id", o.SubscriptionID != 0}} {
+		if f.set {
+			return f.name
+		}
+	}
+	return ""
+}
+
 func versionName(v mqttconn.Version) string {
 	switch v {
 	case mqttconn.V311:
 		return "311"
 	case mqttconn.V31:
 		return "31"
+	case mqttconn.VAuto:
+		return "auto"
 	}
 	return "5"
 }

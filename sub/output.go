@@ -110,6 +110,14 @@ func (p *printer) print(m *mqttconn.Message, now time.Time) {
 		switch {
 		case p.format != nil:
 			b = p.format.Append(b, m, now, p.env)
+		case len(m.Payload) == 0:
+			// As mosquitto_sub prints an empty message: nothing at all,
+			// or "TOPIC (null)" with -v (and with -N, nothing either), so
+			// that a script reading its lines sees the same ones.
+			if !p.verbose || p.noEOL {
+				return
+			}
+			b = append(append(b, p.topic(m.Topic)...), " (null)"...)
 		case p.verbose:
 			b = append(append(b, p.topic(m.Topic)...), ' ')
 			fallthrough

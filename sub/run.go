@@ -41,6 +41,7 @@ type runner struct {
 	msgs     chan *mqttconn.Message
 	stop     chan struct{} // closed by release, unblocking the reader
 	stopOnce sync.Once
+	ctx      context.Context // Run's, for work that outlives connect (the sync message)
 	client   mqttconn.Client
 	cfg      mqttconn.Config
 	pr       *printer
@@ -112,19 +113,31 @@ func (r *runner) run(ctx context.Context) error {
 	r.quiet = time.NewTimer(time.Hour)
 	r.quiet.Stop()
 	defer r.quiet.Stop()
-	if err := r.connect(ctx, false); err != nil {
-		return err
+	// -W counts from the start, as mosquitto_sub's alarm does: a broker
+	// that never acknowledges the CONNECT or the SUBSCRIBE ends the run
+	// at -W like one that sends no message.
+	var timeoutC, idleC, retryC, watchC <-chan time.Time
+	cctx := ctx
+	if o.Timeout > 0 {
+		t := time.NewTimer(o.Timeout)
+		defer t.Stop()
+		timeoutC = t.C
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+	}
+	r.ctx = ctx
+	if err := r.connect(cctx, false); err != nil {
+		if ctx.Err() == nil && cctx.Err() != nil {
+			err = &mqttconn.Error{Kind: mqttconn.KindTimeout,
+				Err: fmt.Errorf("timed out after %s before the broker acknowledged the subscription", o.Timeout)}
+		}
+		return r.finish(err)
 	}
 	if o.ExitAfterSuback || len(o.Topics) == 0 {
 		return r.finish(nil)
 	}
 
-	var timeoutC, idleC, retryC, watchC <-chan time.Time
-	if o.Timeout > 0 {
-		t := time.NewTimer(o.Timeout)
-		defer t.Stop()
-		timeoutC = t.C
-	}
 	var idle *time.Timer
 	if o.Idle > 0 {
 		idle = time.NewTimer(o.Idle)
@@ -279,6 +292,15 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 		return err
 	}
 	r.client = c
+	if r.cfg.Version == mqttconn.VAuto {
+		// Reconnects use the version the broker took.
+		r.cfg.Version = c.Info().Version
+		if name := o.v5Only(); name != "" && r.cfg.Version != mqttconn.V5 {
+			return &mqttconn.Error{Kind: mqttconn.KindUsage,
+				Err:   fmt.Errorf("%s needs MQTT 5, and the broker speaks MQTT %s only (-V auto fell back to it)", name, r.cfg.Version),
+				Hints: []string{"drop " + name + ", or use a broker with MQTT 5"}}
+		}
+	}
 	if again && r.cfg.NoClean && c.Info().SessionPresent {
 		return nil
 	}
@@ -323,7 +345,7 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 		}
 	}
 	if sync {
-		r.syncRetained(ctx, c, codes, len(subs))
+		r.syncRetained(c, codes, len(subs))
 	}
 	return nil
 }
@@ -335,7 +357,7 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 // let us publish or read there, --retained-only falls back to
 // mosquitto_sub's rule (stop at the first message without retain) plus a
 // quiet period, so that it always ends.
-func (r *runner) syncRetained(ctx context.Context, c mqttconn.Client, codes []byte, n int) {
+func (r *runner) syncRetained(c mqttconn.Client, codes []byte, n int) {
 	if len(codes) <= n || codes[n] >= 0x80 {
 		reason := "no reason code"
 		if len(codes) > n {
@@ -351,7 +373,7 @@ func (r *runner) syncRetained(ctx context.Context, c mqttconn.Client, codes []by
 	// Asynchronous: a PUBACK waits behind the retained messages, which
 	// only the run loop drains.
 	syncC := r.syncC
-	c.PublishAsync(ctx, &mqttconn.Message{Topic: r.sentinel, QoS: syncQoS(c), Payload: []byte("sync")}, func(err error) { syncC <- err })
+	c.PublishAsync(r.ctx, &mqttconn.Message{Topic: r.sentinel, QoS: syncQoS(c), Payload: []byte("sync")}, func(err error) { syncC <- err })
 }
 
 // syncQoS is 1, so that a v5 broker says in its PUBACK when it will not
@@ -396,6 +418,17 @@ func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) 
 		}
 		r.shown[m.Topic] = true
 	}
+	// mosquitto_sub's order: -R and -T come before --remove-retained, so
+	// that what the user excluded is neither shown nor cleared (its man
+	// page: "Use -T to filter out messages you do not want to be cleared").
+	if o.NoRetained && m.Retain {
+		return false, nil
+	}
+	for _, f := range o.FilterOut {
+		if topic.Match(f, m.Topic) {
+			return false, nil
+		}
+	}
 	if o.RemoveRetained {
 		if m.Retain && len(m.Payload) > 0 {
 			if o.DryRun {
@@ -410,14 +443,6 @@ func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) 
 		} else if !m.Retain && len(m.Payload) == 0 && r.cleared[m.Topic] {
 			// Our own clearing message coming back: not news.
 			delete(r.cleared, m.Topic)
-			return false, nil
-		}
-	}
-	if o.NoRetained && m.Retain {
-		return false, nil
-	}
-	for _, f := range o.FilterOut {
-		if topic.Match(f, m.Topic) {
 			return false, nil
 		}
 	}

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/packet"
 	"github.com/mqtk/mqtk/internal/testpki"
 	"github.com/mqtk/mqtk/internal/ui"
 )
@@ -370,12 +373,23 @@ func TestRemoveRetained(t *testing.T) {
 				}
 				return r
 			}
-			r := run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true, DryRun: true})
+			// -T keeps what it filters out from being cleared, as
+			// mosquitto_sub's man page says; --dry-run does not list it.
+			keep := "rm/" + ver.name + "/keep/#"
+			mpub(t, b.Port(), "-r", "-t", "rm/"+ver.name+"/keep/3", "-m", "zzz")
+			r := run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true, DryRun: true, FilterOut: []string{keep}})
 			if e := r.errb.String(); !strings.Contains(e, "would clear the retained message on rm/"+ver.name+"/1") || !strings.Contains(e, "rm/"+ver.name+"/2") {
 				t.Errorf("--dry-run did not list both topics:\n%s", e)
 			}
-			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true}); r.out.String() != "x\nyy\n" {
+			if e := r.errb.String(); strings.Contains(e, "/keep/3") {
+				t.Errorf("--dry-run lists a topic excluded with -T:\n%s", e)
+			}
+			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true}); sortLines(r.out.String()) != "x\nyy\nzzz\n" {
 				t.Fatalf("--dry-run cleared something: %q", r.out.String())
+			}
+			run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true, FilterOut: []string{keep}})
+			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true, Verbose: true}); r.out.String() != "rm/"+ver.name+"/keep/3 zzz\n" {
+				t.Errorf("after --remove-retained -T %s, want only that topic's retained message left, got %q", keep, r.out.String())
 			}
 			run(&Options{Topics: []string{filter}, RetainedOnly: true, RemoveRetained: true})
 			if r := run(&Options{Topics: []string{filter}, RetainedOnly: true}); r.out.String() != "" {
@@ -1025,5 +1039,146 @@ func TestNoReconnectEndsWithNetworkError(t *testing.T) {
 	err := r.wait(t)
 	if mqttconn.KindOf(err) != mqttconn.KindNetwork || !strings.Contains(err.Error(), "connection lost") {
 		t.Fatalf("want a network error (exit 3) naming the lost connection, got %v", err)
+	}
+}
+
+// Every @ conversion is compared with mosquitto_sub's, which hands it to
+// glibc's strftime. mosquitto_sub takes the time once per message, so its
+// @s says exactly which second the rest of its line shows: mqtk formats
+// that second and must write the same bytes, with no race against the
+// clock. Running mosquitto_sub in every whole-hour zone from -12 to +14
+// puts the local hour through every value (@l and @k pad 1 to 9 with a
+// blank, @I with a zero).
+func TestTimeConversionsLikeMosquittoSub(t *testing.T) {
+	_, msub := mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	mpub(t, b.Port(), "-r", "-t", "tz/x", "-m", "x")
+	const conv = "@a|@A|@b|@B|@c|@C|@d|@D|@e|@F|@g|@G|@h|@H|@I|@j|@k|@l|@m|@M|@p|@P|@r|@R|@S|@T|@u|@U|@V|@w|@W|@x|@X|@y|@Y|@z|@Z|@%|@@"
+	f, err := CompileFormat(conv)
+	if err != nil {
+		t.Fatalf("CompileFormat: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	padded := 0 // runs at an hour that @l writes as a blank and one digit
+	for off := -12; off <= 14; off++ {
+		// POSIX signs are inverted in the Etc zones: Etc/GMT-3 is UTC+3.
+		zone := fmt.Sprintf("Etc/GMT%+d", -off)
+		if off == 0 {
+			zone = "UTC"
+		}
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatalf("load %s: %v", zone, err)
+		}
+		cmd := exec.CommandContext(ctx, msub, "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "-t", "tz/x", "-C", "1", "-W", "20", "-F", "@s "+conv)
+		cmd.Env = append(os.Environ(), "TZ="+zone, "LC_ALL=C")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("mosquitto_sub (TZ=%s): %v", zone, err)
+		}
+		secs, want, ok := strings.Cut(strings.TrimSuffix(string(out), "\n"), " ")
+		sec, perr := strconv.ParseInt(secs, 10, 64)
+		if !ok || perr != nil {
+			t.Fatalf("mosquitto_sub (TZ=%s) printed %q: want @s first", zone, out)
+		}
+		at := time.Unix(sec, 0).In(loc)
+		if h := at.Hour() % 12; h >= 1 && h <= 9 {
+			padded++
+		}
+		if got := string(f.Append(nil, &mqttconn.Message{}, at, FormatEnv{})); got != want {
+			t.Errorf("TZ=%s at %d:\nmosquitto_sub %q\nmqtk          %q", zone, sec, want, got)
+		}
+	}
+	if padded == 0 {
+		t.Errorf("no zone had a local hour that @l pads with a blank")
+	}
+}
+
+// subscribeSink is a broker on loopback that accepts the CONNECT, reads
+// the SUBSCRIBE and then either closes the connection (drop) or never
+// answers it. It stops when the test ends.
+func subscribeSink(t *testing.T, v packet.Version, drop bool) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	serve := func(c net.Conn) {
+		defer wg.Done()
+		defer c.Close()
+		rd := packet.NewReader(c, 1<<20)
+		if p, err := rd.ReadPacket(v); err != nil || p.Type() != packet.TypeConnect {
+			return
+		}
+		connack, err := packet.Encode(&packet.Connack{}, v)
+		if err != nil {
+			t.Errorf("encode CONNACK: %v", err)
+			return
+		}
+		if _, err := c.Write(connack); err != nil {
+			return
+		}
+		if p, err := rd.ReadPacket(v); err != nil || p.Type() != packet.TypeSubscribe || drop {
+			return
+		}
+		_, _ = io.Copy(io.Discard, c) // until the client goes
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go serve(c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A connection that drops between SUBSCRIBE and SUBACK ends the run with
+// a network error (exit 3), with MQTT 5 as with 3.1.1; a SUBACK that never
+// comes ends it at -W (exit 27). mqtk sub with MQTT 5 used to wait for
+// paho's packet timeout, a minute, and ignore -W meanwhile.
+func TestSubscribeNeverAcknowledged(t *testing.T) {
+	for _, ver := range versions {
+		t.Run(ver.name+"/dropped", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			port := subscribeSink(t, packet.Version(ver.v), true)
+			r := startSub(t, ctx, port, ver.v, &Options{Topics: []string{"never/acked"}})
+			err := r.wait(t)
+			if mqttconn.KindOf(err) != mqttconn.KindNetwork || !strings.Contains(err.Error(), "subscribe") {
+				t.Fatalf("want a network error (exit 3) naming the subscription, got %v (kind %d)", err, mqttconn.KindOf(err))
+			}
+		})
+		t.Run(ver.name+"/silent", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			port := subscribeSink(t, packet.Version(ver.v), false)
+			r := startSub(t, ctx, port, ver.v, &Options{Topics: []string{"never/acked"}, Timeout: 500 * time.Millisecond})
+			err := r.wait(t)
+			if mqttconn.KindOf(err) != mqttconn.KindTimeout || !strings.Contains(err.Error(), "timed out after 500ms") {
+				t.Fatalf("want the -W timeout (exit 27), got %v (kind %d)", err, mqttconn.KindOf(err))
+			}
+		})
 	}
 }

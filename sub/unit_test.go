@@ -49,6 +49,30 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+// The @ conversions glibc's strftime has and mosquitto_sub passes on,
+// at dates where week numbers and ISO years turn over. The expected
+// values are what glibc writes in the C locale (LC_ALL=C date +FORMAT).
+func TestStrftimeLikeGlibc(t *testing.T) {
+	const format = "@C|@g|@G|@h|@U|@V|@W|@x|@X|@l|@k|@I|@c"
+	f, err := CompileFormat(format)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2021, 1, 1, 0, 30, 0, 0, time.UTC), "20|20|2020|Jan|00|53|00|01/01/21|00:30:00|12| 0|12|Fri Jan  1 00:30:00 2021"},
+		{time.Date(2024, 12, 30, 13, 5, 9, 0, time.UTC), "20|25|2025|Dec|52|01|53|12/30/24|13:05:09| 1|13|01|Mon Dec 30 13:05:09 2024"},
+		{time.Date(2023, 1, 1, 12, 0, 0, 0, time.UTC), "20|22|2022|Jan|01|52|00|01/01/23|12:00:00|12|12|12|Sun Jan  1 12:00:00 2023"},
+		{time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC), "19|99|1999|Dec|52|52|52|12/31/99|23:59:59|11|23|11|Fri Dec 31 23:59:59 1999"},
+	} {
+		if got := string(f.Append(nil, &mqttconn.Message{}, c.at, FormatEnv{})); got != c.want {
+			t.Errorf("%s at %s:\n got %q\nwant %q", format, c.at, got, c.want)
+		}
+	}
+}
+
 func TestFormatJSONPayload(t *testing.T) {
 	f, err := CompileFormat("%J")
 	if err != nil {

@@ -113,3 +113,34 @@ func TestConnectErrorExitCodes(t *testing.T) {
 		<-done
 	})
 }
+
+// Against a broker without MQTT 5 (a 3.1.1-only stand-in in front of
+// mosquitto): the default -V 5 exits 5 with -V 311 as the hint, not with
+// "the connection was closed: EOF" and exit 3; -V auto falls back and
+// works; MQTT 5 features asked for then stop it instead of being dropped.
+func TestBrokerWithoutMQTT5(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	port := fmt.Sprint(mosquittotest.Only311(t, b))
+	conn := func(args ...string) []string {
+		return append([]string{args[0], "-h", "127.0.0.1", "-p", port}, args[1:]...)
+	}
+	wantConnExit(t, 5, []string{"does not speak MQTT 5: it answered with an MQTT 3.1.1 CONNACK, return code 1",
+		"hint: the broker speaks MQTT 3.1.1: connect with -V 311, or -V auto"}, conn("pub", "-t", "v/x", "-m", "y")...)
+	wantConnExit(t, 5, []string{"does not speak MQTT 5", "hint: the broker speaks MQTT 3.1.1: connect with -V 311"},
+		conn("sub", "-t", "v/x", "-W", "10")...)
+	wantConnExit(t, 0, nil, conn("pub", "-V", "auto", "-r", "-q", "1", "-t", "v/auto", "-m", "fell back")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code, out, stderr := runSubCmd(ctx, conn("sub", "-V", "auto", "-t", "v/auto", "-C", "1", "-W", "10")...); code != 0 || out != "fell back\n" {
+		t.Errorf("sub -V auto: exit %d, stdout %q\n%s", code, out, stderr)
+	}
+	wantConnExit(t, 2, []string{"--no-local needs MQTT 5, and the broker speaks MQTT 3.1.1 only (-V auto fell back to it)"},
+		conn("sub", "-V", "auto", "--no-local", "-t", "v/auto", "-C", "1", "-W", "10")...)
+	wantConnExit(t, 2, []string{"--user-property is an MQTT 5 property, and the broker speaks MQTT 3.1.1 only"},
+		conn("pub", "-V", "auto", "--user-property", "k=v", "-t", "v/auto", "-m", "x")...)
+	// Where the broker has MQTT 5, -V auto keeps it: the property is sent.
+	wantConnExit(t, 0, nil, "pub", "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "-V", "auto", "--user-property", "k=v", "-t", "v/auto", "-m", "x")
+	if _, out, _ := runSubCmd(ctx, "pub", "--help"); !strings.Contains(out, "auto (5, and 3.1.1 when the broker refuses 5)") {
+		t.Errorf("pub --help does not document -V auto:\n%s", out)
+	}
+}

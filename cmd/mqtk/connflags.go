@@ -70,7 +70,7 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 	str(&f.host, "host", "h", "", "broker host (default localhost)")
 	fs.IntVarP(&f.port, "port", short("p"), 0, "broker port (default 1883; 8883 with TLS; 80/443 for ws/wss)")
 	f.names = append(f.names, "port")
-	str(&f.version, "protocol-version", "V", "5", "MQTT version: 5, 311 (3.1.1) or 31 (3.1)")
+	str(&f.version, "protocol-version", "V", "5", "MQTT version: 5, 311 (3.1.1), 31 (3.1), or auto (5, and 3.1.1 when the broker refuses 5)")
 	str(&f.id, "id", "i", "", "client id (default: mqtk- plus random characters)")
 	str(&f.idPrefix, "id-prefix", "I", "", "client id prefix; random characters are appended")
 	str(&f.keepalive, "keepalive", "k", "60", "keepalive in seconds (or a duration such as 2m)")

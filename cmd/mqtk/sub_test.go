@@ -686,3 +686,66 @@ func TestSubFormatJSONPipedKeepsBytes(t *testing.T) {
 		t.Errorf("-F %%J differs from mosquitto_sub:\nmosquitto_sub: %q\nmqtk sub:      %q", w, g)
 	}
 }
+
+// An empty payload prints as mosquitto_sub prints it: nothing at all (not
+// an empty line), "TOPIC (null)" with -v, nothing with -v -N, and JSON
+// null in %j and %J, without a warning. Each client collects the same
+// three messages, queued in a persistent session made before publishing,
+// so the comparison needs no timing.
+func TestSubEmptyPayloadLikeMosquittoSub(t *testing.T) {
+	pubBin, msub := mosquittotest.RequireClients(t)
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	port := fmt.Sprint(b.Port())
+	for i, flags := range [][]string{nil, {"-v"}, {"-v", "-N"}, {"-N"}, {"-F", "%j"}, {"-F", "%J"}, {"-F", "[%p|%l|%x]"}} {
+		t.Run(strings.Join(flags, " "), func(t *testing.T) {
+			filter := fmt.Sprintf("empty/%d/#", i)
+			conn := []string{"-h", "127.0.0.1", "-p", port, "-q", "1", "-t", filter, "-c"}
+			mosqID, mqtkID := fmt.Sprintf("empty-mosq-%d", i), fmt.Sprintf("empty-mqtk-%d", i)
+			if out, err := exec.CommandContext(ctx, msub, append(conn, "-i", mosqID, "-E")...).CombinedOutput(); err != nil {
+				t.Fatalf("mosquitto_sub -E: %v\n%s", err, out)
+			}
+			if code, _, stderr := runSubCmd(ctx, append([]string{"sub", "-i", mqtkID, "-E"}, conn...)...); code != 0 {
+				t.Fatalf("mqtk sub -E: exit %d\n%s", code, stderr)
+			}
+			for j, payload := range []string{"one", "", `{"n":3}`} {
+				args := []string{"-h", "127.0.0.1", "-p", port, "-q", "1", "-t", fmt.Sprintf("empty/%d/%d", i, j)}
+				if payload == "" {
+					args = append(args, "-n")
+				} else {
+					args = append(args, "-m", payload)
+				}
+				if out, err := exec.CommandContext(ctx, pubBin, args...).CombinedOutput(); err != nil {
+					t.Fatalf("mosquitto_pub %v: %v\n%s", args, err, out)
+				}
+			}
+			cmd := exec.CommandContext(ctx, msub, append(append(conn, "-i", mosqID, "-C", "3", "-W", "20"), flags...)...)
+			var mstderr bytes.Buffer
+			cmd.Stderr = &mstderr
+			want, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("mosquitto_sub %v: %v\n%s", flags, err, mstderr.String())
+			}
+			code, got, stderr := runSubCmd(ctx, append(append([]string{"sub", "-i", mqtkID, "-C", "3", "-W", "20"}, conn...), flags...)...)
+			if code != 0 {
+				t.Fatalf("mqtk sub %v: exit %d\n%s", flags, code, stderr)
+			}
+			if w, g := maskMid(maskTime(string(want))), maskMid(maskTime(got)); w != g {
+				t.Errorf("mqtk sub %v differs from mosquitto_sub:\nmosquitto_sub: %q\nmqtk sub:      %q", flags, w, g)
+			}
+			// %J complains about "one", which is not JSON, in both; about
+			// the empty payload in neither.
+			complaints := func(s string) string {
+				var topics []string
+				for _, m := range regexp.MustCompile(`not valid JSON on topic (\S+?)\.?\n`).FindAllStringSubmatch(s, -1) {
+					topics = append(topics, m[1])
+				}
+				return strings.Join(topics, " ")
+			}
+			if c, mc := complaints(stderr), complaints(mstderr.String()); c != mc || strings.Contains(c, fmt.Sprintf("empty/%d/1", i)) {
+				t.Errorf("stderr: mqtk %q, mosquitto_sub %q; want the same complaints, none about the empty payload", stderr, mstderr.String())
+			}
+		})
+	}
+}

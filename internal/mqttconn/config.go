@@ -24,6 +24,13 @@ const (
 	V5   Version = 5 // MQTT 5.0
 )
 
+// VAuto is -V auto: MQTT 5 first, and MQTT 3.1.1 when the broker refuses 5
+// as unsupported (a 3.1.1-only broker answers with return code 1). It is
+// not a protocol level; Dial resolves it and Info().Version says which
+// version was used. mosquitto's clients default to 3.1.1, so scripts
+// written for them may meet brokers that speak nothing newer.
+const VAuto Version = 0xFF
+
 // Config is everything needed to reach one broker. The zero value is not
 // ready to use: start from Default() and call Resolve once all sources
 // (profile, environment, flags) have been applied.
@@ -38,7 +45,7 @@ type Config struct {
 	SocketPath string `yaml:"socket,omitempty"` // unix:// path
 	Topic      string `yaml:"-"`                // topic named by a mqtt(s):// URL path
 
-	Version   Version       `yaml:"-"`                   // -V; default V5
+	Version   Version       `yaml:"-"`                   // -V; default V5; VAuto tries 5, then 3.1.1
 	ClientID  string        `yaml:"client_id,omitempty"` // -i
 	IDPrefix  string        `yaml:"id_prefix,omitempty"` // -I; a random suffix is appended
 	KeepAlive time.Duration `yaml:"keepalive,omitempty"` // -k; whole seconds on the wire

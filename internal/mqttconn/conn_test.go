@@ -440,3 +440,44 @@ func TestKeepAlive(t *testing.T) {
 		})
 	}
 }
+
+// A broker that knows nothing newer than MQTT 3.1.1 answers MQTT 5 with a
+// 3.1.1 CONNACK (return code 1). -V 5 reports that with the fix as a hint
+// (exit 5) instead of "the connection was closed: EOF"; -V auto connects
+// again with 3.1.1 and works, unless -x asks for what only 5 has.
+func TestBrokerWithoutMQTT5(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	port := mosquittotest.Only311(t, b)
+	cfg := Default()
+	cfg.Host, cfg.Port = "127.0.0.1", port
+	err := connectErr(t, cfg)
+	wantErr(t, err, KindRefused, "does not speak MQTT 5", "3.1.1 CONNACK, return code 1", "-V 311", "-V auto")
+	var e *Error
+	if !errors.As(err, &e) || e.Reason != 0x84 {
+		t.Errorf("reason of %v = %v, want 0x84 (unsupported protocol version)", err, e)
+	}
+
+	auto := cfg
+	auto.Version = VAuto
+	var trace syncBuffer
+	auto.Debug = &trace
+	if c := dial(t, auto); c.Info().Version != V311 {
+		t.Errorf("-V auto connected with MQTT %s, want 3.1.1", c.Info().Version)
+	}
+	if out := trace.String(); !strings.Contains(out, "level=5") || !strings.Contains(out, "connecting again with MQTT 3.1.1") || !strings.Contains(out, "level=4") {
+		t.Errorf("trace of -V auto does not show MQTT 5, the fallback, then 3.1.1:\n%s", out)
+	}
+	auto.Debug = nil
+	roundTrip(t, auto)
+
+	expiry := time.Hour
+	auto.SessionExpiry = &expiry
+	wantErr(t, connectErr(t, auto), KindRefused, "does not speak MQTT 5", "-x/--session-expiry needs MQTT 5")
+
+	// Against a broker with MQTT 5, -V auto keeps it.
+	auto.SessionExpiry = nil
+	auto.Port = b.Port()
+	if c := dial(t, auto); c.Info().Version != V5 {
+		t.Errorf("-V auto against mosquitto 2 connected with MQTT %s, want 5", c.Info().Version)
+	}
+}

@@ -169,6 +169,18 @@ func (w *watchConn) sawHTTP() bool {
 	return string(w.head) == "HTTP/"
 }
 
+// connack311 reports whether the broker's first bytes are an MQTT 3.1.1
+// CONNACK (remaining length 2: flags and return code; an MQTT 5 CONNACK
+// always has a property length too), and its return code.
+func (w *watchConn) connack311() (byte, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.head) >= 4 && w.head[0] == 0x20 && w.head[1] == 0x02 {
+		return w.head[3], true
+	}
+	return 0, false
+}
+
 func (w *watchConn) readNothing() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

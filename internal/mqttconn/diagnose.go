@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 // diagnose turns a failure to connect into a classified *Error whose
@@ -229,10 +231,34 @@ func refused(cfg *Config, code byte, reasonString string) *Error {
 			e.Hints = []string{"check the user name, password and the broker's access rules"}
 		}
 	case 0x84:
-		e.Hints = []string{"the broker does not speak MQTT " + cfg.Version.String() + ": try -V 311"}
+		e.Hints = []string{"the broker does not speak MQTT " + cfg.Version.String() + ": connect with -V 311, or -V auto to use 5 where a broker has it"}
 	case 0x85:
 		e.Hints = []string{"choose another client id with -i, or none to let mqtk pick one"}
 	}
+	return e
+}
+
+// refusedV311 is the error for an MQTT 5 CONNECT answered with a 3.1.1
+// CONNACK, rc its return code: a broker that knows nothing newer than
+// 3.1.1 refuses protocol level 5 that way (return code 1, unacceptable
+// protocol version, as mosquitto 1.x does) and closes the connection.
+// paho reads those two bytes as a truncated MQTT 5 CONNACK, which would
+// otherwise read as the connection closing for no reason.
+func refusedV311(cfg *Config, rc byte) *Error {
+	code, ok := v3Reasons[rc]
+	if !ok {
+		code = 0x80 // unspecified error
+	}
+	e := refused(cfg, code, "")
+	name := packet.ConnackName311(packet.ReasonCode(rc))
+	hint := "the broker speaks MQTT 3.1.1: connect with -V 311, or -V auto to use 5 where a broker has it"
+	if rc == 1 {
+		e.Err = fmt.Errorf("the broker does not speak MQTT 5: it answered with an MQTT 3.1.1 CONNACK, return code 1 (%s)", name)
+		e.Hints = []string{hint}
+		return e
+	}
+	e.Err = fmt.Errorf("the broker refused the connection with an MQTT 3.1.1 CONNACK: return code %d (%s)", rc, name)
+	e.Hints = append(e.Hints, hint)
 	return e
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -26,10 +28,39 @@ func Dial(ctx context.Context, cfg Config) (Client, error) {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	id := clientID(&cfg)
-	if cfg.Version == V5 {
+	switch cfg.Version {
+	case V5:
 		return dialV5(ctx, cfg, id)
+	case VAuto:
+		return dialAuto(ctx, cfg, id)
 	}
 	return dialV3(ctx, cfg, id)
+}
+
+// dialAuto is -V auto: MQTT 5, then 3.1.1 when the broker refuses 5 as an
+// unsupported protocol version, on a new connection (a 3.1.1 broker closes
+// the one it refused, 3.1.1's [MQTT-3.2.2-5]). Only that refusal falls
+// back: any other failure would fail the same way with 3.1.1.
+func dialAuto(ctx context.Context, cfg Config, id string) (Client, error) {
+	v5 := cfg
+	v5.Version = V5
+	c, err := dialV5(ctx, v5, id)
+	var e *Error
+	if err == nil || !errors.As(err, &e) || e.Kind != KindRefused || e.Reason != 0x84 {
+		return c, err
+	}
+	if cfg.SessionExpiry != nil {
+		// MQTT 3.1.1 has no session expiry: falling back would silently
+		// give a session other than the one asked for.
+		e.Hints = append(e.Hints, "-x/--session-expiry needs MQTT 5, so -V auto did not fall back to 3.1.1: drop -x to use 3.1.1")
+		return nil, e
+	}
+	if cfg.Debug != nil {
+		fmt.Fprintf(cfg.Debug, "mqtk: the broker refused MQTT 5 (-V auto): connecting again with MQTT 3.1.1\n")
+	}
+	v3 := cfg
+	v3.Version = V311
+	return dialV3(ctx, v3, id)
 }
 
 // clientID is -i, else -I plus a random suffix, else "mqtk-" plus one.

@@ -19,8 +19,10 @@ func ParseVersion(s string) (Version, error) {
 		return V311, nil
 	case "31", "3.1", "mqttv31", "v31", "3":
 		return V31, nil
+	case "auto":
+		return VAuto, nil
 	}
-	return 0, Usagef("unknown protocol version %q: use 5, 311 (3.1.1) or 31 (3.1)", s)
+	return 0, Usagef("unknown protocol version %q: use 5, 311 (3.1.1), 31 (3.1) or auto (5, else 3.1.1)", s)
 }
 
 // String returns the version as people write it.
@@ -32,6 +34,8 @@ func (v Version) String() string {
 		return "3.1.1"
 	case V31:
 		return "3.1"
+	case VAuto:
+		return "auto"
 	}
 	return fmt.Sprintf("level %d", byte(v))
 }
@@ -44,7 +48,7 @@ func (c *Config) Resolve() error {
 	if c.Version == 0 {
 		c.Version = V5
 	}
-	if c.Version != V5 && c.Version != V311 && c.Version != V31 {
+	if c.Version != V5 && c.Version != V311 && c.Version != V31 && c.Version != VAuto {
 		return Usagef("unsupported protocol version %d", c.Version)
 	}
 	scheme := "tcp"
@@ -172,13 +176,17 @@ func (c *Config) validate() error {
 			return Usagef("--will-qos %d out of range 0..2", c.Will.QoS)
 		}
 	}
-	if c.SessionExpiry != nil && c.Version != V5 {
+	// -V auto may keep MQTT 5: -x is checked by Dial if it falls back.
+	if c.SessionExpiry != nil && c.Version != V5 && c.Version != VAuto {
 		return Usagef("-x/--session-expiry is an MQTT 5 feature; drop it or use -V 5")
 	}
 	if c.Version == V311 || c.Version == V31 {
 		if c.ClientID == "" && c.NoClean {
 			return Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
 		}
+	}
+	if c.Version == VAuto && c.ClientID == "" && c.NoClean {
+		return Usagef("a persistent session (-c) needs a client id (-i) with -V auto, which may connect with MQTT 3.1.1")
 	}
 	// With MQTT 5, -c alone asks for a session that never expires; under a
 	// random client id nobody could resume it, and it would stay on the

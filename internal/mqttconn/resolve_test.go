@@ -96,7 +96,7 @@ func TestResolveRejects(t *testing.T) {
 }
 
 func TestParseVersion(t *testing.T) {
-	for in, want := range map[string]Version{"5": V5, "mqttv5": V5, "311": V311, "3.1.1": V311, "mqttv311": V311, "31": V31, "3.1": V31, "mqttv31": V31} {
+	for in, want := range map[string]Version{"5": V5, "mqttv5": V5, "311": V311, "3.1.1": V311, "mqttv311": V311, "31": V31, "3.1": V31, "mqttv31": V31, "auto": VAuto} {
 		if got, err := ParseVersion(in); err != nil || got != want {
 			t.Errorf("%s: %v %v", in, got, err)
 		}

@@ -37,6 +37,11 @@ type v5Client struct {
 	quitCancel context.CancelFunc
 	wg         sync.WaitGroup // writer and acker
 
+	// aliases is the topic each outgoing topic alias stands for on this
+	// connection. Only the writer touches it: aliases are set up in wire
+	// order, so the writer alone knows which ones the broker has seen.
+	aliases map[uint16]string
+
 	lifecycle
 }
 
@@ -130,6 +135,9 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 				rs = ca.Properties.ReasonString
 			}
 			return nil, refused(&cfg, ca.ReasonCode, rs)
+		}
+		if rc, ok := w.connack311(); ok && rc != 0 {
+			return nil, refusedV311(&cfg, rc)
 		}
 		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			err = ctx.Err()
@@ -305,10 +313,29 @@ func (c *v5Client) writer() {
 func (c *v5Client) write(r *pubReq) *pubWait {
 	pw := &pubWait{m: r.m, done: r.done}
 	pb := toPacket(r.m)
+	// Once a PUBLISH has told the broker what an alias stands for, the
+	// following ones on that topic send the alias with an empty topic
+	// name (MQTT 5 section 3.3.2.3.4): the saving aliases exist for. A
+	// new topic on the same alias is sent in full and remaps it.
+	// Receivers see the full topic either way.
+	alias, aliased := r.m.TopicAlias, false
+	if alias != 0 && c.aliases[alias] == r.m.Topic {
+		pb.Topic, aliased = "", true
+	}
+	sent := func() {
+		if alias != 0 && !aliased {
+			if c.aliases == nil {
+				c.aliases = map[uint16]string{}
+			}
+			c.aliases[alias] = r.m.Topic
+		}
+	}
 	if pb.QoS == 0 {
 		if _, err := pb.WriteTo(c.conn); err != nil {
 			pw.err = lost(&c.cfg, err)
+			return pw
 		}
+		sent()
 		return pw
 	}
 	// Waiting for a slot ends with the caller's ctx or with the client.
@@ -331,6 +358,7 @@ func (c *v5Client) write(r *pubReq) *pubWait {
 		pw.err = lost(&c.cfg, err)
 		return pw
 	}
+	sent()
 	pw.ret = ret
 	return pw
 }
@@ -429,7 +457,9 @@ func (c *v5Client) Subscribe(ctx context.Context, subs []Subscription) ([]byte, 
 			s.Properties = &paho.SubscribeProperties{SubscriptionIdentifier: &id}
 		}
 	}
-	sa, err := c.pc.Subscribe(ctx, s)
+	sctx, stop := c.untilLost(ctx)
+	defer stop()
+	sa, err := c.pc.Subscribe(sctx, s)
 	if sa != nil {
 		// paho reports refused filters as an error; the caller decides on
 		// the codes, as the Client contract says.
@@ -442,7 +472,9 @@ func (c *v5Client) Subscribe(ctx context.Context, subs []Subscription) ([]byte, 
 }
 
 func (c *v5Client) Unsubscribe(ctx context.Context, filters ...string) error {
-	ua, err := c.pc.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters})
+	uctx, stop := c.untilLost(ctx)
+	defer stop()
+	ua, err := c.pc.Unsubscribe(uctx, &paho.Unsubscribe{Topics: filters})
 	if err != nil && ua != nil {
 		for i, code := range ua.Reasons {
 			if code >= 0x80 && i < len(filters) {
@@ -457,8 +489,19 @@ func (c *v5Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	return nil
 }
 
+// untilLost returns ctx, also cancelled when the client ends. paho waits
+// for a SUBACK or UNSUBACK until its PacketTimeout (a minute) even after
+// the connection dropped: its session forgets the request without waking
+// the waiter when the session does not outlive the connection, and keeps
+// it for a later connection when it does.
+func (c *v5Client) untilLost(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.quitCtx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 func (c *v5Client) opErr(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && c.quitCtx.Err() == nil {
 		return err
 	}
 	if errors.Is(err, paho.ErrInvalidArguments) {
