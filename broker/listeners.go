@@ -427,9 +427,15 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Unbuffered lets the engine watch the socket of an idle connection
-// itself: Read above reads ahead nothing (engine.Unbuffered).
-func (c *trackedConn) Unbuffered() net.Conn { return c.Conn }
+// Unbuffered lets the engine watch the socket of an idle connection and
+// write to it directly (engine.Unbuffered): Read and Write above add
+// nothing to the socket's own, unless the trace must see the bytes.
+func (c *trackedConn) Unbuffered() net.Conn {
+	if c.trace != nil {
+		return nil
+	}
+	return c.Conn
+}
 
 func (c *trackedConn) Close() error {
 	var err error

@@ -12,6 +12,7 @@
 #   MQTK_BROKER_ARGS=""  extra flags for `mqtk broker` (e.g. "--max-queued 1024")
 #   PPROF_PORT=N         also serve mqtk broker's /debug/pprof on 127.0.0.1:N
 #   KEEP=1               keep the work directory (bench JSON reports, broker logs)
+#   ONLY=a,b             run only the named scenarios (e.g. ONLY=fanin-q1,p2p-q1)
 #
 # Both brokers listen on free loopback ports, keep nothing on disk and let
 # anyone connect. mosquitto gets max_queued_messages 1000000 (default 1000) so
@@ -132,6 +133,14 @@ SCENARIOS=(
 	"sched-10k-q1|lat|pubsub -c 10 --subscribers 1 -s 100 -q 1 --rate 10000"
 	"conn-idle|rss|conn"
 )
+if [ -n "${ONLY:-}" ]; then
+	picked=()
+	for s in "${SCENARIOS[@]}"; do
+		case ",$ONLY," in *",${s%%|*},"*) picked+=("$s") ;; esac
+	done
+	[ ${#picked[@]} -gt 0 ] || { log "ONLY=$ONLY names no scenario"; exit 2; }
+	SCENARIOS=("${picked[@]}")
+fi
 
 # run_one SCENARIO_ARGS BROKER PORT PID OUT
 run_one() {

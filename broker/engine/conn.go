@@ -82,34 +82,14 @@ func newConn(s *Server, nc net.Conn, info Client, done func(error)) *conn {
 	return c
 }
 
-// Unbuffered is implemented by a net.Conn wrapper (a tracer, a counter)
-// whose Read returns exactly what it reads from the socket it wraps, with
-// nothing read ahead: the engine may then watch that socket itself while
-// the connection is idle. TLS and WebSocket connections read ahead and
-// are never parked.
+// Unbuffered is implemented by a net.Conn wrapper (a counter) whose Read
+// and Write are exactly those of the socket it returns, with nothing read
+// ahead: the engine may then watch that socket itself while the
+// connection is idle, and write to it without waiting. A wrapper that
+// must see every byte (a tracer) returns nil. TLS and WebSocket
+// connections read ahead and are never parked.
 type Unbuffered interface {
 	Unbuffered() net.Conn
-}
-
-// socketOf returns the socket under nc if the engine may park nc.
-func socketOf(nc net.Conn) syscall.RawConn {
-	if u, ok := nc.(Unbuffered); ok {
-		nc = u.Unbuffered()
-	}
-	var sc syscall.Conn
-	switch t := nc.(type) {
-	case *net.TCPConn:
-		sc = t
-	case *net.UnixConn:
-		sc = t
-	default:
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
 }
 
 // errDisconnect ends serve without a will: the client said goodbye;
@@ -181,6 +161,9 @@ func (c *conn) end(err error) {
 // is parked (true).
 func (c *conn) loop() (bool, error) {
 	for {
+		if !c.rd.Whole() {
+			c.kick() // about to wait for input: answer what came first
+		}
 		var deadline time.Time
 		if c.keepAlive > 0 {
 			// [MQTT-3.1.2-24] one and a half keep alive periods of silence
@@ -241,6 +224,11 @@ func (c *conn) park(deadline time.Time) bool {
 	}
 	c.poll = p
 	c.rd.Release()
+	c.wmu.Lock()
+	if len(c.wbuf) == 0 && !c.flushing {
+		c.wbuf = nil // an idle connection holds no write buffer either
+	}
+	c.wmu.Unlock()
 	if !deadline.IsZero() && c.kaTimer == nil {
 		// Made (stopped) before the state changes hands, so that the
 		// goroutine that wakes the connection sees the field.
@@ -621,7 +609,9 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 	now := c.s.now()
 	for _, r := range retained {
 		for _, m := range c.s.router.retainedFor(r.filter, now) {
-			d := delivery{qos: r.o.qos, retain: true} // [MQTT-3.3.1-8] retained ones keep the flag
+			// [MQTT-3.3.1-8] retained ones keep the flag; this goroutine
+			// writes them (kick) before it next waits for input.
+			d := delivery{qos: r.o.qos, retain: true, later: true}
 			if r.o.id != 0 {
 				d.ids = []uint32{r.o.id}
 			}
@@ -710,17 +700,29 @@ func (s *Server) capExpiry(v uint32) uint32 {
 	return v
 }
 
-// send queues p on the connection. A packet that cannot be encoded is a
-// bug in the engine, logged and dropped rather than sent malformed.
+// send queues p, from the connection's own goroutine, to be written when
+// that goroutine next waits for input (kick), or by a flush goroutine
+// already running.
 func (c *conn) send(p packet.Packet) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.appendLocked(p)
+	c.queueLocked(p)
 }
 
-// appendLocked encodes p into the write buffer; it reports false if the
+// appendLocked queues p and starts writing it; it reports false if the
 // connection is closing or p could not be encoded.
 func (c *conn) appendLocked(p packet.Packet) bool {
+	if !c.queueLocked(p) {
+		return false
+	}
+	c.startFlushLocked()
+	return true
+}
+
+// queueLocked encodes p into the write buffer. A packet that cannot be
+// encoded is a bug in the engine, logged and dropped rather than sent
+// malformed.
+func (c *conn) queueLocked(p packet.Packet) bool {
 	if c.dead || c.closeDone {
 		return false
 	}
@@ -735,7 +737,6 @@ func (c *conn) appendLocked(p packet.Packet) bool {
 		c.progress = time.Now()
 	}
 	c.pending++
-	c.startFlushLocked()
 	return true
 }
 
@@ -766,6 +767,7 @@ func (c *conn) sendPublish(m *Message, d delivery, id uint16, dup bool) (tooLarg
 		// when it catches up it sees the latest state (QoS 1 and 2 wait
 		// in the session's window instead). Once anything is held, later
 		// messages queue behind it to keep their order.
+		d.later = false
 		c.held = append(c.held, queued{m: m, d: d})
 		if len(c.held) > c.s.cfg.MaxPending {
 			c.held[0] = queued{}
@@ -825,7 +827,13 @@ func (c *conn) publishLocked(m *Message, d delivery, id uint16, dup bool) (tooLa
 		c.s.count.dropped.Add(1)
 		return true
 	}
-	if !c.appendLocked(&p) {
+	var queued bool
+	if d.later {
+		queued = c.queueLocked(&p) // written by kick, after routing
+	} else {
+		queued = c.appendLocked(&p)
+	}
+	if !queued {
 		return false
 	}
 	if newAlias {
@@ -876,22 +884,7 @@ func (c *conn) flush() {
 		n, err := c.write(b)
 		c.s.count.netOut.Add(uint64(n))
 		c.wmu.Lock()
-		c.pending -= batch
-		c.progress = time.Now()
-		if c.slow && (c.pending <= c.s.cfg.MaxPending/4 || c.progress.Sub(began) < noProgress/4) {
-			// Caught up, or reading briskly again: publishers wait for it
-			// again rather than its messages being dropped.
-			c.slow = false
-		}
-		if c.drained != nil {
-			close(c.drained) // wake publishers waiting for room
-			c.drained = nil
-		}
-		if err != nil {
-			c.dead = true
-			c.writeStalled = errors.Is(err, os.ErrDeadlineExceeded)
-			c.held = nil
-		}
+		c.wroteLocked(batch, began, err)
 		c.wmu.Unlock()
 		if err != nil {
 			c.closeSocket() // the reader sees it and ends the connection
@@ -903,6 +896,81 @@ func (c *conn) flush() {
 			spare = nil
 		}
 	}
+}
+
+// wroteLocked does the books after a batch of packets was written (or
+// failed to be).
+func (c *conn) wroteLocked(batch int, began time.Time, err error) {
+	c.pending -= batch
+	c.progress = time.Now()
+	if c.slow && (c.pending <= c.s.cfg.MaxPending/4 || c.progress.Sub(began) < noProgress/4) {
+		// Caught up, or reading briskly again: publishers wait for it
+		// again rather than its messages being dropped.
+		c.slow = false
+	}
+	if c.drained != nil {
+		close(c.drained) // wake publishers waiting for room
+		c.drained = nil
+	}
+	if err != nil {
+		c.dead = true
+		c.writeStalled = errors.Is(err, os.ErrDeadlineExceeded)
+		c.held = nil
+	}
+}
+
+// kick writes what is queued and waiting for no flush goroutine: what the
+// connection's own goroutine queued (acknowledgements, CONNACK, SUBACK),
+// written before it waits for more input, and the copies a publisher's
+// goroutine routed to it (delivery.later), written once routing is done.
+// One write for a batch, and no goroutine to start and schedule for it.
+// The write never blocks: what the socket does not take at once is left
+// to a flush goroutine, so a client that does not read holds up neither
+// its own input nor a publisher.
+func (c *conn) kick() {
+	c.wmu.Lock()
+	if c.flushing || c.dead || len(c.wbuf) == 0 {
+		c.wmu.Unlock()
+		return
+	}
+	if c.raw == nil {
+		c.startFlushLocked() // no way to write without blocking
+		c.wmu.Unlock()
+		return
+	}
+	c.flushing = true
+	b, batch := c.wbuf, c.inBuf
+	c.wbuf, c.inBuf = nil, 0
+	c.wmu.Unlock()
+	began := time.Now()
+	n, err := tryWrite(c.raw, b)
+	c.s.count.netOut.Add(uint64(n))
+	c.wmu.Lock()
+	if err == nil && n < len(b) {
+		// The socket is full for now: the rest goes first, from a flush
+		// goroutine that may wait for the client.
+		c.wbuf = append(append(make([]byte, 0, len(b)-n+len(c.wbuf)), b[n:]...), c.wbuf...)
+		c.inBuf += batch
+		go c.flush()
+		c.wmu.Unlock()
+		return
+	}
+	c.wroteLocked(batch, began, err)
+	switch {
+	case err != nil:
+		c.flushing = false
+		c.wmu.Unlock()
+		c.closeSocket()
+		return
+	case len(c.wbuf) > 0 || len(c.held) > 0 || c.closeDone:
+		go c.flush() // queued meanwhile by others, who saw us flushing
+	default:
+		c.flushing = false
+		if cap(b) <= c.s.cfg.WriteBuffer {
+			c.wbuf = b[:0]
+		}
+	}
+	c.wmu.Unlock()
 }
 
 // Publishers wait for a subscriber that is behind rather than the engine
@@ -1045,6 +1113,9 @@ func (c *conn) shutdown() {
 func (c *conn) finish() {
 	c.wmu.Lock()
 	c.closeDone = true
+	if len(c.wbuf) > 0 {
+		c.startFlushLocked() // what the connection's goroutine queued last
+	}
 	var wait chan struct{}
 	if c.flushing && !c.dead {
 		if c.flushed == nil {

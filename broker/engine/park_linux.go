@@ -5,7 +5,9 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +32,27 @@ type poller struct {
 	mu     sync.Mutex
 	parked map[int32]*conn // by socket; an entry may outlive the park (see forget)
 	done   chan struct{}
+}
+
+// socketOf returns the socket under nc if the engine may park nc.
+func socketOf(nc net.Conn) syscall.RawConn {
+	if u, ok := nc.(Unbuffered); ok {
+		nc = u.Unbuffered()
+	}
+	var sc syscall.Conn
+	switch t := nc.(type) {
+	case *net.TCPConn:
+		sc = t
+	case *net.UnixConn:
+		sc = t
+	default:
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }
 
 func newPoller() (*poller, error) {
@@ -120,4 +143,35 @@ func (p *poller) close() {
 	<-p.done
 	_ = unix.Close(p.epfd)
 	_ = unix.Close(p.stopFD)
+}
+
+// tryWrite writes what the socket takes without waiting: all of b, or
+// less when its send buffer is full (no error then).
+func tryWrite(raw syscall.RawConn, b []byte) (int, error) {
+	n := 0
+	var err error
+	werr := raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, e := unix.Write(int(fd), b[n:])
+			if k > 0 {
+				n += k
+			}
+			switch {
+			case e == nil && k <= 0:
+				return true // nothing taken and no error: try again later
+			case e == nil:
+			case errors.Is(e, unix.EINTR):
+			case errors.Is(e, unix.EAGAIN):
+				return true
+			default:
+				err = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }

@@ -115,6 +115,10 @@ type delivery struct {
 	qos    byte
 	retain bool
 	ids    []uint32
+	// later: the caller writes to the connection itself once it has
+	// routed (conn.kick), so no flush goroutine is started for this
+	// PUBLISH. Never stored with a queued or in-flight message.
+	later bool
 }
 
 // route delivers m to every session with a matching subscription, once per
@@ -195,18 +199,27 @@ func (s *Server) route(m *Message) error {
 			}
 		}
 	}
-	var busy []*conn
+	var kicks [8]*conn
+	touched := kicks[:0]
 	for _, t := range targets {
 		if t.se == nil {
 			continue
 		}
-		if c := t.se.deliver(m, t.d, t.ref); c != nil && c.congested() {
-			busy = append(busy, c)
+		t.d.later = true
+		if c := t.se.deliver(m, t.d, t.ref); c != nil {
+			touched = append(touched, c)
 		}
 	}
+	// Write with no lock held: the copies go out from this goroutine
+	// when the sockets take them, with no flush goroutine to start.
+	for _, c := range touched {
+		c.kick()
+	}
 	// Wait with no lock held, so the subscriber's writes go on.
-	for _, c := range busy {
-		c.waitRoom()
+	for _, c := range touched {
+		if c.congested() {
+			c.waitRoom()
+		}
 	}
 	return nil
 }

@@ -230,6 +230,7 @@ func (se *session) deliver(m *Message, d delivery, ref uint64) *conn {
 		se.s.count.dropped.Add(1)
 		return nil
 	}
+	d.later = false
 	se.queue = append(se.queue, queued{m: m, d: d, ref: ref})
 	return nil
 }
@@ -260,6 +261,7 @@ func (se *session) forgetLocked(ref uint64) {
 func (se *session) startLocked(m *Message, d delivery, ref uint64) {
 	id := se.newIDLocked()
 	f := &outFlight{id: id, m: m, d: d, ref: ref}
+	f.d.later = false
 	se.inflight = append(se.inflight, f)
 	if se.c != nil {
 		if se.c.sendPublish(m, d, id, false) {
