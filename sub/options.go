@@ -133,23 +133,8 @@ func (o *Options) Validate() error {
 			}
 		}
 	}
-	switch o.Output {
-	case OutputAuto, OutputText, OutputJSON, OutputJSONL, OutputHex, OutputBase64, OutputRaw, OutputStyled:
-	default:
-		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64, raw or styled", o.Output)
-	}
-	switch o.Output {
-	case OutputJSON, OutputJSONL, OutputRaw:
-		// The record holds the topic, and raw adds nothing to the payload.
-		if o.Verbose {
-			return mqttconn.Usagef("-v has no effect with --output %s: drop -v (the topic is in json and jsonl records; use -F '%%t %%p' for text)", o.Output)
-		}
-		if o.NoEOL && o.Output != OutputRaw {
-			return mqttconn.Usagef("-N has no effect with --output %s: each record ends with a newline; drop -N", o.Output)
-		}
-	}
-	if o.Format != nil && o.Output != OutputAuto && o.Output != OutputText {
-		return mqttconn.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)
+	if err := o.ValidateOutput(); err != nil {
+		return err
 	}
 	if o.Watch && o.IO != nil && !o.IO.Out.IsTTY() {
 		return mqttconn.Usagef("--watch needs a terminal on stdout: use --stats for a report at exit when piping")
@@ -185,4 +170,28 @@ func versionName(v mqttconn.Version) string {
 		return "auto"
 	}
 	return "5"
+}
+
+// ValidateOutput checks the output options alone (Output, Verbose, NoEOL,
+// Format): what NewPrinter needs. Validate includes it.
+func (o *Options) ValidateOutput() error {
+	switch o.Output {
+	case OutputAuto, OutputText, OutputJSON, OutputJSONL, OutputHex, OutputBase64, OutputRaw, OutputStyled:
+	default:
+		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64, raw or styled", o.Output)
+	}
+	switch o.Output {
+	case OutputJSON, OutputJSONL, OutputRaw:
+		// The record holds the topic, and raw adds nothing to the payload.
+		if o.Verbose {
+			return mqttconn.Usagef("-v has no effect with --output %s: drop -v (the topic is in json and jsonl records; use -F '%%t %%p' for text)", o.Output)
+		}
+		if o.NoEOL && o.Output != OutputRaw {
+			return mqttconn.Usagef("-N has no effect with --output %s: each record ends with a newline; drop -N", o.Output)
+		}
+	}
+	if o.Format != nil && o.Output != OutputAuto && o.Output != OutputText {
+		return mqttconn.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)
+	}
+	return nil
 }

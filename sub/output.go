@@ -15,6 +15,30 @@ import (
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
+// Printer prints received messages exactly as `mqtk sub` does (-v, -N,
+// -F, --output, the terminal view), for other commands that show the
+// messages they receive (`mqtk rr`). It is for one goroutine.
+type Printer struct{ p *printer }
+
+// NewPrinter makes a Printer for o's output options (IO, Output, Verbose,
+// NoEOL, Format), checked by o.ValidateOutput. Warnings (a %J payload
+// that is not JSON) go to stderr.
+func NewPrinter(o *Options) *Printer {
+	return &Printer{p: newPrinter(o, func(s string) { o.IO.Warnf("%s", s) })}
+}
+
+// Print writes m, received at m.Received (now if zero), to the buffer.
+func (p *Printer) Print(m *mqttconn.Message) {
+	at := m.Received
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p.p.print(m, at)
+}
+
+// Flush writes what Print buffered to stdout.
+func (p *Printer) Flush() error { return p.p.flush() }
+
 // printer turns messages into bytes on stdout. It is used from one
 // goroutine only. Output is buffered and flushed by the caller whenever no
 // further message is immediately pending, so that a pipe sees each message

@@ -43,6 +43,7 @@ type connFlags struct {
 	connectTimeout                                             time.Duration
 	debug                                                      bool
 	profile                                                    string
+	props                                                      *propertyFlag // -D, on commands that have it
 }
 
 // addConnFlags binds the shared connection flags on cmd. keep lists
@@ -270,6 +271,10 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	c.ConnectTimeout = f.connectTimeout
 	if f.debug {
 		c.Debug = f.a.io.Err
+	}
+	// Before Resolve, which checks the properties against -V.
+	if err := f.props.applyConn(&c, f.a); err != nil {
+		return c, err
 	}
 	if err := c.Resolve(); err != nil {
 		return c, err

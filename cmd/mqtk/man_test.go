@@ -16,7 +16,7 @@ func TestManPages(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("mqtk man: exit %d\n%s", code, stderr)
 	}
-	for _, name := range []string{"mqtk", "mqtk-pub", "mqtk-sub", "mqtk-bench", "mqtk-bench-merge", "mqtk-broker",
+	for _, name := range []string{"mqtk", "mqtk-pub", "mqtk-sub", "mqtk-rr", "mqtk-bench", "mqtk-bench-merge", "mqtk-broker",
 		"mqtk-broker-passwd", "mqtk-tlsgen", "mqtk-tlsgen-verify", "mqtk-version"} {
 		if _, err := os.Stat(filepath.Join(dir, name+".1")); err != nil {
 			t.Errorf("no page for %s: %v", name, err)

@@ -55,7 +55,11 @@ templates: {{.Seq}} (1, 2, ...), {{.Time}} (RFC 3339), {{.Unix}},
 
 MQTT 5 properties: --user-property k=v (repeatable), --content-type,
 --response-topic, --correlation-data (hex:… or base64:… for binary),
---message-expiry, --payload-format-indicator, --topic-alias.
+--message-expiry, --payload-format-indicator, --topic-alias. -D/--property
+COMMAND NAME VALUE sets any property mosquitto_pub's -D does, on connect,
+publish, disconnect or will (-D connect receive-maximum 10, -D will
+will-delay-interval 30, -D publish user-property KEY VALUE); binary values
+(correlation-data, authentication-data) take hex: or base64: too.
 
 Exit codes: 0 sent; 2 bad input (topic, QoS, payload source, file, a
 payload over the broker's maximum packet size), found before anything is
@@ -67,11 +71,14 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
   tail -f app.log | mqtk pub -t logs/app -l -q 1
   printf 'a/1\tx\nb/2\ty\n' | mqtk pub -l --topic-from-line
   mqtk pub -t 'dev/{{.Seq}}' -m '{"t":{{randFloat 18 25}}}' --template --repeat 10 --rate 5/s
-  mqtk pub --replay capture.jsonl --speed 2`,
+  mqtk pub --replay capture.jsonl --speed 2
+  mqtk pub -t cmd/1 -m on -D publish correlation-data hex:0a0b -D connect user-property site lab`,
 		Args:        cobra.NoArgs,
 		Annotations: map[string]string{quickStart: "yes"},
 	}
 	conn := addConnFlags(cmd, a)
+	// mosquitto_pub takes -D subscribe and unsubscribe and sends neither.
+	props := addPropertyFlag(cmd, conn, "subscribe", "unsubscribe")
 	fs := cmd.Flags()
 	fs.StringVarP(&opts.Topic, "topic", "t", "", "topic to publish to (or the path of -L mqtt://host/TOPIC)")
 	fs.StringVarP(&f.message, "message", "m", "", "payload given on the command line")
@@ -107,6 +114,13 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 			return err
 		}
 		if err := f.fill(cmd, opts, cfg); err != nil {
+			return err
+		}
+		// -D publish fills the fields the property flags above fill.
+		pp := &opts.Props
+		if err := props.applyPublish(msgTarget{user: &pp.UserProperties, contentType: &pp.ContentType,
+			responseTopic: &pp.ResponseTopic, correlation: &pp.CorrelationData, expiry: &pp.MessageExpiry,
+			format: &pp.PayloadFormat, alias: &pp.TopicAlias}); err != nil {
 			return err
 		}
 		opts.Config = cfg

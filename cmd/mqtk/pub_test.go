@@ -29,7 +29,7 @@ func parsePub(t *testing.T, args ...string) (*pub.Options, error) {
 	root := &cobra.Command{Use: "mqtk", SilenceErrors: true, SilenceUsage: true}
 	root.PersistentFlags().Bool("help", false, "help") // -h is the host, as on the real root
 	root.AddCommand(newPubCmd(a, func(o *pub.Options) error { got = o; return nil }))
-	root.SetArgs(append([]string{"pub"}, args...))
+	root.SetArgs(withProperties(root, append([]string{"pub"}, args...)))
 	err := root.Execute()
 	return got, err
 }

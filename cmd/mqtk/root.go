@@ -36,7 +36,7 @@ var exitCodes = []struct {
 	{5, mqttconn.KindRefused, "broker refused the connection (bad credentials, not authorised, other CONNACK reason)"},
 	{6, mqttconn.KindRejected, "broker refused a subscribe or publish (SUBACK/PUBACK failure reason)"},
 	{7, mqttconn.KindUnmet, "sub --match or bench threshold not met"},
-	{27, mqttconn.KindTimeout, "sub -W timeout reached (the code mosquitto_sub uses)"},
+	{27, mqttconn.KindTimeout, "sub or rr -W timeout reached (the code mosquitto_sub and mosquitto_rr use)"},
 	{130, mqttconn.KindInterrupted, "interrupted (Ctrl-C or SIGTERM)"},
 }
 
@@ -102,7 +102,7 @@ func execute(ctx context.Context, streams *ui.Streams, args []string, getenv fun
 func executeApp(ctx context.Context, a *app, args []string) int {
 	streams := a.io
 	root := newRootCmd(a, args)
-	root.SetArgs(args)
+	root.SetArgs(withProperties(root, args))
 	err := root.ExecuteContext(ctx)
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
 		// cobra's own message, with its "Did you mean" suggestion; a typo
@@ -153,6 +153,7 @@ func subcommands(a *app) []struct {
 		{"version", func() *cobra.Command { return newVersionCmd(a) }},
 		{"pub", func() *cobra.Command { return newPubCmd(a, nil) }},
 		{"sub", func() *cobra.Command { return newSubCmd(a, nil) }},
+		{"rr", func() *cobra.Command { return newRRCmd(a, nil) }},
 		{"tlsgen", func() *cobra.Command { return newTlsgenCmd(a, nil) }},
 		{"broker", func() *cobra.Command { return newBrokerCmd(a, nil) }},
 		{"bench", func() *cobra.Command { return newBenchCmd(a, nil) }},
@@ -169,7 +170,7 @@ func newRootCmd(a *app, args []string) *cobra.Command {
 	var colorFlag string
 	root := &cobra.Command{
 		Use:   "mqtk",
-		Short: "MQTT and MQTTS from the shell: pub, sub, bench, broker, tlsgen",
+		Short: "MQTT and MQTTS from the shell: pub, sub, rr, bench, broker, tlsgen",
 		Long: `mqtk is one binary for MQTT and MQTTS work from a shell.
 
 Connection flags follow mosquitto_pub and mosquitto_sub (-h host, -p port,
@@ -305,6 +306,10 @@ func flagError(cmd *cobra.Command, err error) error {
 	msg := err.Error()
 	hints := []string{fmt.Sprintf("run '%s --help' for usage", cmd.CommandPath())}
 	switch {
+	case strings.Contains(msg, `for "-D, --property" flag: `):
+		// pflag quotes the joined words of -D (see joinProperties);
+		// propertyFlag's own message names them as typed.
+		msg = msg[strings.Index(msg, `flag: `)+len("flag: "):]
 	case strings.Contains(msg, "'h' in -h"):
 		hints = []string{"-h is the broker host, as in mosquitto_pub and mosquitto_sub (e.g. -h localhost); for help use --help"}
 	case strings.Contains(msg, "strconv.Parse"):

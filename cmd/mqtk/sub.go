@@ -72,7 +72,12 @@ Output (stdout, flushed as each message arrives):
 Non-UTF-8 payloads and control characters are escaped (\xNN, or \u00XX
 inside JSON) when stdout is a terminal, never written raw to it; piped
 output keeps the bytes as they came. A dropped connection is redialled
-(the same session with -c) with a line on stderr, unless --no-reconnect.`,
+(the same session with -c) with a line on stderr, unless --no-reconnect.
+
+MQTT 5 properties: -D/--property COMMAND NAME VALUE, as mosquitto_sub's
+-D, on connect, subscribe, unsubscribe, disconnect or will (-D subscribe
+user-property KEY VALUE, -D connect topic-alias-maximum 10); binary values
+take hex: or base64:.`,
 		Example: `  mqtk sub -t 'sensors/#' -v
   mqtk sub -t dev/+/state -C 1 -W 10s --match 'jq:.status == "ok"'
   mqtk sub -t '#' --output jsonl > traffic.jsonl
@@ -81,6 +86,8 @@ output keeps the bytes as they came. A dropped connection is redialled
 		Args: cobra.NoArgs,
 	}
 	cf := addConnFlags(cmd, a)
+	// mosquitto_sub takes -D publish and sends no PUBLISH of its own.
+	props := addPropertyFlag(cmd, cf, "publish")
 	fs := cmd.Flags()
 	fs.StringArrayVarP(&opts.Topics, "topic", "t", nil, "topic filter to subscribe to (repeatable; + # wildcards; $share/GROUP/FILTER)")
 	fs.StringArrayVarP(&qos, "qos", "q", nil, "QoS for the subscriptions: one for all, or one per -t in order (default 0)")
@@ -132,6 +139,10 @@ output keeps the bytes as they came. A dropped connection is redialled
 		}
 		opts.RetainHandling = byte(retainHandling)
 		opts.SubscriptionID = subID
+		// -D subscribe subscription-identifier is --subscription-id.
+		if err := props.applySubscriptionID(&opts.SubscriptionID); err != nil {
+			return err
+		}
 		if fs.Changed("count") && opts.Count <= 0 {
 			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}

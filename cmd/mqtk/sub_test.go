@@ -39,7 +39,7 @@ func parseSub(t *testing.T, args ...string) (*sub.Options, error) {
 	root := &cobra.Command{Use: "mqtk", SilenceErrors: true, SilenceUsage: true}
 	root.PersistentFlags().Bool("help", false, "help")
 	root.AddCommand(newSubCmd(a, func(o *sub.Options) error { got = o; return nil }))
-	root.SetArgs(append([]string{"sub"}, args...))
+	root.SetArgs(withProperties(root, append([]string{"sub"}, args...)))
 	err := root.Execute()
 	return got, err
 }

@@ -61,6 +61,11 @@ type Config struct {
 
 	Will *Will `yaml:"will,omitempty"`
 
+	// Props are the MQTT 5 properties of CONNECT, SUBSCRIBE, UNSUBSCRIBE
+	// and DISCONNECT that have no field of their own above (-D). MQTT 3.1.1
+	// has no properties: Resolve refuses them with -V 311 and 31.
+	Props PacketProps `yaml:"-"`
+
 	TLS TLS `yaml:"tls,omitempty"`
 
 	WSPath    string      `yaml:"ws_path,omitempty"` // WebSocket path; default /mqtt
@@ -95,6 +100,53 @@ type Will struct {
 	Payload []byte `yaml:"payload,omitempty"`
 	QoS     byte   `yaml:"qos,omitempty"`
 	Retain  bool   `yaml:"retain,omitempty"`
+
+	// MQTT 5 will properties (-D will ...); nil and empty are not sent.
+	DelayInterval   *uint32        `yaml:"-"` // seconds the broker waits before publishing it
+	PayloadFormat   *byte          `yaml:"-"`
+	MessageExpiry   *uint32        `yaml:"-"`
+	ContentType     string         `yaml:"-"`
+	ResponseTopic   string         `yaml:"-"`
+	CorrelationData []byte         `yaml:"-"`
+	UserProperties  []UserProperty `yaml:"-"`
+}
+
+// hasProps reports whether w carries any MQTT 5 property.
+func (w *Will) hasProps() bool {
+	return w.DelayInterval != nil || w.PayloadFormat != nil || w.MessageExpiry != nil || w.ContentType != "" ||
+		w.ResponseTopic != "" || w.CorrelationData != nil || len(w.UserProperties) > 0
+}
+
+// PacketProps are MQTT 5 properties a command line may add to the packets
+// the client layer sends on its own (mosquitto's -D connect, subscribe,
+// unsubscribe and disconnect). PUBLISH properties travel on each Message,
+// and the session expiry of CONNECT is Config.SessionExpiry.
+type PacketProps struct {
+	// CONNECT. ReceiveMaximum nil means mqtk's default (1024).
+	ReceiveMaximum      *uint16
+	MaximumPacketSize   *uint32
+	TopicAliasMaximum   *uint16
+	RequestResponseInfo *byte // 0 or 1
+	RequestProblemInfo  *byte // 0 or 1
+	AuthMethod          string
+	AuthData            []byte
+	ConnectUser         []UserProperty
+
+	SubscribeUser   []UserProperty // every SUBSCRIBE
+	UnsubscribeUser []UserProperty // every UNSUBSCRIBE
+
+	// DISCONNECT sent by Disconnect.
+	DisconnectSessionExpiry *uint32
+	DisconnectReason        string
+	DisconnectUser          []UserProperty
+}
+
+// Empty reports whether no property is set.
+func (p *PacketProps) Empty() bool {
+	return p.ReceiveMaximum == nil && p.MaximumPacketSize == nil && p.TopicAliasMaximum == nil &&
+		p.RequestResponseInfo == nil && p.RequestProblemInfo == nil && p.AuthMethod == "" && p.AuthData == nil &&
+		len(p.ConnectUser) == 0 && len(p.SubscribeUser) == 0 && len(p.UnsubscribeUser) == 0 &&
+		p.DisconnectSessionExpiry == nil && p.DisconnectReason == "" && len(p.DisconnectUser) == 0
 }
 
 // TLS holds the client side of TLS. Enabled is implied by mqtts/ssl/tls/wss

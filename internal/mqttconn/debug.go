@@ -27,6 +27,10 @@ type watchConn struct {
 	nread int64
 	head  []byte // the first bytes received, up to headSize
 
+	// fixConnect, when set, rewrites the first CONNECT written (see
+	// willPropsFix); it is used once, under wmu.
+	fixConnect func([]byte) ([]byte, error)
+
 	out  *coalescer    // with Config.CoalesceWrites: writes go through it
 	rbuf []byte        // reader side: owned by the single reading goroutine
 	br   *bufio.Reader // reader side too; made on first Read
@@ -96,6 +100,15 @@ func (w *watchConn) Write(p []byte) (int, error) {
 // send traces before writing, so that in the trace a packet always comes
 // before the broker's answer to it.
 func (w *watchConn) send(b []byte) (int, error) {
+	if fix := w.fixConnect; fix != nil && len(b) > 0 && packet.Type(b[0]>>4) == packet.TypeConnect {
+		w.fixConnect = nil
+		if nb, err := fix(b); err == nil {
+			if _, err := w.send(nb); err != nil {
+				return 0, err
+			}
+			return len(b), nil
+		}
+	}
 	if w.debug != nil {
 		w.wbuf = w.trace(w.wbuf, b, "→")
 	}

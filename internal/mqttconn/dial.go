@@ -55,6 +55,11 @@ func dialAuto(ctx context.Context, cfg Config, id string) (Client, error) {
 		e.Hints = append(e.Hints, "-x/--session-expiry needs MQTT 5, so -V auto did not fall back to 3.1.1: drop -x to use 3.1.1")
 		return nil, e
 	}
+	if !cfg.Props.Empty() || (cfg.Will != nil && cfg.Will.hasProps()) {
+		// The same for -D: 3.1.1 would drop the properties unseen.
+		e.Hints = append(e.Hints, "properties (-D) need MQTT 5, so -V auto did not fall back to 3.1.1: drop the -D options to use 3.1.1")
+		return nil, e
+	}
 	if cfg.Debug != nil {
 		fmt.Fprintf(cfg.Debug, "mqtk: the broker refused MQTT 5 (-V auto): connecting again with MQTT 3.1.1\n")
 	}

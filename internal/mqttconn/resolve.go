@@ -181,6 +181,10 @@ func (c *Config) validate() error {
 		return Usagef("-x/--session-expiry is an MQTT 5 feature; drop it or use -V 5")
 	}
 	if c.Version == V311 || c.Version == V31 {
+		if !c.Props.Empty() || (c.Will != nil && c.Will.hasProps()) {
+			return &Error{Kind: KindUsage, Err: fmt.Errorf("properties (-D) are MQTT 5, and MQTT %s has none", c.Version),
+				Hints: []string{"drop -V (mqtk speaks MQTT 5 by default) or the -D options"}}
+		}
 		if c.ClientID == "" && c.NoClean {
 			return Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
 		}
@@ -193,6 +197,12 @@ func (c *Config) validate() error {
 	// broker for good (mosquitto_sub refuses the same).
 	if c.Version == V5 && c.NoClean && c.ClientID == "" && (c.SessionExpiry == nil || *c.SessionExpiry >= time.Duration(math.MaxUint32)*time.Second) {
 		return Usagef("a persistent session (-c) with a random client id could never be resumed, and with MQTT 5 it would never expire on the broker: give a client id with -i ID, or a finite lifetime with -x (e.g. -x 1h)")
+	}
+	// [MQTT-3.14.2-2] a session that ended with the connection cannot be
+	// given a lifetime at DISCONNECT.
+	if d := c.Props.DisconnectSessionExpiry; d != nil && *d != 0 && sessionExpiry(c) == 0 {
+		return &Error{Kind: KindUsage, Err: fmt.Errorf("a DISCONNECT session expiry of %d s needs a non-zero session expiry in CONNECT", *d),
+			Hints: []string{"add -x SECONDS (or -c), or drop -D disconnect session-expiry-interval"}}
 	}
 	if c.Version == V31 && len(c.ClientID) > 23 {
 		return Usagef("client id %q is longer than the 23 bytes MQTT 3.1 allows", c.ClientID)

@@ -12,6 +12,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 // v5ReceiveMaximum is how many QoS 1 and 2 messages the broker may have
@@ -41,6 +43,9 @@ type v5Client struct {
 	// connection. Only the writer touches it: aliases are set up in wire
 	// order, so the writer alone knows which ones the broker has seen.
 	aliases map[uint16]string
+	// inAliases is what the broker's topic aliases stand for. Only the
+	// reader goroutine (received) touches it.
+	inAliases map[uint16]string
 
 	lifecycle
 }
@@ -66,6 +71,9 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 	w, err := openConn(ctx, &cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Will != nil && willDropped(cfg.Will) {
+		w.fixConnect = willPropsFix(cfg.Will)
 	}
 	c := &v5Client{
 		cfg:   cfg,
@@ -98,6 +106,7 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 			c.end(&Error{Kind: KindNetwork, Op: "connection to " + cfg.String(), Err: errors.New(msg), Reason: d.ReasonCode}, true)
 		},
 		OnClientError: func(err error) { c.end(lost(&c.cfg, err), true) },
+		AuthHandler:   authHandler(&cfg),
 	})
 
 	cp := &paho.Connect{
@@ -105,26 +114,24 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 		CleanStart: !cfg.NoClean, // [MQTT-3.1.2-4]
 		KeepAlive:  uint16(cfg.KeepAlive / time.Second),
 	}
-	// Our receive maximum [MQTT-3.3.4-9] also sizes paho's queue of
-	// incoming messages, allocated up front: the protocol default of 65535
-	// would cost half a megabyte per connection, which bench multiplies.
-	recvMax := uint16(v5ReceiveMaximum)
-	// RequestProblemInfo true leaves the property out (default 1): paho
-	// sends 0 when it is false, and brokers such as mochi then strip user
-	// properties even from the messages they deliver.
-	cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &recvMax, RequestProblemInfo: true}
-	if se := sessionExpiry(&cfg); se != 0 {
-		cp.Properties.SessionExpiryInterval = &se
-	}
+	cp.Properties = connectProps(&cfg)
 	if cfg.Username != "" {
 		cp.Username, cp.UsernameFlag = cfg.Username, true
 	}
 	if cfg.Password != "" {
 		cp.Password, cp.PasswordFlag = []byte(cfg.Password), true
 	}
-	if cfg.Will != nil {
-		cp.WillMessage = &paho.WillMessage{Topic: cfg.Will.Topic, Payload: cfg.Will.Payload, QoS: cfg.Will.QoS, Retain: cfg.Will.Retain}
-		cp.WillProperties = &paho.WillProperties{}
+	if w := cfg.Will; w != nil {
+		cp.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
+		cp.WillProperties = &paho.WillProperties{
+			WillDelayInterval: w.DelayInterval,
+			PayloadFormat:     w.PayloadFormat,
+			MessageExpiry:     w.MessageExpiry,
+			ContentType:       w.ContentType,
+			ResponseTopic:     w.ResponseTopic,
+			CorrelationData:   w.CorrelationData,
+			User:              pahoUser(w.UserProperties),
+		}
 	}
 	ca, err := c.pc.Connect(ctx, cp)
 	if err != nil {
@@ -211,8 +218,22 @@ func (c *v5Client) received(pr paho.PublishReceived) (bool, error) {
 		return true, nil
 	}
 	p := pr.Packet
+	topic := p.Topic
+	if pp := p.Properties; pp != nil && pp.TopicAlias != nil {
+		// Only with -D connect topic-alias-maximum may the broker send
+		// aliases; paho leaves them to us. An alias with a topic sets it
+		// up, an empty topic uses it [MQTT-3.3.2-12].
+		if topic != "" {
+			if c.inAliases == nil {
+				c.inAliases = map[uint16]string{}
+			}
+			c.inAliases[*pp.TopicAlias] = topic
+		} else {
+			topic = c.inAliases[*pp.TopicAlias]
+		}
+	}
 	m := &Message{
-		Topic:    p.Topic,
+		Topic:    topic,
 		Payload:  p.Payload,
 		QoS:      p.QoS,
 		Retain:   p.Retain,
@@ -457,6 +478,12 @@ func (c *v5Client) Subscribe(ctx context.Context, subs []Subscription) ([]byte, 
 			s.Properties = &paho.SubscribeProperties{SubscriptionIdentifier: &id}
 		}
 	}
+	if u := c.cfg.Props.SubscribeUser; len(u) > 0 {
+		if s.Properties == nil {
+			s.Properties = &paho.SubscribeProperties{}
+		}
+		s.Properties.User = pahoUser(u)
+	}
 	sctx, stop := c.untilLost(ctx)
 	defer stop()
 	sa, err := c.pc.Subscribe(sctx, s)
@@ -474,7 +501,11 @@ func (c *v5Client) Subscribe(ctx context.Context, subs []Subscription) ([]byte, 
 func (c *v5Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	uctx, stop := c.untilLost(ctx)
 	defer stop()
-	ua, err := c.pc.Unsubscribe(uctx, &paho.Unsubscribe{Topics: filters})
+	u := &paho.Unsubscribe{Topics: filters}
+	if up := c.cfg.Props.UnsubscribeUser; len(up) > 0 {
+		u.Properties = &paho.UnsubscribeProperties{User: pahoUser(up)}
+	}
+	ua, err := c.pc.Unsubscribe(uctx, u)
 	if err != nil && ua != nil {
 		for i, code := range ua.Reasons {
 			if code >= 0x80 && i < len(filters) {
@@ -526,7 +557,7 @@ func (c *v5Client) Disconnect(ctx context.Context) error {
 		// acknowledgements of what was received. paho waits for its
 		// goroutines before returning.
 		c.waitAcks(ackWait)
-		_ = c.pc.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		_ = c.pc.Disconnect(disconnectPacket(&c.cfg))
 		go c.finish(nil, false)
 	})
 	return c.waitDone(ctx)
@@ -549,5 +580,131 @@ func (c *v5Client) finish(err error, wasLost bool) {
 	close(c.done)
 	if wasLost && c.cfg.OnConnectionLost != nil {
 		c.cfg.OnConnectionLost(err)
+	}
+}
+
+// connectProps are the CONNECT properties: mqtk's defaults, then what -x
+// and -D connect asked for.
+func connectProps(cfg *Config) *paho.ConnectProperties {
+	pp := &cfg.Props
+	// Our receive maximum [MQTT-3.3.4-9] also sizes paho's queue of
+	// incoming messages, allocated up front: the protocol default of 65535
+	// would cost half a megabyte per connection, which bench multiplies.
+	recvMax := uint16(v5ReceiveMaximum)
+	if pp.ReceiveMaximum != nil {
+		recvMax = *pp.ReceiveMaximum
+	}
+	// RequestProblemInfo true leaves the property out (default 1): paho
+	// sends 0 when it is false, and brokers such as mochi then strip user
+	// properties even from the messages they deliver. Only an explicit
+	// -D connect request-problem-information 0 sends 0.
+	p := &paho.ConnectProperties{
+		ReceiveMaximum:      &recvMax,
+		RequestProblemInfo:  pp.RequestProblemInfo == nil || *pp.RequestProblemInfo != 0,
+		RequestResponseInfo: pp.RequestResponseInfo != nil && *pp.RequestResponseInfo != 0,
+		MaximumPacketSize:   pp.MaximumPacketSize,
+		TopicAliasMaximum:   pp.TopicAliasMaximum,
+		AuthMethod:          pp.AuthMethod,
+		AuthData:            pp.AuthData,
+		User:                pahoUser(pp.ConnectUser),
+	}
+	if se := sessionExpiry(cfg); se != 0 {
+		p.SessionExpiryInterval = &se
+	}
+	return p
+}
+
+// disconnectPacket is the DISCONNECT Disconnect sends: reason 0 (normal
+// disconnection) with the properties of -D disconnect.
+func disconnectPacket(cfg *Config) *paho.Disconnect {
+	d := &paho.Disconnect{ReasonCode: 0}
+	pp := &cfg.Props
+	if pp.DisconnectSessionExpiry != nil || pp.DisconnectReason != "" || len(pp.DisconnectUser) > 0 {
+		d.Properties = &paho.DisconnectProperties{
+			SessionExpiryInterval: pp.DisconnectSessionExpiry,
+			ReasonString:          pp.DisconnectReason,
+			User:                  pahoUser(pp.DisconnectUser),
+		}
+	}
+	return d
+}
+
+func pahoUser(u []UserProperty) paho.UserProperties {
+	if len(u) == 0 {
+		return nil
+	}
+	out := make(paho.UserProperties, len(u))
+	for i, p := range u {
+		out[i] = paho.UserProperty{Key: p.Key, Value: p.Value}
+	}
+	return out
+}
+
+// authHandler is set when CONNECT names an authentication method: paho
+// calls the handler on a successful CONNACK that echoes the method, and
+// without one it would dereference nil. mqtk implements no
+// authentication exchange of its own, so a broker's challenge (AUTH
+// 0x18) is answered with the method alone; the broker decides what
+// follows, within the connect timeout.
+func authHandler(cfg *Config) paho.Auther {
+	if cfg.Props.AuthMethod == "" {
+		return nil
+	}
+	return staticAuth{method: cfg.Props.AuthMethod}
+}
+
+type staticAuth struct{ method string }
+
+func (a staticAuth) Authenticate(*paho.Auth) *paho.Auth {
+	return &paho.Auth{ReasonCode: 0x18, Properties: &paho.AuthProperties{AuthMethod: a.method}}
+}
+
+func (staticAuth) Authenticated() {}
+
+// willDropped reports whether w has properties paho.golang (v0.23)
+// leaves out of CONNECT: it packs will properties as CONNECT properties,
+// and those have no payload format, message expiry, content type,
+// response topic or correlation data.
+func willDropped(w *Will) bool {
+	return w.PayloadFormat != nil || w.MessageExpiry != nil || w.ContentType != "" || w.ResponseTopic != "" || w.CorrelationData != nil
+}
+
+// willPropsFix returns a rewrite of the CONNECT paho wrote that adds the
+// will properties it dropped, re-encoded by mqtk's own codec. If the
+// packet does not decode, the caller sends paho's bytes as they are.
+func willPropsFix(w *Will) func([]byte) ([]byte, error) {
+	return func(b []byte) ([]byte, error) {
+		rl, n, err := packet.ParseVarint(b[1:])
+		if err != nil || 1+n+int(rl) != len(b) {
+			return nil, fmt.Errorf("not one whole CONNECT")
+		}
+		p, err := packet.Decode(b[0], b[1+n:], packet.V5)
+		if err != nil {
+			return nil, err
+		}
+		cp, ok := p.(*packet.Connect)
+		if !ok || cp.Will == nil {
+			return nil, fmt.Errorf("no will in the CONNECT")
+		}
+		wp := &cp.Will.Properties
+		if w.PayloadFormat != nil {
+			wp.PayloadFormat = *w.PayloadFormat
+			wp.Mark(packet.PropPayloadFormat)
+		}
+		if w.MessageExpiry != nil {
+			wp.MessageExpiry = *w.MessageExpiry
+			wp.Mark(packet.PropMessageExpiry)
+		}
+		if w.ContentType != "" {
+			wp.ContentType = w.ContentType
+		}
+		if w.ResponseTopic != "" {
+			wp.ResponseTopic = w.ResponseTopic
+		}
+		if w.CorrelationData != nil {
+			wp.CorrelationData = w.CorrelationData
+			wp.Mark(packet.PropCorrelationData)
+		}
+		return packet.Encode(cp, packet.V5)
 	}
 }

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/rr"
+	"github.com/mqtk/mqtk/sub"
+)
+
+func newRRCmd(a *app, runF func(*rr.Options) error) *cobra.Command {
+	opts := &rr.Options{}
+	out := &sub.Options{}
+	var (
+		qos             int
+		timeout, format string
+		stdin, null     bool
+		message, file   string
+		count           = countValue{n: &opts.Count}
+	)
+	cmd := &cobra.Command{
+		Use:   "rr -t TOPIC -e RESPONSE-TOPIC (-m MSG | -f FILE | -s | -n) [flags]",
+		Short: "Request/response: publish a request and print the response",
+		Long: `Publish one request and wait for its response, as mosquitto_rr does:
+subscribe to the response topic (-e), publish the request to -t with that
+Response Topic and a Correlation Data, and print the response's payload as
+'mqtk sub' prints a message (-v, -N, -F, --output).
+
+The request's Correlation Data is 16 random bytes unless -D publish
+correlation-data gives it (hex: and base64: for binary); a message on the
+response topic whose Correlation Data differs is another request's answer
+and is ignored. -D adds any MQTT 5 property mosquitto_rr's -D does (connect,
+publish, subscribe, disconnect, will).
+
+MQTT 3.1.1 (-V 311) has no Response Topic or Correlation Data: the request
+is published as it is, and the first message on -e is the response, as
+with mosquitto_rr -V 311. The responder must know where to answer.
+
+Ending and exit codes:
+  0    -C responses (default 1) arrived
+  27   -W passed first (the code mosquitto_rr uses); -W counts from the start
+  6    the broker refused the subscription or the request
+  130  interrupted; see 'mqtk help exit-codes' for connection failures
+
+--latency prints the time from sending the request to the first response
+on stderr.`,
+		Example: `  mqtk rr -t svc/time -e svc/time/reply/$$ -m now -W 5
+  mqtk rr -t dev/42/cmd -e dev/42/reply -m '{"op":"status"}' -q 1 -v --latency
+  mqtk rr -t calc -e calc/reply -m '1+1' -D publish correlation-data hex:0001 -F '%D %p'`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConnFlags(cmd, a)
+	// mosquitto_rr takes -D unsubscribe and sends no UNSUBSCRIBE.
+	props := addPropertyFlag(cmd, cf, "unsubscribe")
+	fs := cmd.Flags()
+	fs.StringVarP(&opts.Topic, "topic", "t", "", "topic the request is published to")
+	fs.StringVarP(&opts.ResponseTopic, "response-topic", "e", "", "topic the response comes back on (subscribed to before the request is sent)")
+	fs.StringVarP(&message, "message", "m", "", "request payload given on the command line")
+	fs.StringVarP(&file, "file", "f", "", "send the whole file as the request (binary-safe)")
+	fs.BoolVarP(&stdin, "stdin-file", "s", false, "send all of stdin as the request")
+	fs.BoolVarP(&null, "null-message", "n", false, "send an empty request")
+	fs.IntVarP(&qos, "qos", "q", 0, "QoS of the request and of the response subscription: 0, 1 or 2")
+	fs.VarP(count, "count", "C", "exit 0 after `N` responses (default 1)")
+	fs.StringVarP(&timeout, "timeout", "W", "", "exit 27 if the responses do not come within this time (seconds, 0.5, or 10s, 2m)")
+	fs.BoolVarP(&opts.NoRetained, "no-retained", "R", false, "a retained message is not a response")
+	fs.BoolVarP(&out.Verbose, "verbose", "v", false, "print the topic before the payload")
+	fs.BoolVarP(&out.NoEOL, "no-eol", "N", false, "do not print a newline after the response")
+	fs.StringVarP(&format, "format", "F", "", "mosquitto format string, as in 'mqtk sub -F' (%p payload, %D correlation data, ...)")
+	fs.StringVar(&out.Output, "output", "", "text, json, jsonl, hex, base64, raw or styled, as in 'mqtk sub'")
+	fs.BoolVar(&opts.Latency, "latency", false, "print the round-trip time of the first response on stderr")
+
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		conn, err := cf.config(cmd.Context())
+		if err != nil {
+			return err
+		}
+		opts.Conn = conn
+		opts.IO = a.io
+		opts.Dial = mqttconn.Dial
+		if opts.Topic == "" {
+			opts.Topic = conn.Topic
+		}
+		var sources []string
+		for _, s := range []struct {
+			set  bool
+			name string
+			src  rr.Source
+		}{{fs.Changed("message"), "-m", rr.SourceMessage}, {fs.Changed("file"), "-f", rr.SourceFile},
+			{stdin, "-s", rr.SourceStdin}, {null, "-n", rr.SourceNull}} {
+			if s.set {
+				sources = append(sources, s.name)
+				opts.Source = s.src
+			}
+		}
+		if len(sources) > 1 {
+			return mqttconn.Usagef("more than one request payload (%s): give exactly one of -m, -f, -s, -n", strings.Join(sources, ", "))
+		}
+		opts.Message, opts.File = message, file
+		if qos < 0 || qos > 2 {
+			return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
+		}
+		opts.QoS = byte(qos)
+		if fs.Changed("count") && opts.Count <= 0 {
+			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
+		}
+		if timeout != "" {
+			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
+				return err
+			}
+			if opts.Timeout == 0 {
+				return mqttconn.Usagef("-W/--timeout must be more than zero")
+			}
+		}
+		// -D publish goes on the request, through the fields pub's
+		// property flags fill.
+		r := &opts.Request
+		if err := props.applyPublish(msgTarget{user: &r.UserProperties, contentType: &r.ContentType,
+			responseTopic: &r.ResponseTopic, correlation: &r.CorrelationData, expiry: &r.MessageExpiry,
+			format: &r.PayloadFormat, alias: &r.TopicAlias}); err != nil {
+			return err
+		}
+		if err := props.applySubscriptionID(&opts.SubscriptionID); err != nil {
+			return err
+		}
+		if fs.Changed("format") {
+			if format == "" {
+				return mqttconn.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+			}
+			if out.Format, err = sub.CompileFormat(format); err != nil {
+				return mqttconn.Usagef("-F: %v", err)
+			}
+		}
+		out.IO = a.io
+		if err := out.ValidateOutput(); err != nil {
+			return err
+		}
+		opts.Print = sub.NewPrinter(out)
+		if err := opts.Validate(); err != nil {
+			return err
+		}
+		if runF != nil {
+			return runF(opts)
+		}
+		return rr.Run(cmd.Context(), opts)
+	}
+	return cmd
+}

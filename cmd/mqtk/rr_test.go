@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/ui"
+	"github.com/mqtk/mqtk/rr"
+)
+
+// responder answers every request on rq/# as a service would: on the
+// request's Response Topic with its Correlation Data, or, for a request
+// without one (MQTT 3.1.1), on rs/fixed. With wrongFirst it first sends
+// an answer carrying other correlation data, as another requester's
+// answer would look.
+func responder(t *testing.T, ctx context.Context, port int, wrongFirst bool) {
+	t.Helper()
+	cfg := mqttconn.Default()
+	cfg.Host, cfg.Port = "127.0.0.1", port
+	var c mqttconn.Client
+	ready := make(chan struct{})
+	cfg.OnMessage = func(m *mqttconn.Message) {
+		<-ready
+		to := m.ResponseTopic
+		if to == "" {
+			to = "rs/fixed"
+		}
+		if wrongFirst {
+			c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: []byte("wrong"),
+				CorrelationData: append([]byte("not-"), m.CorrelationData...)}, func(error) {})
+		}
+		c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...),
+			CorrelationData: m.CorrelationData, ContentType: "text/plain",
+			UserProperties: []mqttconn.UserProperty{{Key: "by", Value: "responder"}}}, func(error) {})
+	}
+	var err error
+	if c, err = mqttconn.Dial(ctx, cfg); err != nil {
+		t.Fatalf("responder: %v", err)
+	}
+	close(ready)
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: "rq/#", QoS: 1}}); err != nil || codes[0] >= 0x80 {
+		t.Fatalf("responder subscribe: %v %v", codes, err)
+	}
+}
+
+// runCmd runs an external program with a deadline and returns its exit
+// code, stdout and stderr.
+func runCmd(t *testing.T, ctx context.Context, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out.String(), errb.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String(), errb.String()
+	}
+	t.Fatalf("%s: %v", bin, err)
+	return 0, "", ""
+}
+
+// The same command line through mosquitto_rr and mqtk rr, against
+// Debian's mosquitto and mqtk's own broker, prints the same bytes and
+// exits the same way.
+func TestRRMatchesMosquittoRR(t *testing.T) {
+	mrr, err := exec.LookPath("mosquitto_rr")
+	if err != nil {
+		t.Skip("mosquitto_rr is not installed (Debian package mosquitto-clients; .ci/run installs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	file := filepath.Join(t.TempDir(), "req.bin")
+	if err := os.WriteFile(file, []byte{0, 1, 'x', 0xff}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mb := mosquittotest.Start(t, mosquittotest.Options{})
+	for _, bt := range []struct {
+		name string
+		port int
+	}{{"mosquitto", mb.Port()}, {"mqtk broker", startOwnBroker(t, ctx, "")}} {
+		t.Run(bt.name, func(t *testing.T) {
+			responder(t, ctx, bt.port, false)
+			for _, args := range [][]string{
+				{"-t", "rq/a", "-e", "rs/a", "-m", "hello"},
+				{"-t", "rq/a", "-e", "rs/a", "-m", "hello", "-v"},
+				{"-t", "rq/a", "-e", "rs/a", "-m", "hello", "-N"},
+				{"-t", "rq/a", "-e", "rs/a", "-m", "hello", "-q", "1", "-F", `%t|%p|%l|%q|%C|%P`},
+				{"-t", "rq/a", "-e", "rs/a", "-m", "hello", "-q", "2", "-F", `%D|%p`, "-D", "publish", "correlation-data", "c0rr"},
+				{"-t", "rq/b", "-e", "rs/b", "-n", "-v"},
+				{"-t", "rq/c", "-e", "rs/c", "-m", "props", "-D", "publish", "user-property", "k", "v",
+					"-D", "connect", "user-property", "who", "rr", "-D", "publish", "message-expiry-interval", "60", "-v"},
+				{"-V", "311", "-t", "rq/311", "-e", "rs/fixed", "-m", "old", "-v"},
+			} {
+				conn := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(bt.port), "-W", "10"}
+				wcode, want, wstderr := runCmd(t, ctx, mrr, append(conn, args...)...)
+				code, got, stderr := runMqtk(t, "", append(append([]string{"rr"}, conn...), args...)...)
+				if wcode != 0 || code != 0 {
+					t.Fatalf("%q: mosquitto_rr exit %d (%s), mqtk rr exit %d (%s)", args, wcode, wstderr, code, stderr)
+				}
+				if got != want {
+					t.Errorf("%q: mqtk rr printed %q, mosquitto_rr %q", args, got, want)
+				}
+			}
+			// mosquitto_rr 2.0.11 sends an empty request for -f and -s
+			// (the responder answers "re:"), so these are checked against
+			// the bytes the request must carry.
+			for _, c := range []struct {
+				stdin string
+				args  []string
+				want  string
+			}{
+				{"", []string{"-f", file, "-F", "%x"}, "72653a000178ff\n"},
+				{"from\nstdin", []string{"-s"}, "re:from\nstdin\n"},
+			} {
+				args := append([]string{"rr", "-h", "127.0.0.1", "-p", fmt.Sprint(bt.port), "-W", "10", "-t", "rq/b", "-e", "rs/b"}, c.args...)
+				if code, got, stderr := runMqtk(t, c.stdin, args...); code != 0 || got != c.want {
+					t.Errorf("%q: exit %d, stdout %q, want %q\n%s", c.args, code, got, c.want, stderr)
+				}
+			}
+		})
+	}
+}
+
+// An answer whose correlation data is not the request's is some other
+// request's: mqtk rr ignores it and prints the right one (mosquitto PR
+// #2812), on both brokers.
+func TestRRIgnoresOtherCorrelationData(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ports := []int{startOwnBroker(t, ctx, "")}
+	if mosquittotest.Binary() != "" {
+		ports = append(ports, mosquittotest.Start(t, mosquittotest.Options{}).Port())
+	}
+	for _, port := range ports {
+		responder(t, ctx, port, true)
+		code, out, stderr := runMqtk(t, "", "rr", "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "rq/x", "-e", "rs/x",
+			"-m", "q", "-q", "1", "-W", "10", "-F", "%p|%D", "-D", "publish", "correlation-data", "hex:00ff", "--latency")
+		if code != 0 || out != "re:q|\x00\xff\n" {
+			t.Errorf("port %d: exit %d, stdout %q; want 0 and only the right answer\n%s", port, code, out, stderr)
+		}
+		if !strings.Contains(stderr, "mqtk: latency ") || !strings.HasSuffix(stderr, " ms\n") {
+			t.Errorf("port %d: --latency: stderr %q", port, stderr)
+		}
+	}
+}
+
+// No response within -W: exit 27, as mosquitto_rr, and nothing on stdout.
+// Waiting for a second response that never comes ends the same way.
+func TestRRTimeoutExits27(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := mosquittotest.Start(t, mosquittotest.Options{})
+	port := fmt.Sprint(b.Port())
+	args := []string{"-h", "127.0.0.1", "-p", port, "-t", "rq/none", "-e", "rs/none", "-m", "x", "-W", "1"}
+	if mrr, err := exec.LookPath("mosquitto_rr"); err == nil {
+		if code, out, _ := runCmd(t, ctx, mrr, args...); code != 27 || out != "" {
+			t.Fatalf("mosquitto_rr: exit %d, stdout %q; the test expects mosquitto's 27", code, out)
+		}
+	}
+	code, out, stderr := runMqtk(t, "", append([]string{"rr"}, args...)...)
+	if code != 27 || out != "" || !strings.Contains(stderr, "timed out after 1s with 0 of 1 responses") {
+		t.Fatalf("mqtk rr: exit %d, stdout %q, stderr %q; want 27", code, out, stderr)
+	}
+	responder(t, ctx, b.Port(), false)
+	code, out, stderr = runMqtk(t, "", "rr", "-h", "127.0.0.1", "-p", port, "-t", "rq/two", "-e", "rs/two", "-m", "x", "-W", "1", "-C", "2")
+	if code != 27 || out != "re:x\n" || !strings.Contains(stderr, "1 of 2 responses") {
+		t.Fatalf("-C 2 with one answer: exit %d, stdout %q, stderr %q; want 27 after one response", code, out, stderr)
+	}
+}
+
+// rr's flags fill rr.Options; -D publish goes on the request.
+func TestRRFlagsAndUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-t", "a", "-m", "x"}, "no response topic given: use -e TOPIC"},
+		{[]string{"-e", "b", "-m", "x"}, "no request topic given"},
+		{[]string{"-t", "a", "-e", "b"}, "no request payload given"},
+		{[]string{"-t", "a", "-e", "b", "-m", "x", "-n"}, "more than one request payload (-m, -n)"},
+		{[]string{"-t", "a", "-e", "b/#", "-m", "x"}, "-e: "},
+		{[]string{"-t", "a", "-e", "b", "-m", "x", "-D", "publish", "response-topic", "c"}, "the response topic is -e"},
+		{[]string{"-t", "a", "-e", "b", "-m", "x", "-V", "311", "-D", "publish", "content-type", "c"}, "properties are MQTT 5, and -V 3.1.1 has none"},
+		{[]string{"-t", "a", "-e", "b", "-m", "x", "-C", "0"}, "-C/--count must be at least 1"},
+		{[]string{"-t", "a", "-e", "b", "-m", "x", "--output", "jsonl", "-v"}, "-v has no effect with --output jsonl"},
+	} {
+		code, _, stderr := runMqtk(t, "", append([]string{"rr", "-p", "1"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	streams, _, _ := ui.Test(nil)
+	var got *rr.Options
+	root := &cobra.Command{Use: "mqtk", SilenceErrors: true, SilenceUsage: true}
+	root.PersistentFlags().Bool("help", false, "help") // -h is the host, as on the real root
+	root.AddCommand(newRRCmd(&app{io: streams, getenv: func(string) string { return "" }}, func(o *rr.Options) error { got = o; return nil }))
+	root.SetArgs(withProperties(root, []string{"rr", "-t", "rq", "-e", "rs", "-s", "-q", "2", "-C", "3", "-W", "1.5", "-R", "--latency",
+		"-D", "publish", "correlation-data", "base64:AAE=", "-D", "publish", "user-property", "a", "b", "-D", "subscribe", "subscription-identifier", "9"}))
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Topic != "rq" || got.ResponseTopic != "rs" || got.Source != rr.SourceStdin || got.QoS != 2 || got.Count != 3 ||
+		got.Timeout != 1500*time.Millisecond || !got.NoRetained || !got.Latency || got.SubscriptionID != 9 ||
+		!bytes.Equal(got.Request.CorrelationData, []byte{0, 1}) || fmt.Sprint(got.Request.UserProperties) != "[{a b}]" {
+		t.Errorf("options: %+v", got)
+	}
+}
