@@ -1100,16 +1100,7 @@ func TestTimeConversionsLikeMosquittoSub(t *testing.T) {
 // answers it. It stops when the test ends.
 func subscribeSink(t *testing.T, v packet.Version, drop bool) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	serve := func(c net.Conn) {
-		defer wg.Done()
-		defer c.Close()
+	return mosquittotest.Fake(t, func(c net.Conn, _ func(net.Conn)) {
 		rd := packet.NewReader(c, 1<<20)
 		if p, err := rd.ReadPacket(v); err != nil || p.Type() != packet.TypeConnect {
 			return
@@ -1126,32 +1117,7 @@ func subscribeSink(t *testing.T, v packet.Version, drop bool) int {
 			return
 		}
 		_, _ = io.Copy(io.Discard, c) // until the client goes
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go serve(c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // A connection that drops between SUBSCRIBE and SUBACK ends the run with

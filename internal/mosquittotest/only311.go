@@ -21,27 +21,11 @@ import (
 // stops when the test ends.
 func Only311(t testing.TB, b *Broker) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
 	refusal, err := packet.Encode(&packet.Connack{Code: packet.ConnRefusedProtocolVersion}, packet.V311)
 	if err != nil {
 		t.Fatalf("encode CONNACK: %v", err)
 	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	track := func(c net.Conn) {
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-	}
-	serve := func(c net.Conn) {
-		defer wg.Done()
-		defer c.Close()
+	return Fake(t, func(c net.Conn, track func(net.Conn)) {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		br := bufio.NewReader(c)
 		connect, level, ok := readConnect(br)
@@ -71,6 +55,29 @@ func Only311(t testing.TB, b *Broker) int {
 		_, _ = io.Copy(up, br) // what the client sent after CONNECT, then the rest
 		up.Close()
 		<-done
+	})
+}
+
+// Fake starts a stand-in broker on 127.0.0.1 for behaviour no real broker
+// shows on demand: serve runs for each accepted connection, which is
+// closed when serve returns; track registers another connection serve
+// opens, so that it is closed at the end too. It returns the port;
+// everything stops when the test ends.
+func Fake(t testing.TB, serve func(c net.Conn, track func(net.Conn))) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
 	}
 	wg.Add(1)
 	go func() {
@@ -82,7 +89,11 @@ func Only311(t testing.TB, b *Broker) int {
 			}
 			track(c)
 			wg.Add(1)
-			go serve(c)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c, track)
+			}()
 		}
 	}()
 	t.Cleanup(func() {
