@@ -65,10 +65,7 @@ func TestParkedConnectionDeliversAndWakes(t *testing.T) {
 // read deadline, ends the connection, and the will goes out.
 func TestParkedKeepAliveExpires(t *testing.T) {
 	s, addr := start(t, Config{ParkAfter: 20 * time.Millisecond})
-	watch := dial(t, addr, packet.V311)
-	watch.connect(&packet.Connect{ClientID: "watch", CleanStart: true})
-	watch.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "will/#"}}})
-	watch.recv()
+	watch := willWatcher(t, addr)
 
 	quiet := dial(t, addr, packet.V5)
 	quiet.connect(&packet.Connect{ClientID: "quiet", CleanStart: true, KeepAlive: 1,
@@ -95,10 +92,7 @@ func TestParkedKeepAliveExpires(t *testing.T) {
 // published and the session is let go.
 func TestParkedClientCloses(t *testing.T) {
 	s, addr := start(t, Config{ParkAfter: 20 * time.Millisecond})
-	watch := dial(t, addr, packet.V311)
-	watch.connect(&packet.Connect{ClientID: "watch", CleanStart: true})
-	watch.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "will/#"}}})
-	watch.recv()
+	watch := willWatcher(t, addr)
 	gone := dial(t, addr, packet.V311)
 	gone.connect(&packet.Connect{ClientID: "gone", CleanStart: true,
 		Will: &packet.Will{Topic: "will/gone", Payload: []byte("bye")}})
@@ -164,4 +158,15 @@ func TestParkDoesNotSplitAPacket(t *testing.T) {
 	if sa, ok := c.recv().(*packet.Suback); !ok || sa.PacketID != 7 || len(sa.Codes) != 1 || sa.Codes[0] != 1 {
 		t.Fatalf("SUBSCRIBE sent in pieces: got %+v", sa)
 	}
+}
+
+// willWatcher connects a 3.1.1 client subscribed to will/#, for tests
+// that expect a will to be published.
+func willWatcher(t *testing.T, addr string) *raw {
+	t.Helper()
+	w := dial(t, addr, packet.V311)
+	w.connect(&packet.Connect{ClientID: "watch", CleanStart: true})
+	w.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "will/#"}}})
+	w.recv()
+	return w
 }
