@@ -91,6 +91,12 @@ type Config struct {
 
 	// OnConnectionLost is called once, from a library goroutine, when an
 	// established connection drops for any reason other than Disconnect.
+	// Native connects with mqtk's own client on internal/packet instead of
+	// the paho libraries, where it serves the config (not -V auto, not an
+	// authentication exchange). bench sets it: it costs less CPU per
+	// message, which a generator sharing a machine with the broker needs.
+	Native bool `yaml:"-"`
+
 	OnConnectionLost func(error) `yaml:"-"`
 }
 

@@ -407,13 +407,15 @@ func TestDialCancelled(t *testing.T) {
 // and a half keepalives (when mosquitto drops a silent client), and does
 // not ping straight after CONNACK: the CONNECT exchange counts as traffic.
 // paho.golang's pinger used to send a PINGREQ the moment it started.
-func TestKeepAlive(t *testing.T) {
+func TestKeepAlive(t *testing.T) { bothClients(t, testKeepAlive) }
+
+func testKeepAlive(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
 			var buf syncBuffer
-			cfg := Default()
+			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 			cfg.KeepAlive = 2 * time.Second
@@ -445,10 +447,12 @@ func TestKeepAlive(t *testing.T) {
 // 3.1.1 CONNACK (return code 1). -V 5 reports that with the fix as a hint
 // (exit 5) instead of "the connection was closed: EOF"; -V auto connects
 // again with 3.1.1 and works, unless -x asks for what only 5 has.
-func TestBrokerWithoutMQTT5(t *testing.T) {
+func TestBrokerWithoutMQTT5(t *testing.T) { bothClients(t, testBrokerWithoutMQTT5) }
+
+func testBrokerWithoutMQTT5(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	port := mosquittotest.Only311(t, b)
-	cfg := Default()
+	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", port
 	err := connectErr(t, cfg)
 	wantErr(t, err, KindRefused, "does not speak MQTT 5", "3.1.1 CONNACK, return code 1", "-V 311", "-V auto")

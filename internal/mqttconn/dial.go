@@ -28,6 +28,9 @@ func Dial(ctx context.Context, cfg Config) (Client, error) {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	id := clientID(&cfg)
+	if cfg.Native && cfg.Version != VAuto && cfg.Props.AuthMethod == "" {
+		return dialNative(ctx, cfg, id)
+	}
 	switch cfg.Version {
 	case V5:
 		return dialV5(ctx, cfg, id)

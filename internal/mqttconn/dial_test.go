@@ -136,11 +136,13 @@ func roundTrip(t *testing.T, base Config) {
 	}
 }
 
-func TestRoundTripTCP(t *testing.T) {
+func TestRoundTripTCP(t *testing.T) { bothClients(t, testRoundTripTCP) }
+
+func testRoundTripTCP(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range []Version{V5, V311, V31} {
 		t.Run(v.String(), func(t *testing.T) {
-			cfg := Default()
+			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 			roundTrip(t, cfg)
@@ -151,7 +153,9 @@ func TestRoundTripTCP(t *testing.T) {
 // The DUP flag of an incoming PUBLISH reaches the message. No real broker
 // resends on demand, so a minimal server sends a duplicate QoS 1 PUBLISH
 // right after CONNACK.
-func TestIncomingDupFlag(t *testing.T) {
+func TestIncomingDupFlag(t *testing.T) { bothClients(t, testIncomingDupFlag) }
+
+func testIncomingDupFlag(t *testing.T, native bool) {
 	for _, v := range []Version{V5, V311} {
 		t.Run(v.String(), func(t *testing.T) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -188,7 +192,7 @@ func TestIncomingDupFlag(t *testing.T) {
 				_, _ = io.Copy(io.Discard, r) // until the client goes
 			}()
 			got := newCollector()
-			cfg := Default()
+			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", l.Addr().(*net.TCPAddr).Port
 			cfg.OnMessage = got.on

@@ -16,10 +16,12 @@ import (
 // PublishAsync must never have more than 3 QoS 1/2 messages unacknowledged
 // on the wire [MQTT-4.9.0-2], read off the packet trace, and must still
 // deliver everything in order.
-func TestReceiveMaximum(t *testing.T) {
+func TestReceiveMaximum(t *testing.T) { bothClients(t, testReceiveMaximum) }
+
+func testReceiveMaximum(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{Global: "max_inflight_messages 3"})
 	var trace syncBuffer
-	cfg := Default()
+	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 	col := newCollector()
 	subCfg := cfg

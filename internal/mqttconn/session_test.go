@@ -14,12 +14,14 @@ import (
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
 
-func TestV5Properties(t *testing.T) {
+func TestV5Properties(t *testing.T) { bothClients(t, testV5Properties) }
+
+func testV5Properties(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	col := newCollector()
-	cfg := Default()
+	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 	subCfg := cfg
 	subCfg.OnMessage = col.on
@@ -66,13 +68,15 @@ func TestV5Properties(t *testing.T) {
 
 // TestRejectedPublish: mosquitto's ACL denies the topic; with MQTT 5 the
 // PUBACK carries "not authorized", which must surface as KindRejected.
-func TestRejectedPublish(t *testing.T) {
+func TestRejectedPublish(t *testing.T) { bothClients(t, testRejectedPublish) }
+
+func testRejectedPublish(t *testing.T, native bool) {
 	acl := filepath.Join(t.TempDir(), "acl")
 	if err := os.WriteFile(acl, []byte("topic readwrite open/#\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b := mosquittotest.Start(t, mosquittotest.Options{ACLFile: acl})
-	cfg := Default()
+	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 	c := dial(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -94,13 +98,15 @@ func TestRejectedPublish(t *testing.T) {
 
 // TestPersistentSession: -c without -x must keep the MQTT 5 session after
 // the connection ends (session expiry "never"), and with 3.1.1 too.
-func TestPersistentSession(t *testing.T) {
+func TestPersistentSession(t *testing.T) { bothClients(t, testPersistentSession) }
+
+func testPersistentSession(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range []Version{V5, V311} {
 		t.Run(v.String(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			cfg := Default()
+			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 			cfg.ClientID = "mqtk-persist-" + v.String()
@@ -115,7 +121,7 @@ func TestPersistentSession(t *testing.T) {
 			if err := first.Disconnect(ctx); err != nil {
 				t.Fatal(err)
 			}
-			other := Default()
+			other := defaultFor(native)
 			other.Version = v
 			other.Host, other.Port = cfg.Host, cfg.Port
 			p := dial(t, other)
@@ -145,14 +151,16 @@ func TestPersistentSession(t *testing.T) {
 // TestConnectionLost: a second client with the same id takes the session
 // over; the first must see Done, Err and OnConnectionLost, and its will
 // must be published.
-func TestConnectionLost(t *testing.T) {
+func TestConnectionLost(t *testing.T) { bothClients(t, testConnectionLost) }
+
+func testConnectionLost(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			wills := newCollector()
-			watch := Default()
+			watch := defaultFor(native)
 			watch.Version = v
 			watch.Host, watch.Port = "127.0.0.1", b.Port()
 			watch.OnMessage = wills.on
@@ -162,7 +170,7 @@ func TestConnectionLost(t *testing.T) {
 			}
 
 			lostErr := make(chan error, 1)
-			cfg := Default()
+			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 			cfg.ClientID = "mqtk-lost-" + v.String()
@@ -214,14 +222,16 @@ func TestConnectionLost(t *testing.T) {
 // TestBrokerKilled: when the broker process dies, every client ends with a
 // network error, pending publishes fail instead of hanging, and Disconnect
 // afterwards is harmless.
-func TestBrokerKilled(t *testing.T) {
+func TestBrokerKilled(t *testing.T) { bothClients(t, testBrokerKilled) }
+
+func testBrokerKilled(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var clients []Client
 	lost := make(chan error, len(versions))
 	for _, v := range versions {
-		cfg := Default()
+		cfg := defaultFor(native)
 		cfg.Version = v
 		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 		cfg.OnConnectionLost = func(err error) { lost <- err }
@@ -263,13 +273,17 @@ func TestBrokerKilled(t *testing.T) {
 // so without the wait in Disconnect the DISCONNECT goes out before the
 // library's PUBACK/PUBREC every time.
 func TestLastMessageAcknowledgedBeforeDisconnect(t *testing.T) {
+	bothClients(t, testLastMessageAcknowledgedBeforeDisconnect)
+}
+
+func testLastMessageAcknowledgedBeforeDisconnect(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range []Version{V5, V311} {
 		for _, qos := range []byte{1, 2} {
 			t.Run(fmt.Sprintf("%s/qos%d", v, qos), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				base := Default()
+				base := defaultFor(native)
 				base.Host, base.Port, base.Version = "127.0.0.1", b.Port(), v
 				sess := base
 				sess.ClientID = fmt.Sprintf("acklast-%s-%d-%d", v, qos, time.Now().UnixNano())
