@@ -275,12 +275,12 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 			c := r.cfg
 			c.ClientID, c.IDPrefix = r.idBase+"p"+fmt.Sprint(i), ""
 			// A closed-loop publisher writes faster than one system call
-			// per packet allows; coalescing cut bench's own CPU per QoS 0
-			// message from 6.3–7.4 to 2.4 µs (BENCHMARKS.md), so that the
+			// per packet allows; coalescing cuts bench's own CPU per QoS 0
+			// message (BENCHMARKS.md, "Re-measured after write coalescing"), so that the
 			// broker, not bench, is the limit. Scheduled runs measure
-			// latency: there each message goes out on its own, as before,
-			// since the burstier arrival changed a broker's tail (mosquitto
-			// without TCP_NODELAY showed 40 ms stalls at p90).
+			// latency: there each message goes out on its own, since the
+			// burstier arrival changes a broker's tail (mosquitto without
+			// TCP_NODELAY stalls).
 			c.CoalesceWrites = o.Rate == 0
 			pcfgs = append(pcfgs, c)
 		}

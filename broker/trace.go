@@ -38,8 +38,9 @@ type traceStyles struct {
 
 // paint is a style reduced to the escape sequences around its text,
 // worked out once. lipgloss's Style.Render measures, pads and re-parses on
-// every call, which took 29% of a tracing broker's CPU under load; the
-// trace only needs colour around single-line text.
+// every call, which was a large part of a tracing broker's CPU under load
+// (BENCHMARKS.md, "Cost of the optional hooks"); the trace only needs
+// colour around single-line text.
 type paint struct{ pre, post string }
 
 func newPaint(st lipgloss.Style) paint {

@@ -980,12 +980,11 @@ func (c *conn) kick() {
 // nobody waits for it again until its queue drains below a quarter, and
 // its QoS 0 messages beyond MaxQueued are dropped and counted.
 //
-// noProgress was 500 ms on mochi, whose writer wrote packet by packet. On
-// this engine, with bench and broker sharing 2 cores under a closed-loop
-// QoS 0 flood, a reading subscriber now and then completed no write for
-// more than 500 ms and lost 13-84% of a run's messages once marked; at
-// 2 s it lost none (BENCHMARKS.md). A paused `mqtk sub` still costs its
-// publishers at most 2 s.
+// noProgress is long enough that a subscriber that is reading, but
+// starved of CPU by a flood on a small machine, is not taken for a
+// stalled one and marked (a shorter limit lost much of a fan-in run's
+// messages: BENCHMARKS.md, "mqtk broker on its own engine"), and short
+// enough that a paused `mqtk sub` holds its publishers only briefly.
 const (
 	noProgress = 2 * time.Second
 	maxWait    = 5 * time.Second

@@ -17,8 +17,8 @@ import (
 //
 // The handler is installed on demand rather than at start-up: os/signal
 // starts a goroutine locked to its own OS thread (plus the runtime's
-// template thread), and on a 2-vCPU VM that was 0.3–0.6 ms of a one-shot
-// `mqtk pub` that takes 3.5–4 ms in all (BENCHMARKS.md, "pub start-up").
+// template thread), a measurable part of a one-shot `mqtk pub`
+// (BENCHMARKS.md, "pub startup").
 // Commands that run for a while install it as they start (see
 // catchInterrupts); the ones that usually end at once (a single publish,
 // version) get it from a timer after quickGrace, so anything that lasts —

@@ -14,8 +14,8 @@ import (
 // newManCmd writes a man page for every command; packaging runs it
 // (`mqtk man build/man`), users never need to, so it is hidden. The pages
 // are written here from the command tree rather than with cobra/doc, whose
-// Markdown engine cost every `mqtk pub` start-up 7% in package
-// initialisation alone, for output this small.
+// Markdown engine's package initialisation would run in every `mqtk pub`
+// start-up (BENCHMARKS.md, "pub startup"), for output this small.
 func newManCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:    "man DIR",

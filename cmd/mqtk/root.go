@@ -162,8 +162,8 @@ func subcommands(a *app) []struct {
 
 // newRootCmd builds the command tree for args. When args name a
 // subcommand, only that one is built: constructing every command's flags
-// was 9% of the start-up of a one-shot `mqtk pub` (perf over 200 runs),
-// and nothing outside the named command is reachable from there. Anything
+// is a visible part of a one-shot `mqtk pub` (BENCHMARKS.md, "pub
+// startup"), and nothing outside the named command is reachable from there. Anything
 // else (no args, help, completion, a typo needing suggestions) gets the
 // whole tree.
 func newRootCmd(a *app, args []string) *cobra.Command {
@@ -220,8 +220,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 	if built {
 		// `mqtk completion` and `mqtk --version` need the whole tree
 		// anyway; a named command skips building them (reading the build
-		// info and formatting the completion help were 1% of a one-shot
-		// publish).
+		// info and formatting the completion help).
 		root.CompletionOptions.DisableDefaultCmd = true
 	} else {
 		root.Version, _, _ = buildInfo()

@@ -4,11 +4,11 @@
 // Go collects when the heap has grown by GOGC percent (100) over what was
 // live after the last cycle. A broker's live heap is usually a few
 // megabytes while it allocates for every message, so it runs many short
-// cycles, and each one takes CPU from the connections at that moment: in
-// the scheduled 10,000 msg/s QoS 1 run the end-to-end p99 was 2.29–2.72 ms
-// with GOGC=100 and 1.90–2.25 ms with GOGC=400 (BENCHMARKS.md). A fixed
-// GOGC=400 would let a large live heap grow five-fold, so the higher target
-// applies only while the live heap is under Policy.Small.
+// cycles, and each one takes CPU from the connections at that moment,
+// which shows in the tail latency of a scheduled QoS 1 run (BENCHMARKS.md,
+// "broker vs mosquitto"). A fixed GOGC=400 would let a large live heap
+// grow five-fold, so the higher target applies only while the live heap
+// is under Policy.Small.
 package gctune
 
 import (
