@@ -2,9 +2,11 @@ package sub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +20,10 @@ import (
 // at tens of thousands of messages per second.
 type Format struct {
 	segs []segment
+	// Pretty lays out %j and %J as mosquitto_sub --pretty does (cJSON's
+	// formatted output: one member per line, tab-indented, ":\t" after
+	// each key, arrays on one line).
+	Pretty bool
 }
 
 // segment is either literal text or one % or @ conversion.
@@ -28,15 +34,16 @@ type segment struct {
 	zero bool
 	left bool
 	wid  int
-	prec int // -1 when not given
+	prec int  // -1 when not given
+	sep  byte // %x/%X: separator between groups of prec bytes (mosquitto 2.1's %.2:x), 0 for none
 }
 
 // Which verbs honour which modifiers, as mosquitto_sub documents them.
 const (
-	widthVerbs = "ACEFIlmpRStxX"
-	precVerbs  = "CIRt"
-	zeroVerbs  = "AEFlmSXx"
-	allVerbs   = "%ACDEFIjJlmPpqRrStUxX"
+	widthVerbs = "ACEFIlmpRStxXfd"
+	precVerbs  = "CIRtfd"
+	zeroVerbs  = "AEFlmSXxfd"
+	allVerbs   = "%ACDEFIjJlmPpqRrStUxXfd"
 )
 
 // CompileFormat parses a mosquitto_sub format string: % conversions with
@@ -100,6 +107,15 @@ func CompileFormat(s string) (*Format, error) {
 				for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
 				}
 				seg.prec, _ = strconv.Atoi(s[start:i])
+				// mosquitto 2.1's grouped hex: %.2:x writes the payload's
+				// hex in groups of 2 bytes separated by ':'.
+				if i+1 < len(s) && (s[i+1] == 'x' || s[i+1] == 'X') && !strings.ContainsRune(allVerbs, rune(s[i])) && s[i] != '\\' {
+					if seg.prec < 1 {
+						return nil, fmt.Errorf("grouped hex %%.N%cx needs a group size N of at least 1", s[i])
+					}
+					seg.sep = s[i]
+					i++
+				}
 			}
 			if i >= len(s) {
 				return nil, fmt.Errorf("format ends inside a %% conversion: write '%%%%' for a percent sign")
@@ -115,7 +131,7 @@ func CompileFormat(s string) (*Format, error) {
 			if !strings.ContainsRune(widthVerbs, rune(seg.verb)) {
 				seg.wid = 0
 			}
-			if !strings.ContainsRune(precVerbs, rune(seg.verb)) {
+			if !strings.ContainsRune(precVerbs, rune(seg.verb)) && seg.sep == 0 {
 				seg.prec = -1
 			}
 			if !strings.ContainsRune(zeroVerbs, rune(seg.verb)) || seg.left {
@@ -141,11 +157,14 @@ type FormatEnv struct {
 	// Warn receives a complaint about one message (%J with a payload that
 	// is not JSON); nil drops it.
 	Warn func(string)
+
+	pretty bool // from Format.Pretty
 }
 
 // Append writes m formatted by f to dst and returns the extended slice.
 // now is the time used by %I, %U, %j and @ conversions.
 func (f *Format) Append(dst []byte, m *mqttconn.Message, now time.Time, env FormatEnv) []byte {
+	env.pretty = f.Pretty
 	for i := range f.segs {
 		s := &f.segs[i]
 		switch {
@@ -177,10 +196,24 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 			// mosquitto_sub writes exactly width bytes of a longer payload.
 			v = v[:runeBoundary(v, s.wid)]
 		}
-	case 'x':
-		v = hexAppend(nil, m.Payload, false)
-	case 'X':
-		v = hexAppend(nil, m.Payload, true)
+	case 'x', 'X':
+		if s.sep != 0 {
+			for i := 0; i < len(m.Payload); i += s.prec {
+				if i > 0 {
+					v = append(v, s.sep)
+				}
+				v = hexAppend(v, m.Payload[i:min(i+s.prec, len(m.Payload))], s.verb == 'X')
+			}
+			// The precision was the group size, not a cut.
+			return (&segment{zero: s.zero, left: s.left, wid: s.wid, prec: -1}).pad(dst, v)
+		}
+		v = hexAppend(nil, m.Payload, s.verb == 'X')
+	case 'f', 'd':
+		// mosquitto 2.1: the payload as one IEEE 754 number, 4 bytes for
+		// %f and 8 for %d, in the byte order of the machines that send
+		// them (little-endian); any other length prints nothing.
+		v = appendIEEE(nil, m.Payload, s.verb == 'd', s.prec)
+		return (&segment{zero: s.zero, left: s.left, wid: s.wid, prec: -1}).pad(dst, v)
 	case 'l':
 		v = strconv.AppendInt(nil, int64(len(m.Payload)), 10)
 	case 'q':
@@ -193,10 +226,11 @@ func (s *segment) appendVerb(dst []byte, m *mqttconn.Message, now time.Time, env
 		v = now.AppendFormat(nil, "2006-01-02T15:04:05-0700")
 	case 'U':
 		v = fmt.Appendf(nil, "%d.%09d", now.Unix(), now.Nanosecond())
-	case 'j':
-		return appendMosquittoJSON(dst, m, now, false, env)
-	case 'J':
-		return appendMosquittoJSON(dst, m, now, true, env)
+	case 'j', 'J':
+		if env.pretty {
+			return appendPrettyJSON(dst, appendMosquittoJSON(nil, m, now, s.verb == 'J', env))
+		}
+		return appendMosquittoJSON(dst, m, now, s.verb == 'J', env)
 	case 'A':
 		if m.TopicAlias != 0 {
 			v = strconv.AppendUint(nil, uint64(m.TopicAlias), 10)
@@ -615,4 +649,105 @@ func floorDiv(a, b int) int {
 		q--
 	}
 	return q
+}
+
+// appendIEEE appends p read as a little-endian float32 (or float64 with
+// double) as C's printf %f writes it: prec decimals (6 when prec < 0),
+// nan and inf in lower case. A payload of another length appends nothing.
+func appendIEEE(dst, p []byte, double bool, prec int) []byte {
+	var x float64
+	switch {
+	case double && len(p) == 8:
+		x = math.Float64frombits(binary.LittleEndian.Uint64(p))
+	case !double && len(p) == 4:
+		x = float64(math.Float32frombits(binary.LittleEndian.Uint32(p)))
+	default:
+		return dst
+	}
+	switch {
+	case math.IsNaN(x):
+		if math.Signbit(x) {
+			return append(dst, "-nan"...)
+		}
+		return append(dst, "nan"...)
+	case math.IsInf(x, 1):
+		return append(dst, "inf"...)
+	case math.IsInf(x, -1):
+		return append(dst, "-inf"...)
+	}
+	if prec < 0 {
+		prec = 6
+	}
+	return strconv.AppendFloat(dst, x, 'f', prec, 64)
+}
+
+// appendPrettyJSON re-lays the compact JSON j the way cJSON's formatted
+// printer does, which is what mosquitto_sub --pretty prints: an object's
+// members one per line, indented with one tab per level of nesting
+// (arrays count as a level), "key":<TAB>value, and arrays on one line
+// with ", " between elements. Strings and numbers are copied unchanged.
+func appendPrettyJSON(dst, j []byte) []byte {
+	var stack []byte // the open '{' and '['
+	tabs := func(n int) {
+		for ; n > 0; n-- {
+			dst = append(dst, '\t')
+		}
+	}
+	next := func(i int) int {
+		for i < len(j) && (j[i] == ' ' || j[i] == '\t' || j[i] == '\n' || j[i] == '\r') {
+			i++
+		}
+		return i
+	}
+	for i := 0; i < len(j); i++ {
+		c := j[i]
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		case '"':
+			k := i + 1
+			for k < len(j) && j[k] != '"' {
+				if j[k] == '\\' {
+					k++
+				}
+				k++
+			}
+			end := min(k+1, len(j))
+			dst = append(dst, j[i:end]...)
+			i = end - 1
+		case '{':
+			stack = append(stack, c)
+			dst = append(dst, '{', '\n')
+			if n := next(i + 1); n < len(j) && j[n] == '}' {
+				tabs(len(stack) - 1)
+				dst = append(dst, '}')
+				stack = stack[:len(stack)-1]
+				i = n
+				continue
+			}
+			tabs(len(stack))
+		case '[':
+			stack = append(stack, c)
+			dst = append(dst, '[')
+		case '}':
+			dst = append(dst, '\n')
+			tabs(len(stack) - 1)
+			dst = append(dst, '}')
+			stack = stack[:max(len(stack)-1, 0)]
+		case ']':
+			dst = append(dst, ']')
+			stack = stack[:max(len(stack)-1, 0)]
+		case ':':
+			dst = append(dst, ':', '\t')
+		case ',':
+			if len(stack) > 0 && stack[len(stack)-1] == '{' {
+				dst = append(dst, ',', '\n')
+				tabs(len(stack))
+			} else {
+				dst = append(dst, ',', ' ')
+			}
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }

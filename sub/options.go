@@ -122,12 +122,13 @@ func (o *Options) Validate() error {
 		return mqttconn.Usagef("-W/--timeout and --idle must be positive durations")
 	}
 	if o.ExitAfterSuback {
-		// -E ends the run before any message is read.
+		// -E ends the run before any message is read. -C and -W are
+		// accepted, as mosquitto_sub accepts them: -W still bounds the
+		// wait for SUBACK, and -C never applies.
 		for _, f := range []struct {
 			name string
 			set  bool
-		}{{"-C/--count", o.Count > 0}, {"--match", o.Match != nil}, {"--retained-only", o.RetainedOnly},
-			{"-W/--timeout", o.Timeout > 0}, {"--idle", o.Idle > 0}} {
+		}{{"--match", o.Match != nil}, {"--retained-only", o.RetainedOnly}, {"--idle", o.Idle > 0}} {
 			if f.set {
 				return mqttconn.Usagef("-E exits as soon as the subscriptions are acknowledged, so %s never applies: drop -E or %s", f.name, f.name)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -44,6 +45,31 @@ type connFlags struct {
 	debug                                                      bool
 	profile                                                    string
 	props                                                      *propertyFlag // -D, on commands that have it
+
+	// mosquitto's transport options.
+	proxy, bindAddress, unix, ciphers, keylog string
+	nodelay, ws, noTLS, osCerts               bool
+	// -o: mosquitto 2.1's options file, applied once before anything
+	// reads the flags (see applyOptionsFile).
+	optionsFile string
+	optsDone    bool
+	// mosquitto options Go's TLS cannot honour: accepted, then refused
+	// with the reason (see refuseUnsupported).
+	psk, pskIdentity, keyform, tlsEngine, tlsEngineKpass string
+}
+
+// flagAliases are mosquitto's other spellings of connection flags; pflag
+// maps them to mqtk's names before parsing, so both set the same flag.
+func flagAliases(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	switch name {
+	case "pw":
+		name = "password"
+	case "disable-clean-session":
+		name = "no-clean"
+	case "tls-alpn":
+		name = "alpn"
+	}
+	return pflag.NormalizedName(name)
 }
 
 // addConnFlags binds the shared connection flags on cmd. keep lists
@@ -75,10 +101,10 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 	str(&f.id, "id", "i", "", "client id (default: mqtk- plus random characters)")
 	str(&f.idPrefix, "id-prefix", "I", "", "client id prefix; random characters are appended")
 	str(&f.keepalive, "keepalive", "k", "60", "keepalive in seconds (or a duration such as 2m)")
-	boolean(&f.noClean, "no-clean", "c", "persistent session: keep subscriptions and queued messages across connections")
-	str(&f.sessionExpiry, "session-expiry", "x", "", "MQTT 5 session expiry in seconds or a duration; -1 or 'never' for no expiry")
+	boolean(&f.noClean, "no-clean", "c", "persistent session: keep subscriptions and queued messages across connections (also --disable-clean-session)")
+	str(&f.sessionExpiry, "session-expiry", "x", "", "MQTT 5 session expiry in seconds or a duration; -1, ∞ or 'never' for no expiry")
 	str(&f.username, "username", "u", "", "user name")
-	str(&f.password, "password", "P", "", "password (prefer MQTK_PASSWORD, --password-file or --password-prompt: flags show in ps)")
+	str(&f.password, "password", "P", "", "password, also --pw (prefer MQTK_PASSWORD, --password-file or --password-prompt: flags show in ps)")
 	str(&f.passwordFile, "password-file", "", "", "read the password from the first line of this file")
 	boolean(&f.passwordPrompt, "password-prompt", "", "ask for the password on the terminal, without echo")
 	str(&f.willTopic, "will-topic", "", "", "topic of the last-will message")
@@ -92,8 +118,8 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 	str(&f.cert, "cert", "", "", "client certificate (PEM) for mutual TLS; needs --key")
 	str(&f.key, "key", "", "", "client private key (PEM)")
 	boolean(&f.insecure, "insecure", "", "do not verify the broker's certificate (testing only); implies TLS")
-	str(&f.tlsVersion, "tls-version", "", "", "minimum TLS version: 1.2 (default) or 1.3")
-	fs.StringSliceVar(&f.alpn, "alpn", nil, "ALPN protocols to offer, comma-separated")
+	str(&f.tlsVersion, "tls-version", "", "", "lowest TLS version to use, as mosquitto's clients take it: tlsv1.2 (default; TLS 1.3 when the broker has it), tlsv1.3, or tlsv1.1")
+	fs.StringSliceVar(&f.alpn, "alpn", nil, "ALPN protocols to offer, comma-separated (also --tls-alpn)")
 	f.names = append(f.names, "alpn")
 	str(&f.sni, "sni", "", "", "server name for SNI and certificate verification (default: the host)")
 	str(&f.wsPath, "ws-path", "", "", "WebSocket path (default /mqtt)")
@@ -103,7 +129,57 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 	f.names = append(f.names, "connect-timeout")
 	boolean(&f.debug, "debug", "d", "print every MQTT packet sent and received to stderr")
 	fs.StringVar(&f.profile, "profile", "", "connection profile from $XDG_CONFIG_HOME/mqtk/config.yaml (also MQTK_PROFILE)")
+
+	str(&f.unix, "unix", "", "", "connect through this unix socket instead of TCP (as -L unix://PATH); wins over -h and -p")
+	boolean(&f.ws, "ws", "", "MQTT over WebSocket to -h/-p (wss with TLS; path --ws-path, default /mqtt; port 80, 443 with TLS)")
+	str(&f.proxy, "proxy", "", "", "reach the broker through a proxy: socks5h://[user:pass@]host[:1080] (the proxy resolves names), socks5://, or http://[user:pass@]host:port (HTTP CONNECT)")
+	str(&f.bindAddress, "bind-address", "A", "", "local address to connect from (mosquitto's -A)")
+	boolean(&f.nodelay, "nodelay", "", "accepted for mosquitto scripts: mqtk always disables Nagle's algorithm (TCP_NODELAY)")
+	boolean(&f.osCerts, "tls-use-os-certs", "", "trust the system's CA certificates (alone: as --tls; with --cafile: both)")
+	str(&f.ciphers, "ciphers", "", "", "TLS 1.2 cipher suites, OpenSSL or IANA names separated by ':' (TLS 1.3 suites are always on)")
+	str(&f.keylog, "tls-keylog", "", "", "append TLS session keys to this file (NSS key log format, for Wireshark)")
+	boolean(&f.noTLS, "no-tls", "", "no TLS, whatever the TLS options given elsewhere (options file, profile, environment) say")
+	fs.StringVarP(&f.optionsFile, "options-file", short("o"), "", "read options from this file first: one per line, as on the command line ('-p 1883', '--cafile ca.pem'); # starts a comment; the command line wins")
+	// Refused with a reason at run time, never "unknown flag"; hidden
+	// from --help, which lists only what works.
+	for _, r := range []struct {
+		p    *string
+		name string
+	}{{&f.psk, "psk"}, {&f.pskIdentity, "psk-identity"}, {&f.keyform, "keyform"}, {&f.tlsEngine, "tls-engine"}, {&f.tlsEngineKpass, "tls-engine-kpass-sha1"}} {
+		fs.StringVar(r.p, r.name, "", "not supported by Go's TLS (see the error it gives)")
+		_ = fs.MarkHidden(r.name)
+	}
+	fs.SetNormalizeFunc(flagAliases)
+	// The options file must be read before any RunE reads its flags
+	// (bench reads its own before calling config).
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if prev != nil {
+			if err := prev(c, args); err != nil {
+				return err
+			}
+		}
+		return f.applyOptionsFile()
+	}
 	return f
+}
+
+// refuseUnsupported explains the mosquitto options that need OpenSSL
+// features Go's crypto/tls does not have.
+func (f *connFlags) refuseUnsupported() error {
+	certs := "use certificates instead: mqtk tlsgen makes a CA, a server and a client certificate (--cafile, --cert, --key)"
+	switch {
+	case f.flags.Changed("psk") || f.flags.Changed("psk-identity"):
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--psk/--psk-identity (TLS-PSK) are not supported: Go's TLS has no pre-shared-key cipher suites"),
+			Hints: []string{certs}}
+	case f.flags.Changed("keyform") && !strings.EqualFold(f.keyform, "pem"):
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("--keyform %s is not supported: Go's TLS reads keys from PEM files only, not from OpenSSL engines", f.keyform),
+			Hints: []string{"export the key to a PEM file for --key (--keyform pem is the default and is accepted)"}}
+	case f.flags.Changed("tls-engine") || f.flags.Changed("tls-engine-kpass-sha1"):
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines (TPM, HSM) are not available to Go's TLS"),
+			Hints: []string{"give the client key as a PEM file with --key"}}
+	}
+	return nil
 }
 
 // envName maps a flag to its environment variable: --cafile → MQTK_CAFILE.
@@ -114,6 +190,12 @@ func envName(flag string) string {
 // config builds the Config with precedence flag > MQTK_* environment >
 // profile > default, then resolves and validates it. Call it from RunE.
 func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
+	if err := f.applyOptionsFile(); err != nil {
+		return mqttconn.Config{}, err
+	}
+	if err := f.refuseUnsupported(); err != nil {
+		return mqttconn.Config{}, err
+	}
 	getenv := f.a.getenv
 	name := f.profile
 	if name == "" {
@@ -192,6 +274,17 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 			}
 		}
 	}
+	// --unix and a URL both name where to connect: the one from the
+	// stronger source wins (a flag over the environment or a profile),
+	// and two from the same kind of source are a usage error.
+	if f.unix != "" && f.url != "" {
+		switch {
+		case f.flags.Changed("unix") && !f.flags.Changed("url"):
+			f.url = ""
+		default:
+			return mqttconn.Config{}, mqttconn.Usagef("--unix %s and the URL %s both say where to connect: give one of them", f.unix, f.url)
+		}
+	}
 	return f.build(ctx)
 }
 
@@ -199,7 +292,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 // says: where to connect, and as whom when it names a user.
 func addressPart(flag string, urlHasUser bool) bool {
 	switch flag {
-	case "host", "port", "ws-path":
+	case "host", "port", "ws-path", "unix":
 		return true
 	case "username", "password", "password-file":
 		return urlHasUser
@@ -230,7 +323,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	if f.sessionExpiry != "" {
 		var d time.Duration
 		switch strings.ToLower(f.sessionExpiry) {
-		case "-1", "never", "infinity", "inf":
+		case "-1", "never", "infinity", "inf", "∞":
 			d = time.Duration(math.MaxUint32) * time.Second
 		default:
 			if d, err = parseSeconds("session-expiry", f.sessionExpiry); err != nil {
@@ -253,7 +346,10 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 		Enabled: f.tls, CAFile: f.cafile, CAPath: f.capath, CertFile: f.cert, KeyFile: f.key,
 		Insecure: f.insecure, MinVersion: strings.TrimPrefix(strings.ToLower(f.tlsVersion), "tlsv"),
 		ALPN: f.alpn, ServerName: f.sni,
+		OSCerts: f.osCerts, Ciphers: f.ciphers, KeyLogFile: f.keylog,
 	}
+	c.SocketPath, c.WebSocket, c.NoTLS = f.unix, f.ws, f.noTLS
+	c.Proxy, c.BindAddress = f.proxy, f.bindAddress
 	c.WSPath = f.wsPath
 	if len(f.wsHeaders) > 0 {
 		c.WSHeaders = http.Header{}

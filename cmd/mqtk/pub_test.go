@@ -209,3 +209,54 @@ func TestPubToOwnBroker(t *testing.T) {
 		t.Fatalf("read back\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// mosquitto_pub command lines with the long forms and connection options
+// mqtk used to refuse: each works unchanged with mqtk pub, against the
+// same mosquitto, and delivers the same message.
+func TestPubMosquittoCommandLinesRunUnchanged(t *testing.T) {
+	mpub, _ := mosquittotest.RequireClients(t)
+	mosq := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{}, {Unix: true}}})
+	sock := mosq.Socket[1]
+	port := fmt.Sprint(mosq.Port())
+	for i, extra := range [][]string{
+		{"--pw", "secret", "-u", "u"},
+		{"--disable-clean-session", "-i", "dc-%s"},
+		{"-x", "∞", "-c", "-i", "inf-%s"},
+		{"--nodelay"},
+		{"-A", "127.0.0.1"},
+		{"--tls-alpn", "mqtt"},
+		{"--unix", sock},
+	} {
+		for _, tool := range []string{"mosquitto_pub", "mqtk"} {
+			topic := fmt.Sprintf("compat/%d/%s", i, tool)
+			args := []string{"-p", port, "-V", "5", "-t", topic, "-m", "same", "-r", "-q", "1"}
+			for _, a := range extra {
+				args = append(args, strings.ReplaceAll(a, "%s", tool))
+			}
+			var code int
+			var errb string
+			if tool == "mqtk" {
+				code, _, errb = runMqtk(t, "", append([]string{"pub"}, args...)...)
+			} else {
+				out, err := exec.Command(mpub, args...).CombinedOutput()
+				code, errb = 0, string(out)
+				if err != nil {
+					code = 1
+				}
+			}
+			if code != 0 {
+				t.Errorf("%s %v: exit %d\n%s", tool, extra, code, errb)
+			}
+		}
+		code, out, errb := runMqtk(t, "", "sub", "-p", port, "-t", fmt.Sprintf("compat/%d/+", i), "--retained-only", "-v")
+		if code != 0 || sortLines(out) != fmt.Sprintf("compat/%d/mosquitto_pub same\ncompat/%d/mqtk same\n", i, i) {
+			t.Errorf("%v: retained messages %q (exit %d)\n%s", extra, out, code, errb)
+		}
+	}
+}
+
+func sortLines(s string) string {
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n") + "\n"
+}

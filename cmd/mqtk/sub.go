@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/sub"
@@ -17,8 +24,11 @@ func newSubCmd(a *app, runF func(*sub.Options) error) *cobra.Command {
 	var (
 		qos                          []string
 		timeout, idle, match, format string
-		retainHandling, subID        int
-		noReconnect                  bool
+		retainHandling               string
+		subID                        int
+		noReconnect, quiet, pretty   bool
+		messageRate                  bool
+		randomFilter                 float64
 		count                        = countValue{n: &opts.Count}
 	)
 	cmd := &cobra.Command{
@@ -45,7 +55,9 @@ Ending conditions and exit codes:
                       mosquitto_sub, or after 2s without messages, with a
                       line on stderr)
   -E                  exit 0 once the broker acknowledged the subscriptions
-                      (so not with -C, -W, --idle, --match, --retained-only)
+                      (-C and -W are then accepted and never apply, as
+                      with mosquitto_sub; not with --idle, --match,
+                      --retained-only)
   a refused subscription (SUBACK >= 0x80) exits 6; Ctrl-C exits 130;
   see 'mqtk help exit-codes' for connection failures (3, 4, 5).
 
@@ -66,8 +78,12 @@ Output (stdout, flushed as each message arrives):
                       pipe, e.g. for less -R; colour follows --color);
                       -v and -N apply to text, hex and base64 only
   --dump DIR          one file per message (raw payload) plus NAME.json
-  --watch             terminal table: one row per topic, updated in place
+  -w/--watch          terminal table: one row per topic, updated in place
   --stats             per-topic counts and rates on stderr at exit
+  --message-rate      instead of the messages, the count received in each
+                      second, one number per line (mosquitto_sub 2.1)
+  --pretty            %j and %J over several lines, tab-indented
+  --random-filter P   print P percent of the messages, chosen at random
 
 Non-UTF-8 payloads and control characters are escaped (\xNN, or \u00XX
 inside JSON) when stdout is a terminal, never written raw to it; piped
@@ -96,7 +112,7 @@ take hex: or base64:.`,
 	fs.BoolVar(&opts.RetainedOnly, "retained-only", false, "print the retained messages, then exit 0")
 	fs.BoolVar(&opts.NoLocal, "no-local", false, "MQTT 5: do not receive messages this client publishes")
 	fs.BoolVar(&opts.RetainAsPublished, "retain-as-published", false, "MQTT 5: keep the retain flag as the publisher set it")
-	fs.IntVar(&retainHandling, "retain-handling", 0, "MQTT 5: 0 send retained messages, 1 only for a new subscription, 2 never")
+	fs.StringVar(&retainHandling, "retain-handling", "always", "MQTT 5: always (0) send retained messages, new (1) only for a new subscription, never (2)")
 	fs.IntVar(&subID, "subscription-id", 0, "MQTT 5: subscription identifier (1..268435455), shown by %S and in jsonl")
 	fs.StringArrayVarP(&opts.Unsubscribe, "unsubscribe", "U", nil, "unsubscribe from this filter after connecting (repeatable; use with -c)")
 	fs.BoolVarP(&opts.ExitAfterSuback, "exit-after-suback", "E", false, "exit once the subscriptions are acknowledged (sets up a -c session)")
@@ -111,7 +127,11 @@ take hex: or base64:.`,
 	fs.StringVarP(&format, "format", "F", "", "mosquitto_sub format string (see above)")
 	fs.StringVar(&opts.Output, "output", "", "text, json, jsonl, hex, base64, raw or styled (default: styled on a terminal, text otherwise)")
 	fs.StringVar(&opts.DumpDir, "dump", "", "write each message to a file in this directory, with a .json metadata sidecar")
-	fs.BoolVar(&opts.Watch, "watch", false, "terminal table of topics with last payload, count, rate and age")
+	fs.BoolVarP(&opts.Watch, "watch", "w", false, "terminal table of topics with last payload, count, rate and age")
+	fs.BoolVar(&quiet, "quiet", false, "no commentary on stderr (errors still shown)")
+	fs.BoolVar(&pretty, "pretty", false, "with -F %j or %J: lay the JSON out over several lines, as mosquitto_sub --pretty does")
+	fs.Float64Var(&randomFilter, "random-filter", 100, "print only this `PERCENT` (0.1..100) of the messages, chosen at random")
+	fs.BoolVar(&messageRate, "message-rate", false, "instead of the messages, print how many arrived in each second, one number per line")
 	fs.BoolVar(&opts.Stats, "stats", false, "print per-topic message counts and rates on stderr at exit")
 	fs.BoolVar(&noReconnect, "no-reconnect", false, "exit 3 when the connection drops instead of redialling")
 
@@ -134,10 +154,9 @@ take hex: or base64:.`,
 			}
 			opts.QoS = append(opts.QoS, byte(n))
 		}
-		if retainHandling < 0 || retainHandling > 2 {
-			return mqttconn.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", retainHandling)
+		if opts.RetainHandling, err = parseRetainHandling(retainHandling); err != nil {
+			return err
 		}
-		opts.RetainHandling = byte(retainHandling)
 		opts.SubscriptionID = subID
 		// -D subscribe subscription-identifier is --subscription-id.
 		if err := props.applySubscriptionID(&opts.SubscriptionID); err != nil {
@@ -179,15 +198,48 @@ take hex: or base64:.`,
 				return mqttconn.Usagef("-F: %v", err)
 			}
 		}
+		if pretty && opts.Format != nil {
+			opts.Format.Pretty = true
+		}
+		if quiet {
+			a.io.Quiet = true
+		}
+		if err := applyRandomFilter(fs, opts, randomFilter); err != nil {
+			return err
+		}
+		var rate *rateCounter
+		if messageRate {
+			if rate, err = applyMessageRate(fs, opts); err != nil {
+				return err
+			}
+		}
 		if err := opts.Validate(); err != nil {
 			return err
 		}
 		if runF != nil {
 			return runF(opts)
 		}
+		if rate != nil {
+			stop := rate.start(a.io.Out)
+			defer stop()
+		}
 		return sub.Run(cmd.Context(), opts)
 	}
 	return cmd
+}
+
+// parseRetainHandling reads --retain-handling: mosquitto 2.1's always,
+// new and never, or the MQTT 5 values 0, 1 and 2 [MQTT-3.8.3.1].
+func parseRetainHandling(s string) (byte, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "always", "0":
+		return 0, nil
+	case "new", "1":
+		return 1, nil
+	case "never", "2":
+		return 2, nil
+	}
+	return 0, mqttconn.Usagef("--retain-handling %q: use always (0, send retained messages), new (1, only for a new subscription) or never (2)", s)
 }
 
 // matchHints say how to fix a --match expression that does not compile.
@@ -224,3 +276,81 @@ func (c countValue) Set(s string) error {
 }
 
 func (countValue) Type() string { return "int" }
+
+// wrapMessages makes opts.Dial hand every incoming message to filter
+// first: filter calls next for the messages sub should see. Each redial
+// is wrapped the same way.
+func wrapMessages(opts *sub.Options, filter func(m *mqttconn.Message, next func(*mqttconn.Message))) {
+	dial := opts.Dial
+	opts.Dial = func(ctx context.Context, cfg mqttconn.Config) (mqttconn.Client, error) {
+		if next := cfg.OnMessage; next != nil {
+			cfg.OnMessage = func(m *mqttconn.Message) { filter(m, next) }
+		}
+		return dial(ctx, cfg)
+	}
+}
+
+// applyRandomFilter is mosquitto_sub's --random-filter: only that percentage
+// of the messages, chosen at random, is printed and counted for -C.
+func applyRandomFilter(fs *pflag.FlagSet, opts *sub.Options, percent float64) error {
+	if !fs.Changed("random-filter") {
+		return nil
+	}
+	if percent < 0.1 || percent > 100 || math.IsNaN(percent) {
+		return mqttconn.Usagef("--random-filter %g: give a percentage from 0.1 to 100", percent)
+	}
+	if opts.RemoveRetained {
+		// mqtk clears what it shows; skipping some at random would leave
+		// retained messages behind without a word.
+		return mqttconn.Usagef("--random-filter with --remove-retained would clear only the messages it happens to pick: drop one of them")
+	}
+	chance := percent / 100
+	wrapMessages(opts, func(m *mqttconn.Message, next func(*mqttconn.Message)) {
+		// --retained-only ends at the first message without the retain
+		// flag (its sync message is one): those always get through.
+		if (opts.RetainedOnly && !m.Retain) || rand.Float64() < chance {
+			next(m)
+		}
+	})
+	return nil
+}
+
+// rateCounter counts messages for --message-rate and prints the count of
+// each second.
+type rateCounter struct{ n atomic.Int64 }
+
+// applyMessageRate is mosquitto_sub 2.1's --message-rate: the messages are
+// counted, not printed. Options that shape printed messages do not apply.
+func applyMessageRate(fs *pflag.FlagSet, opts *sub.Options) (*rateCounter, error) {
+	for _, name := range []string{"verbose", "no-eol", "format", "output", "watch", "dump", "pretty", "count", "match", "retained-only", "remove-retained", "random-filter", "stats"} {
+		if fs.Changed(name) {
+			return nil, mqttconn.Usagef("--message-rate prints only how many messages arrive each second, so --%s does not apply: drop one of them", name)
+		}
+	}
+	rc := &rateCounter{}
+	wrapMessages(opts, func(*mqttconn.Message, func(*mqttconn.Message)) { rc.n.Add(1) })
+	return rc, nil
+}
+
+// start prints the count once a second on out until stop is called.
+func (rc *rateCounter) start(out io.Writer) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(out, "%d\n", rc.n.Swap(0))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}

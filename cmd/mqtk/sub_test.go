@@ -87,7 +87,15 @@ func TestSubUsageErrorsExit2(t *testing.T) {
 		{[]string{"-t", "a", "-q", "3"}, "use 0, 1 or 2"},
 		{[]string{"-t", "a", "-t", "b", "-q", "1", "-q", "1", "-q", "1"}, "3 -q values for 2 topics"},
 		{[]string{"-t", "a", "-V", "311", "--no-local"}, "--no-local needs MQTT 5"},
-		{[]string{"-t", "a", "--retain-handling", "3"}, "out of range"},
+		{[]string{"-t", "a", "--retain-handling", "3"}, "use always (0, send retained messages), new (1"},
+		{[]string{"-t", "a", "--retain-handling", "sometimes"}, "--retain-handling \"sometimes\""},
+		{[]string{"-t", "a", "--random-filter", "0"}, "--random-filter 0: give a percentage from 0.1 to 100"},
+		{[]string{"-t", "a", "--random-filter", "101"}, "from 0.1 to 100"},
+		{[]string{"-t", "a", "--random-filter", "50", "--remove-retained"}, "would clear only the messages it happens to pick"},
+		{[]string{"-t", "a", "--message-rate", "-v"}, "--message-rate prints only how many messages arrive each second, so --verbose does not apply"},
+		{[]string{"-t", "a", "--message-rate", "-F", "%t"}, "so --format does not apply"},
+		{[]string{"-t", "a", "--message-rate", "-C", "3"}, "so --count does not apply"},
+		{[]string{"-t", "a", "-F", "%.0:x"}, "needs a group size N of at least 1"},
 		{[]string{"-t", "a", "--match", "status"}, "start it with re:"},
 		{[]string{"-t", "a", "--match", "jq:.["}, "jq:"},
 		{[]string{"-t", "a", "-F", "%z"}, "invalid format specifier 'z'"},
@@ -104,10 +112,8 @@ func TestSubUsageErrorsExit2(t *testing.T) {
 		{[]string{"-t", "a", "--match", ""}, "--match is empty: give re:REGEX or jq:EXPR"},
 		{[]string{"-t", "a", "--match", "re:("}, "hint: re: takes Go (RE2) syntax: escape ( )"},
 		{[]string{"-t", "a", "--match", "jq:.["}, "hint: jq: takes one jq expression"},
-		{[]string{"-t", "a", "-E", "-C", "1"}, "-E exits as soon as the subscriptions are acknowledged, so -C/--count never applies"},
 		{[]string{"-t", "a", "-E", "--match", "re:x"}, "so --match never applies"},
 		{[]string{"-t", "a", "-E", "--retained-only"}, "so --retained-only never applies"},
-		{[]string{"-t", "a", "-E", "-W", "5"}, "so -W/--timeout never applies"},
 		{[]string{"-t", "a", "-E", "--idle", "5"}, "so --idle never applies"},
 		{[]string{"-t", "a", "--output", "jsonl", "-v"}, "-v has no effect with --output jsonl: drop -v"},
 		{[]string{"-t", "a", "--output", "json", "-v"}, "-v has no effect with --output json"},
@@ -747,5 +753,144 @@ func TestSubEmptyPayloadLikeMosquittoSub(t *testing.T) {
 				t.Errorf("stderr: mqtk %q, mosquitto_sub %q; want the same complaints, none about the empty payload", stderr, mstderr.String())
 			}
 		})
+	}
+}
+
+// waitSubscribed waits until the client id holds a subscription on b.
+func waitSubscribed(t *testing.T, b *broker.Broker, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, c := range b.Engine().Clients() {
+			if c.ID == id && c.Connected && c.Subscriptions > 0 {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s did not subscribe", id)
+}
+
+// mosquitto_sub's options that mqtk sub lacked, each on the wire against
+// mqtk's broker.
+func TestSubMosquittoOptionsOnTheWire(t *testing.T) {
+	b, own := ownBroker(t, broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}})
+	port := portOf(own["tcp"])
+	conn := []string{"-h", "127.0.0.1", "-p", port}
+	run := func(stdin string, args ...string) (int, string, string) {
+		return runMqtk(t, stdin, append(append([]string{}, args[:1]...), append(conn, args[1:]...)...)...)
+	}
+	if code, _, errb := run("", "pub", "-t", "rh/a", "-m", "kept", "-r", "-q", "1"); code != 0 {
+		t.Fatalf("pub: %d\n%s", code, errb)
+	}
+	t.Run("retain-handling", func(t *testing.T) {
+		if code, out, errb := run("", "sub", "-t", "rh/a", "--retain-handling", "never", "-W", "0.5"); code != 27 || out != "" {
+			t.Errorf("never: exit %d, stdout %q\n%s", code, out, errb)
+		}
+		if code, out, errb := run("", "sub", "-t", "rh/a", "--retain-handling", "always", "-C", "1", "-W", "5"); code != 0 || out != "kept\n" {
+			t.Errorf("always: exit %d, stdout %q\n%s", code, out, errb)
+		}
+		// new: retained messages for a new subscription only; the same
+		// subscription again in a kept session gets none.
+		for i, want := range []string{"kept\n", ""} {
+			code, out, _ := run("", "sub", "-t", "rh/a", "--retain-handling", "new", "-c", "-i", "rh-new", "-x", "60", "-C", "1", "-W", "0.5")
+			if out != want || (want == "" && code != 27) {
+				t.Errorf("new, run %d: exit %d, stdout %q, want %q", i+1, code, out, want)
+			}
+		}
+	})
+	t.Run("E-with-C-and-W", func(t *testing.T) {
+		// mosquitto_sub exits 0 at SUBACK; -C and -W never apply.
+		if code, out, errb := run("", "sub", "-t", "rh/a", "-E", "-C", "1", "-W", "5", "-c", "-i", "e-only"); code != 0 || out != "" {
+			t.Errorf("-E -C -W: exit %d, stdout %q\n%s", code, out, errb)
+		}
+	})
+	t.Run("quiet", func(t *testing.T) {
+		_, _, loud := run("", "sub", "-t", "rh/#", "--retained-only", "--remove-retained", "--dry-run")
+		code, out, quiet := run("", "sub", "-t", "rh/#", "--retained-only", "--remove-retained", "--dry-run", "--quiet")
+		if !strings.Contains(loud, "would clear the retained message on rh/a") || code != 0 || out != "kept\n" || quiet != "" {
+			t.Errorf("--quiet: exit %d, stdout %q, stderr %q; without it %q", code, out, quiet, loud)
+		}
+	})
+	t.Run("random-filter", func(t *testing.T) {
+		var lines strings.Builder
+		for i := 0; i < 200; i++ {
+			fmt.Fprintf(&lines, "rf/%d\tv%d\n", i, i)
+		}
+		if code, _, errb := run(lines.String(), "pub", "-l", "--topic-from-line", "-r", "-q", "1"); code != 0 {
+			t.Fatalf("pub: %d\n%s", code, errb)
+		}
+		code, out, errb := run("", "sub", "-t", "rf/#", "--retained-only", "-q", "1")
+		if code != 0 || strings.Count(out, "\n") != 200 {
+			t.Fatalf("all: exit %d, %d lines\n%s", code, strings.Count(out, "\n"), errb)
+		}
+		// Half of 200 on average: none or all would happen with a
+		// chance of 2^-199 each.
+		code, out, errb = run("", "sub", "-t", "rf/#", "--retained-only", "-q", "1", "--random-filter", "50")
+		if n := strings.Count(out, "\n"); code != 0 || n == 0 || n == 200 {
+			t.Errorf("--random-filter 50: exit %d, %d of 200 printed\n%s", code, n, errb)
+		}
+	})
+	t.Run("message-rate", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		type result struct {
+			code int
+			out  string
+		}
+		done := make(chan result, 1)
+		go func() {
+			code, out, _ := runSubCmd(ctx, append(append([]string{"sub"}, conn...), "-t", "mr/#", "-i", "rate", "--message-rate", "-W", "3.5")...)
+			done <- result{code, out}
+		}()
+		waitSubscribed(t, b, "rate")
+		if code, _, errb := run(strings.Repeat("x\n", 50), "pub", "-t", "mr/x", "-l", "-q", "1"); code != 0 {
+			t.Fatalf("pub: %d\n%s", code, errb)
+		}
+		r := <-done
+		sum := 0
+		for _, l := range strings.Fields(r.out) {
+			n, err := strconv.Atoi(l)
+			if err != nil {
+				t.Fatalf("--message-rate printed %q, not a count", l)
+			}
+			sum += n
+		}
+		if r.code != 27 || sum != 50 || strings.Count(r.out, "\n") < 2 {
+			t.Errorf("--message-rate: exit %d, stdout %q: want one count a second adding up to 50", r.code, r.out)
+		}
+	})
+	t.Run("w-is-watch", func(t *testing.T) {
+		if code, _, errb := run("", "sub", "-t", "x", "-w"); code != 2 || !strings.Contains(errb, "--watch needs a terminal") {
+			t.Errorf("-w: exit %d\n%s", code, errb)
+		}
+	})
+}
+
+// --pretty prints %j and %J byte for byte as mosquitto_sub --pretty does
+// (times masked).
+func TestSubPrettyMatchesMosquitto(t *testing.T) {
+	_, msub := mosquittotest.RequireClients(t)
+	mpub, _ := mosquittotest.RequireClients(t)
+	mosq := mosquittotest.Start(t, mosquittotest.Options{})
+	port := strconv.Itoa(mosq.Port())
+	out, err := exec.Command(mpub, "-p", port, "-V", "5", "-t", "pp/a", "-r", "-q", "1", "-m", `{"a":1,"b":[1,{"c":null}],"d":{},"e":[]}`,
+		"-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "application/json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	for _, f := range []string{"%j", "%J", "%t %j|"} {
+		want, err := exec.Command(msub, "-p", port, "-V", "5", "-t", "pp/a", "-C", "1", "-F", f, "--pretty").Output()
+		if err != nil {
+			t.Fatalf("mosquitto_sub: %v", err)
+		}
+		code, got, errb := runMqtk(t, "", "sub", "-p", port, "-t", "pp/a", "-C", "1", "-F", f, "--pretty")
+		if code != 0 {
+			t.Fatalf("mqtk sub -F %s --pretty: exit %d\n%s", f, code, errb)
+		}
+		mask := func(s string) string {
+			return regexp.MustCompile(`"tst":\t"[^"]*"`).ReplaceAllString(s, `"tst":"T"`)
+		}
+		if mask(got) != mask(string(want)) {
+			t.Errorf("-F %s --pretty:\nmqtk:\n%s\nmosquitto_sub:\n%s", f, got, want)
+		}
 	}
 }

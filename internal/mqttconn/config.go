@@ -45,6 +45,18 @@ type Config struct {
 	SocketPath string `yaml:"socket,omitempty"` // unix:// path
 	Topic      string `yaml:"-"`                // topic named by a mqtt(s):// URL path
 
+	// WebSocket is mosquitto 2.1's --ws: the -h/-p address speaks MQTT
+	// over WebSocket (wss with TLS), as a ws:// URL would say.
+	WebSocket bool `yaml:"-"`
+	// Proxy reaches the broker through a SOCKS5 (socks5h://, socks5://)
+	// or HTTP CONNECT (http://) proxy; see ParseProxy.
+	Proxy string `yaml:"proxy,omitempty"`
+	// BindAddress is the local address of outgoing TCP connections (-A).
+	BindAddress string `yaml:"bind_address,omitempty"`
+	// NoTLS is mosquitto 2.1's --no-tls: TLS stays off whatever TLS
+	// options say (they may come from an options file or a profile).
+	NoTLS bool `yaml:"-"`
+
 	Version   Version       `yaml:"-"`                   // -V; default V5; VAuto tries 5, then 3.1.1
 	ClientID  string        `yaml:"client_id,omitempty"` // -i
 	IDPrefix  string        `yaml:"id_prefix,omitempty"` // -I; a random suffix is appended
@@ -79,6 +91,12 @@ type Config struct {
 	// goroutine per connection and a hand-over per write.
 	CoalesceWrites bool `yaml:"-"`
 
+	// Native connects with mqtk's own client on internal/packet instead of
+	// the paho libraries, where it serves the config (not -V auto, not an
+	// authentication exchange). bench sets it: it costs less CPU per
+	// message, which a generator sharing a machine with the broker needs.
+	Native bool `yaml:"-"`
+
 	// Debug, when not nil, receives one line per MQTT packet sent or received.
 	Debug io.Writer `yaml:"-"`
 
@@ -91,12 +109,6 @@ type Config struct {
 
 	// OnConnectionLost is called once, from a library goroutine, when an
 	// established connection drops for any reason other than Disconnect.
-	// Native connects with mqtk's own client on internal/packet instead of
-	// the paho libraries, where it serves the config (not -V auto, not an
-	// authentication exchange). bench sets it: it costs less CPU per
-	// message, which a generator sharing a machine with the broker needs.
-	Native bool `yaml:"-"`
-
 	OnConnectionLost func(error) `yaml:"-"`
 }
 
@@ -158,13 +170,23 @@ func (p *PacketProps) Empty() bool {
 // TLS holds the client side of TLS. Enabled is implied by mqtts/ssl/tls/wss
 // URLs and by any of the file options.
 type TLS struct {
-	Enabled    bool     `yaml:"enabled,omitempty"`
-	CAFile     string   `yaml:"cafile,omitempty"`
-	CAPath     string   `yaml:"capath,omitempty"`
-	CertFile   string   `yaml:"cert,omitempty"`
-	KeyFile    string   `yaml:"key,omitempty"`
-	Insecure   bool     `yaml:"insecure,omitempty"`
-	MinVersion string   `yaml:"min_version,omitempty"` // "1.2" (default) or "1.3"
+	Enabled    bool   `yaml:"enabled,omitempty"`
+	CAFile     string `yaml:"cafile,omitempty"`
+	CAPath     string `yaml:"capath,omitempty"`
+	CertFile   string `yaml:"cert,omitempty"`
+	KeyFile    string `yaml:"key,omitempty"`
+	Insecure   bool   `yaml:"insecure,omitempty"`
+	MinVersion string `yaml:"min_version,omitempty"` // "1.2" (default), "1.3", or "1.1" (mosquitto 2.0 allows it)
+	// OSCerts trusts the system's CA certificates too when CAFile or
+	// CAPath is given (mosquitto's --tls-use-os-certs); alone it is --tls.
+	OSCerts bool `yaml:"os_certs,omitempty"`
+	// Ciphers restricts the TLS 1.2 cipher suites: OpenSSL or IANA names
+	// separated by ':' (see ParseCiphers). TLS 1.3 suites are always on,
+	// as with OpenSSL's cipher list.
+	Ciphers string `yaml:"ciphers,omitempty"`
+	// KeyLogFile receives the session keys in NSS key log format, for
+	// Wireshark (mosquitto 2.1's --tls-keylog). Lines are appended.
+	KeyLogFile string   `yaml:"keylog,omitempty"`
 	ALPN       []string `yaml:"alpn,omitempty"`
 	ServerName string   `yaml:"sni,omitempty"` // SNI and verification name; default Host
 }

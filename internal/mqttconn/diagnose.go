@@ -365,10 +365,15 @@ func speaksTLS(cfg *Config) bool {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: &tls.Config{InsecureSkipVerify: true, ServerName: cfg.Host}}
+	// Through the same proxy and local address as the connection that
+	// failed, so that the probe reaches the same port the same way.
+	dial, err := transportDialer(cfg)
+	if err != nil {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := d.DialContext(ctx, "tcp", cfg.Addr())
+	c, err := dialTLS(ctx, dial, "tcp", cfg.Addr(), &tls.Config{InsecureSkipVerify: true, ServerName: cfg.Host})
 	if err != nil {
 		// A server that asks for a client certificate may refuse us with
 		// an alert, which is TLS all the same.

@@ -118,7 +118,18 @@ func (c *Config) Resolve() error {
 	} else if c.SocketPath != "" {
 		scheme = "unix"
 	}
-	tlsFiles := c.TLS.CAFile != "" || c.TLS.CAPath != "" || c.TLS.CertFile != "" || c.TLS.Insecure
+	if c.NoTLS {
+		if scheme == "tls" || scheme == "wss" {
+			return &Error{Kind: KindUsage, Err: fmt.Errorf("--no-tls with the TLS URL %q", c.URL),
+				Hints: []string{"use mqtt:// or ws:// with --no-tls, or drop --no-tls"}}
+		}
+		// mosquitto 2.1: --no-tls undoes TLS options given elsewhere.
+		c.TLS = TLS{}
+	}
+	if c.WebSocket && scheme == "tcp" {
+		scheme = "ws"
+	}
+	tlsFiles := c.TLS.CAFile != "" || c.TLS.CAPath != "" || c.TLS.CertFile != "" || c.TLS.Insecure || c.TLS.OSCerts
 	switch scheme {
 	case "tls", "wss":
 		c.TLS.Enabled = true
@@ -161,9 +172,25 @@ func (c *Config) validate() error {
 			Hints: []string{"give both the client certificate and its private key"}}
 	}
 	switch c.TLS.MinVersion {
-	case "", "1.2", "1.3", "tlsv1.2", "tlsv1.3":
+	case "", "1.1", "1.2", "1.3", "tlsv1.1", "tlsv1.2", "tlsv1.3":
 	default:
-		return Usagef("unsupported --tls-version %q: use 1.2 or 1.3", c.TLS.MinVersion)
+		return Usagef("unsupported --tls-version %q: use tlsv1.3, tlsv1.2 or tlsv1.1 (or 1.3, 1.2, 1.1)", c.TLS.MinVersion)
+	}
+	if c.TLS.Ciphers != "" {
+		if _, err := ParseCiphers(c.TLS.Ciphers); err != nil {
+			return err
+		}
+	}
+	if c.Proxy != "" {
+		if c.Scheme == "unix" {
+			return Usagef("--proxy does not apply to a unix socket: drop --proxy or connect over TCP")
+		}
+		if _, err := ParseProxy(c.Proxy); err != nil {
+			return err
+		}
+	}
+	if c.BindAddress != "" && c.Scheme == "unix" {
+		return Usagef("-A (bind address) does not apply to a unix socket: drop -A or connect over TCP")
 	}
 	if c.KeepAlive < 0 || c.KeepAlive.Seconds() > 65535 {
 		return Usagef("keepalive of %d seconds is out of range: give 0..65535 seconds (-k 60 is usual; 0 turns keepalive off)", int64(c.KeepAlive.Seconds()))

@@ -20,28 +20,33 @@ import (
 // conn, so transports behave the same whatever the protocol version.
 // Errors are returned raw; the caller classifies them.
 func dialTransport(ctx context.Context, cfg *Config, st *connState) (net.Conn, error) {
-	var d net.Dialer
-	switch cfg.Scheme {
-	case "unix":
+	if cfg.Scheme == "unix" {
+		var d net.Dialer
 		return d.DialContext(ctx, "unix", cfg.SocketPath)
+	}
+	dial, err := transportDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Scheme {
 	case "tcp":
-		return d.DialContext(ctx, "tcp", cfg.Addr())
+		return dial(ctx, "tcp", cfg.Addr())
 	case "tls":
 		tc, err := tlsConfig(cfg, st)
 		if err != nil {
 			return nil, err
 		}
-		return dialTLS(ctx, &d, "tcp", cfg.Addr(), tc)
+		return dialTLS(ctx, dial, "tcp", cfg.Addr(), tc)
 	case "ws", "wss":
-		return dialWebSocket(ctx, cfg, st)
+		return dialWebSocket(ctx, cfg, st, dial)
 	}
 	return nil, Usagef("unknown transport %q", cfg.Scheme)
 }
 
 // dialTLS connects and completes the TLS handshake, marking a failed
 // handshake as such for diagnose.
-func dialTLS(ctx context.Context, d *net.Dialer, network, addr string, tc *tls.Config) (net.Conn, error) {
-	raw, err := d.DialContext(ctx, network, addr)
+func dialTLS(ctx context.Context, dial dialFunc, network, addr string, tc *tls.Config) (net.Conn, error) {
+	raw, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -67,11 +72,10 @@ type handshakeError struct{ err error }
 func (e *handshakeError) Error() string { return e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
 
-func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, error) {
+func dialWebSocket(ctx context.Context, cfg *Config, st *connState, dial dialFunc) (net.Conn, error) {
 	u := url.URL{Scheme: cfg.Scheme, Host: cfg.Addr(), Path: cfg.WSPath}
-	var nd net.Dialer
 	d := websocket.Dialer{
-		NetDialContext: nd.DialContext,
+		NetDialContext: dial,
 		// [MQTT-6.0.0-3] the client must offer the "mqtt" subprotocol.
 		Subprotocols:     []string{"mqtt"},
 		HandshakeTimeout: cfg.ConnectTimeout,
@@ -86,7 +90,7 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 		// failed upgrade after it (a TLS port, but not a WebSocket one)
 		// reach diagnose as different errors.
 		d.NetDialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialTLS(ctx, &nd, network, addr, tc)
+			return dialTLS(ctx, dial, network, addr, tc)
 		}
 	}
 	hdr := http.Header{}
