@@ -4,6 +4,10 @@
 // responses that bring the same Correlation Data back count (mosquitto
 // PR #2812); with MQTT 3.1.1, which has neither, the first messages on
 // the response topic are the responses, as with mosquitto_rr -V 311.
+//
+// Without -e, MQTT 3.1.1 requests follow the convention `mqtk reply`
+// answers by: the response to a request on T comes on T + "/reply"
+// (DefaultResponseSuffix).
 package rr
 
 import (
@@ -14,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/ctxio"
@@ -34,6 +39,13 @@ const (
 	SourceNull           // -n: an empty payload
 )
 
+// DefaultResponseSuffix is the convention mqtk rr and mqtk reply share for
+// MQTT 3.1.1, whose requests cannot say where to answer: the response to
+// a request on T comes on T + DefaultResponseSuffix. It is the same string
+// as reply.DefaultResponseSuffix (cmd/mqtk tests that they agree; sibling
+// packages do not import each other).
+const DefaultResponseSuffix = "/reply"
+
 // Printer shows responses on stdout. cmd/mqtk passes sub's, so that a
 // response prints exactly as `mqtk sub` prints a message.
 type Printer interface {
@@ -51,7 +63,11 @@ type Options struct {
 
 	Topic         string // -t: where the request goes
 	ResponseTopic string // -e: subscribed to before the request is sent
-	QoS           byte   // -q: of the subscription and of the request
+	// ResponseSuffix makes the response topic when -e is not given and the
+	// protocol is 3.1.1 or 3.1: Topic + suffix. Empty means
+	// DefaultResponseSuffix.
+	ResponseSuffix string
+	QoS            byte // -q: of the subscription and of the request
 	// SubscriptionID is -D subscribe subscription-identifier; 0 is none.
 	SubscriptionID int
 
@@ -85,13 +101,21 @@ func (o *Options) Validate() error {
 	if err := topic.ValidateName(o.Topic); err != nil {
 		return mqttconn.Usagef("-t: %v", err)
 	}
-	if o.ResponseTopic == "" {
+	rt := o.responseTopic()
+	if rt == "" {
 		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("no response topic given: use -e TOPIC"),
-			Hints: []string{"the responder publishes its answer there; mqtk rr subscribes to it before sending the request"}}
+			Hints: []string{"the responder publishes its answer there; mqtk rr subscribes to it before sending the request",
+				"with -V 311 and no -e, the response is awaited on TOPIC" + o.suffix() + ", where 'mqtk reply -V 311' answers"}}
+	}
+	if strings.ContainsAny(o.ResponseSuffix, "+#") {
+		return mqttconn.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
 	}
 	// [MQTT-3.3.2-13] [MQTT-3.3.2-14] a Response Topic is a topic name,
 	// and subscribing to it must not catch other topics' messages.
-	if err := topic.ValidateName(o.ResponseTopic); err != nil {
+	if err := topic.ValidateName(rt); err != nil {
+		if o.ResponseTopic == "" {
+			return mqttconn.Usagef("response topic (-t + --response-suffix): %v", err)
+		}
 		return mqttconn.Usagef("-e: %v", err)
 	}
 	if o.Request.ResponseTopic != "" {
@@ -111,6 +135,25 @@ func (o *Options) Validate() error {
 		return errors.New("rr: Options.Print, Dial and IO are required")
 	}
 	return nil
+}
+
+func (o *Options) suffix() string {
+	if o.ResponseSuffix == "" {
+		return DefaultResponseSuffix
+	}
+	return o.ResponseSuffix
+}
+
+// responseTopic is -e, or for MQTT 3.1.1 and 3.1 without -e the shared
+// convention's topic; "" when there is none.
+func (o *Options) responseTopic() string {
+	switch {
+	case o.ResponseTopic != "":
+		return o.ResponseTopic
+	case o.Conn.Version == mqttconn.V311 || o.Conn.Version == mqttconn.V31:
+		return o.Topic + o.suffix()
+	}
+	return ""
 }
 
 // Run sends the request and prints Count responses. The returned error's
@@ -136,6 +179,7 @@ func Run(ctx context.Context, o *Options) error {
 		_, _ = rand.Read(corr) // crypto/rand.Read never fails on supported platforms
 	}
 	want := max(o.Count, 1)
+	rt := o.responseTopic()
 
 	// -W counts from the start, as mosquitto_rr's alarm does: a broker that
 	// never answers the CONNECT or the SUBSCRIBE ends the run as one whose
@@ -170,24 +214,24 @@ func Run(ctx context.Context, o *Options) error {
 	v5 := c.Info().Version == mqttconn.V5
 	if !v5 && o.Conn.Version == mqttconn.VAuto {
 		o.IO.Warnf("the broker speaks MQTT %s only (-V auto fell back to it): the request carries no response topic or correlation data, so the first message on %s is taken as the response",
-			c.Info().Version, o.ResponseTopic)
+			c.Info().Version, rt)
 	}
 
 	// Subscribe first, so that a fast responder's answer cannot come
 	// before the subscription exists.
-	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: o.ResponseTopic, QoS: o.QoS, SubscriptionID: o.SubscriptionID}})
+	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: rt, QoS: o.QoS, SubscriptionID: o.SubscriptionID}})
 	if err != nil {
-		return o.timedOut(ctx, fmt.Errorf("subscribe to %s: %w", o.ResponseTopic, err), 0, want, 0)
+		return o.timedOut(ctx, fmt.Errorf("subscribe to %s: %w", rt, err), 0, want, 0)
 	}
 	if len(codes) > 0 && codes[0] >= 0x80 {
-		return &mqttconn.Error{Kind: mqttconn.KindRejected, Reason: codes[0], Op: fmt.Sprintf("subscribe to %q", o.ResponseTopic),
+		return &mqttconn.Error{Kind: mqttconn.KindRejected, Reason: codes[0], Op: fmt.Sprintf("subscribe to %q", rt),
 			Err: fmt.Errorf("refused by the broker: %s (0x%02X)", mqttconn.ReasonName(codes[0]), codes[0])}
 	}
 
 	req := o.Request
 	req.Topic, req.Payload, req.QoS = o.Topic, payload, o.QoS
 	if v5 {
-		req.ResponseTopic, req.CorrelationData = o.ResponseTopic, corr
+		req.ResponseTopic, req.CorrelationData = rt, corr
 	} else {
 		req = mqttconn.Message{Topic: o.Topic, Payload: payload, QoS: o.QoS}
 	}
@@ -205,7 +249,7 @@ func Run(ctx context.Context, o *Options) error {
 				return o.timedOut(ctx, fmt.Errorf("publish the request to %s: %w", o.Topic, err), got, want, ignored)
 			}
 		case m := <-msgs:
-			if m.Topic != o.ResponseTopic || (o.NoRetained && m.Retain) {
+			if m.Topic != rt || (o.NoRetained && m.Retain) {
 				continue
 			}
 			if v5 && !bytes.Equal(m.CorrelationData, corr) {

@@ -259,11 +259,21 @@ func joinProperties(cmd *cobra.Command, args []string) []string {
 				}
 			}
 		default:
+			if cmd.Annotations[flagsBeforeArgs] != "" {
+				// Everything from the first argument on belongs to what
+				// the command runs (`mqtk reply --exec grep -D x`).
+				return append(out, args[i:]...)
+			}
 			out = append(out, a)
 		}
 	}
 	return out
 }
+
+// flagsBeforeArgs marks a command whose flags all come before its first
+// argument (pflag's SetInterspersed(false), which has no getter): -D after
+// that argument is not mqtk's.
+const flagsBeforeArgs = "mqtk/flags-before-args"
 
 // withProperties is args with -D's words joined, for the command args
 // name. Commands without -D get args unchanged.

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // -D publish fills the same pub.Props the dedicated flags fill, so both
@@ -248,5 +250,20 @@ func TestPropertyWillDelivered(t *testing.T) {
 		"-F", "%t|%p|%r|%C|%D|%E|%F|%P|%R")...)
 	if code != 0 || out != "will/t|bye|1|ct|\x01\x02|300|1|a:b|r/t\n" {
 		t.Errorf("will read back: exit %d, %q\n%s", code, out, stderr)
+	}
+}
+
+// -D in the command `mqtk reply --exec` runs is that command's argument:
+// its words are not joined as mqtk's -D would be.
+func TestPropertyStopsAtExecArguments(t *testing.T) {
+	streams, _, _ := ui.Test(nil)
+	a := &app{io: streams, getenv: func(string) string { return "" }}
+	args := []string{"reply", "-t", "svc", "-D", "connect", "user-property", "k", "v", "--exec", "grep", "-D", "skip", "x"}
+	root := newRootCmd(a, args)
+	got := withProperties(root, args)
+	want := []string{"reply", "-t", "svc", "--property=connect" + propSep + "user-property" + propSep + "k" + propSep + "v",
+		"--exec", "grep", "-D", "skip", "x"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withProperties(%q)\n got %q\nwant %q", args, got, want)
 	}
 }

@@ -154,6 +154,7 @@ func subcommands(a *app) []struct {
 		{"pub", func() *cobra.Command { return newPubCmd(a, nil) }},
 		{"sub", func() *cobra.Command { return newSubCmd(a, nil) }},
 		{"rr", func() *cobra.Command { return newRRCmd(a, nil) }},
+		{"reply", func() *cobra.Command { return newReplyCmd(a, nil) }},
 		{"tlsgen", func() *cobra.Command { return newTlsgenCmd(a, nil) }},
 		{"broker", func() *cobra.Command { return newBrokerCmd(a, nil) }},
 		{"bench", func() *cobra.Command { return newBenchCmd(a, nil) }},
@@ -170,7 +171,7 @@ func newRootCmd(a *app, args []string) *cobra.Command {
 	var colorFlag string
 	root := &cobra.Command{
 		Use:   "mqtk",
-		Short: "MQTT and MQTTS from the shell: pub, sub, rr, bench, broker, tlsgen",
+		Short: "MQTT and MQTTS from the shell: pub, sub, rr, reply, bench, broker, tlsgen",
 		Long: `mqtk is one binary for MQTT and MQTTS work from a shell.
 
 Connection flags follow mosquitto_pub and mosquitto_sub (-h host, -p port,

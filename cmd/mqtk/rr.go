@@ -21,7 +21,7 @@ func newRRCmd(a *app, runF func(*rr.Options) error) *cobra.Command {
 		count           = countValue{n: &opts.Count}
 	)
 	cmd := &cobra.Command{
-		Use:   "rr -t TOPIC -e RESPONSE-TOPIC (-m MSG | -f FILE | -s | -n) [flags]",
+		Use:   "rr -t TOPIC [-e RESPONSE-TOPIC] (-m MSG | -f FILE | -s | -n) [flags]",
 		Short: "Request/response: publish a request and print the response",
 		Long: `Publish one request and wait for its response, as mosquitto_rr does:
 subscribe to the response topic (-e), publish the request to -t with that
@@ -35,8 +35,13 @@ and is ignored. -D adds any MQTT 5 property mosquitto_rr's -D does (connect,
 publish, subscribe, disconnect, will).
 
 MQTT 3.1.1 (-V 311) has no Response Topic or Correlation Data: the request
-is published as it is, and the first message on -e is the response, as
-with mosquitto_rr -V 311. The responder must know where to answer.
+is published as it is, and the first message on the response topic is the
+response, as with mosquitto_rr -V 311. The responder must know where to
+answer, so mqtk defines a convention that 'mqtk reply -V 311' follows: the
+response to a request on TOPIC comes on TOPIC/reply. With -V 311 and no -e,
+mqtk rr waits there; -e TOPIC or --response-suffix SUFFIX (TOPIC + SUFFIX)
+match other responders' conventions. Requests on one topic cannot be told
+apart at 3.1.1: give each requester a topic of its own (svc/time/$$).
 
 Ending and exit codes:
   0    -C responses (default 1) arrived
@@ -48,7 +53,8 @@ Ending and exit codes:
 on stderr.`,
 		Example: `  mqtk rr -t svc/time -e svc/time/reply/$$ -m now -W 5
   mqtk rr -t dev/42/cmd -e dev/42/reply -m '{"op":"status"}' -q 1 -v --latency
-  mqtk rr -t calc -e calc/reply -m '1+1' -D publish correlation-data hex:0001 -F '%D %p'`,
+  mqtk rr -t calc -e calc/reply -m '1+1' -D publish correlation-data hex:0001 -F '%D %p'
+  mqtk rr -V 311 -t svc/echo/$$ -m hello -W 5     # answered on svc/echo/$$/reply`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConnFlags(cmd, a)
@@ -56,7 +62,8 @@ on stderr.`,
 	props := addPropertyFlag(cmd, cf, "unsubscribe")
 	fs := cmd.Flags()
 	fs.StringVarP(&opts.Topic, "topic", "t", "", "topic the request is published to")
-	fs.StringVarP(&opts.ResponseTopic, "response-topic", "e", "", "topic the response comes back on (subscribed to before the request is sent)")
+	fs.StringVarP(&opts.ResponseTopic, "response-topic", "e", "", "topic the response comes back on (subscribed to before the request is sent); with -V 311 the default is TOPIC/reply")
+	fs.StringVar(&opts.ResponseSuffix, "response-suffix", rr.DefaultResponseSuffix, "with -V 311 and no -e, the response comes on TOPIC + this suffix (the convention mqtk reply follows)")
 	fs.StringVarP(&message, "message", "m", "", "request payload given on the command line")
 	fs.StringVarP(&file, "file", "f", "", "send the whole file as the request (binary-safe)")
 	fs.BoolVarP(&stdin, "stdin-file", "s", false, "send all of stdin as the request")
@@ -98,6 +105,9 @@ on stderr.`,
 			return mqttconn.Usagef("more than one request payload (%s): give exactly one of -m, -f, -s, -n", strings.Join(sources, ", "))
 		}
 		opts.Message, opts.File = message, file
+		if opts.ResponseSuffix == "" {
+			return mqttconn.Usagef("--response-suffix is empty: the response would come on the request's own topic")
+		}
 		if qos < 0 || qos > 2 {
 			return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
+	"github.com/mqtk/mqtk/reply"
 	"github.com/mqtk/mqtk/rr"
 )
 
@@ -219,5 +220,104 @@ func TestRRFlagsAndUsageErrors(t *testing.T) {
 		got.Timeout != 1500*time.Millisecond || !got.NoRetained || !got.Latency || got.SubscriptionID != 9 ||
 		!bytes.Equal(got.Request.CorrelationData, []byte{0, 1}) || fmt.Sprint(got.Request.UserProperties) != "[{a b}]" {
 		t.Errorf("options: %+v", got)
+	}
+}
+
+// MQTT 3.1.1 requests cannot name a response topic, so mqtk rr and mqtk
+// reply share a convention: without -e, the response to a request on T
+// comes on T/reply (--response-suffix changes the suffix). MQTT 5 still
+// needs -e, as mosquitto_rr does, and the error says where the
+// convention applies.
+func TestRRResponseTopicConvention(t *testing.T) {
+	if rr.DefaultResponseSuffix != reply.DefaultResponseSuffix {
+		t.Fatalf("rr answers wait on T%s, reply answers on T%s: the convention must be one", rr.DefaultResponseSuffix, reply.DefaultResponseSuffix)
+	}
+	parse := func(args ...string) (*rr.Options, error) {
+		streams, _, _ := ui.Test(nil)
+		var got *rr.Options
+		root := &cobra.Command{Use: "mqtk", SilenceErrors: true, SilenceUsage: true}
+		root.PersistentFlags().Bool("help", false, "help")
+		root.AddCommand(newRRCmd(&app{io: streams, getenv: func(string) string { return "" }}, func(o *rr.Options) error { got = o; return nil }))
+		root.SetArgs(append([]string{"rr", "-p", "1"}, args...))
+		return got, root.Execute()
+	}
+	o, err := parse("-V", "311", "-t", "svc/a", "-m", "x")
+	if err != nil || o.ResponseTopic != "" || o.ResponseSuffix != "/reply" {
+		t.Fatalf("-V 311 without -e: %v, %+v", err, o)
+	}
+	o, err = parse("-V", "311", "-t", "svc/a", "-m", "x", "--response-suffix", "/back")
+	if err != nil || o.ResponseSuffix != "/back" {
+		t.Fatalf("--response-suffix: %v, %+v", err, o)
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-t", "a", "-m", "x"}, []string{"no response topic given: use -e TOPIC", "hint: with -V 311 and no -e, the response is awaited on TOPIC/reply"}},
+		{[]string{"-V", "311", "-t", "a", "-m", "x", "--response-suffix", ""}, []string{"--response-suffix is empty"}},
+		{[]string{"-V", "311", "-t", "a", "-m", "x", "--response-suffix", "/#"}, []string{"--response-suffix \"/#\""}},
+	} {
+		code, _, stderr := runMqtk(t, "", append([]string{"rr", "-p", "1"}, tc.args...)...)
+		for _, w := range tc.want {
+			if code != 2 || !strings.Contains(stderr, w) {
+				t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, w)
+			}
+		}
+	}
+	code, out, _ := runMqtk(t, "", "rr", "--help")
+	if text := strings.Join(strings.Fields(out), " "); code != 0 || !strings.Contains(text, "the response to a request on TOPIC comes on TOPIC/reply") ||
+		!strings.Contains(text, "'mqtk reply -V 311'") {
+		t.Errorf("rr --help does not document the convention:\n%s", out)
+	}
+}
+
+// Against a responder that follows the convention at MQTT 3.1.1 (here a
+// plain client, not mqtk reply), rr -V 311 without -e gets the answer
+// on T/reply, on both brokers; --response-suffix follows another one.
+func TestRRConventionRoundTrip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ports := []int{startOwnBroker(t, ctx, "")}
+	if mosquittotest.Binary() != "" {
+		ports = append(ports, mosquittotest.Start(t, mosquittotest.Options{}).Port())
+	}
+	for _, port := range ports {
+		cfg := mqttconn.Default()
+		cfg.Host, cfg.Port, cfg.Version = "127.0.0.1", port, mqttconn.V311
+		var c mqttconn.Client
+		ready := make(chan struct{})
+		cfg.OnMessage = func(m *mqttconn.Message) {
+			<-ready
+			if strings.HasSuffix(m.Topic, "/reply") || strings.HasSuffix(m.Topic, "/back") {
+				return
+			}
+			to := m.Topic + "/reply"
+			if strings.HasPrefix(m.Topic, "conv/back/") {
+				to = m.Topic + "/back"
+			}
+			c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...)}, func(error) {})
+		}
+		var err error
+		if c, err = mqttconn.Dial(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		close(ready)
+		if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: "conv/#", QoS: 1}}); err != nil || codes[0] >= 0x80 {
+			t.Fatalf("subscribe: %v %v", codes, err)
+		}
+		for _, args := range [][]string{
+			{"-t", "conv/a", "-m", "x", "-v"},
+			{"-t", "conv/back/b", "-m", "x", "-v", "--response-suffix", "/back"},
+		} {
+			code, out, stderr := runMqtk(t, "", append([]string{"rr", "-p", fmt.Sprint(port), "-V", "311", "-q", "1", "-W", "10"}, args...)...)
+			want := args[1] + "/reply re:x\n"
+			if len(args) > 5 {
+				want = args[1] + "/back re:x\n"
+			}
+			if code != 0 || out != want {
+				t.Errorf("port %d %q: exit %d, stdout %q, want %q: %s", port, args, code, out, want, stderr)
+			}
+		}
+		_ = c.Disconnect(context.Background())
 	}
 }
