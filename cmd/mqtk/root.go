@@ -158,6 +158,7 @@ func subcommands(a *app) []struct {
 		{"tlsgen", func() *cobra.Command { return newTlsgenCmd(a, nil) }},
 		{"broker", func() *cobra.Command { return newBrokerCmd(a, nil) }},
 		{"bench", func() *cobra.Command { return newBenchCmd(a, nil) }},
+		{"check", func() *cobra.Command { return newCheckCmd(a, nil) }},
 	}
 }
 
@@ -171,7 +172,7 @@ func newRootCmd(a *app, args []string) *cobra.Command {
 	var colorFlag string
 	root := &cobra.Command{
 		Use:   "mqtk",
-		Short: "MQTT and MQTTS from the shell: pub, sub, rr, reply, bench, broker, tlsgen",
+		Short: "MQTT and MQTTS from the shell: pub, sub, rr, reply, check, bench, broker, tlsgen",
 		Long: `mqtk is one binary for MQTT and MQTTS work from a shell.
 
 Connection flags follow mosquitto_pub and mosquitto_sub (-h host, -p port,
