@@ -35,7 +35,7 @@ var exitCodes = []struct {
 	{4, mqttconn.KindTLS, "TLS failure (handshake, verification)"},
 	{5, mqttconn.KindRefused, "broker refused the connection (bad credentials, not authorised, other CONNACK reason)"},
 	{6, mqttconn.KindRejected, "broker refused a subscribe or publish (SUBACK/PUBACK failure reason)"},
-	{7, mqttconn.KindUnmet, "sub --match or bench threshold not met"},
+	{7, mqttconn.KindUnmet, "sub --match, bench threshold or check --expect not met"},
 	{27, mqttconn.KindTimeout, "sub or rr -W timeout reached (the code mosquitto_sub and mosquitto_rr use)"},
 	{130, mqttconn.KindInterrupted, "interrupted (Ctrl-C or SIGTERM)"},
 }
