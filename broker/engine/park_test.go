@@ -4,6 +4,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -169,4 +170,32 @@ func willWatcher(t *testing.T, addr string) *raw {
 	w.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "will/#"}}})
 	w.recv()
 	return w
+}
+
+// A connection that has sent nothing since CONNECT parks after a tenth of
+// ParkAfter, so that a burst of connections does not hold a goroutine
+// stack each for the whole of it; one that has sent a packet waits the
+// full ParkAfter. Linux only: elsewhere nothing parks.
+func TestFreshConnectionParksSooner(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("connections park on Linux only (epoll)")
+	}
+	s, addr := start(t, Config{ParkAfter: 20 * time.Second})
+	busy := dial(t, addr, packet.V311)
+	busy.connect(&packet.Connect{ClientID: "busy", CleanStart: true})
+	busy.send(&packet.Pingreq{})
+	if _, ok := busy.recv().(*packet.Pingresp); !ok {
+		t.Fatal("no PINGRESP")
+	}
+	fresh := dial(t, addr, packet.V311)
+	fresh.connect(&packet.Connect{ClientID: "fresh", CleanStart: true})
+	waitParked(t, s, 1) // the fresh one, after about 2 s; the busy one waits 20 s
+	busy.send(&packet.Pingreq{})
+	if _, ok := busy.recv().(*packet.Pingresp); !ok {
+		t.Fatal("no PINGRESP from the connection that was not parked")
+	}
+	fresh.send(&packet.Pingreq{})
+	if _, ok := fresh.recv().(*packet.Pingresp); !ok {
+		t.Fatal("no PINGRESP from the parked connection")
+	}
 }

@@ -337,14 +337,19 @@ func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) 
 	}
 	printBanner(a, b, opts, caFile)
 
-	// A larger GC target while the heap is small cuts the latency tail;
-	// a GOGC the user set wins.
+	// A larger GC target while the heap is small cuts the latency tail,
+	// and a soft memory limit keeps an idle broker's garbage small; a
+	// GOGC or GOMEMLIMIT the user set wins.
 	if a.getenv("GOGC") == "" {
 		gctx, stop := context.WithCancel(ctx)
 		tuned := make(chan struct{})
+		policy := gctune.Default()
+		if a.getenv("GOMEMLIMIT") != "" {
+			policy.Headroom = 0
+		}
 		go func() {
 			defer close(tuned)
-			gctune.Run(gctx, gctune.Default(), gctune.LiveHeap, debug.SetGCPercent)
+			gctune.Run(gctx, policy, gctune.ReadMemory, debug.SetGCPercent, debug.SetMemoryLimit)
 		}()
 		defer func() { stop(); <-tuned }()
 	}

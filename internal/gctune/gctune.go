@@ -1,5 +1,5 @@
 // Package gctune raises the garbage collector's target while a server's
-// live heap is small.
+// live heap is small, and bounds the garbage it may hold.
 //
 // Go collects when the heap has grown by GOGC percent (100) over what was
 // live after the last cycle. A broker's live heap is usually a few
@@ -13,61 +13,122 @@ package gctune
 
 import (
 	"context"
+	"math"
 	"runtime/metrics"
 	"time"
 )
 
-// Policy says when to use which GOGC percentage.
+// Policy says when to use which GOGC percentage, and how much garbage
+// the heap may hold beyond its live part.
 type Policy struct {
 	Small  uint64        // live heap, in bytes, under which High applies
 	High   int           // GOGC while the live heap is small
 	Normal int           // GOGC otherwise (Go's default is 100)
 	Every  time.Duration // how often the live heap is looked at
+	// Headroom bounds the garbage a small heap may hold: the soft memory
+	// limit (runtime/debug.SetMemoryLimit) is kept at the memory that is
+	// not heap, plus the live heap, plus the larger of the live heap and
+	// Headroom. GOGC High alone lets a heap of many small, long-lived
+	// objects (ten thousand idle connections) hold four times its live
+	// size in garbage, and the runtime returns freed pages to the system
+	// only as it nears a limit. The limit never binds before GOGC Normal
+	// would for a large heap. 0 sets no limit.
+	Headroom uint64
 }
 
 // Default is the broker's policy: GOGC 400 under 64 MiB live, so the heap
-// stays under about 320 MiB before it switches back to 100.
+// stays under about 320 MiB before it switches back to 100, and at most
+// 16 MiB of garbage while the live heap is under 16 MiB.
 func Default() Policy {
-	return Policy{Small: 64 << 20, High: 400, Normal: 100, Every: time.Second}
+	return Policy{Small: 64 << 20, High: 400, Normal: 100, Every: time.Second, Headroom: 16 << 20}
 }
 
-// LiveHeap reads the bytes the last GC cycle found live.
-func LiveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+// Memory is what Run reads each tick: the live heap after the last GC,
+// and the memory the runtime holds that is not heap (stacks, metadata).
+type Memory struct {
+	Live, NonHeap uint64
+}
+
+// ReadMemory reads Memory from the runtime.
+func ReadMemory() Memory {
+	s := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
 	}
-	return s[0].Value.Uint64()
+	metrics.Read(s)
+	v := make([]uint64, len(s))
+	for i := range s {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			v[i] = s[i].Value.Uint64()
+		}
+	}
+	heap := v[2] + v[3] + v[4] + v[5]
+	m := Memory{Live: v[0]}
+	if v[1] > heap {
+		m.NonHeap = v[1] - heap
+	}
+	return m
 }
 
-// Run applies p until ctx is done, then restores Normal. live reads the
-// live heap and set changes GOGC (runtime/debug.SetGCPercent); both are
-// parameters so tests need not touch the process's collector. The switch
-// back to High waits until the live heap is under three quarters of Small,
-// so a heap near the line does not flip the setting every tick.
-func Run(ctx context.Context, p Policy, live func() uint64, set func(int) int) {
+// limit is the soft memory limit for m, or math.MaxInt64 (none).
+// Headroom 0 leaves the limit alone: Run then sets none, and a
+// GOMEMLIMIT the user gave stays in force.
+func (p Policy) limit(m Memory) int64 {
+	if p.Headroom == 0 {
+		return math.MaxInt64
+	}
+	return int64(m.NonHeap + m.Live + max(m.Live, p.Headroom))
+}
+
+// Run applies p until ctx is done, then restores Normal and no limit
+// (with Headroom 0 it never touches the limit).
+// read reads the runtime's memory, set changes GOGC
+// (runtime/debug.SetGCPercent) and limit the soft memory limit
+// (runtime/debug.SetMemoryLimit); all are parameters so tests need not
+// touch the process's collector. The switch back to High waits until the
+// live heap is under three quarters of Small, so a heap near the line
+// does not flip the setting every tick.
+func Run(ctx context.Context, p Policy, read func() Memory, set func(int) int, limit func(int64) int64) {
 	cur := p.High
 	set(cur)
+	if p.Headroom == 0 {
+		limit = func(int64) int64 { return 0 }
+	}
+	curLimit := p.limit(read())
+	limit(curLimit)
 	t := time.NewTicker(p.Every)
 	defer t.Stop()
-	defer func() { set(p.Normal) }()
+	defer func() {
+		set(p.Normal)
+		limit(math.MaxInt64)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		m := read()
 		want := cur
-		switch n := live(); {
-		case n > p.Small:
+		switch {
+		case m.Live > p.Small:
 			want = p.Normal
-		case n < p.Small/4*3:
+		case m.Live < p.Small/4*3:
 			want = p.High
 		}
 		if want != cur {
 			set(want)
 			cur = want
+		}
+		// Only a change of more than a sixteenth moves the limit: the
+		// runtime re-paces the collector at every call.
+		if l := p.limit(m); l > curLimit+curLimit/16 || l < curLimit-curLimit/16 {
+			limit(l)
+			curLimit = l
 		}
 	}
 }

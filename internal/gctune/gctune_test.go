@@ -2,6 +2,7 @@ package gctune
 
 import (
 	"context"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -13,6 +14,8 @@ import (
 func TestRunFollowsTheLiveHeap(t *testing.T) {
 	p := Policy{Small: 1000, High: 400, Normal: 100, Every: time.Millisecond}
 	var heap atomic.Uint64
+	read := func() Memory { return Memory{Live: heap.Load()} }
+	noLimit := func(int64) int64 { t.Error("limit set with Headroom 0"); return 0 }
 	var mu sync.Mutex
 	var got []int
 	set := func(v int) int {
@@ -25,7 +28,7 @@ func TestRunFollowsTheLiveHeap(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); Run(ctx, p, heap.Load, set) }()
+	go func() { defer close(done); Run(ctx, p, read, set, noLimit) }()
 
 	// wait until the recorded settings end with want, within 10 s
 	waitFor := func(want []int) {
@@ -58,14 +61,66 @@ func TestRunFollowsTheLiveHeap(t *testing.T) {
 	waitFor([]int{400, 100, 400, 100}) // restored on the way out
 }
 
-func TestLiveHeapReadsTheRuntime(t *testing.T) {
+// The soft limit follows the live heap: the memory that is not heap, the
+// live heap, and the larger of the live heap and Headroom as room for
+// garbage; small changes leave it alone, and it is lifted at the end.
+func TestRunLimitsGarbage(t *testing.T) {
+	p := Policy{Small: 1 << 30, High: 400, Normal: 100, Every: time.Millisecond, Headroom: 1000}
+	var mem atomic.Pointer[Memory]
+	mem.Store(&Memory{Live: 100, NonHeap: 50})
+	var mu sync.Mutex
+	var got []int64
+	limit := func(v int64) int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, v)
+		return 0
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, p, func() Memory { return *mem.Load() }, func(int) int { return 0 }, limit)
+	}()
+	waitFor := func(want []int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			ok := slices.Equal(got, want)
+			mu.Unlock()
+			if ok {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("limits %v, want %v", got, want)
+	}
+	waitFor([]int64{50 + 100 + 1000})
+	mem.Store(&Memory{Live: 120, NonHeap: 50}) // within a sixteenth: unchanged
+	time.Sleep(20 * time.Millisecond)
+	waitFor([]int64{1150})
+	mem.Store(&Memory{Live: 4000, NonHeap: 200}) // large heap: room as large as the heap
+	waitFor([]int64{1150, 200 + 4000 + 4000})
+	cancel()
+	<-done
+	waitFor([]int64{1150, 8200, math.MaxInt64})
+}
+
+func TestReadMemoryReadsTheRuntime(t *testing.T) {
 	buf := make([]byte, 8<<20)
 	for i := range buf {
 		buf[i] = byte(i)
 	}
 	runtime.GC() // makes the live figure current
-	if n := LiveHeap(); n < uint64(len(buf)) {
-		t.Errorf("live heap %d bytes with an 8 MiB buffer live", n)
+	m := ReadMemory()
+	if m.Live < uint64(len(buf)) {
+		t.Errorf("live heap %d bytes with an 8 MiB buffer live", m.Live)
+	}
+	if m.NonHeap == 0 || m.NonHeap > 1<<30 {
+		t.Errorf("memory that is not heap: %d bytes", m.NonHeap)
 	}
 	runtime.KeepAlive(buf)
 }
