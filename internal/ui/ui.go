@@ -15,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/charmbracelet/lipgloss"
-	"github.com/fatih/color"
 	"github.com/mattn/go-isatty"
 	"github.com/muesli/termenv"
 )
@@ -88,11 +87,6 @@ type Streams struct {
 	Err    *Stream
 	Quiet  bool // suppress commentary (Info/Hint), never errors
 	Getenv func(string) string
-
-	// system is true only for the process's real streams: they alone may
-	// set fatih/color's process-wide switch. Test streams leave it alone so
-	// that commands run concurrently in one test binary do not race on it.
-	system bool
 }
 
 // NewStream builds a stream for w; tty says whether w is a terminal.
@@ -120,9 +114,6 @@ func (s *Stream) setMode(mode ColorMode) {
 func (s *Streams) SetColorMode(mode ColorMode) {
 	s.Out.setMode(mode)
 	s.Err.setMode(mode)
-	if s.system {
-		color.NoColor = !s.Err.Color()
-	}
 }
 
 func decideColor(tty bool, mode ColorMode, getenv func(string) string) bool {
@@ -138,9 +129,7 @@ func decideColor(tty bool, mode ColorMode, getenv func(string) string) bool {
 	return tty
 }
 
-// System returns Streams for the process's stdin, stdout and stderr. It also
-// sets fatih/color's global switch from the stderr decision, since that
-// library keeps one; it is set once here and never elsewhere.
+// System returns Streams for the process's stdin, stdout and stderr.
 func System(mode ColorMode) *Streams {
 	isTTY := func(f *os.File) bool {
 		return isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
@@ -151,9 +140,7 @@ func System(mode ColorMode) *Streams {
 		Out:    NewStream(os.Stdout, isTTY(os.Stdout), mode, os.Getenv),
 		Err:    NewStream(os.Stderr, isTTY(os.Stderr), mode, os.Getenv),
 		Getenv: os.Getenv,
-		system: true,
 	}
-	color.NoColor = !s.Err.Color()
 	return s
 }
 
