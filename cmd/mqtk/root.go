@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,7 +60,7 @@ func buildInfo() (v, c, d string) {
 	v, c, d = version, commit, date
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return orDefault(v, "devel"), c, d
+		return cmp.Or(v, "devel"), c, d
 	}
 	if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		v = bi.Main.Version
@@ -76,14 +77,7 @@ func buildInfo() (v, c, d string) {
 			}
 		}
 	}
-	return orDefault(v, "devel"), c, d
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
+	return cmp.Or(v, "devel"), c, d
 }
 
 // app carries what every command constructor needs.
@@ -255,7 +249,7 @@ func newVersionCmd(a *app) *cobra.Command {
 				_, err := fmt.Fprintf(a.io.Out, "{\"version\":%q,\"commit\":%q,\"date\":%q,\"go\":%q}\n", v, c, d, goVersion())
 				return err
 			}
-			_, err := fmt.Fprintf(a.io.Out, "mqtk %s\ncommit %s\nbuilt %s\n%s\n", v, orDefault(c, "unknown"), orDefault(d, "unknown"), goVersion())
+			_, err := fmt.Fprintf(a.io.Out, "mqtk %s\ncommit %s\nbuilt %s\n%s\n", v, cmp.Or(c, "unknown"), cmp.Or(d, "unknown"), goVersion())
 			return err
 		},
 	}
