@@ -124,3 +124,35 @@ func TestReadMemoryReadsTheRuntime(t *testing.T) {
 	}
 	runtime.KeepAlive(buf)
 }
+
+// A broker that allocates fast gets a limit above what it allocates in a
+// second, so the limit never makes the collector run back to back.
+func TestRunLimitFollowsAllocation(t *testing.T) {
+	p := Policy{Small: 1 << 30, High: 400, Normal: 100, Every: 10 * time.Millisecond, Headroom: 1000}
+	var allocs atomic.Uint64
+	read := func() Memory {
+		// Every read finds 10 MiB more allocated: about 1 GiB a second.
+		return Memory{Live: 100, NonHeap: 50, Allocs: allocs.Add(10 << 20)}
+	}
+	var last atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, p, read, func(int) int { return 0 }, func(v int64) int64 {
+			if v != math.MaxInt64 {
+				last.Store(v)
+			}
+			return 0
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for last.Load() < 100<<20 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if l := last.Load(); l < 100<<20 {
+		t.Errorf("limit %d bytes while allocating about 1 GiB a second, want over 100 MiB", l)
+	}
+}
