@@ -419,9 +419,14 @@ func (b *Broker) Reload() error {
 	return nil
 }
 
-// Run starts a broker with opts, calls ready (if not nil) once it accepts
-// connections, and serves until ctx is cancelled; then it closes cleanly.
-func Run(ctx context.Context, opts Options, ready func(*Broker)) error {
+// Run is a broker's whole life, for mqtk broker and for programs that
+// embed one: New, Start, then serving (if not nil) once every listener
+// accepts connections, and a clean Close, bounded by ten seconds, once
+// ctx has ended and serving has returned. serving runs on Run's goroutine,
+// so what it does (a reload on SIGHUP, say) never overlaps Close; it
+// should return when ctx ends. Errors from New are *OptionError when the
+// options are at fault.
+func Run(ctx context.Context, opts Options, serving func(context.Context, *Broker)) error {
 	b, err := New(opts)
 	if err != nil {
 		return err
@@ -430,13 +435,16 @@ func Run(ctx context.Context, opts Options, ready func(*Broker)) error {
 		_ = b.Close(context.Background())
 		return err
 	}
-	if ready != nil {
-		ready(b)
+	if serving != nil {
+		serving(ctx, b)
 	}
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return b.Close(cctx)
+	if err := b.Close(cctx); err != nil {
+		return fmt.Errorf("stop broker: %w", err)
+	}
+	return nil
 }
 
 // logger writes commentary as "mqtk: ..." lines or JSON lines.

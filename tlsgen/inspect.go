@@ -1,6 +1,7 @@
 package tlsgen
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -305,4 +306,17 @@ func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
 		}
 	}
 	return false
+}
+
+func fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
+
+func shortFingerprint(c *x509.Certificate) string {
+	return fingerprint(c)[:23]
 }

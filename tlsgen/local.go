@@ -37,10 +37,18 @@ func EnsureLocal(dir string) (LocalFiles, error) {
 	return ensureLocal(dir, time.Now(), os.Hostname)
 }
 
-func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (LocalFiles, error) {
-	certPath, keyPath := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	files := LocalFiles{CertFile: certPath, KeyFile: keyPath}
+// LocalPaths names the files EnsureLocal keeps in dir without touching
+// anything, so that mqtk broker --tls can fill in its options before it
+// makes them.
+func LocalPaths(dir string) LocalFiles {
+	files := LocalFiles{CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server-key.pem")}
 	files.CAFile, _ = caPaths(dir)
+	return files
+}
+
+func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (LocalFiles, error) {
+	files := LocalPaths(dir)
+	certPath, keyPath := files.CertFile, files.KeyFile
 	if err := ensureDir(dir); err != nil {
 		return files, err
 	}

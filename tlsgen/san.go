@@ -1,6 +1,7 @@
 package tlsgen
 
 import (
+	"crypto/x509"
 	"net"
 	"net/mail"
 	"net/url"
@@ -157,4 +158,38 @@ func classifyAll(names []string) ([]SAN, error) {
 	return out, nil
 }
 
-func netParseCIDR(s string) (net.IP, *net.IPNet, error) { return net.ParseCIDR(s) }
+func sanArgs(sans []SAN) string {
+	q := make([]string, len(sans))
+	for i, s := range sans {
+		q[i] = shellQuote(s.Value)
+	}
+	return strings.Join(q, " ")
+}
+
+// commonNameFor picks a CN for a server certificate: the first DNS name,
+// else the first name of any kind. Go and modern clients ignore the CN, but
+// older ones still show or check it.
+func commonNameFor(sans []SAN) string {
+	for _, s := range sans {
+		if s.Kind == SANDNS || s.Kind == SANWildcard {
+			return s.Value
+		}
+	}
+	if len(sans) > 0 {
+		return sans[0].Value
+	}
+	return ""
+}
+
+func sanStrings(c *x509.Certificate) []string {
+	var out []string
+	out = append(out, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	for _, u := range c.URIs {
+		out = append(out, u.String())
+	}
+	out = append(out, c.EmailAddresses...)
+	return out
+}

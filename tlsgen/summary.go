@@ -1,9 +1,11 @@
 package tlsgen
 
 import (
+	"crypto/x509"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // summary prints what was written, then, for the one-shot command, the
@@ -96,4 +98,8 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func describeValidity(c *x509.Certificate, now time.Time) string {
+	return fmt.Sprintf("valid until %s (%d days)", c.NotAfter.UTC().Format(time.DateOnly), daysLeft(c.NotAfter, now))
 }

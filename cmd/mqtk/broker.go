@@ -1,37 +1,24 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqtk/mqtk/broker"
-	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/gctune"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/tlsgen"
 )
-
-// brokerConfig is what --config FILE.yaml holds: every flag, by its name.
-type brokerConfig struct {
-	broker.Options `yaml:",inline"`
-	// TLS asks for an MQTTS listener with certificates from 'mqtk tlsgen'.
-	TLS bool `yaml:"tls"`
-}
 
 const brokerLong = `Run an MQTT broker (MQTT 3.1, 3.1.1 and 5) for development and small deployments.
 
@@ -91,7 +78,7 @@ const brokerExample = `  # a local broker for development
   mqtk broker --config broker.yaml`
 
 func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
-	cfg := brokerConfig{Options: broker.Options{Limits: broker.DefaultLimits()}}
+	cfg := broker.DefaultConfig()
 	var configFile string
 	var printConfig bool
 	cmd := &cobra.Command{
@@ -103,7 +90,7 @@ func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			eff, err := effectiveBrokerConfig(cmd, cfg, configFile)
 			if err != nil {
-				return err
+				return classifyBrokerErr(err)
 			}
 			if printConfig {
 				out, err := yaml.Marshal(eff)
@@ -113,11 +100,16 @@ func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
 				_, err = a.io.Out.Write(out)
 				return err
 			}
-			caFile := ""
+			// --tls names its certificate files here and makes them in
+			// runBroker, after the seam, so that runF sees the options
+			// without anything written.
+			localTLS := ""
 			if eff.TLS {
-				if caFile, err = applyLocalTLS(a, &eff); err != nil {
+				if localTLS, err = tlsDir(a.getenv); err != nil {
 					return err
 				}
+				f := tlsgen.LocalPaths(localTLS)
+				eff.AddLocalTLS(f.CertFile, f.KeyFile, f.CAFile)
 			}
 			opts := eff.Options
 			// Every limit was filled in from the defaults, the file or a
@@ -128,7 +120,7 @@ func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
 			if runF != nil {
 				return runF(&opts)
 			}
-			return runBroker(cmd.Context(), a, opts, caFile)
+			return runBroker(cmd.Context(), a, opts, localTLS)
 		},
 	}
 	bindBrokerFlags(cmd.Flags(), &cfg)
@@ -142,7 +134,7 @@ func newBrokerCmd(a *app, runF func(*broker.Options) error) *cobra.Command {
 // bindBrokerFlags binds every configurable flag to c, using c's current
 // values as defaults. It is called twice: once for the command line, once
 // over the config file's values to replay the flags that were set.
-func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
+func bindBrokerFlags(fs *pflag.FlagSet, c *broker.Config) {
 	o := &c.Options
 	l := &o.Limits
 	fs.StringArrayVar(&o.Listeners, "listen", o.Listeners, "listen on `URL`: tcp://ADDR, tls://ADDR, ws://ADDR/path, wss://ADDR/path, unix:///path (repeatable; default tcp://127.0.0.1:1883)")
@@ -180,23 +172,14 @@ func bindBrokerFlags(fs *pflag.FlagSet, c *brokerConfig) {
 	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "also serve /debug/pprof on the --http address")
 }
 
-// effectiveBrokerConfig merges defaults < config file < flags.
-func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) (brokerConfig, error) {
+// effectiveBrokerConfig merges defaults < config file < flags and fills
+// in every default (broker.Config.Complete).
+func effectiveBrokerConfig(cmd *cobra.Command, flags broker.Config, file string) (broker.Config, error) {
 	eff := flags
 	if file != "" {
-		data, err := os.ReadFile(file)
+		fromFile, err := broker.ReadConfig(file)
 		if err != nil {
-			return eff, mqttconn.Usagef("read config: %v", err)
-		}
-		data, err = listenAsList(data)
-		if err != nil {
-			return eff, mqttconn.Usagef("config %s: %v", file, err)
-		}
-		fromFile := brokerConfig{Options: broker.Options{Limits: broker.DefaultLimits()}}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&fromFile); err != nil && !errors.Is(err, io.EOF) {
-			return eff, mqttconn.Usagef("config %s: %v (keys are the flag names without --, see 'mqtk broker --print-config')", file, err)
+			return eff, err
 		}
 		// Replay the flags given on the command line over the file's values.
 		fs := pflag.NewFlagSet("merge", pflag.ContinueOnError)
@@ -218,42 +201,7 @@ func effectiveBrokerConfig(cmd *cobra.Command, flags brokerConfig, file string) 
 		}
 		eff = fromFile
 	}
-	if len(eff.Listeners) == 0 {
-		eff.Listeners = []string{"tcp://127.0.0.1:1883"}
-	}
-	eff.Limits = eff.Limits.WithDefaultsExact()
-	if eff.LogFormat == "" {
-		eff.LogFormat = "text"
-	}
-	if eff.LogFormat != "text" && eff.LogFormat != "json" {
-		return eff, mqttconn.Usagef("--log-format %q: use text or json", eff.LogFormat)
-	}
-	return eff, nil
-}
-
-// listenAsList lets a config file say "listen: tcp://..." for a single
-// listener, as one would write it by hand, by making the scalar a
-// one-element list before the strict decode.
-func listenAsList(data []byte) ([]byte, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return data, nil
-	}
-	m := doc.Content[0]
-	changed := false
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if k, v := m.Content[i], m.Content[i+1]; k.Value == "listen" && v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
-			m.Content[i+1] = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{v}}
-			changed = true
-		}
-	}
-	if !changed {
-		return data, nil
-	}
-	return yaml.Marshal(&doc)
+	return eff, eff.Complete()
 }
 
 // tlsDir is where 'mqtk broker --tls' keeps its certificates.
@@ -272,16 +220,12 @@ func tlsDir(getenv func(string) string) (string, error) {
 	return filepath.Join(home, ".local", "share", "mqtk", "tls"), nil
 }
 
-// applyLocalTLS fills the certificate files from tlsgen and adds MQTTS
-// (and wss, when there is a ws listener) on the host of the first listener.
-func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
-	dir, err := tlsDir(a.getenv)
-	if err != nil {
-		return "", err
-	}
+// makeLocalTLS makes or reuses the certificates of --tls in dir and says
+// when it made new ones, since clients then need the CA.
+func makeLocalTLS(a *app, dir string) (tlsgen.LocalFiles, error) {
 	files, err := tlsgen.EnsureLocal(dir)
 	if err != nil {
-		return "", fmt.Errorf("prepare tls certificates in %s: %w", dir, err)
+		return files, fmt.Errorf("prepare tls certificates in %s: %w", dir, err)
 	}
 	switch {
 	case files.CACreated:
@@ -289,73 +233,61 @@ func applyLocalTLS(a *app, c *brokerConfig) (string, error) {
 	case files.Created:
 		a.io.Infof("reissued the server certificate in %s from its CA (clients keep --cafile %s)", dir, files.CAFile)
 	}
-	if c.TLSCert == "" && c.TLSKey == "" {
-		c.TLSCert, c.TLSKey = files.CertFile, files.KeyFile
-	}
-	if c.TLSCA == "" {
-		c.TLSCA = files.CAFile
-	}
-	host := "127.0.0.1"
-	hasTLS, ws := false, ""
-	for _, raw := range c.Listeners {
-		scheme, rest, _ := strings.Cut(raw, "://")
-		switch scheme {
-		case "tls", "mqtts", "ssl", "wss":
-			hasTLS = true
-		case "ws":
-			ws = rest
-		}
-		if scheme == "tcp" || scheme == "mqtt" {
-			if h, _, err := net.SplitHostPort(rest); err == nil {
-				host = h
-			}
-		}
-	}
-	if !hasTLS {
-		c.Listeners = append(c.Listeners, "tls://"+net.JoinHostPort(host, "8883"))
-		if ws != "" {
-			hp, path, _ := strings.Cut(ws, "/")
-			h, _, err := net.SplitHostPort(hp)
-			if err != nil {
-				h = host
-			}
-			c.Listeners = append(c.Listeners, "wss://"+net.JoinHostPort(h, "8443")+"/"+path)
-		}
-	}
-	return files.CAFile, nil
+	return files, nil
 }
 
-func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) error {
+// runBroker makes the --tls certificates in localTLS (when not ""), then
+// runs the broker until ctx ends: the banner once it listens, the GC
+// tuning, and a reload on each SIGHUP.
+func runBroker(ctx context.Context, a *app, opts broker.Options, localTLS string) error {
+	caFile := ""
+	if localTLS != "" {
+		files, err := makeLocalTLS(a, localTLS)
+		if err != nil {
+			return err
+		}
+		caFile = files.CAFile
+	}
 	opts.Version, _, _ = buildInfo()
-	b, err := broker.New(opts)
-	if err != nil {
-		return classifyBrokerErr(err)
+	var stopTuning func()
+	err := broker.Run(ctx, opts, func(ctx context.Context, b *broker.Broker) {
+		printBanner(a, b, opts, caFile)
+		stopTuning = tuneGC(ctx, a)
+		reloadOnHangup(ctx, a, b)
+		a.io.Infof("stopping")
+	})
+	if stopTuning != nil {
+		stopTuning() // after Close, as the broker's last garbage goes
 	}
-	if err := b.Start(ctx); err != nil {
-		_ = b.Close(context.Background())
-		return err
-	}
-	printBanner(a, b, opts, caFile)
+	return classifyBrokerErr(err)
+}
 
+// tuneGC starts the GC tuning unless the user set GOGC; the returned func
+// stops it and waits for it.
+func tuneGC(ctx context.Context, a *app) func() {
+	if a.getenv("GOGC") != "" {
+		return func() {}
+	}
 	// A larger GC target while the heap is small cuts the latency tail,
 	// and a soft memory limit keeps an idle broker's garbage small; a
 	// GOGC or GOMEMLIMIT the user set wins.
-	if a.getenv("GOGC") == "" {
-		gctx, stop := context.WithCancel(ctx)
-		tuned := make(chan struct{})
-		policy := gctune.Default()
-		if a.getenv("GOMEMLIMIT") != "" {
-			policy.Headroom = 0
-		}
-		go func() {
-			defer close(tuned)
-			gctune.Run(gctx, policy, gctune.ReadMemory, debug.SetGCPercent, debug.SetMemoryLimit)
-		}()
-		defer func() { stop(); <-tuned }()
+	gctx, stop := context.WithCancel(ctx)
+	tuned := make(chan struct{})
+	policy := gctune.Default()
+	if a.getenv("GOMEMLIMIT") != "" {
+		policy.Headroom = 0
 	}
+	go func() {
+		defer close(tuned)
+		gctune.Run(gctx, policy, gctune.ReadMemory, debug.SetGCPercent, debug.SetMemoryLimit)
+	}()
+	return func() { stop(); <-tuned }
+}
 
-	// SIGHUP reloads; scoped to this command so other commands keep the
-	// default (terminate) behaviour.
+// reloadOnHangup reloads the password file, the ACL and the certificates
+// on each SIGHUP until ctx ends. The handler is scoped to this command,
+// so other commands keep the default (terminate) behaviour.
+func reloadOnHangup(ctx context.Context, a *app, b *broker.Broker) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -369,13 +301,6 @@ func runBroker(ctx context.Context, a *app, opts broker.Options, caFile string) 
 		case <-ctx.Done():
 		}
 	}
-	a.io.Infof("stopping")
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Close(cctx); err != nil {
-		return fmt.Errorf("stop broker: %w", err)
-	}
-	return nil
 }
 
 // classifyBrokerErr makes an error in the options a usage error (exit 2)
@@ -447,72 +372,4 @@ func printBanner(a *app, b *broker.Broker, opts broker.Options, caFile string) {
 		}
 	}
 	a.io.Infof("press Ctrl-C to stop")
-}
-
-func newBrokerPasswdCmd(a *app) *cobra.Command {
-	var fromStdin bool
-	cmd := &cobra.Command{
-		Use:   "passwd FILE USER",
-		Short: "Add a user to a mosquitto password file, or change their password",
-		Long: `Add USER to the password FILE, or change their password, in mosquitto's
-format (PBKDF2-SHA512, "$7$"), so the file works with both 'mqtk broker
---password-file' and mosquitto. Other lines are kept; the file is created
-with mode 0600 if missing. The password is asked for twice on a terminal,
-or read as the first line of standard input with --password-stdin.`,
-		Example: `  mqtk broker passwd users.txt alice
-  echo "$ALICE_PASSWORD" | mqtk broker passwd --password-stdin users.txt alice`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return mqttconn.Usagef("want FILE USER, got %d argument(s): as in 'mqtk broker passwd users.txt alice'", len(args))
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			pw, err := readNewPassword(cmd.Context(), a, fromStdin, args[1])
-			if err != nil {
-				return err
-			}
-			if err := broker.SetPassword(args[0], args[1], pw); err != nil {
-				return err
-			}
-			a.io.Infof("password for %s set in %s", args[1], args[0])
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
-	return cmd
-}
-
-func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) ([]byte, error) {
-	if fromStdin {
-		b, err := ctxio.ReadLine(ctx, a.io.In)
-		line := string(b)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read password from stdin: %w", err)
-		}
-		pw := strings.TrimRight(line, "\r\n")
-		if pw == "" {
-			return nil, mqttconn.Usagef("no password on standard input")
-		}
-		return []byte(pw), nil
-	}
-	f, ok := a.io.In.(*os.File)
-	if !ok || !a.io.InTTY {
-		return nil, mqttconn.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
-	}
-	p1, err := a.askSecret(ctx, f, fmt.Sprintf("password for %s: ", user))
-	if err != nil {
-		return nil, fmt.Errorf("read password: %w", err)
-	}
-	p2, err := a.askSecret(ctx, f, "again: ")
-	if err != nil {
-		return nil, fmt.Errorf("read password: %w", err)
-	}
-	if !bytes.Equal(p1, p2) {
-		return nil, mqttconn.Usagef("the passwords differ; nothing changed")
-	}
-	if len(p1) == 0 {
-		return nil, mqttconn.Usagef("empty password; nothing changed")
-	}
-	return p1, nil
 }

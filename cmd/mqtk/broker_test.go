@@ -12,6 +12,7 @@ import (
 
 	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/internal/ui"
+	"github.com/mqtk/mqtk/tlsgen"
 )
 
 func runBrokerCmd(t *testing.T, stdin string, args ...string) (string, string, int) {
@@ -201,14 +202,50 @@ func TestBrokerDefaultListener(t *testing.T) {
 	}
 }
 
-// "listen: URL" in a config file is one listener.
-func TestBrokerConfigListenScalar(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "b.yaml")
-	if err := os.WriteFile(cfg, []byte("listen: tcp://127.0.0.1:1999\n"), 0o600); err != nil {
+// --tls fills in the options through the runF seam without writing
+// anything; the certificates are made after the seam, by runBroker's
+// makeLocalTLS, and serve localhost.
+func TestBrokerTLSSeamWritesNothing(t *testing.T) {
+	data := t.TempDir()
+	dir := filepath.Join(data, "mqtk", "tls")
+	streams, _, errb := ui.Test(nil)
+	a := &app{io: streams, getenv: func(k string) string {
+		if k == "XDG_DATA_HOME" {
+			return data
+		}
+		return ""
+	}}
+	var got *broker.Options
+	cmd := newBrokerCmd(a, func(o *broker.Options) error { got = o; return nil })
+	cmd.SetArgs([]string{"--tls"})
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	if err := cmd.Execute(); err != nil || got == nil {
+		t.Fatalf("execute: %v %s", err, errb)
+	}
+	want := []string{broker.DefaultListener, "tls://127.0.0.1:8883"}
+	if strings.Join(got.Listeners, " ") != strings.Join(want, " ") {
+		t.Errorf("listeners %q, want %q", got.Listeners, want)
+	}
+	ca := filepath.Join(dir, tlsgen.CAFile)
+	if got.TLSCert != filepath.Join(dir, "server.pem") || got.TLSKey != filepath.Join(dir, "server-key.pem") || got.TLSCA != ca {
+		t.Errorf("files %s %s %s, want them in %s", got.TLSCert, got.TLSKey, got.TLSCA, dir)
+	}
+	if _, err := os.Stat(filepath.Join(data, "mqtk")); !os.IsNotExist(err) {
+		t.Fatalf("the runF seam wrote to %s: %v", data, err)
+	}
+	files, err := makeLocalTLS(a, dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if o := brokerOpts(t, "--config", cfg); len(o.Listeners) != 1 || o.Listeners[0] != "tcp://127.0.0.1:1999" {
-		t.Fatalf("listeners %q", o.Listeners)
+	if files.CertFile != got.TLSCert || files.KeyFile != got.TLSKey || files.CAFile != got.TLSCA || !files.CACreated {
+		t.Errorf("made %+v, the seam saw %s %s %s", files, got.TLSCert, got.TLSKey, got.TLSCA)
+	}
+	if !strings.Contains(errb.String(), "made a local CA and server certificate in "+dir) {
+		t.Errorf("no word of the new CA: %q", errb)
+	}
+	code, out, errs := mqtkRun(t, nil, "tlsgen", "verify", "--ca", ca, got.TLSCert, "--host", "localhost")
+	if code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("verify: exit %d %q %q", code, out, errs)
 	}
 }
 

@@ -462,6 +462,10 @@ func TestBrokerTLSListeners(t *testing.T) {
 			if got.TLSCert != filepath.Join(tt.dir, "server.pem") || got.TLSKey != filepath.Join(tt.dir, "server-key.pem") || got.TLSCA != ca {
 				t.Errorf("files %s %s %s, want them in %s", got.TLSCert, got.TLSKey, got.TLSCA, tt.dir)
 			}
+			// runF sees the paths; runBroker makes the files after the seam.
+			if _, err := makeLocalTLS(a, tt.dir); err != nil {
+				t.Fatal(err)
+			}
 			for _, f := range []string{got.TLSCert, got.TLSKey, got.TLSCA} {
 				if _, err := os.Stat(f); err != nil {
 					t.Errorf("not made: %v", err)

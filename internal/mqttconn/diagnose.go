@@ -31,187 +31,274 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 		}
 		return ce
 	}
+	f := &failure{cfg: cfg, err: err, w: w, st: st, tlsOn: cfg.Scheme == "tls" || cfg.Scheme == "wss", addr: cfg.Addr()}
+	f.alert, f.isAlert = remoteAlert(err)
+	for _, d := range diagnoses() {
+		if d.when(f) {
+			fd := d.say(f)
+			return &Error{Kind: d.kind, Op: op, Err: fd.msg, Hints: fd.hints}
+		}
+	}
+	// Nothing more specific to say: a failure of the socket is still a
+	// network failure, anything else is not.
 	e := &Error{Kind: KindNetwork, Op: op, Err: err}
-	tlsOn := cfg.Scheme == "tls" || cfg.Scheme == "wss"
-	addr := cfg.Addr()
+	var nop *net.OpError
+	if !errors.As(err, &nop) {
+		e.Kind = KindOther
+	}
+	return e
+}
 
-	// TLS verification failures first: they are the most specific.
-	var hostErr x509.HostnameError
-	var unknownCA x509.UnknownAuthorityError
-	var invalid x509.CertificateInvalidError
-	alert, isAlert := remoteAlert(err)
-	var hs *handshakeError
-	var dnsErr *net.DNSError
-	var wsErr *wsStatusError
-	var upClosed *upgradeClosedError
-	switch {
-	case errors.As(err, &hostErr):
-		e.Kind = KindTLS
-		names := certNames(hostErr.Certificate)
-		e.Err = fmt.Errorf("the server certificate is for %s, not %q", names, hostErr.Host)
-		// The reissue command keeps the names the certificate has, so
-		// following the hint does not break clients that use them.
-		reissue := append([]string{hostErr.Host}, certNameList(hostErr.Certificate)...)
-		e.Hints = []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s --force (add --dir DIR where its CA is not in ./certs)",
-			firstName(hostErr.Certificate, cfg.Host), strings.Join(reissue, " "))}
-	case errors.As(err, &unknownCA):
-		e.Kind = KindTLS
-		issuer := ""
-		if c := unknownCA.Cert; c != nil {
-			issuer = fmt.Sprintf(" (issuer %q", c.Issuer.String())
-			// Every CA mqtk makes on one host has the same name, so a
-			// --cafile from another run looks right by name alone: the
-			// key id tells them apart (tlsgen inspect shows it).
-			// When the broker sends its CA along (mosquitto does), the
-			// certificate left unverified is that CA itself.
-			kid := c.AuthorityKeyId
-			if c.IsCA && bytes.Equal(c.RawIssuer, c.RawSubject) {
-				kid = c.SubjectKeyId
+// failure is what diagnose knows about one failed connect. The x509 and
+// transport error fields are filled by the errors.As in the predicate
+// that matches them, for its message to use.
+type failure struct {
+	cfg   *Config
+	err   error
+	w     *watchConn // nil: the transport never opened
+	st    *connState // nil without TLS
+	tlsOn bool
+	addr  string
+
+	alert   string // the text of a TLS alert the broker sent
+	isAlert bool
+
+	hostErr   x509.HostnameError
+	unknownCA x509.UnknownAuthorityError
+	invalid   x509.CertificateInvalidError
+	hs        *handshakeError
+	dnsErr    *net.DNSError
+	wsErr     *wsStatusError
+	upClosed  *upgradeClosedError
+}
+
+// A diagnosis is one cause of a failed connect: when it applies, the Kind
+// (and so the exit code) it gets, and the message and hints that say what
+// happened and what to try.
+type diagnosis struct {
+	when func(f *failure) bool
+	kind Kind
+	say  func(f *failure) finding
+}
+
+// finding is what a diagnosis says: the cause, and what to try.
+type finding struct {
+	msg   error
+	hints []string
+}
+
+// Hints that more than one diagnosis gives.
+const (
+	hintClientCert     = "give a client certificate and its key with --cert and --key"
+	hintClientCertBad  = "the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"
+	hintSocketListener = "is a broker listening on that socket? try mqtk broker"
+)
+
+// diagnoses lists the causes diagnose tells apart, tried in this order:
+// TLS verification first (the most specific), then what the broker's
+// TLS said, then the transport, then what the broker sent instead of a
+// CONNACK. The first that applies wins; the probe in speaksTLS runs only
+// when every cause before it was ruled out.
+func diagnoses() []diagnosis {
+	return []diagnosis{
+		// TLS verification.
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hostErr) }, kind: KindTLS, say: func(f *failure) finding {
+			c := f.hostErr.Certificate
+			// The reissue command keeps the names the certificate has, so
+			// following the hint does not break clients that use them.
+			reissue := append([]string{f.hostErr.Host}, certNameList(c)...)
+			return finding{msg: fmt.Errorf("the server certificate is for %s, not %q", certNames(c), f.hostErr.Host), hints: []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s --force (add --dir DIR where its CA is not in ./certs)",
+				firstName(c, f.cfg.Host), strings.Join(reissue, " "))}}
+		}},
+		{when: func(f *failure) bool { return errors.As(f.err, &f.unknownCA) }, kind: KindTLS, say: func(f *failure) finding {
+			c := f.unknownCA.Cert
+			hints := []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
+			if c != nil && strings.HasPrefix(c.Issuer.CommonName, "mqtk local CA") {
+				hints = append(hints, "a CA made by mqtk: use the ca.pem from the directory that issued the broker's certificate ($XDG_DATA_HOME/mqtk/tls/ca.pem, or ~/.local/share/mqtk/tls/ca.pem, for mqtk broker --tls); a CA replaced since needs the new ca.pem")
 			}
-			if len(kid) > 0 {
-				issuer += fmt.Sprintf(", key id %X", kid[:min(len(kid), 8)])
+			return finding{msg: fmt.Errorf("the server certificate is signed by an unknown authority%s", issuerOf(c)), hints: hints}
+		}},
+		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) && f.invalid.Reason == x509.Expired }, kind: KindTLS, say: func(f *failure) finding {
+			c := f.invalid.Cert
+			reissue := "mqtk tlsgen server NAME... --force"
+			if names := certNameList(c); len(names) > 0 {
+				reissue = "mqtk tlsgen server " + strings.Join(names, " ") + " --force"
 			}
-			issuer += ")"
-		}
-		e.Err = fmt.Errorf("the server certificate is signed by an unknown authority%s", issuer)
-		e.Hints = []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
-		if c := unknownCA.Cert; c != nil && strings.HasPrefix(c.Issuer.CommonName, "mqtk local CA") {
-			e.Hints = append(e.Hints, "a CA made by mqtk: use the ca.pem from the directory that issued the broker's certificate ($XDG_DATA_HOME/mqtk/tls/ca.pem, or ~/.local/share/mqtk/tls/ca.pem, for mqtk broker --tls); a CA replaced since needs the new ca.pem")
-		}
-	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		e.Kind = KindTLS
-		c := invalid.Cert
-		now := time.Now().UTC().Format(time.RFC3339)
-		if c != nil && time.Now().Before(c.NotBefore) {
-			e.Err = fmt.Errorf("the server certificate is not valid yet: valid from %s to %s, now %s",
-				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
-		} else if c != nil {
-			e.Err = fmt.Errorf("the server certificate expired: valid from %s to %s, now %s",
-				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
-		} else {
-			e.Err = fmt.Errorf("the server certificate has expired or is not valid yet")
-		}
-		reissue := "mqtk tlsgen server NAME... --force"
-		if names := certNameList(c); len(names) > 0 {
-			reissue = "mqtk tlsgen server " + strings.Join(names, " ") + " --force"
-		}
-		e.Hints = []string{"reissue the server certificate with " + reissue + " (add --dir DIR where its CA is not in ./certs), or check the clocks"}
-	case errors.As(err, &invalid):
-		e.Kind = KindTLS
-		e.Err = fmt.Errorf("the server certificate is not valid: %v", invalid)
-	case isAlert:
-		e.Kind = KindTLS
-		switch {
-		// certificate_required (TLS 1.3); handshake_failure is what TLS 1.2 servers send
-		case strings.Contains(alert, "certificate required"), strings.Contains(alert, "handshake failure"):
-			if cfg.TLS.CertFile == "" {
-				e.Err = fmt.Errorf("the broker requires a client certificate (TLS alert: %v)", err)
-				e.Hints = []string{"give a client certificate and its key with --cert and --key"}
-			} else {
-				e.Err = fmt.Errorf("TLS handshake failed: %v", err)
+			return finding{msg: outsideValidity(c), hints: []string{"reissue the server certificate with " + reissue + " (add --dir DIR where its CA is not in ./certs), or check the clocks"}}
+		}},
+		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server certificate is not valid: %v", f.invalid), hints: nil}
+		}},
+
+		// A TLS alert from the broker. certificate_required is TLS 1.3's;
+		// handshake_failure is what TLS 1.2 servers send instead.
+		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) && f.cfg.TLS.CertFile == "" }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker requires a client certificate (TLS alert: %v)", f.err), hints: []string{hintClientCert}}
+		}},
+		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.err), hints: nil}
+		}},
+		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "certificate") }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker did not accept the client certificate (%v)", f.err), hints: []string{hintClientCertBad}}
+		}},
+		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "protocol version") }, kind: KindTLS, say: func(f *failure) finding {
+			hint := "the broker offers only TLS older than 1.2, which mqtk does not accept: upgrade the broker's TLS settings"
+			if f.cfg.TLS.MinVersion == "1.3" {
+				hint = "the broker offers only older TLS: allow TLS 1.2 with --tls-version 1.2 (the default)"
 			}
-		case strings.Contains(alert, "certificate"):
-			e.Err = fmt.Errorf("the broker did not accept the client certificate (%v)", err)
-			e.Hints = []string{"the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"}
-		case strings.Contains(alert, "protocol version"):
-			e.Err = fmt.Errorf("TLS handshake failed: the broker does not support the TLS version asked for (%v)", err)
-			if cfg.TLS.MinVersion == "1.3" {
-				e.Hints = []string{"the broker offers only older TLS: allow TLS 1.2 with --tls-version 1.2 (the default)"}
-			} else {
-				e.Hints = []string{"the broker offers only TLS older than 1.2, which mqtk does not accept: upgrade the broker's TLS settings"}
-			}
-		default:
-			e.Err = fmt.Errorf("TLS handshake failed: %v", err)
-		}
-	case st != nil && st.certRequested.Load() && cfg.TLS.CertFile == "" && !isTimeout(err):
-		e.Kind = KindTLS
-		e.Err = fmt.Errorf("the broker requires a client certificate: it asked for one and closed the connection (%v)", err)
-		e.Hints = []string{"give a client certificate and its key with --cert and --key"}
-	case st != nil && st.certRequested.Load() && isEOFOrReset(err) && (w == nil || w.readNothing()):
+			return finding{msg: fmt.Errorf("TLS handshake failed: the broker does not support the TLS version asked for (%v)", f.err), hints: []string{hint}}
+		}},
+		{when: func(f *failure) bool { return f.isAlert }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.err), hints: nil}
+		}},
+
+		// The broker asked for a client certificate, then closed.
+		{when: func(f *failure) bool {
+			return f.certRequested() && f.cfg.TLS.CertFile == "" && !isTimeout(f.err)
+		}, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker requires a client certificate: it asked for one and closed the connection (%v)", f.err), hints: []string{hintClientCert}}
+		}},
 		// TLS 1.3: the broker checks our certificate after our side of the
-		// handshake is done, and rejects it by closing (the alert that
-		// says why may be lost to the reset).
-		e.Kind = KindTLS
-		e.Err = fmt.Errorf("the broker did not accept the client certificate: it closed the connection after checking it (%v)", err)
-		e.Hints = []string{"the client certificate must be signed by a CA the broker trusts (its cafile) and be valid now"}
-	case errors.As(err, &hs):
-		e.Kind = KindTLS
-		var rh tls.RecordHeaderError
-		if (errors.As(err, &rh) || isEOFOrReset(err)) && cfg.Scheme == "wss" {
-			e.Err = fmt.Errorf("the server did not answer TLS: is port %d a plain WebSocket (ws://) port?", cfg.Port)
-			e.Hints = []string{"use ws:// without --cafile, or the broker's wss port"}
-		} else if errors.As(err, &rh) || isEOFOrReset(err) {
-			e.Err = fmt.Errorf("the server did not answer TLS: is port %d plain MQTT?", cfg.Port)
-			e.Hints = []string{"drop --cafile/--cert/mqtts:// or use the broker's TLS port (8883 by convention)"}
-		} else {
-			e.Err = fmt.Errorf("TLS handshake failed: %v", hs.err)
-		}
-	case errors.As(err, &dnsErr):
-		e.Err = fmt.Errorf("cannot resolve host %q: %s", dnsErr.Name, dnsErr.Err)
-		e.Hints = []string{"check the host name given with -h or the URL"}
-	case errors.Is(err, syscall.ECONNREFUSED):
-		if cfg.Scheme == "unix" {
-			e.Err = fmt.Errorf("connection refused on socket %s", cfg.SocketPath)
-			e.Hints = []string{"is a broker listening on that socket? try mqtk broker"}
-		} else {
-			e.Err = fmt.Errorf("connection refused by %s", addr)
-			e.Hints = []string{fmt.Sprintf("is a broker running on %s? try mqtk broker", addr)}
-		}
-	case cfg.Scheme == "unix" && errors.Is(err, os.ErrNotExist):
-		e.Err = fmt.Errorf("no socket at %s", cfg.SocketPath)
-		e.Hints = []string{"is a broker listening on that socket? try mqtk broker"}
-	case isTimeout(err):
-		e.Err = fmt.Errorf("timed out after %s waiting for %s", cfg.ConnectTimeout, stage(w, tlsOn))
-		e.Hints = []string{fmt.Sprintf("is %s reachable and an MQTT broker? raise --connect-timeout if the link is slow", addr)}
-	case errors.As(err, &wsErr):
-		e.Err = fmt.Errorf("%s at %s", wsErr.Error(), wsErr.url)
-		e.Hints = []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}
-	case errors.As(err, &upClosed) && cfg.Scheme == "wss":
+		// handshake is done, and rejects it by closing (the alert that says
+		// why may be lost to the reset).
+		{when: func(f *failure) bool {
+			return f.certRequested() && isEOFOrReset(f.err) && (f.w == nil || f.w.readNothing())
+		}, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker did not accept the client certificate: it closed the connection after checking it (%v)", f.err), hints: []string{hintClientCertBad}}
+		}},
+
+		// The TLS handshake failed on our side.
+		{when: func(f *failure) bool {
+			return errors.As(f.err, &f.hs) && notTLSAnswer(f.err) && f.cfg.Scheme == "wss"
+		}, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server did not answer TLS: is port %d a plain WebSocket (ws://) port?", f.cfg.Port), hints: []string{"use ws:// without --cafile, or the broker's wss port"}}
+		}},
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) && notTLSAnswer(f.err) }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server did not answer TLS: is port %d plain MQTT?", f.cfg.Port), hints: []string{"drop --cafile/--cert/mqtts:// or use the broker's TLS port (8883 by convention)"}}
+		}},
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.hs.err), hints: nil}
+		}},
+
+		// Reaching the broker.
+		{when: func(f *failure) bool { return errors.As(f.err, &f.dnsErr) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("cannot resolve host %q: %s", f.dnsErr.Name, f.dnsErr.Err), hints: []string{"check the host name given with -h or the URL"}}
+		}},
+		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) && f.cfg.Scheme == "unix" }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("connection refused on socket %s", f.cfg.SocketPath), hints: []string{hintSocketListener}}
+		}},
+		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("connection refused by %s", f.addr), hints: []string{fmt.Sprintf("is a broker running on %s? try mqtk broker", f.addr)}}
+		}},
+		{when: func(f *failure) bool { return f.cfg.Scheme == "unix" && errors.Is(f.err, os.ErrNotExist) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("no socket at %s", f.cfg.SocketPath), hints: []string{hintSocketListener}}
+		}},
+		{when: func(f *failure) bool { return isTimeout(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("timed out after %s waiting for %s", f.cfg.ConnectTimeout, stage(f.w, f.tlsOn)), hints: []string{fmt.Sprintf("is %s reachable and an MQTT broker? raise --connect-timeout if the link is slow", f.addr)}}
+		}},
+
+		// WebSocket.
+		{when: func(f *failure) bool { return errors.As(f.err, &f.wsErr) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("%s at %s", f.wsErr.Error(), f.wsErr.url), hints: []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}}
+		}},
 		// The TLS handshake worked; the HTTP upgrade inside it did not.
-		e.Err = fmt.Errorf("the server closed the connection during the WebSocket upgrade: port %d speaks TLS but is not a WebSocket listener", cfg.Port)
-		e.Hints = []string{fmt.Sprintf("for MQTT over TLS on that port use mqtts://%s, or give the broker's wss port", addr),
-			"check --ws-path too (default /mqtt)"}
-	case w == nil && cfg.Scheme == "ws" && isEOFOrReset(err):
+		{when: func(f *failure) bool { return errors.As(f.err, &f.upClosed) && f.cfg.Scheme == "wss" }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server closed the connection during the WebSocket upgrade: port %d speaks TLS but is not a WebSocket listener", f.cfg.Port), hints: []string{fmt.Sprintf("for MQTT over TLS on that port use mqtts://%s, or give the broker's wss port", f.addr), "check --ws-path too (default /mqtt)"}}
+		}},
 		// Nothing comes back to an HTTP upgrade sent to a TLS port.
-		e.Err = fmt.Errorf("the server closed the connection during the WebSocket upgrade: %v", err)
-		e.Hints = []string{"the port may expect TLS: use wss:// (with --cafile if needed)",
-			"or it is not a WebSocket listener: check the port and --ws-path"}
-	case w != nil && w.sawHTTP():
+		{when: func(f *failure) bool { return f.w == nil && f.cfg.Scheme == "ws" && isEOFOrReset(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server closed the connection during the WebSocket upgrade: %v", f.err), hints: []string{"the port may expect TLS: use wss:// (with --cafile if needed)", "or it is not a WebSocket listener: check the port and --ws-path"}}
+		}},
+
+		// What the broker sent, or did not, instead of a CONNACK.
 		// MQTT sent to a WebSocket listener: it answers with an HTTP error.
-		scheme := "ws"
-		if tlsOn {
-			scheme = "wss"
-		}
-		e.Err = fmt.Errorf("port %d answered with HTTP: it is a WebSocket listener, not plain MQTT", cfg.Port)
-		e.Hints = []string{fmt.Sprintf("connect with -L %s://%s/mqtt (adjust the path to the broker's)", scheme, addr)}
-	case w != nil && !tlsOn && w.sawTLS():
+		{when: func(f *failure) bool { return f.w != nil && f.w.sawHTTP() }, kind: KindNetwork, say: func(f *failure) finding {
+			scheme := "ws"
+			if f.tlsOn {
+				scheme = "wss"
+			}
+			return finding{msg: fmt.Errorf("port %d answered with HTTP: it is a WebSocket listener, not plain MQTT", f.cfg.Port), hints: []string{fmt.Sprintf("connect with -L %s://%s/mqtt (adjust the path to the broker's)", scheme, f.addr)}}
+		}},
 		// A plain client on a TLS port: the broker's first bytes are a TLS
 		// record (alert or handshake), never an MQTT CONNACK.
-		e.Kind = KindTLS
-		e.Err = fmt.Errorf("the server answered with TLS, not MQTT")
-		e.Hints = []string{"the port expects TLS: add --cafile or use mqtts://"}
-	case w != nil && !tlsOn && isEOFOrReset(err) && w.readNothing() && speaksTLS(cfg):
+		{when: func(f *failure) bool { return f.w != nil && !f.tlsOn && f.w.sawTLS() }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server answered with TLS, not MQTT"), hints: []string{"the port expects TLS: add --cafile or use mqtts://"}}
+		}},
 		// Brokers such as mosquitto close a plain connection to a TLS port
 		// without a byte; a TLS handshake of our own tells that apart from
 		// a broker that dropped the CONNECT.
-		e.Kind = KindTLS
-		e.Err = fmt.Errorf("the broker closed the connection before CONNACK: port %d expects TLS", cfg.Port)
-		e.Hints = []string{"add --cafile CA.pem (or --tls for a publicly trusted certificate) or use mqtts://"}
-	case w != nil && !tlsOn && isEOFOrReset(err) && w.readNothing():
-		e.Err = fmt.Errorf("the broker closed the connection before CONNACK")
-		e.Hints = []string{"the broker rejected the CONNECT: see its log (an unexpected client id, protocol version or packet size)"}
-	case isEOFOrReset(err):
-		e.Err = fmt.Errorf("the connection was closed: %v", err)
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		e.Err = fmt.Errorf("%s is unreachable: %v", addr, err)
-		e.Hints = []string{"check the host, the network and any firewall"}
-	default:
-		var op *net.OpError
-		if !errors.As(err, &op) {
-			e.Kind = KindOther
-		}
+		{when: func(f *failure) bool { return f.closedSilently() && speaksTLS(f.cfg) }, kind: KindTLS, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker closed the connection before CONNACK: port %d expects TLS", f.cfg.Port), hints: []string{"add --cafile CA.pem (or --tls for a publicly trusted certificate) or use mqtts://"}}
+		}},
+		{when: func(f *failure) bool { return f.closedSilently() }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the broker closed the connection before CONNACK"), hints: []string{"the broker rejected the CONNECT: see its log (an unexpected client id, protocol version or packet size)"}}
+		}},
+		{when: func(f *failure) bool { return isEOFOrReset(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the connection was closed: %v", f.err), hints: nil}
+		}},
+		{when: func(f *failure) bool {
+			return errors.Is(f.err, syscall.EHOSTUNREACH) || errors.Is(f.err, syscall.ENETUNREACH)
+		}, kind: KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("%s is unreachable: %v", f.addr, f.err), hints: []string{"check the host, the network and any firewall"}}
+		}},
 	}
-	return e
+}
+
+// certRequested reports whether the broker asked for a client certificate
+// during the handshake.
+func (f *failure) certRequested() bool { return f.st != nil && f.st.certRequested.Load() }
+
+// closedSilently reports a plain connection the broker closed without
+// sending a byte.
+func (f *failure) closedSilently() bool {
+	return f.w != nil && !f.tlsOn && isEOFOrReset(f.err) && f.w.readNothing()
+}
+
+// alertWantsCert reports a TLS alert that means "no client certificate".
+func alertWantsCert(alert string) bool {
+	return strings.Contains(alert, "certificate required") || strings.Contains(alert, "handshake failure")
+}
+
+// notTLSAnswer reports a handshake that failed because the server answered
+// with something other than TLS, or with nothing.
+func notTLSAnswer(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || isEOFOrReset(err)
+}
+
+// issuerOf names the issuer of a certificate no CA given vouches for, with
+// its key id: every CA mqtk makes on one host has the same name, so a
+// --cafile from another run looks right by name alone, and the key id
+// tells them apart (tlsgen inspect shows it). When the broker sends its
+// CA along (mosquitto does), the certificate left unverified is that CA
+// itself.
+func issuerOf(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	issuer := fmt.Sprintf(" (issuer %q", c.Issuer.String())
+	kid := c.AuthorityKeyId
+	if c.IsCA && bytes.Equal(c.RawIssuer, c.RawSubject) {
+		kid = c.SubjectKeyId
+	}
+	if len(kid) > 0 {
+		issuer += fmt.Sprintf(", key id %X", kid[:min(len(kid), 8)])
+	}
+	return issuer + ")"
+}
+
+// outsideValidity says whether a certificate expired or is not valid yet.
+func outsideValidity(c *x509.Certificate) error {
+	now := time.Now().UTC().Format(time.RFC3339)
+	switch {
+	case c != nil && time.Now().Before(c.NotBefore):
+		return fmt.Errorf("the server certificate is not valid yet: valid from %s to %s, now %s",
+			c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
+	case c != nil:
+		return fmt.Errorf("the server certificate expired: valid from %s to %s, now %s",
+			c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now)
+	}
+	return fmt.Errorf("the server certificate has expired or is not valid yet")
 }
 
 // refused is the error for a CONNACK with a failure reason code.

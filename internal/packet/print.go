@@ -1,6 +1,7 @@
 package packet
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -36,6 +37,18 @@ const PayloadPreview = 64
 // Describe is AppendText as a string, unstyled.
 func Describe(p Packet, v Version) string {
 	return string(AppendText(nil, p, v, nil))
+}
+
+// DescribeRaw decodes one packet from its first byte and the bytes after
+// its remaining length, and describes it. A packet the codec refuses is
+// shown by its type with the reason and its first 32 bytes, since seeing
+// exactly what a peer got wrong is what a trace is for.
+func DescribeRaw(header byte, body []byte, v Version) string {
+	p, err := Decode(header, body, v)
+	if err != nil {
+		return fmt.Sprintf("%s (invalid: %v; %d bytes: % x)", Type(header>>4).String(), err, len(body), body[:min(len(body), 32)])
+	}
+	return Describe(p, v)
 }
 
 // line builds one trace line.

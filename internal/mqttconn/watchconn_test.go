@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/mqtk/mqtk/internal/packet"
 )
 
 func TestWholePackets(t *testing.T) {
@@ -76,20 +78,20 @@ func TestDescribeV5Properties(t *testing.T) {
 	// client id "c".
 	connect := []byte{0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x00, 0x00, 0x3C,
 		0x05, 0x11, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 'c'}
-	got := describe(0x10, connect, V5)
+	got := packet.DescribeRaw(0x10, connect, packet.V5)
 	want := `CONNECT protocol=MQTT level=5 id="c" clean=false keepalive=60 session-expiry-interval=4294967295`
 	if got != want {
 		t.Errorf("describe CONNECT = %q, want %q", got, want)
 	}
 	// CONNACK success with receive maximum 20 and an assigned id "x".
 	connack := []byte{0x00, 0x00, 0x07, 0x21, 0x00, 0x14, 0x12, 0x00, 0x01, 'x'}
-	got = describe(0x20, connack, V5)
+	got = packet.DescribeRaw(0x20, connack, packet.V5)
 	want = `CONNACK session-present=false reason=0x00 (success) assigned-client-identifier="x" receive-maximum=20`
 	if got != want {
 		t.Errorf("describe CONNACK = %q, want %q", got, want)
 	}
 	// A truncated body says so instead of panicking.
-	if got := describe(0x10, connect[:9], V5); !strings.Contains(got, "CONNECT (invalid: packet ends inside") {
+	if got := packet.DescribeRaw(0x10, connect[:9], packet.V5); !strings.Contains(got, "CONNECT (invalid: packet ends inside") {
 		t.Errorf("describe truncated = %q", got)
 	}
 }
@@ -105,7 +107,7 @@ func FuzzDescribe(f *testing.F) {
 		if v5 {
 			v = V5
 		}
-		_ = describe(h, body, v)
+		_ = packet.DescribeRaw(h, body, packet.Version(v))
 		_ = wholePackets(body)
 	})
 }

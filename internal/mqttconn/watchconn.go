@@ -1,5 +1,10 @@
 package mqttconn
 
+// watchConn, the wrapper every client connection's bytes pass through:
+// buffered reads, whole-packet writes (coalesced with CoalesceWrites), the
+// first bytes the broker sent (which diagnose reads to tell a TLS or HTTP
+// port from an MQTT one), and the -d packet trace.
+
 import (
 	"bufio"
 	"fmt"
@@ -220,7 +225,7 @@ func (w *watchConn) trace(buf, data []byte, dir string) []byte {
 		if len(buf) < total {
 			return buf
 		}
-		w.line(dir + " " + describe(buf[0], buf[1+n:total], w.version))
+		w.line(dir + " " + packet.DescribeRaw(buf[0], buf[1+n:total], packet.Version(w.version)))
 		buf = append(buf[:0], buf[total:]...)
 	}
 }
@@ -229,16 +234,4 @@ func (w *watchConn) line(s string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	fmt.Fprintf(w.debug, "mqtk: %s\n", s)
-}
-
-// describe prints one packet through the project's one packet printer. A
-// packet the codec refuses is shown with the reason, since seeing exactly
-// what a broker got wrong is what -d is for.
-func describe(h byte, body []byte, v Version) string {
-	p, err := packet.Decode(h, body, packet.Version(v))
-	if err != nil {
-		t := packet.Type(h >> 4).String()
-		return fmt.Sprintf("%s (invalid: %v; %d bytes: % x)", t, err, len(body), body[:min(len(body), 32)])
-	}
-	return packet.Describe(p, packet.Version(v))
 }
