@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
@@ -63,9 +62,10 @@ type Options struct {
 	// a broker out of reach fails as every mqtk command fails (exit 3, 4
 	// or 5, with its hints). Nil means mqttconn.Dial.
 	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
-	// DialConn opens the byte stream the raw probes speak over. Nil
-	// means TCP, TLS or a unix socket as Conn says.
-	DialConn func(context.Context, *mqttconn.Config) (net.Conn, error)
+	// DialConn opens the byte stream the raw probes speak over, with
+	// nothing sent. Nil means mqttconn.DialConn: every transport and
+	// --proxy, as the other commands reach a broker.
+	DialConn func(context.Context, mqttconn.Config) (net.Conn, error)
 }
 
 // Report is what a check found out about one broker.
@@ -196,16 +196,6 @@ func Probe(ctx context.Context, o *Options, cfg mqttconn.Config, prefix string) 
 		if err := cfg.Resolve(); err != nil {
 			return nil, err
 		}
-	}
-	if o.DialConn == nil && (cfg.Scheme == "ws" || cfg.Scheme == "wss" || cfg.Proxy != "") {
-		// The probes open their own connections, and those speak TCP,
-		// TLS and unix sockets only.
-		what := "over " + cfg.Scheme
-		if cfg.Proxy != "" {
-			what = "through a proxy (--proxy)"
-		}
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("mqtk check cannot probe %s: it speaks MQTT over TCP, TLS and unix sockets", what),
-			Hints: []string{"check the broker's TCP or TLS listener (mqtt:// or mqtts://) from a host that reaches it: the broker's MQTT behaviour is the same on every listener"}}
 	}
 	dial := o.Dial
 	if dial == nil {

@@ -71,6 +71,16 @@ func assertRows(t *testing.T, r *Report, want map[string]string) {
 	}
 }
 
+// assertValues checks that each row's value holds the text given for it.
+func assertValues(t *testing.T, r *Report, values map[string]string) {
+	t.Helper()
+	for id, want := range values {
+		if row := r.Row(id); row == nil || !strings.Contains(row.Value, want) {
+			t.Errorf("%s: %+v, want a value with %q", id, row, want)
+		}
+	}
+}
+
 // maxPacket checks that the largest accepted payload, as a whole
 // PUBLISH, is at the configured limit: within the 1 to 4 bytes of
 // remaining-length field that brokers count differently (mosquitto
@@ -112,6 +122,7 @@ var mosquittoDefaults = map[string]string{
 	"wildcards":                                  "yes",
 	"max_payload":                                fmt.Sprint(testPayloadBound),
 	"receive_maximum_enforced":                   "yes",
+	"receive_maximum_disconnect":                 "no",
 	"inflight_window":                            "20",
 	"shared_subscriptions":                       "yes",
 	"subscription_identifiers":                   "yes",
@@ -148,7 +159,7 @@ func TestMosquittoConfigurations(t *testing.T) {
 		"connack.properties": "n/a", "retained": "yes", "wildcards": "yes",
 		"max_payload": fmt.Sprint(testPayloadBound), "inflight_window": "20",
 		"shared_subscriptions": "yes", "will": "yes", "session_resumption": "yes", "sys": "yes",
-		"receive_maximum_enforced": "n/a", "subscription_identifiers": "n/a", "no_local": "n/a",
+		"receive_maximum_enforced": "n/a", "receive_maximum_disconnect": "n/a", "subscription_identifiers": "n/a", "no_local": "n/a",
 		"retain_handling": "n/a", "will_delay": "n/a", "message_expiry": "n/a",
 		"topic_alias_to_broker": "n/a", "topic_alias_from_broker": "n/a",
 	}
@@ -158,8 +169,14 @@ func TestMosquittoConfigurations(t *testing.T) {
 		v      mqttconn.Version
 		want   map[string]string
 		packet int // max_packet_size, when set
+		// values holds, by row id, text the row's value must contain.
+		values map[string]string
 	}{
-		{name: "defaults", v: mqttconn.V5, want: mosquittoDefaults},
+		// mosquitto announces max_inflight_messages as its Receive
+		// Maximum (20 by default) and answers a QoS 2 PUBLISH over it
+		// with PUBREC 0x97, staying connected; 2.0.11 takes the next one.
+		{name: "defaults", v: mqttconn.V5, want: mosquittoDefaults, values: map[string]string{
+			"receive_maximum_disconnect": "stayed connected over its Receive Maximum of 20: PUBLISH 21 refused with PUBREC quota exceeded (0x97)"}},
 		{name: "defaults-311", v: mqttconn.V311, want: v311},
 		{name: "defaults-31", v: mqttconn.V31, want: v311},
 		{name: "max_packet_size", global: "max_packet_size 2000", v: mqttconn.V5, packet: 2000,
@@ -167,7 +184,8 @@ func TestMosquittoConfigurations(t *testing.T) {
 		{name: "max_packet_size-311", global: "max_packet_size 2000", v: mqttconn.V311, packet: 2000,
 			want: with(v311, "max_payload", "< 2000")},
 		{name: "max_inflight_messages", global: "max_inflight_messages 5", v: mqttconn.V5,
-			want: with(mosquittoDefaults, "connack.receive_maximum", "5", "inflight_window", "5")},
+			want:   with(mosquittoDefaults, "connack.receive_maximum", "5", "inflight_window", "5"),
+			values: map[string]string{"receive_maximum_disconnect": "over its Receive Maximum of 5: PUBLISH 6 refused with PUBREC quota exceeded (0x97)"}},
 		{name: "max_inflight_messages-311", global: "max_inflight_messages 5", v: mqttconn.V311,
 			want: with(v311, "inflight_window", "5")},
 		// Without retained messages $SYS is only published every
@@ -182,6 +200,7 @@ func TestMosquittoConfigurations(t *testing.T) {
 			b := mosquittotest.Start(t, mosquittotest.Options{Global: tc.global})
 			r := probe(t, fmt.Sprintf("mqtt://%s", b.Addr(0)), tc.v, "mqtk-check/"+tc.name)
 			assertRows(t, r, tc.want)
+			assertValues(t, r, tc.values)
 			if tc.packet != 0 {
 				maxPacket(t, r, packet.Version(tc.v), tc.packet)
 			}
@@ -197,13 +216,16 @@ func TestOwnBroker(t *testing.T) {
 		"connack.receive_maximum", "65535",
 		"connack.maximum_packet_size", fmt.Sprint(broker.DefaultLimits().MaxPacketSize),
 		"inflight_window", "no limit below 30 (all sent without waiting)",
-		"topic_alias_from_broker", "yes")
+		"topic_alias_from_broker", "yes",
+		// 65535, not announced: too many to exceed.
+		"receive_maximum_disconnect", "n/a")
 	for _, tc := range []struct {
 		name   string
 		limits broker.Limits
 		v      mqttconn.Version
 		want   map[string]string
 		packet int
+		values map[string]string
 	}{
 		{name: "defaults", v: mqttconn.V5, want: defaults},
 		{name: "defaults-311", v: mqttconn.V311, want: map[string]string{
@@ -213,12 +235,18 @@ func TestOwnBroker(t *testing.T) {
 		}},
 		{name: "max-packet-size", limits: broker.Limits{MaxPacketSize: 3000}, v: mqttconn.V5, packet: 3000,
 			want: with(defaults, "connack.maximum_packet_size", "3000", "max_payload", "< 3000")},
+		// Its Receive Maximum is announced and enforced as MQTT 5 says:
+		// DISCONNECT 0x93 at the first QoS 2 PUBLISH over it.
+		{name: "receive-maximum", limits: broker.Limits{ReceiveMaximum: 5}, v: mqttconn.V5,
+			want:   with(defaults, "connack.receive_maximum", "5", "receive_maximum_disconnect", "yes"),
+			values: map[string]string{"receive_maximum_disconnect": "DISCONNECT receive maximum exceeded (0x93) at unreleased QoS 2 PUBLISH 6 (Receive Maximum 5)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := startOwnBroker(t, tc.limits)
 			r := probe(t, url, tc.v, "mqtk-check/"+tc.name)
 			assertRows(t, r, tc.want)
+			assertValues(t, r, tc.values)
 			if tc.packet != 0 {
 				maxPacket(t, r, packet.Version(tc.v), tc.packet)
 			}
@@ -251,7 +279,7 @@ func assertClean(t *testing.T, url, prefix string) {
 	if err := cfg.Resolve(); err != nil {
 		t.Fatal(err)
 	}
-	p := &prober{cfg: cfg, dial: dialRaw, v: packet.V5, prefix: prefix, wait: 5 * time.Second, quiet: 300 * time.Millisecond, idBase: "clean"}
+	p := &prober{cfg: cfg, dial: mqttconn.DialConn, v: packet.V5, prefix: prefix, wait: 5 * time.Second, quiet: 300 * time.Millisecond, idBase: "clean"}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := p.open(ctx, nil)
@@ -422,6 +450,47 @@ func TestTLS(t *testing.T) {
 		if mqttconn.KindOf(err) != mqttconn.KindTLS {
 			t.Errorf("wrong CA: got %v, want a TLS error", err)
 		}
+	}
+}
+
+// TestWebSocket checks mosquitto over its WebSocket listeners: the whole
+// check over ws:// says what it says over TCP, and over wss:// the TLS
+// rows describe the listener's TLS.
+func TestWebSocket(t *testing.T) {
+	mosquittotest.Require(t)
+	t.Parallel()
+	pki := testpki.New(t)
+	cert, key := pki.Server(t, "server", "localhost", "127.0.0.1")
+	// Debian's mosquitto (2.0.11) starts no listener when every one is
+	// a WebSocket listener: a TCP one comes first.
+	b := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{
+		{}, {WebSockets: true}, {WebSockets: true, TLS: &mosquittotest.TLS{CAFile: pki.CAFile, CertFile: cert, KeyFile: key}}}})
+
+	ws := fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.Ports[1])
+	r := probe(t, ws, mqttconn.V5, "mqtk-check/ws")
+	assertRows(t, r, mosquittoDefaults)
+	assertClean(t, ws, "mqtk-check/ws")
+
+	cfg := mqttconn.Default()
+	cfg.URL, cfg.TLS.CAFile = fmt.Sprintf("wss://localhost:%d/mqtt", b.Ports[2]), pki.CAFile
+	if err := cfg.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	io, _, _ := ui.Test(strings.NewReader(""))
+	o := &Options{Conn: cfg, Prefix: "mqtk-check/wss", Timeout: time.Minute, MaxPayload: 1024, IO: io}
+	p := newProber(o, cfg, o.Prefix, mqttconn.V5)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.probeTLS(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.probeRetained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertRows(t, &Report{Rows: p.rows}, map[string]string{
+		"tls.versions": "TLS 1.2, TLS 1.3", "tls.verified": "yes", "tls.names": "localhost, 127.0.0.1", "retained": "yes"})
+	if row := p.rowOf("tls.alpn"); row == nil || !strings.Contains(row.Value, "http/1.1") {
+		t.Errorf("tls.alpn: %+v, want HTTP/1.1 offered on a wss:// listener", row)
 	}
 }
 

@@ -2,13 +2,10 @@ package check
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,7 +18,8 @@ import (
 // A probe needs control a library client hides: CONNECT properties of its
 // choosing, not acknowledging a PUBLISH, closing without DISCONNECT,
 // MQTT 3.1. So every probe speaks through rawConn, a small client on
-// mqtk's own codec.
+// mqtk's own codec, over the byte stream the shared layer's DialConn
+// opens (any transport, through --proxy).
 
 // Errors a probe reports as a verdict rather than a failure of the run.
 var (
@@ -57,89 +55,6 @@ type rawConn struct {
 	inAliases map[uint16]string // owned by the reader
 }
 
-// dialRaw opens the byte stream to the broker: tcp, tls or unix, with the
-// TLS settings of the shared connection layer's Config.
-func dialRaw(ctx context.Context, cfg *mqttconn.Config) (net.Conn, error) {
-	var d net.Dialer
-	if cfg.BindAddress != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.BindAddress)}
-	}
-	switch cfg.Scheme {
-	case "unix":
-		return d.DialContext(ctx, "unix", cfg.SocketPath)
-	case "tcp":
-		return d.DialContext(ctx, "tcp", cfg.Addr())
-	case "tls":
-		tc, err := clientTLS(cfg)
-		if err != nil {
-			return nil, err
-		}
-		td := tls.Dialer{NetDialer: &d, Config: tc}
-		return td.DialContext(ctx, "tcp", cfg.Addr())
-	}
-	return nil, fmt.Errorf("mqtk check cannot probe over %s yet", cfg.Scheme)
-}
-
-// clientTLS is the client TLS configuration the raw probes use: the
-// trust, identity, name and ALPN settings of cfg.TLS.
-func clientTLS(cfg *mqttconn.Config) (*tls.Config, error) {
-	t := cfg.TLS
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		NextProtos:         t.ALPN,
-		InsecureSkipVerify: t.Insecure,
-	}
-	if tc.ServerName == "" {
-		tc.ServerName = cfg.Host
-	}
-	switch t.MinVersion {
-	case "1.3", "tlsv1.3":
-		tc.MinVersion = tls.VersionTLS13
-	case "1.1", "tlsv1.1":
-		tc.MinVersion = tls.VersionTLS11
-	}
-	if t.CAFile != "" || t.CAPath != "" {
-		pool := x509.NewCertPool()
-		if t.OSCerts {
-			if sys, err := x509.SystemCertPool(); err == nil {
-				pool = sys
-			}
-		}
-		files := []string{}
-		if t.CAFile != "" {
-			files = append(files, t.CAFile)
-		}
-		if t.CAPath != "" {
-			entries, err := os.ReadDir(t.CAPath)
-			if err != nil {
-				return nil, fmt.Errorf("read --capath: %w", err)
-			}
-			for _, e := range entries {
-				if !e.IsDir() {
-					files = append(files, t.CAPath+"/"+e.Name())
-				}
-			}
-		}
-		for _, f := range files {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("read CA certificates: %w", err)
-			}
-			pool.AppendCertsFromPEM(pem)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load --cert/--key: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
 // connectResult is what one CONNECT exchange gave.
 type connectResult struct {
 	conn    *rawConn // nil unless accepted
@@ -156,9 +71,14 @@ func (p *prober) connect(ctx context.Context, v packet.Version, cp *packet.Conne
 	ctx, cancel := context.WithTimeout(ctx, p.wait)
 	defer cancel()
 	start := time.Now()
-	nc, err := p.dial(ctx, &p.cfg)
+	cfg := p.cfg
+	// The version of this CONNECT, for the -d trace to decode the
+	// exchange with.
+	cfg.Version = mqttconn.Version(v)
+	// DialConn's errors already say what they were connecting to.
+	nc, err := p.dial(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", p.cfg.Addr(), err)
+		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
@@ -271,14 +191,24 @@ func (c *rawConn) ack(p *packet.Publish) {
 }
 
 func (c *rawConn) send(p packet.Packet) error {
-	b, err := packet.Encode(p, c.v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", p.Type(), err)
+	return c.sendAll(p)
+}
+
+// sendAll writes ps in one write: they leave together, nothing awaited in
+// between.
+func (c *rawConn) sendAll(ps ...packet.Packet) error {
+	var b []byte
+	for _, p := range ps {
+		pb, err := packet.Encode(p, c.v)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", p.Type(), err)
+		}
+		b = append(b, pb...)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_, err = c.nc.Write(b)
+	_, err := c.nc.Write(b)
 	return err
 }
 

@@ -5,39 +5,47 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"strings"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
-// probeTLS reports, for a TLS listener, the versions the broker accepts,
-// what the handshake with the user's settings negotiated (version,
-// cipher suite, ALPN), whether the chain verifies, and the certificates
-// with their names.
+// probeTLS reports, for a TLS listener (mqtts:// or wss://), the versions
+// the broker accepts, what the handshake with the user's settings
+// negotiated (version, cipher suite, ALPN), whether the chain verifies,
+// and the certificates with their names. Its handshakes reach the broker
+// as the other probes' connections do (-A, --proxy), with the TLS
+// configuration of the shared layer; each is a handshake alone, with no
+// MQTT or WebSocket after it.
 func (p *prober) probeTLS(ctx context.Context) error {
-	if p.cfg.Scheme != "tls" {
+	if p.cfg.Scheme != "tls" && p.cfg.Scheme != "wss" {
 		p.add(Row{ID: "tls", Group: "tls", Name: "TLS", Verdict: NA, Value: "not a TLS connection"})
 		return nil
 	}
-	base, err := clientTLS(&p.cfg)
+	base, err := mqttconn.TLSConfig(&p.cfg)
 	if err != nil {
 		return err
 	}
 	if len(base.NextProtos) == 0 {
-		// Offer "mqtt" so that the row says whether the broker answers
-		// ALPN at all (AWS IoT, for one, routes by it).
+		// Offer the protocol the listener speaks inside TLS, so that the
+		// row says whether the broker answers ALPN at all (AWS IoT, for
+		// one, routes by it): "mqtt", or HTTP/1.1 for the WebSocket
+		// upgrade of wss://.
 		base.NextProtos = []string{"mqtt"}
+		if p.cfg.Scheme == "wss" {
+			base.NextProtos = []string{"http/1.1"}
+		}
 	}
 	handshake := func(tc *tls.Config) (tls.ConnectionState, error) {
 		ctx, cancel := context.WithTimeout(ctx, p.wait)
 		defer cancel()
-		d := tls.Dialer{NetDialer: &net.Dialer{}, Config: tc}
-		c, err := d.DialContext(ctx, "tcp", p.cfg.Addr())
+		c, err := mqttconn.DialTLS(ctx, p.cfg, tc)
 		if err != nil {
 			return tls.ConnectionState{}, err
 		}
 		defer c.Close()
-		return c.(*tls.Conn).ConnectionState(), nil
+		return c.ConnectionState(), nil
 	}
 
 	// Versions, each alone; verification off, since only the version is

@@ -29,20 +29,23 @@ by asking and by trying:
              Keep Alive, an assigned client id
   behaviour  measured: retained messages, wildcards, the largest payload
              accepted (a bisection up to --max-payload), whether the broker
-             honours the client's Receive Maximum, shared subscriptions and
-             how it spreads them, subscription identifiers, no-local, retain
-             handling, wills and will delay, session resumption with queued
-             QoS 1 and 2 messages, message expiry, topic aliases both ways,
-             $SYS
-  tls        for mqtts://: the TLS versions accepted, the negotiated version
-             and cipher suite, ALPN, the certificate chain and its names
+             honours the client's Receive Maximum and enforces its own,
+             shared subscriptions and how it spreads them, subscription
+             identifiers, no-local, retain handling, wills and will delay,
+             session resumption with queued QoS 1 and 2 messages, message
+             expiry, topic aliases both ways, $SYS
+  tls        for mqtts:// and wss://: the TLS versions accepted, the
+             negotiated version and cipher suite, ALPN, the certificate
+             chain and its names
   timing     CONNECT, SUBSCRIBE and a publish round trip (medians)
 
 The behaviour probes speak MQTT 5 unless -V 311 or -V 31 is given (or the
 broker has no MQTT 5); rows that need MQTT 5 then say n/a. Each probe
 makes the clients it needs, with client ids, sessions and wills of its
 own: -i, -I, -c, -x, -k and the --will flags do not apply. The probes
-speak over TCP, TLS and unix sockets (not WebSocket or --proxy).
+reach the broker as every mqtk command does: TCP, TLS, WebSocket (ws://,
+wss://) or a unix socket, through --proxy when given; -d traces their
+packets.
 
 It is safe against a shared broker: every probe works under --prefix
 (default mqtk-check/ plus random characters), removes the retained
@@ -92,6 +95,7 @@ reached or refused the connection, 7 an expectation was not met.`,
 		opts.Conn = conn
 		opts.IO = a.io
 		opts.Dial = mqttconn.Dial
+		opts.DialConn = mqttconn.DialConn
 		if !fs.Changed("prefix") {
 			opts.Prefix = check.DefaultPrefix()
 		}

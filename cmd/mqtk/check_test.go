@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/check"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -40,6 +41,9 @@ func TestCheckFlags(t *testing.T) {
 	}
 	if o.Conn.Addr() != "example:1884" {
 		t.Errorf("address %s", o.Conn.Addr())
+	}
+	if o.Dial == nil || o.DialConn == nil {
+		t.Errorf("the probes must reach the broker through the shared layer: Dial %v, DialConn %v", o.Dial != nil, o.DialConn != nil)
 	}
 	o, err = run("-h", "b1", "-p", "1999", "--prefix", "ci/probe", "-W", "2m", "--max-payload", "64KiB", "-F", "json",
 		"--compare", "mqtt://b2:1883", "--expect", "need.yaml", "-V", "311")
@@ -153,5 +157,43 @@ func TestCheckCompare(t *testing.T) {
 	}
 	if !differs || !same {
 		t.Errorf("topic aliases should differ (mosquitto sends none) and retained messages agree:\n%s", out)
+	}
+}
+
+// TestCheckWebSocketThroughProxy: the probes reach the broker as every
+// command does, here over WebSocket through an HTTP CONNECT proxy, whose
+// log shows that every connection of the check went through it.
+func TestCheckWebSocketThroughProxy(t *testing.T) {
+	_, own := ownBroker(t, broker.Options{Listeners: []string{"ws://127.0.0.1:0/mqtt"}})
+	p := startTestProxy(t, "http", "", "")
+	url := "ws://localhost:" + portOf(own["ws"]) + "/mqtt"
+	code, out, stderr := runMqtk(t, "", "check", "-L", url, "--proxy", p.URL, "-F", "json", "--max-payload", "1KiB", "--prefix", "mqtk-check/wsproxy")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	var r check.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for id, want := range map[string]string{"protocol.5": "yes", "retained": "yes", "wildcards": "yes", "will": "yes", "session_resumption": "yes", "tls": "n/a"} {
+		if row := r.Row(id); row == nil || row.Verdict != want {
+			t.Errorf("%s: %+v, want %s", id, row, want)
+		}
+	}
+	for _, row := range r.Rows {
+		if row.Verdict == check.Failed || row.Verdict == check.Skipped {
+			t.Errorf("%s: %s: %s", row.ID, row.Verdict, row.Note)
+		}
+	}
+	// One tunnel per connection: the first through the shared client,
+	// then every probe's own.
+	tunnels := p.Targets()
+	if len(tunnels) < 2 {
+		t.Errorf("the proxy carried %d connections, want the first and the probes'", len(tunnels))
+	}
+	for _, tg := range tunnels {
+		if tg != "localhost:"+portOf(own["ws"]) {
+			t.Errorf("a tunnel to %s, want every one to the broker", tg)
+		}
 	}
 }

@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// defaultConnectTimeout bounds a connection attempt when
+// Config.ConnectTimeout is not set.
+const defaultConnectTimeout = 10 * time.Second
+
 // Dial connects to the broker described by cfg and returns a live Client:
 // MQTT 5 on paho.golang, 3.1.1 and 3.1 on paho.mqtt.golang. cfg.ConnectTimeout
 // bounds the TCP connection, the TLS handshake and the CONNECT/CONNACK
@@ -19,13 +23,8 @@ import (
 // inside OnMessage can stall the reader that would deliver it (with MQTT
 // 3.1.1 it does), so reply from OnMessage with PublishAsync.
 func Dial(ctx context.Context, cfg Config) (Client, error) {
-	if cfg.Scheme == "" {
-		if err := cfg.Resolve(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+	if err := resolveForDial(&cfg); err != nil {
+		return nil, err
 	}
 	id := clientID(&cfg)
 	if cfg.Native && cfg.Version != VAuto && cfg.Props.AuthMethod == "" {

@@ -11,6 +11,14 @@ import (
 	"strings"
 )
 
+// TLSConfig returns the client TLS configuration Dial uses for cfg (trust,
+// client certificate, server name, ALPN, lowest version, cipher suites,
+// key log), for callers that make TLS handshakes of their own. File
+// problems are usage errors.
+func TLSConfig(cfg *Config) (*tls.Config, error) {
+	return tlsConfig(cfg, nil)
+}
+
 // tlsConfig builds the client TLS configuration from cfg.TLS. File problems
 // are usage errors: nothing was tried on the network yet.
 func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
