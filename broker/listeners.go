@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mqtk/mqtk/broker/engine"
+	"github.com/mqtk/mqtk/internal/wsconn"
 )
 
 // listenerSpec is a parsed --listen URL.
@@ -330,7 +331,7 @@ func (l *listener) serveWS(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cn = r.TLS.PeerCertificates[0].Subject.CommonName
 	}
-	<-l.b.serveConn(l.id, &wsConn{Conn: ws}, cn)
+	<-l.b.serveConn(l.id, wsconn.New(ws), cn)
 }
 
 func (b *Broker) isClosing() bool {
@@ -441,63 +442,4 @@ func (c *trackedConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() { err = c.Conn.Close() })
 	return err
-}
-
-// wsConn presents a WebSocket as the byte stream MQTT expects: MQTT packets
-// may span WebSocket messages and a message may hold several packets.
-//
-// gorilla/websocket allows one concurrent writer and keeps the write
-// deadline in a plain field, while the engine may set deadlines from the
-// reader goroutine; wmu serialises writes and write deadlines.
-type wsConn struct {
-	*websocket.Conn
-	r   io.Reader
-	wmu sync.Mutex
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			mt, r, err := c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if mt != websocket.BinaryMessage {
-				// [MQTT-6.0.0-1] MQTT control packets go in binary frames.
-				return 0, errors.New("websocket: text frame received, MQTT needs binary frames")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
 }

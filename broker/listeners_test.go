@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/wsconn"
 )
 
 func TestParseListen(t *testing.T) {
@@ -85,7 +86,7 @@ func TestSecureWebSocketListener(t *testing.T) {
 		t.Fatalf("dial %s: %v", l.URL(), err)
 	}
 	defer ws.Close()
-	c := &wsConn{Conn: ws}
+	c := wsconn.New(ws)
 	rc := newRawClient(t, c, packet.V5)
 	rc.connect(connectPacket("wss-client", true, 30))
 	if codes := rc.subscribe(1, "wss/#", "other/#"); len(codes) != 2 || codes[0] != 1 || codes[1] != 0x87 {

@@ -4,15 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/mqtk/mqtk/internal/wsconn"
 )
 
 // dialTransport opens the byte stream to the broker (TCP, TLS, WebSocket or
@@ -111,7 +109,7 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState, dial dialFun
 		}
 		return nil, err
 	}
-	return &wsConn{ws: ws}, nil
+	return wsconn.New(ws), nil
 }
 
 // upgradeClosedError is a connection closed during the WebSocket upgrade,
@@ -126,73 +124,4 @@ type wsStatusError struct{ status, url string }
 
 func (e *wsStatusError) Error() string {
 	return "websocket upgrade refused with HTTP " + e.status
-}
-
-// wsConn presents a WebSocket as a byte stream: MQTT packets may span
-// WebSocket frames and a frame may hold several packets [MQTT-6.0.0-2].
-type wsConn struct {
-	ws  *websocket.Conn
-	r   io.Reader
-	rmu sync.Mutex
-	wmu sync.Mutex
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					return 0, io.EOF
-				}
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				// [MQTT-6.0.0-1] text frames are a protocol error.
-				return 0, errors.New("broker sent a websocket text frame")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) Close() error                      { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
-
-// SetWriteDeadline takes the write lock: gorilla's deadline setter must not
-// run concurrently with a write.
-func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.ws.SetWriteDeadline(t)
-}
-
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if err := c.ws.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
 }

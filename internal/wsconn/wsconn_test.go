@@ -1,0 +1,82 @@
+package wsconn
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// The stream reads across message boundaries, writes one binary message
+// per Write, refuses text messages and ends in io.EOF when the peer
+// closes.
+func TestStream(t *testing.T) {
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		// One packet split over two messages, then two in one message.
+		_ = ws.WriteMessage(websocket.BinaryMessage, []byte{0x20, 0x02})
+		_ = ws.WriteMessage(websocket.BinaryMessage, []byte{0x00, 0x00, 0xD0, 0x00, 0xD0, 0x00})
+		// Answer the client's binary message with a text one.
+		if typ, b, err := ws.ReadMessage(); err == nil && typ == websocket.BinaryMessage {
+			_ = ws.WriteMessage(websocket.TextMessage, b)
+		}
+		_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		time.Sleep(100 * time.Millisecond)
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(ws)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 8)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read across messages: %v", err)
+	}
+	if want := []byte{0x20, 0x02, 0x00, 0x00, 0xD0, 0x00, 0xD0, 0x00}; string(got) != string(want) {
+		t.Fatalf("read % x, want % x", got, want)
+	}
+	if n, err := c.Write([]byte{0xC0, 0x00}); n != 2 || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if _, err := c.Read(got); !errors.Is(err, ErrTextFrame) {
+		t.Fatalf("read of a text message: %v, want ErrTextFrame", err)
+	}
+}
+
+// A close from the peer reads as the end of the stream.
+func TestCloseIsEOF(t *testing.T) {
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		time.Sleep(100 * time.Millisecond)
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(ws)
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 4)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after the peer's close: %v, want io.EOF", err)
+	}
+}
