@@ -170,26 +170,7 @@ func (c *nativeClient) connectPacket(id string) (*packet.Connect, error) {
 	if w := cfg.Will; w != nil {
 		cp.Will = &packet.Will{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
 		if c.v == packet.V5 {
-			wp := &cp.Will.Properties
-			if w.DelayInterval != nil {
-				wp.WillDelay = *w.DelayInterval
-				wp.Mark(packet.PropWillDelay)
-			}
-			if w.PayloadFormat != nil {
-				wp.PayloadFormat = *w.PayloadFormat
-				wp.Mark(packet.PropPayloadFormat)
-			}
-			if w.MessageExpiry != nil {
-				wp.MessageExpiry = *w.MessageExpiry
-				wp.Mark(packet.PropMessageExpiry)
-			}
-			wp.ContentType = w.ContentType
-			wp.ResponseTopic = w.ResponseTopic
-			if w.CorrelationData != nil {
-				wp.CorrelationData = w.CorrelationData
-				wp.Mark(packet.PropCorrelationData)
-			}
-			wp.User = packetUser(w.UserProperties)
+			cp.Will.Properties = w.packetProps()
 		}
 	}
 	if c.v != packet.V5 {
@@ -278,6 +259,31 @@ func (c *nativeClient) ctxCause(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	return err
+}
+
+// packetProps are w's MQTT 5 will properties as the codec writes them.
+func (w *Will) packetProps() packet.Properties {
+	var p packet.Properties
+	if w.DelayInterval != nil {
+		p.WillDelay = *w.DelayInterval
+		p.Mark(packet.PropWillDelay)
+	}
+	if w.PayloadFormat != nil {
+		p.PayloadFormat = *w.PayloadFormat
+		p.Mark(packet.PropPayloadFormat)
+	}
+	if w.MessageExpiry != nil {
+		p.MessageExpiry = *w.MessageExpiry
+		p.Mark(packet.PropMessageExpiry)
+	}
+	p.ContentType = w.ContentType
+	p.ResponseTopic = w.ResponseTopic
+	if w.CorrelationData != nil {
+		p.CorrelationData = w.CorrelationData
+		p.Mark(packet.PropCorrelationData)
+	}
+	p.User = packetUser(w.UserProperties)
+	return p
 }
 
 func packetUser(u []UserProperty) []packet.UserProperty {

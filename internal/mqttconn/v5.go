@@ -686,25 +686,9 @@ func willPropsFix(w *Will) func([]byte) ([]byte, error) {
 		if !ok || cp.Will == nil {
 			return nil, fmt.Errorf("no will in the CONNECT")
 		}
-		wp := &cp.Will.Properties
-		if w.PayloadFormat != nil {
-			wp.PayloadFormat = *w.PayloadFormat
-			wp.Mark(packet.PropPayloadFormat)
-		}
-		if w.MessageExpiry != nil {
-			wp.MessageExpiry = *w.MessageExpiry
-			wp.Mark(packet.PropMessageExpiry)
-		}
-		if w.ContentType != "" {
-			wp.ContentType = w.ContentType
-		}
-		if w.ResponseTopic != "" {
-			wp.ResponseTopic = w.ResponseTopic
-		}
-		if w.CorrelationData != nil {
-			wp.CorrelationData = w.CorrelationData
-			wp.Mark(packet.PropCorrelationData)
-		}
+		// All of them, as mqtk's own codec writes them: those paho
+		// wrote come out the same.
+		cp.Will.Properties = w.packetProps()
 		return packet.Encode(cp, packet.V5)
 	}
 }
