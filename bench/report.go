@@ -202,17 +202,13 @@ type Interval struct {
 	hist *hdrhistogram.Histogram
 }
 
+// intervalFields is Interval without its JSON methods, so that
+// intervalJSON can embed its fields.
+type intervalFields Interval
+
 type intervalJSON struct {
-	T        float64 `json:"t_s"`
-	Sent     int64   `json:"sent"`
-	Acked    int64   `json:"acked"`
-	Received int64   `json:"received"`
-	SentPS   float64 `json:"sent_per_s"`
-	RecvPS   float64 `json:"received_per_s"`
-	P50      float64 `json:"p50_ms"`
-	P99      float64 `json:"p99_ms"`
-	Max      float64 `json:"max_ms"`
-	Hist     string  `json:"hist,omitempty"`
+	intervalFields
+	Hist string `json:"hist,omitempty"`
 }
 
 // MarshalJSON adds the encoded interval histogram.
@@ -221,7 +217,7 @@ func (iv Interval) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(intervalJSON{iv.T, iv.Sent, iv.Acked, iv.Received, iv.SentPS, iv.RecvPS, iv.P50, iv.P99, iv.Max, h})
+	return json.Marshal(intervalJSON{intervalFields(iv), h})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -234,7 +230,8 @@ func (iv *Interval) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode interval histogram: %w", err)
 	}
-	*iv = Interval{j.T, j.Sent, j.Acked, j.Received, j.SentPS, j.RecvPS, j.P50, j.P99, j.Max, h}
+	*iv = Interval(j.intervalFields)
+	iv.hist = h
 	return nil
 }
 

@@ -68,6 +68,19 @@ func (i *Issued) CertPEM() []byte {
 // serial returns a random positive serial of exactly 20 octets, the maximum
 // RFC 5280 allows: unpredictable, so issuing the same name twice never
 // collides, and never a counter.
+// keyAndSerial makes a new certificate's private key and serial number.
+func keyAndSerial(kt KeyType, rnd io.Reader, what string) (crypto.Signer, *big.Int, error) {
+	key, err := generateKey(kt, rnd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate %s: %w", what, err)
+	}
+	sn, err := serial(rnd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, sn, nil
+}
+
 func serial(rnd io.Reader) (*big.Int, error) {
 	b := make([]byte, 20)
 	if _, err := io.ReadFull(rnd, b); err != nil {
@@ -92,11 +105,7 @@ type caParams struct {
 // intermediate may sit below it (MaxPathLenZero), as mkcert does.
 func newAuthority(p caParams) (*Authority, error) {
 	rnd := orRand(p.Rand)
-	key, err := generateKey(p.KeyType, rnd)
-	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	sn, err := serial(rnd)
+	key, sn, err := keyAndSerial(p.KeyType, rnd, "CA key")
 	if err != nil {
 		return nil, err
 	}
@@ -156,11 +165,7 @@ type leafParams struct {
 // caught here rather than in a TLS handshake.
 func (ca *Authority) issue(p leafParams) (*Issued, error) {
 	rnd := orRand(p.Rand)
-	key, err := generateKey(p.KeyType, rnd)
-	if err != nil {
-		return nil, fmt.Errorf("generate key: %w", err)
-	}
-	sn, err := serial(rnd)
+	key, sn, err := keyAndSerial(p.KeyType, rnd, "key")
 	if err != nil {
 		return nil, err
 	}
