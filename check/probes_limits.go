@@ -104,21 +104,13 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 	}
 	const limit, sent = 2, 6
 	t := p.topic("rm")
-	sub, _, err := p.open(ctx, func(c *packet.Connect) {
+	sub, pub, err := p.unackedPair(ctx, t, func(c *packet.Connect) {
 		c.Properties.ReceiveMaximum = limit
 	})
 	if err != nil {
 		return err
 	}
 	defer sub.disconnect(nil)
-	sub.autoAck.Store(false)
-	if _, err := sub.subscribe(ctx, p.wait, 0, packet.Subscription{Filter: t, QoS: 1}); err != nil {
-		return err
-	}
-	pub, _, err := p.open(ctx, nil)
-	if err != nil {
-		return err
-	}
 	defer pub.disconnect(nil)
 	for i := range sent {
 		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte('0' + i)}}); err != nil {
@@ -165,6 +157,26 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 	return nil
 }
 
+// unackedPair opens a subscriber to topic t at QoS 1 that acknowledges
+// nothing (its CONNECT edited by edit), and a publisher.
+func (p *prober) unackedPair(ctx context.Context, t string, edit func(*packet.Connect)) (sub, pub *rawConn, err error) {
+	sub, _, err = p.open(ctx, edit)
+	if err != nil {
+		return nil, nil, err
+	}
+	sub.autoAck.Store(false)
+	if _, err := sub.subscribe(ctx, p.wait, 0, packet.Subscription{Filter: t, QoS: 1}); err != nil {
+		sub.disconnect(nil)
+		return nil, nil, err
+	}
+	pub, _, err = p.open(ctx, nil)
+	if err != nil {
+		sub.disconnect(nil)
+		return nil, nil, err
+	}
+	return sub, pub, nil
+}
+
 // probeInflightWindow measures how many QoS 1 messages the broker has
 // unacknowledged towards a client that sets no limit of its own (MQTT 5
 // without Receive Maximum means 65,535; 3.1.1 has no way to say): the
@@ -172,19 +184,11 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 func (p *prober) probeInflightWindow(ctx context.Context) error {
 	const sent = 30
 	t := p.topic("window")
-	sub, _, err := p.open(ctx, nil)
+	sub, pub, err := p.unackedPair(ctx, t, nil)
 	if err != nil {
 		return err
 	}
 	defer sub.disconnect(nil)
-	sub.autoAck.Store(false)
-	if _, err := sub.subscribe(ctx, p.wait, 0, packet.Subscription{Filter: t, QoS: 1}); err != nil {
-		return err
-	}
-	pub, _, err := p.open(ctx, nil)
-	if err != nil {
-		return err
-	}
 	defer pub.disconnect(nil)
 	for i := range sent {
 		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte(i)}}); err != nil {
