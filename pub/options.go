@@ -182,7 +182,7 @@ func (o *Options) Validate() error {
 	if o.Repeat < 0 {
 		return mqttconn.Usagef("--repeat %d is negative: give the number of times to publish", o.Repeat)
 	}
-	if o.Repeat > 1 && (o.Source == SourceLines || o.Source == SourceReplay) {
+	if o.Repeat > 1 && o.Source == SourceReplay {
 		return mqttconn.Usagef("--repeat works with -m, -f, -s and -n, not %s", o.Source)
 	}
 	if o.Rate < 0 {

@@ -27,6 +27,11 @@ func Run(ctx context.Context, o *Options) error {
 	if o.Quiet {
 		o.IO.Quiet = true
 	}
+	if o.Repeat > 1 && o.Source == SourceLines {
+		// mosquitto_pub takes --repeat with -l and ignores it; scripts
+		// written for it run unchanged, with a word about it.
+		o.IO.Warnf("--repeat applies to -m, -f, -s and -n: with -l each line is sent once")
+	}
 	if o.Clock == nil {
 		o.Clock = RealClock{}
 	}
@@ -64,6 +69,13 @@ func Run(ctx context.Context, o *Options) error {
 		b, err := ctxio.ReadAll(ctx, o.In)
 		if err != nil {
 			return fmt.Errorf("read stdin: %w", err)
+		}
+		if len(b) == 0 {
+			// mosquitto_pub -s refuses this too: an empty message with -r
+			// would clear the retained one when the producer in front of
+			// the pipe failed.
+			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-s: stdin is empty, nothing to send"),
+				Hints: []string{"to send an empty message, use -n"}}
 		}
 		if payload, err = decode(o.Encoding, b); err != nil {
 			return mqttconn.Usagef("stdin: %v", err)

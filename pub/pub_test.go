@@ -48,7 +48,7 @@ func TestValidateUsageErrors(t *testing.T) {
 		{"qos", Options{Source: SourceMessage, Topic: "a", QoS: 3}, "QoS 3 out of range"},
 		{"encoding", Options{Source: SourceMessage, Topic: "a", Encoding: "rot13"}, "--encoding"},
 		{"topic-from-line without -l", Options{Source: SourceMessage, Topic: "a", TopicFromLine: true}, "needs -l"},
-		{"repeat with -l", Options{Source: SourceLines, Topic: "a", Repeat: 3}, "--repeat works with"},
+		{"repeat with --replay", Options{Source: SourceReplay, File: "x.jsonl", Repeat: 3}, "--repeat works with"},
 		{"user property on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,
 			Props: Props{UserProperties: []mqttconn.UserProperty{{Key: "k", Value: "v"}}}}, "--user-property is an MQTT 5 property"},
 		{"payload format on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,

@@ -84,6 +84,10 @@ type Options struct {
 	Timeout    time.Duration // -W; 0 waits until interrupted
 	NoRetained bool          // -R: a retained message is not a response
 	Latency    bool          // --latency: round-trip time on stderr
+	// RetainHandling is the response subscription's MQTT 5 option
+	// (mosquitto_rr 2.1's --retain-handling): 0 send retained messages,
+	// 1 only for a new subscription, 2 never [MQTT-3.8.3.1].
+	RetainHandling byte
 
 	Print Printer
 	// Now is the clock for latency; nil means time.Now.
@@ -219,7 +223,7 @@ func Run(ctx context.Context, o *Options) error {
 
 	// Subscribe first, so that a fast responder's answer cannot come
 	// before the subscription exists.
-	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: rt, QoS: o.QoS, SubscriptionID: o.SubscriptionID}})
+	codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: rt, QoS: o.QoS, SubscriptionID: o.SubscriptionID, RetainHandling: o.RetainHandling}})
 	if err != nil {
 		return o.timedOut(ctx, fmt.Errorf("subscribe to %s: %w", rt, err), 0, want, 0)
 	}

@@ -59,6 +59,7 @@ type runner struct {
 	// sync message [MQTT-3.3.5-2]), or two filters overlap.
 	shown   map[string]bool
 	cleared map[string]bool
+	clear   *clearer // --remove-retained's messages, once one is queued
 	count   int
 	start   time.Time
 }
@@ -304,14 +305,25 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 	if again && r.cfg.NoClean && c.Info().SessionPresent {
 		return nil
 	}
+	if len(o.Topics) > 0 {
+		if err := r.subscribe(ctx, c, again); err != nil {
+			return err
+		}
+	}
+	// After the subscriptions, as mosquitto_sub processes them: -t a/#
+	// -U a/# leaves no subscription behind.
 	if !again && len(o.Unsubscribe) > 0 {
 		if err := c.Unsubscribe(ctx, o.Unsubscribe...); err != nil {
 			return fmt.Errorf("unsubscribe %q: %w", o.Unsubscribe, err)
 		}
 	}
-	if len(o.Topics) == 0 {
-		return nil
-	}
+	return nil
+}
+
+// subscribe sends the one SUBSCRIBE for -t (and the --retained-only sync
+// topic) and checks the broker's reason codes.
+func (r *runner) subscribe(ctx context.Context, c mqttconn.Client, again bool) error {
+	o := r.o
 	subs := make([]mqttconn.Subscription, len(o.Topics))
 	for i, t := range o.Topics {
 		var q byte
@@ -434,10 +446,10 @@ func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) 
 			if o.DryRun {
 				o.IO.Infof("would clear the retained message on %s (%d bytes)", m.Topic, len(m.Payload))
 			} else if r.client != nil {
-				// An empty retained PUBLISH removes the retained message [MQTT-3.3.1-6].
-				if err := r.client.Publish(ctx, &mqttconn.Message{Topic: m.Topic, Retain: true}); err != nil {
-					return false, fmt.Errorf("clear the retained message on %s: %w", m.Topic, err)
+				if r.clear == nil {
+					r.clear = newClearer(r.ctx)
 				}
+				r.clear.add(r.client, m.Topic)
 				r.cleared[m.Topic] = true
 			}
 		} else if !m.Retain && len(m.Payload) == 0 && r.cleared[m.Topic] {
@@ -475,6 +487,15 @@ func (r *runner) finish(err error) error {
 		// Let a handler blocked on a full r.msgs return first: Disconnect
 		// waits until every received message has been acknowledged.
 		r.release()
+		if r.clear != nil {
+			// The clearing messages go out before DISCONNECT: exiting
+			// first would leave retained messages behind.
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if cerr := r.clear.wait(cctx); cerr != nil && err == nil {
+				err = cerr
+			}
+			cancel()
+		}
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		derr := r.client.Disconnect(dctx)
 		cancel()

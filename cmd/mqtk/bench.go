@@ -186,6 +186,10 @@ message is accounted for (lost, duplicated, out of order). With no broker
 named (-L/--url, -h, MQTK_URL, a profile), bench starts mqtk's own broker
 in-process on a loopback port and benchmarks that.
 
+Short flags: as in other load tools, -c is --clients and -d is --duration
+here, where pub, sub and rr use -c for a persistent session and -d for the
+packet trace; bench spells those two --no-clean and --debug.
+
 Load models:
   closed loop (--rate 0, the default): each publisher keeps --inflight
     messages outstanding; throughput is then about concurrency ÷ latency.

@@ -56,6 +56,8 @@ type connFlags struct {
 	// mosquitto options Go's TLS cannot honour: accepted, then refused
 	// with the reason (see refuseUnsupported).
 	psk, pskIdentity, keyform, tlsEngine, tlsEngineKpass string
+	// mosquitto options mqtk does not do yet, refused the same way.
+	srv, mptcp bool
 }
 
 // flagAliases are mosquitto's other spellings of connection flags; pflag
@@ -149,6 +151,10 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 		fs.StringVar(r.p, r.name, "", "not supported by Go's TLS (see the error it gives)")
 		_ = fs.MarkHidden(r.name)
 	}
+	fs.BoolVarP(&f.srv, "srv", short("S"), false, "not supported: DNS SRV lookups (see the error it gives)")
+	fs.BoolVar(&f.mptcp, "mptcp", false, "not supported: Multipath TCP (see the error it gives)")
+	_ = fs.MarkHidden("srv")
+	_ = fs.MarkHidden("mptcp")
 	fs.SetNormalizeFunc(flagAliases)
 	// The options file must be read before any RunE reads its flags
 	// (bench reads its own before calling config).
@@ -178,6 +184,12 @@ func (f *connFlags) refuseUnsupported() error {
 	case f.flags.Changed("tls-engine") || f.flags.Changed("tls-engine-kpass-sha1"):
 		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines (TPM, HSM) are not available to Go's TLS"),
 			Hints: []string{"give the client key as a PEM file with --key"}}
+	case f.srv:
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-S (DNS SRV lookup of _mqtt._tcp) is not supported"),
+			Hints: []string{"give the broker's host and port with -h and -p (dig +short SRV _mqtt._tcp.DOMAIN shows them)"}}
+	case f.mptcp:
+		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--mptcp (Multipath TCP) is not supported yet: mqtk connects over plain TCP"),
+			Hints: []string{"leave --mptcp out; the connection works the same over TCP"}}
 	}
 	return nil
 }
@@ -314,6 +326,11 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	if f.flags.Changed("port") && (f.port < 1 || f.port > 65535) {
 		// 0 would otherwise silently mean "the default port".
 		return c, mqttconn.Usagef("-p %d is not a port: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)", f.port)
+	}
+	if f.id != "" && f.idPrefix != "" {
+		// As mosquitto's clients: one of them would silently lose.
+		return c, &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-i/--id and -I/--id-prefix cannot be used together"),
+			Hints: []string{"give the whole client id with -i, or a prefix with -I (random characters follow it)"}}
 	}
 	c.URL, c.Host, c.Port = f.url, f.host, f.port
 	c.ClientID, c.IDPrefix, c.NoClean = f.id, f.idPrefix, f.noClean

@@ -268,11 +268,14 @@ func goVersion() string {
 // prints the exit-code table, while `mqtk help pub` works as usual.
 func newHelpCmd(a *app, root *cobra.Command) *cobra.Command {
 	return &cobra.Command{
-		Use:   "help [command | exit-codes]",
-		Short: "Help about any command, or the exit-code table",
+		Use:   "help [command | exit-codes | mosquitto]",
+		Short: "Help about any command, the exit-code table, or mosquitto's client options in mqtk",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 && args[0] == "exit-codes" {
 				return printExitCodes(a.io.Out)
+			}
+			if len(args) == 1 && args[0] == "mosquitto" {
+				return printMosquittoHelp(a.io.Out, a, root)
 			}
 			target, _, err := root.Find(args)
 			if err != nil || target == nil {

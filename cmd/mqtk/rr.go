@@ -17,6 +17,8 @@ func newRRCmd(a *app, runF func(*rr.Options) error) *cobra.Command {
 		qos             int
 		timeout, format string
 		stdin, null     bool
+		quiet, pretty   bool
+		retainHandling  string
 		message, file   string
 		count           = countValue{n: &opts.Count}
 	)
@@ -77,6 +79,9 @@ on stderr.`,
 	fs.StringVarP(&format, "format", "F", "", "mosquitto format string, as in 'mqtk sub -F' (%p payload, %D correlation data, ...)")
 	fs.StringVar(&out.Output, "output", "", "text, json, jsonl, hex, base64, raw or styled, as in 'mqtk sub'")
 	fs.BoolVar(&opts.Latency, "latency", false, "print the round-trip time of the first response on stderr")
+	fs.BoolVar(&quiet, "quiet", false, "no commentary on stderr (errors still shown)")
+	fs.BoolVar(&pretty, "pretty", false, "with -F %j or %J: lay the JSON out over several lines, as mosquitto_rr --pretty does")
+	fs.StringVar(&retainHandling, "retain-handling", "always", "MQTT 5: always (0) take a retained response, new (1) only for a new subscription, never (2)")
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		conn, err := cf.config(cmd.Context())
@@ -112,6 +117,15 @@ on stderr.`,
 			return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
 		}
 		opts.QoS = byte(qos)
+		if opts.RetainHandling, err = parseRetainHandling(retainHandling); err != nil {
+			return err
+		}
+		if fs.Changed("retain-handling") && (conn.Version == mqttconn.V311 || conn.Version == mqttconn.V31) {
+			return mqttconn.Usagef("--retain-handling is an MQTT 5 subscription option: drop -V %s or the flag", conn.Version)
+		}
+		if quiet {
+			a.io.Quiet = true
+		}
 		if fs.Changed("count") && opts.Count <= 0 {
 			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}
@@ -141,6 +155,7 @@ on stderr.`,
 			if out.Format, err = sub.CompileFormat(format); err != nil {
 				return mqttconn.Usagef("-F: %v", err)
 			}
+			out.Format.Pretty = pretty
 		}
 		out.IO = a.io
 		if err := out.ValidateOutput(); err != nil {

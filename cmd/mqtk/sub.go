@@ -144,8 +144,14 @@ take hex: or base64:.`,
 		opts.IO = a.io
 		opts.Dial = mqttconn.Dial
 		opts.Reconnect = !noReconnect
-		if len(opts.Topics) == 0 && conn.Topic != "" {
+		switch {
+		case conn.Topic == "":
+		case len(opts.Topics) == 0:
 			opts.Topics = []string{conn.Topic}
+		case fs.Changed("url"):
+			// mosquitto_sub -L mqtt://host/a -t b subscribes to both. A
+			// URL from MQTK_URL or a profile gives a default topic only.
+			opts.Topics = append([]string{conn.Topic}, opts.Topics...)
 		}
 		for _, q := range qos {
 			n, err := strconv.Atoi(strings.TrimSpace(q))
