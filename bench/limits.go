@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // cpuTimes is a reading of this process's CPU time, in seconds, and of
@@ -105,5 +105,5 @@ func (o *Options) fileLimitError(err error, conns, need int) error {
 	} else {
 		hints = append(hints, "or split the clients over several processes with --shard I/N")
 	}
-	return &mqttconn.Error{Kind: mqttconn.KindOther, Op: "check the open-file limit", Err: err, Hints: hints}
+	return &clierr.Error{Kind: clierr.KindOther, Op: "check the open-file limit", Err: err, Hints: hints}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -116,7 +117,7 @@ func TestFileLimitInProcessSaysRunTheBrokerSeparately(t *testing.T) {
 			t.Errorf("%q lacks %q", msg, want)
 		}
 	}
-	hints := strings.Join(mqttconn.HintsOf(err), "\n")
+	hints := strings.Join(clierr.HintsOf(err), "\n")
 	if !strings.Contains(hints, "'mqtk broker'") || !strings.Contains(hints, "-L") || strings.Contains(hints, "--shard") {
 		t.Errorf("hints %q", hints)
 	}
@@ -130,9 +131,9 @@ func TestFileLimitUsesTheShardsShare(t *testing.T) {
 	o.Clients, o.Subscribers, o.Shard, o.Shards, o.Count = 10000, 8, 1, 4, 100000
 	o.fileLimit = f.limiter()
 	o.Dial = func(context.Context, mqttconn.Config) (mqttconn.Client, error) {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindNetwork, Err: errors.New("no broker in this test")}
+		return nil, &clierr.Error{Kind: clierr.KindNetwork, Err: errors.New("no broker in this test")}
 	}
-	if _, err := Measure(context.Background(), o); mqttconn.KindOf(err) != mqttconn.KindNetwork {
+	if _, err := Measure(context.Background(), o); clierr.KindOf(err) != clierr.KindNetwork {
 		t.Fatalf("got %v", err)
 	}
 	if want := uint64(2500 + 2 + fileBase); !equalU64(f.set, []uint64{want}) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -86,7 +87,7 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 			if len(codes) == 1 {
 				code = codes[0]
 			}
-			return &mqttconn.Error{Kind: mqttconn.KindRejected, Op: "subscribe to " + filter, Reason: code, Err: fmt.Errorf("%s", mqttconn.ReasonName(code))}
+			return &clierr.Error{Kind: clierr.KindRejected, Op: "subscribe to " + filter, Reason: code, Err: fmt.Errorf("%s", mqttconn.ReasonName(code))}
 		}
 		if codes[0] < o.QoS {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the broker granted QoS %d, not %d, to subscriber %d", codes[0], o.QoS, i))
@@ -153,7 +154,7 @@ func (r *runner) runMessages(ctx context.Context, rep *Report) error {
 	}
 	r.collect(rep)
 	for _, p := range r.pubs {
-		if p.err != nil && mqttconn.KindOf(p.err) == mqttconn.KindRejected {
+		if p.err != nil && clierr.KindOf(p.err) == clierr.KindRejected {
 			return fmt.Errorf("publish: %w", p.err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -95,130 +96,130 @@ func (o *Options) Validate() error {
 	switch o.Mode {
 	case ModePubSub, ModePub, ModeSub, ModeConn:
 	default:
-		return mqttconn.Usagef("unknown bench mode %q: use pubsub, pub, sub or conn", o.Mode)
+		return clierr.Usagef("unknown bench mode %q", o.Mode).Hintf("use pubsub, pub, sub or conn")
 	}
 	if o.Clients < 0 || o.Subscribers < 0 {
-		return mqttconn.Usagef("--clients and --subscribers must not be negative")
+		return clierr.Usagef("--clients and --subscribers must not be negative")
 	}
 	switch o.Mode {
 	case ModePubSub:
 		if o.Clients < 1 || o.Subscribers < 1 {
-			return mqttconn.Usagef("bench pubsub needs at least one publisher (-c) and one subscriber (--subscribers); use 'bench pub' or 'bench sub' for one side only")
+			return clierr.Usagef("bench pubsub needs at least one publisher (-c) and one subscriber (--subscribers)").Hintf("use 'bench pub' or 'bench sub' for one side only")
 		}
 	case ModePub, ModeConn:
 		if o.Clients < 1 {
-			return mqttconn.Usagef("bench %s needs -c/--clients of at least 1", o.Mode)
+			return clierr.Usagef("bench %s needs -c/--clients of at least 1", o.Mode)
 		}
 	case ModeSub:
 		if o.Subscribers < 1 {
-			return mqttconn.Usagef("bench sub needs --subscribers of at least 1")
+			return clierr.Usagef("bench sub needs --subscribers of at least 1")
 		}
 	}
 	if o.QoS > 2 {
-		return mqttconn.Usagef("-q/--qos %d out of range: use 0, 1 or 2", o.QoS)
+		return clierr.Usagef("-q/--qos %d out of range", o.QoS).Hintf("use 0, 1 or 2")
 	}
 	if o.Size < HeaderSize {
-		return mqttconn.Usagef("--size %d is smaller than the %d-byte bench header (timestamps, publisher id, sequence): use --size %d or more", o.Size, HeaderSize, HeaderSize)
+		return clierr.Usagef("--size %d is smaller than the %d-byte bench header (timestamps, publisher id, sequence)", o.Size, HeaderSize).Hintf("use --size %d or more", HeaderSize)
 	}
 	if o.Size > 256<<20 {
-		return mqttconn.Usagef("--size %d exceeds MQTT's 256 MiB maximum payload", o.Size)
+		return clierr.Usagef("--size %d exceeds MQTT's 256 MiB maximum payload", o.Size)
 	}
 	if o.Topic == "" {
-		return mqttconn.Usagef("-t/--topic must not be empty")
+		return clierr.Usagef("-t/--topic must not be empty")
 	}
 	if strings.ContainsAny(o.Topic, "+#") {
-		return mqttconn.Usagef("-t/--topic %q is a pattern for publishing and must not hold wildcards; use %%i, %%c and %%t for per-client and per-topic levels", o.Topic)
+		return clierr.Usagef("-t/--topic %q is a pattern for publishing and must not hold wildcards", o.Topic).Hintf("use %%i, %%c and %%t for per-client and per-topic levels")
 	}
 	// The rest of MQTT's rules for a topic name (UTF-8, no NUL, length)
 	// hold for the pattern as for every topic it expands to.
 	if err := topic.ValidateName(o.Topic); err != nil {
-		return mqttconn.Usagef("-t/--topic: %v", err)
+		return clierr.Usagef("-t/--topic: %v", err)
 	}
 	if err := checkPlaceholders(o.Topic); err != nil {
 		return err
 	}
 	if o.Topics < 1 {
-		return mqttconn.Usagef("--topics must be at least 1")
+		return clierr.Usagef("--topics must be at least 1")
 	}
 	if o.Topics > 1 && !strings.Contains(o.Topic, "%t") {
-		return mqttconn.Usagef("--topics %d has no effect: the topic pattern %q has no %%t", o.Topics, o.Topic)
+		return clierr.Usagef("--topics %d has no effect: the topic pattern %q has no %%t", o.Topics, o.Topic)
 	}
 	if math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
-		return mqttconn.Usagef("--rate %g is not a number of messages per second: give a finite rate, or 0 for closed loop", o.Rate)
+		return clierr.Usagef("--rate %g is not a number of messages per second", o.Rate).Hintf("give a finite rate, or 0 for closed loop")
 	}
 	if math.IsNaN(o.ConnRate) || math.IsInf(o.ConnRate, 0) {
-		return mqttconn.Usagef("--conn-rate %g is not a number of connections per second: give a finite rate, or 0 for as fast as possible", o.ConnRate)
+		return clierr.Usagef("--conn-rate %g is not a number of connections per second", o.ConnRate).Hintf("give a finite rate, or 0 for as fast as possible")
 	}
 	if o.Rate < 0 {
-		return mqttconn.Usagef("--rate must not be negative; use 0 for closed-loop maximum throughput")
+		return clierr.Usagef("--rate must not be negative").Hintf("use 0 for closed-loop maximum throughput")
 	}
 	if o.Rate > 0 && o.Inflight > 0 {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--rate and --inflight do not go together: a scheduled run sends on time whatever is in flight, a closed-loop run (--rate 0) keeps --inflight messages outstanding"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errString("--rate and --inflight do not go together: a scheduled run sends on time whatever is in flight, a closed-loop run (--rate 0) keeps --inflight messages outstanding"),
 			Hints: []string{"drop --inflight for a scheduled run, or use --rate 0 --inflight N for maximum throughput"}}
 	}
 	if o.Rate == 0 && o.RatePerClient {
-		return mqttconn.Usagef("--rate-per-client needs --rate above 0")
+		return clierr.Usagef("--rate-per-client needs --rate above 0")
 	}
 	if o.Inflight < 0 || o.Inflight > 65535 {
-		return mqttconn.Usagef("--inflight %d out of range 1..65535", o.Inflight)
+		return clierr.Usagef("--inflight %d out of range 1..65535", o.Inflight)
 	}
 	if o.Count < 0 {
-		return mqttconn.Usagef("-n/--count must not be negative")
+		return clierr.Usagef("-n/--count must not be negative")
 	}
 	if o.Count == 0 && o.Duration <= 0 {
-		return mqttconn.Usagef("give -n/--count or a positive -d/--duration")
+		return clierr.Usagef("give -n/--count or a positive -d/--duration")
 	}
 	if o.Warmup < 0 || o.ConnRate < 0 {
-		return mqttconn.Usagef("--warmup and --conn-rate must not be negative")
+		return clierr.Usagef("--warmup and --conn-rate must not be negative")
 	}
 	if o.Mode == ModeSub && o.Warmup > 0 {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--warmup has no effect in bench sub: the publisher marks its warm-up messages and bench sub leaves them out"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errString("--warmup has no effect in bench sub: the publisher marks its warm-up messages and bench sub leaves them out"),
 			Hints: []string{"give --warmup to the 'mqtk bench pub' that sends the messages"}}
 	}
 	if o.Mode == ModePubSub || o.Mode == ModePub {
 		if o.Count > 0 && o.Count < int64(o.Clients) {
-			return mqttconn.Usagef("-n/--count %d is fewer than one message per publisher (-c %d)", o.Count, o.Clients)
+			return clierr.Usagef("-n/--count %d is fewer than one message per publisher (-c %d)", o.Count, o.Clients)
 		}
 	}
 	if o.MaxLossPct != nil {
 		if math.IsNaN(*o.MaxLossPct) || *o.MaxLossPct < 0 || *o.MaxLossPct > 100 {
-			return mqttconn.Usagef("--max-loss %g out of range 0..100 (percent)", *o.MaxLossPct)
+			return clierr.Usagef("--max-loss %g out of range 0..100 (percent)", *o.MaxLossPct)
 		}
 		if o.Mode == ModePub || o.Mode == ModeConn {
-			return mqttconn.Usagef("--max-loss needs subscribers: use it with bench pubsub or bench sub")
+			return clierr.Usagef("--max-loss needs subscribers").Hintf("use it with bench pubsub or bench sub")
 		}
 		if o.QoS == 0 && *o.MaxLossPct == 0 {
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errString("--max-loss 0 with QoS 0 asks for a guarantee QoS 0 does not give: the broker may drop QoS 0 messages for a slow subscriber"),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: errString("--max-loss 0 with QoS 0 asks for a guarantee QoS 0 does not give: the broker may drop QoS 0 messages for a slow subscriber"),
 				Hints: []string{"use -q 1 for a zero-loss check, or allow some loss, e.g. --max-loss 0.1"}}
 		}
 	}
 	if o.MaxP99 < 0 {
-		return mqttconn.Usagef("--max-p99 must not be negative")
+		return clierr.Usagef("--max-p99 must not be negative")
 	}
 	if o.Shards < 1 || o.Shard < 0 || o.Shard >= o.Shards {
-		return mqttconn.Usagef("--shard %d/%d: write I/N with 0 <= I < N", o.Shard, o.Shards)
+		return clierr.Usagef("--shard %d/%d: write I/N with 0 <= I < N", o.Shard, o.Shards)
 	}
 	if o.Shards > 1 {
 		if o.Embedded {
-			return mqttconn.Usagef("--shard splits one benchmark across processes, which need a shared broker: give it with -L/--url or -h")
+			return clierr.Usagef("--shard splits one benchmark across processes, which need a shared broker").Hintf("give it with -L/--url or -h")
 		}
 		if o.Clients > 0 && o.Clients < o.Shards && o.Mode != ModeSub {
-			return mqttconn.Usagef("--shard %d/%d with -c %d leaves some shards without clients: give at least one client per shard", o.Shard, o.Shards, o.Clients)
+			return clierr.Usagef("--shard %d/%d with -c %d leaves some shards without clients", o.Shard, o.Shards, o.Clients).Hintf("give at least one client per shard")
 		}
 		if (o.Mode == ModePubSub || o.Mode == ModeSub) && o.Subscribers < o.Shards {
-			return mqttconn.Usagef("--shard %d/%d with --subscribers %d leaves some shards without subscribers: --subscribers is the total across shards, give at least %d", o.Shard, o.Shards, o.Subscribers, o.Shards)
+			return clierr.Usagef("--shard %d/%d with --subscribers %d leaves some shards without subscribers: --subscribers is the total across shards, give at least %d", o.Shard, o.Shards, o.Subscribers, o.Shards)
 		}
 	}
 	if o.Embedded {
 		if flag := tlsFlag(o.Conn.TLS); flag != "" {
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s has no effect on the in-process broker, which listens on plain TCP on 127.0.0.1", flag),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s has no effect on the in-process broker, which listens on plain TCP on 127.0.0.1", flag),
 				Hints: []string{"name the TLS broker to benchmark with -L, e.g. -L mqtts://HOST:8883 " + flag + " …", "or drop " + flag + " to benchmark mqtk's own broker in-process"}}
 		}
 	}
 	switch o.Format {
 	case "", "text", "json", "csv":
 	default:
-		return mqttconn.Usagef("--format %q: use text, json or csv", o.Format)
+		return clierr.Usagef("--format %q: use text, json or csv", o.Format)
 	}
 	return nil
 }
@@ -261,7 +262,7 @@ func checkPlaceholders(pattern string) error {
 		if i+1 < len(pattern) {
 			ph = pattern[i : i+2]
 		}
-		return mqttconn.Usagef("-t/--topic %q: unknown placeholder %q: use %%i (client index), %%c (client id) or %%t (topic index)", pattern, ph)
+		return clierr.Usagef("-t/--topic %q: unknown placeholder %q", pattern, ph).Hintf("use %%i (client index), %%c (client id) or %%t (topic index)")
 	}
 	return nil
 }

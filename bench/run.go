@@ -14,6 +14,7 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -270,14 +271,14 @@ func recordConnects(rep *Report, res []connResult, ramp time.Duration) {
 }
 
 func failureReason(err error) string {
-	switch mqttconn.KindOf(err) {
-	case mqttconn.KindNetwork:
+	switch clierr.KindOf(err) {
+	case clierr.KindNetwork:
 		return "network"
-	case mqttconn.KindTLS:
+	case clierr.KindTLS:
 		return "tls"
-	case mqttconn.KindRefused:
+	case clierr.KindRefused:
 		return "refused"
-	case mqttconn.KindTimeout:
+	case clierr.KindTimeout:
 		return "timeout"
 	}
 	if errors.Is(err, context.Canceled) {
@@ -462,16 +463,16 @@ func Write(w io.Writer, rep *Report, format string) error {
 // Check applies the CI thresholds to a report.
 func Check(rep *Report, maxLossPct *float64, maxP99 time.Duration) error {
 	if maxLossPct != nil && rep.Receive != nil && rep.Receive.LossPct > *maxLossPct {
-		return &mqttconn.Error{Kind: mqttconn.KindUnmet, Err: fmt.Errorf("loss %.3f%% (%d of %d) exceeds --max-loss %g%%",
+		return &clierr.Error{Kind: clierr.KindUnmet, Err: fmt.Errorf("loss %.3f%% (%d of %d) exceeds --max-loss %g%%",
 			rep.Receive.LossPct, rep.Receive.Lost, rep.Receive.Expected, *maxLossPct)}
 	}
 	if maxP99 > 0 {
 		p, what, ok := rep.P99()
 		if !ok {
-			return &mqttconn.Error{Kind: mqttconn.KindUnmet, Err: fmt.Errorf("--max-p99 %s: no latency was measured", maxP99)}
+			return &clierr.Error{Kind: clierr.KindUnmet, Err: fmt.Errorf("--max-p99 %s: no latency was measured", maxP99)}
 		}
 		if p > maxP99 {
-			return &mqttconn.Error{Kind: mqttconn.KindUnmet, Err: fmt.Errorf("%s p99 %s exceeds --max-p99 %s", what, p, maxP99)}
+			return &clierr.Error{Kind: clierr.KindUnmet, Err: fmt.Errorf("%s p99 %s exceeds --max-p99 %s", what, p, maxP99)}
 		}
 	}
 	return nil

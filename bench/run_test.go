@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/testpki"
@@ -234,7 +235,7 @@ func TestLossIsDetectedWhenASubscriberDrops(t *testing.T) {
 				t.Fatalf("loss not detected: %+v", rc.Delivery)
 			}
 			err := Check(rep, ptr(0.0), 0)
-			if mqttconn.KindOf(err) != mqttconn.KindUnmet {
+			if clierr.KindOf(err) != clierr.KindUnmet {
 				t.Fatalf("--max-loss 0 gave %v, want a KindUnmet error", err)
 			}
 		})
@@ -246,7 +247,7 @@ func TestConnMaxP99UsesConnectLatency(t *testing.T) {
 	o := testOptions(t, ModeConn)
 	o.Embedded, o.Clients, o.Subscribers, o.Count, o.Duration = true, 5, 0, 0, 10*time.Millisecond
 	rep := measure(t, o)
-	if err := Check(rep, nil, time.Nanosecond); mqttconn.KindOf(err) != mqttconn.KindUnmet || !strings.Contains(err.Error(), "connect p99") {
+	if err := Check(rep, nil, time.Nanosecond); clierr.KindOf(err) != clierr.KindUnmet || !strings.Contains(err.Error(), "connect p99") {
 		t.Errorf("--max-p99 1ns gave %v", err)
 	}
 	if err := Check(rep, nil, time.Minute); err != nil {
@@ -258,7 +259,7 @@ func TestMaxP99Threshold(t *testing.T) {
 	o := testOptions(t, ModePubSub)
 	o.Embedded, o.Count, o.Subscribers = true, 100, 1
 	rep := measure(t, o)
-	if err := Check(rep, nil, time.Nanosecond); mqttconn.KindOf(err) != mqttconn.KindUnmet {
+	if err := Check(rep, nil, time.Nanosecond); clierr.KindOf(err) != clierr.KindUnmet {
 		t.Errorf("--max-p99 1ns gave %v", err)
 	}
 	if err := Check(rep, nil, time.Minute); err != nil {
@@ -390,8 +391,8 @@ func TestConnectFailureIsClassified(t *testing.T) {
 	o.Clients, o.Count, o.Duration = 2, 0, time.Second
 	o.Conn = mqttConfig(t, fmt.Sprintf("mqtt://127.0.0.1:%d", mosquittotest.FreePort(t)))
 	_, err := Measure(context.Background(), o)
-	if mqttconn.KindOf(err) != mqttconn.KindNetwork {
-		t.Fatalf("got %v (kind %v), want a network error", err, mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindNetwork {
+		t.Fatalf("got %v (kind %v), want a network error", err, clierr.KindOf(err))
 	}
 }
 
@@ -480,7 +481,7 @@ func TestValidateRejectsNonsense(t *testing.T) {
 			o := testOptions(t, ModePubSub)
 			c.mod(o)
 			err := o.Validate()
-			if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), c.want) {
+			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want a usage error containing %q", err, c.want)
 			}
 		})

@@ -15,6 +15,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
 )
@@ -121,18 +122,18 @@ func (r *Report) Row(id string) *Row {
 // Validate checks the options a caller can get wrong.
 func (o *Options) Validate() error {
 	if o.Prefix == "" {
-		return mqttconn.Usagef("--prefix is empty: give a topic prefix the probes may use, such as mqtk-check/me")
+		return clierr.Usagef("--prefix is empty").Hintf("give a topic prefix the probes may use, such as mqtk-check/me")
 	}
 	for _, c := range o.Prefix {
 		if c == '+' || c == '#' {
-			return mqttconn.Usagef("--prefix %q holds a wildcard: give a topic name", o.Prefix)
+			return clierr.Usagef("--prefix %q holds a wildcard", o.Prefix).Hintf("give a topic name")
 		}
 	}
 	if o.MaxPayload < 1 {
-		return mqttconn.Usagef("--max-payload must be at least 1 byte")
+		return clierr.Usagef("--max-payload must be at least 1 byte")
 	}
 	if o.Timeout <= 0 {
-		return mqttconn.Usagef("--timeout must be more than zero")
+		return clierr.Usagef("--timeout must be more than zero")
 	}
 	return nil
 }

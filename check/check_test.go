@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/packet"
@@ -379,7 +380,7 @@ func TestExpectations(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = exp.check(io, []*Report{r})
-	if mqttconn.KindOf(err) != mqttconn.KindUnmet {
+	if clierr.KindOf(err) != clierr.KindUnmet {
 		t.Fatalf("unmet expectations: got %v, want a KindUnmet error", err)
 	}
 	for _, s := range []string{"max_payload: want >= 65536, got info: 970 bytes", "protocol.5: want no, got yes: accepted"} {
@@ -447,7 +448,7 @@ func TestTLS(t *testing.T) {
 		bad.TLS.CAFile = other.CAFile
 		_, err := Probe(ctx, o, bad, o.Prefix)
 		cancel()
-		if mqttconn.KindOf(err) != mqttconn.KindTLS {
+		if clierr.KindOf(err) != clierr.KindTLS {
 			t.Errorf("wrong CA: got %v, want a TLS error", err)
 		}
 	}

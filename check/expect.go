@@ -10,7 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -24,12 +24,12 @@ type expectations map[string]string
 func loadExpectations(path string) (expectations, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read --expect", Err: err}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --expect", Err: err}
 	}
 	var raw map[string]any
 	// YAML reads JSON too.
 	if err := yaml.Unmarshal(data, &raw); err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read --expect " + path, Err: err,
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --expect " + path, Err: err,
 			Hints: []string{"the file maps row ids to values, one per line: 'protocol.5: yes', 'connack.maximum_qos: 2', 'max_payload: \">= 65536\"'; 'mqtk check -F json' lists the ids"}}
 	}
 	exp := expectations{}
@@ -40,7 +40,7 @@ func loadExpectations(path string) (expectations, error) {
 		case int, int64, float64, string:
 			exp[k] = fmt.Sprint(v)
 		default:
-			return nil, mqttconn.Usagef("--expect %s: %s: give a value (yes, no, a number, \">= N\", or text), not %T", path, k, v)
+			return nil, clierr.Usagef("--expect %s: %s is a %T, not a value", path, k, v).Hintf("give a value: yes, no, a number, \">= N\", or text")
 		}
 	}
 	return exp, nil
@@ -100,7 +100,7 @@ func (e expectations) check(io *ui.Streams, reports []*Report) error {
 		}
 	}
 	if unmet > 0 {
-		return &mqttconn.Error{Kind: mqttconn.KindUnmet, Err: fmt.Errorf("%d of %d expectations not met", unmet, len(ids)*len(reports))}
+		return &clierr.Error{Kind: clierr.KindUnmet, Err: fmt.Errorf("%d of %d expectations not met", unmet, len(ids)*len(reports))}
 	}
 	return nil
 }

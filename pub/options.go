@@ -11,6 +11,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -154,66 +155,66 @@ type Options struct {
 // a usage error naming the cause and the fix.
 func (o *Options) Validate() error {
 	if o.Source == SourceNone {
-		return mqttconn.Usagef("no payload given: use one of -m MESSAGE, -f FILE, -s (stdin), -l (stdin lines), -n (empty) or --replay FILE")
+		return clierr.Usagef("no payload given").Hintf("use one of -m MESSAGE, -f FILE, -s (stdin), -l (stdin lines), -n (empty) or --replay FILE")
 	}
 	if o.QoS > 2 {
-		return mqttconn.Usagef("QoS %d out of range: use -q 0, 1 or 2", o.QoS)
+		return clierr.Usagef("QoS %d out of range", o.QoS).Hintf("use -q 0, 1 or 2")
 	}
 	switch o.Encoding {
 	case "", EncText, EncHex, EncBase64:
 	default:
-		return mqttconn.Usagef("--encoding %q unknown: use text, hex or base64", o.Encoding)
+		return clierr.Usagef("--encoding %q unknown", o.Encoding).Hintf("use text, hex or base64")
 	}
 	switch o.LineFormat {
 	case "", LineText:
 	case LineJSONL:
 		if o.Source != SourceLines {
-			return mqttconn.Usagef("--line-format jsonl needs -l: it says how stdin lines are read")
+			return clierr.Usagef("--line-format jsonl needs -l: it says how stdin lines are read")
 		}
 		if o.TopicFromLine {
-			return mqttconn.Usagef("--topic-from-line and --line-format jsonl both say where the topic comes from: use one")
+			return clierr.Usagef("--topic-from-line and --line-format jsonl both say where the topic comes from").Hintf("use one of them")
 		}
 	default:
-		return mqttconn.Usagef("--line-format %q unknown: use text or jsonl", o.LineFormat)
+		return clierr.Usagef("--line-format %q unknown", o.LineFormat).Hintf("use text or jsonl")
 	}
 	if o.TopicFromLine && o.Source != SourceLines {
-		return mqttconn.Usagef("--topic-from-line needs -l: it reads topic<TAB>payload lines from stdin")
+		return clierr.Usagef("--topic-from-line needs -l: it reads topic<TAB>payload lines from stdin")
 	}
 	if o.Repeat < 0 {
-		return mqttconn.Usagef("--repeat %d is negative: give the number of times to publish", o.Repeat)
+		return clierr.Usagef("--repeat %d is negative", o.Repeat).Hintf("give the number of times to publish")
 	}
 	if o.Repeat > 1 && o.Source == SourceReplay {
-		return mqttconn.Usagef("--repeat works with -m, -f, -s and -n, not %s", o.Source)
+		return clierr.Usagef("--repeat works with -m, -f, -s and -n, not %s", o.Source)
 	}
 	if o.Rate < 0 {
-		return mqttconn.Usagef("--rate must be positive")
+		return clierr.Usagef("--rate must be positive")
 	}
 	if o.Speed < 0 {
-		return mqttconn.Usagef("--speed must be positive or 'max'")
+		return clierr.Usagef("--speed must be positive or 'max'")
 	}
 	if o.MaxInflight < 0 {
-		return mqttconn.Usagef("--max-inflight %d is negative: use a positive window, e.g. 20", o.MaxInflight)
+		return clierr.Usagef("--max-inflight %d is negative", o.MaxInflight).Hintf("use a positive window, e.g. 20")
 	}
 	needTopic := !(o.Source == SourceReplay || o.TopicFromLine || o.LineFormat == LineJSONL)
 	if o.Topic == "" && needTopic {
-		return mqttconn.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
+		return clierr.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
 	}
 	if o.Topic != "" && !o.Template {
 		// topic's errors quote the topic and say what to do; -t is not
 		// named because the topic may have come from -L's path.
 		if err := topic.ValidateName(o.Topic); err != nil {
-			return mqttconn.Usagef("%v", err)
+			return clierr.Usagef("%v", err)
 		}
 	}
 	if o.Props.ResponseTopic != "" {
 		// [MQTT-3.3.2-13] [MQTT-3.3.2-14] a Response Topic is a topic name.
 		if err := topic.ValidateName(o.Props.ResponseTopic); err != nil {
-			return mqttconn.Usagef("--response-topic: %v", err)
+			return clierr.Usagef("--response-topic: %v", err)
 		}
 	}
 	// -V auto may keep MQTT 5: Run checks again once connected.
 	if o.Config.Version != mqttconn.V5 && o.Config.Version != mqttconn.VAuto && !o.Props.empty() {
-		return mqttconn.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties: drop -V (5 is the default) or the property flag", o.Props.firstName(), o.Config.Version)
+		return clierr.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties", o.Props.firstName(), o.Config.Version).Hintf("drop -V (5 is the default) or the property flag")
 	}
 	if o.Dial == nil {
 		return errors.New("pub: Options.Dial is nil")

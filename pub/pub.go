@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
@@ -54,16 +55,16 @@ func Run(ctx context.Context, o *Options) error {
 	case SourceMessage:
 		if ts == nil || ts.payload == nil {
 			if payload, err = decode(o.Encoding, []byte(o.Message)); err != nil {
-				return mqttconn.Usagef("-m: %v", err)
+				return clierr.Usagef("-m: %v", err)
 			}
 		}
 	case SourceFile:
 		b, err := os.ReadFile(o.File)
 		if err != nil {
-			return mqttconn.Usagef("cannot read -f %s: %v: check the path and its permissions", o.File, unwrapPath(err))
+			return clierr.Usagef("cannot read -f %s: %v", o.File, unwrapPath(err)).Hintf("check the path and its permissions")
 		}
 		if payload, err = decode(o.Encoding, b); err != nil {
-			return mqttconn.Usagef("-f %s: %v", o.File, err)
+			return clierr.Usagef("-f %s: %v", o.File, err)
 		}
 	case SourceStdin:
 		b, err := ctxio.ReadAll(ctx, o.In)
@@ -74,11 +75,11 @@ func Run(ctx context.Context, o *Options) error {
 			// mosquitto_pub -s refuses this too: an empty message with -r
 			// would clear the retained one when the producer in front of
 			// the pipe failed.
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-s: stdin is empty, nothing to send"),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-s: stdin is empty, nothing to send"),
 				Hints: []string{"to send an empty message, use -n"}}
 		}
 		if payload, err = decode(o.Encoding, b); err != nil {
-			return mqttconn.Usagef("stdin: %v", err)
+			return clierr.Usagef("stdin: %v", err)
 		}
 	case SourceNull:
 		payload = []byte{}
@@ -99,7 +100,7 @@ func Run(ctx context.Context, o *Options) error {
 		o.Config.Version = info.Version
 		if info.Version != mqttconn.V5 && !o.Props.empty() {
 			_ = c.Disconnect(ctx)
-			return &mqttconn.Error{Kind: mqttconn.KindUsage,
+			return &clierr.Error{Kind: clierr.KindUsage,
 				Err:   fmt.Errorf("%s is an MQTT 5 property, and the broker speaks MQTT %s only (-V auto fell back to it)", o.Props.firstName(), info.Version),
 				Hints: []string{"drop " + o.Props.firstName() + ", or use a broker with MQTT 5"}}
 		}
@@ -167,11 +168,11 @@ func failure(c counts, first error) error {
 	if c.failed == 0 {
 		return nil
 	}
-	kind := mqttconn.KindOf(first)
+	kind := clierr.KindOf(first)
 	if c.failed == 1 {
 		return first
 	}
-	return &mqttconn.Error{Kind: kind, Op: fmt.Sprintf("%d of %d messages failed; the first", c.failed, c.sent), Err: first}
+	return &clierr.Error{Kind: kind, Op: fmt.Sprintf("%d of %d messages failed; the first", c.failed, c.sent), Err: first}
 }
 
 func unwrapPath(err error) error {
@@ -237,7 +238,7 @@ func (b *builder) messageTo(seq int, name string, payload []byte) (*mqttconn.Mes
 				return nil, err
 			}
 			if err := topic.ValidateName(m.Topic); err != nil {
-				return nil, mqttconn.Usagef("--template: %v", err)
+				return nil, clierr.Usagef("--template: %v", err)
 			}
 		}
 		if b.ts.payload != nil {
@@ -246,7 +247,7 @@ func (b *builder) messageTo(seq int, name string, payload []byte) (*mqttconn.Mes
 				return nil, err
 			}
 			if m.Payload, err = decode(o.Encoding, []byte(s)); err != nil {
-				return nil, mqttconn.Usagef("--template: payload: %v", err)
+				return nil, clierr.Usagef("--template: payload: %v", err)
 			}
 		}
 		if len(b.ts.props) > 0 {
@@ -369,7 +370,7 @@ loop:
 	cnt, first := s.counts()
 	summary(o, cnt)
 	if stopErr != nil && ctx.Err() != nil {
-		return &mqttconn.Error{Kind: mqttconn.KindInterrupted, Op: "interrupted", Err: stopErr}
+		return &clierr.Error{Kind: clierr.KindInterrupted, Op: "interrupted", Err: stopErr}
 	}
 	if stopErr != nil && cnt.failed == 0 {
 		return stopErr
@@ -430,7 +431,7 @@ func outgoing(o *Options, m *mqttconn.Message) *mqttconn.Message {
 func readRecords(path string) ([]*mqttconn.Message, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, mqttconn.Usagef("cannot read --replay %s: %v: check the path and its permissions", path, unwrapPath(err))
+		return nil, clierr.Usagef("cannot read --replay %s: %v", path, unwrapPath(err)).Hintf("check the path and its permissions")
 	}
 	defer f.Close()
 	var out []*mqttconn.Message
@@ -440,7 +441,7 @@ func readRecords(path string) ([]*mqttconn.Message, error) {
 		if t := bytes.TrimSpace(line); len(t) > 0 {
 			m, perr := mqttconn.ParseRecord(t)
 			if perr != nil {
-				return nil, mqttconn.Usagef("--replay %s line %d: %v: the file should hold the lines 'mqtk sub --output jsonl' writes", path, n, perr)
+				return nil, clierr.Usagef("--replay %s line %d: %v: the file should hold the lines 'mqtk sub --output jsonl' writes", path, n, perr)
 			}
 			out = append(out, m)
 		}
@@ -452,7 +453,7 @@ func readRecords(path string) ([]*mqttconn.Message, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, mqttconn.Usagef("--replay %s holds no records: record some with 'mqtk sub --output jsonl'", path)
+		return nil, clierr.Usagef("--replay %s holds no records", path).Hintf("record some with 'mqtk sub --output jsonl'")
 	}
 	return out, nil
 }

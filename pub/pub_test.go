@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -61,8 +62,8 @@ func TestValidateUsageErrors(t *testing.T) {
 			}
 			o.Dial = dialNever
 			err := o.Validate()
-			if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Validate() = %v (kind %v), want a usage error containing %q", err, mqttconn.KindOf(err), tc.want)
+			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v (kind %v), want a usage error containing %q", err, clierr.KindOf(err), tc.want)
 			}
 		})
 	}
@@ -412,8 +413,8 @@ func TestTooLargeAndRejected(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Global: "max_packet_size 100\n"})
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
 	_, err := run(t, &o, nil)
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
-		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
+		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, clierr.KindOf(err))
 	}
 }
 
@@ -422,8 +423,8 @@ func TestTopicAliasOverBrokerMaximum(t *testing.T) {
 	p := newProbe(t, tcpArgs(b), "alias/#")
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
 	_, err := run(t, &o, nil)
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "up to 5") {
-		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "up to 5") {
+		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, clierr.KindOf(err))
 	}
 	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
 	if stderr, err := run(t, &o, nil); err != nil {
@@ -443,8 +444,8 @@ func TestRejectedPublishIsKindRejected(t *testing.T) {
 	b := broker(t, mosquittotest.Options{ACLFile: acl})
 	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
 	_, err := run(t, &o, nil)
-	if mqttconn.KindOf(err) != mqttconn.KindRejected || !strings.Contains(err.Error(), "not authorized") {
-		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindRejected || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, clierr.KindOf(err))
 	}
 }
 

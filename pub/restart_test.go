@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -228,8 +229,8 @@ func TestLineModeStopsOnCancel(t *testing.T) {
 	cancel()
 	select {
 	case err := <-done:
-		if mqttconn.KindOf(err) != mqttconn.KindInterrupted {
-			t.Fatalf("Run after cancel: %v (kind %v), want KindInterrupted", err, mqttconn.KindOf(err))
+		if clierr.KindOf(err) != clierr.KindInterrupted {
+			t.Fatalf("Run after cancel: %v (kind %v), want KindInterrupted", err, clierr.KindOf(err))
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context was cancelled")

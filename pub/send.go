@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -106,7 +107,7 @@ func (s *sender) doneFunc(seq uint64, gen int) func(error) {
 		case err == nil:
 			delete(s.pending, seq)
 			s.acked++
-		case mqttconn.KindOf(err) == mqttconn.KindRejected:
+		case clierr.KindOf(err) == clierr.KindRejected:
 			// The broker said no (reason >= 0x80): sending again would get
 			// the same answer.
 			delete(s.pending, seq)
@@ -319,7 +320,7 @@ func (s *sender) redial(ctx context.Context) (mqttconn.Client, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if k := mqttconn.KindOf(err); k == mqttconn.KindRefused || k == mqttconn.KindTLS || k == mqttconn.KindUsage {
+		if k := clierr.KindOf(err); k == clierr.KindRefused || k == clierr.KindTLS || k == clierr.KindUsage {
 			// Trying again would be refused the same way.
 			return nil, fmt.Errorf("reconnect: %w", err)
 		}
@@ -386,14 +387,14 @@ func (s *sender) checkSize(m *mqttconn.Message) error {
 	if m.TopicAlias > 0 && m.TopicAlias > info.TopicAliasMaximum {
 		// [MQTT-3.3.2-9] a client must not send an alias above the
 		// broker's Topic Alias Maximum (0 means none are accepted).
-		return mqttconn.Usagef("--topic-alias %d: the broker accepts topic aliases up to %d (from CONNACK; 0 means none): use a smaller alias or leave it out", m.TopicAlias, info.TopicAliasMaximum)
+		return clierr.Usagef("--topic-alias %d: the broker accepts topic aliases up to %d (from CONNACK; 0 means none): use a smaller alias or leave it out", m.TopicAlias, info.TopicAliasMaximum)
 	}
 	max := info.MaximumPacketSize
 	if max == 0 {
 		return nil
 	}
 	if n := packetSize(m, s.cfg.Version == mqttconn.V5); n > int(max) {
-		return mqttconn.Usagef("message to %q is %d bytes on the wire, over the broker's maximum packet size of %d (from CONNACK): send a smaller payload or raise the broker's limit", m.Topic, n, max)
+		return clierr.Usagef("message to %q is %d bytes on the wire, over the broker's maximum packet size of %d (from CONNACK): send a smaller payload or raise the broker's limit", m.Topic, n, max)
 	}
 	return nil
 }

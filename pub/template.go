@@ -5,7 +5,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/tmplfunc"
 )
 
@@ -35,7 +35,7 @@ func parseTemplates(o *Options) (*templates, error) {
 	parse := func(what, text string) (*template.Template, error) {
 		t, err := template.New(what).Funcs(fm).Option("missingkey=error").Parse(text)
 		if err != nil {
-			return nil, mqttconn.Usagef("--template: %s is not a valid template: %v", what, err)
+			return nil, clierr.Usagef("--template: %s is not a valid template: %v", what, err)
 		}
 		return t, nil
 	}
@@ -68,7 +68,7 @@ func parseTemplates(o *Options) (*templates, error) {
 func execTemplate(t *template.Template, d *tmplData) (string, error) {
 	var b bytes.Buffer
 	if err := t.Execute(&b, d); err != nil {
-		return "", mqttconn.Usagef("--template: %v", err)
+		return "", clierr.Usagef("--template: %v", err)
 	}
 	return b.String(), nil
 }

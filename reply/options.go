@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -105,57 +106,57 @@ type Options struct {
 // Validate checks what can be checked before connecting.
 func (o *Options) Validate() error {
 	if len(o.Topics) == 0 {
-		return mqttconn.Usagef("no request topic given: use -t FILTER (repeatable; + and # wildcards)")
+		return clierr.Usagef("no request topic given").Hintf("use -t FILTER (repeatable; + and # wildcards)")
 	}
 	if strings.Contains(o.Share, "/") {
 		// [MQTT-4.8.2-2] a ShareName holds no "/" (ValidateFilter would
 		// take what follows it for the filter).
-		return mqttconn.Usagef("--share %q: a group name cannot contain /", o.Share)
+		return clierr.Usagef("--share %q: a group name cannot contain /", o.Share)
 	}
 	for i, f := range o.filters() {
 		if _, _, shared := topic.ParseShared(o.Topics[i]); shared && o.Share != "" {
-			return mqttconn.Usagef("-t %s is already shared: drop --share or the $share/GROUP/ prefix", o.Topics[i])
+			return clierr.Usagef("-t %s is already shared", o.Topics[i]).Hintf("drop --share or the $share/GROUP/ prefix")
 		}
 		// [MQTT-4.8.2-1] [MQTT-4.8.2-2] checked here for --share's group too.
 		if err := topic.ValidateFilter(f); err != nil {
-			return mqttconn.Usagef("-t: %v", err)
+			return clierr.Usagef("-t: %v", err)
 		}
 	}
 	switch {
 	case o.HasMessage && len(o.Exec) > 0:
-		return mqttconn.Usagef("-m and --exec both say what the response is: give one")
+		return clierr.Usagef("-m and --exec both say what the response is").Hintf("give -m or --exec, not both")
 	case !o.HasMessage && len(o.Exec) == 0:
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("no response given: use -m TEMPLATE or --exec COMMAND [ARGS...]"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response given: use -m TEMPLATE or --exec COMMAND [ARGS...]"),
 			Hints: []string{"e.g. mqtk reply -t 'svc/time/#' -m 'now: {{.Time}}', or mqtk reply -t 'svc/echo' --exec cat"}}
 	case o.Literal && !o.HasMessage:
-		return mqttconn.Usagef("--literal applies to -m only")
+		return clierr.Usagef("--literal applies to -m only")
 	}
 	if o.QoS > 2 {
-		return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
+		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
 	}
 	if o.ResponseTopic != "" {
 		// [MQTT-3.3.2-14] a Response Topic is a topic name, without wildcards.
 		if err := topic.ValidateName(o.ResponseTopic); err != nil {
-			return mqttconn.Usagef("-e: %v", err)
+			return clierr.Usagef("-e: %v", err)
 		}
 	}
 	if o.ErrorTopic != "" {
 		if err := topic.ValidateName(o.ErrorTopic); err != nil {
-			return mqttconn.Usagef("--error-topic: %v", err)
+			return clierr.Usagef("--error-topic: %v", err)
 		}
 	}
 	if strings.ContainsAny(o.ResponseSuffix, "+#\x00") {
-		return mqttconn.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
+		return clierr.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
 	}
 	if o.Response.ResponseTopic != "" || o.Response.CorrelationData != nil {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-D publish response-topic and correlation-data are the request's to give"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-D publish response-topic and correlation-data are the request's to give"),
 			Hints: []string{"a response carries the request's correlation data; drop those -D publish options"}}
 	}
 	if o.Concurrency < 0 || o.Queue < 0 || o.Count < 0 || o.MaxOutput < 0 {
-		return mqttconn.Usagef("--concurrency, --queue and -C must be positive")
+		return clierr.Usagef("--concurrency, --queue and -C must be positive")
 	}
 	if o.Timeout < 0 {
-		return mqttconn.Usagef("--timeout must be positive")
+		return clierr.Usagef("--timeout must be positive")
 	}
 	if o.Dial == nil || o.IO == nil {
 		return errors.New("reply: Options.Dial and IO are required")

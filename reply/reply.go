@@ -10,6 +10,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 )
@@ -81,7 +82,7 @@ func newRunner(o *Options) (*runner, error) {
 		// Found once, before connecting: a typo is a usage error, not a
 		// failed answer to every request.
 		if _, err := exec.LookPath(o.Exec[0]); err != nil {
-			return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "--exec " + o.Exec[0], Err: err,
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "--exec " + o.Exec[0], Err: err,
 				Hints: []string{"give a program on $PATH or a path to one; for a shell pipeline use --exec sh -c '...'"}}
 		}
 	}
@@ -159,7 +160,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	for i, code := range codes {
 		if code >= 0x80 && i < len(filters) {
-			return finish(&mqttconn.Error{Kind: mqttconn.KindRejected, Reason: code, Op: fmt.Sprintf("subscribe to %q", filters[i]),
+			return finish(&clierr.Error{Kind: clierr.KindRejected, Reason: code, Op: fmt.Sprintf("subscribe to %q", filters[i]),
 				Err: fmt.Errorf("refused by the broker: %s (0x%02X)", mqttconn.ReasonName(code), code)})
 		}
 	}
@@ -178,7 +179,7 @@ func (r *runner) run(ctx context.Context) error {
 		end = ctx.Err()
 	case <-r.countDone:
 	case <-c.Done():
-		end = &mqttconn.Error{Kind: mqttconn.KindNetwork, Op: "connection lost", Err: c.Err()}
+		end = &clierr.Error{Kind: clierr.KindNetwork, Op: "connection lost", Err: c.Err()}
 	}
 	if end == nil || ctx.Err() != nil {
 		// Leave the group before draining, so that the broker sends new

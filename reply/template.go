@@ -7,6 +7,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/tmplfunc"
 )
@@ -36,7 +37,7 @@ type tmplData struct {
 func parseTemplate(text string, getenv func(string) string) (*template.Template, error) {
 	t, err := template.New("response").Funcs(tmplfunc.Funcs(getenv)).Option("missingkey=error").Parse(text)
 	if err != nil {
-		return nil, mqttconn.Usagef("-m is not a valid template: %v", err)
+		return nil, clierr.Usagef("-m is not a valid template: %v", err)
 	}
 	return t, nil
 }

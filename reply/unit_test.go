@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
 )
@@ -119,7 +120,7 @@ func TestValidate(t *testing.T) {
 		o := ok()
 		tc.change(o)
 		err := o.Validate()
-		if err == nil || mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tc.want) {
+		if err == nil || clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want a usage error with %q", o, err, tc.want)
 		}
 	}
@@ -169,7 +170,7 @@ func TestTemplate(t *testing.T) {
 	if _, err := render(tm, newTmplData(1, time.Now(), "", "", "r", m)); err == nil {
 		t.Error("a missing user property rendered without error")
 	}
-	if _, err := parseTemplate(`{{.Seq`, nil); err == nil || mqttconn.KindOf(err) != mqttconn.KindUsage {
+	if _, err := parseTemplate(`{{.Seq`, nil); err == nil || clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("bad template: %v", err)
 	}
 }

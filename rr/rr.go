@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
@@ -97,43 +98,43 @@ type Options struct {
 // Validate checks what can be checked before connecting.
 func (o *Options) Validate() error {
 	if o.Source == SourceNone {
-		return mqttconn.Usagef("no request payload given: use one of -m MESSAGE, -f FILE, -s (stdin) or -n (empty)")
+		return clierr.Usagef("no request payload given").Hintf("use one of -m MESSAGE, -f FILE, -s (stdin) or -n (empty)")
 	}
 	if o.Topic == "" {
-		return mqttconn.Usagef("no request topic given: use -t TOPIC")
+		return clierr.Usagef("no request topic given").Hintf("use -t TOPIC")
 	}
 	if err := topic.ValidateName(o.Topic); err != nil {
-		return mqttconn.Usagef("-t: %v", err)
+		return clierr.Usagef("-t: %v", err)
 	}
 	rt := o.responseTopic()
 	if rt == "" {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("no response topic given: use -e TOPIC"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response topic given: use -e TOPIC"),
 			Hints: []string{"the responder publishes its answer there; mqtk rr subscribes to it before sending the request",
 				"with -V 311 and no -e, the response is awaited on TOPIC" + o.suffix() + ", where 'mqtk reply -V 311' answers"}}
 	}
 	if strings.ContainsAny(o.ResponseSuffix, "+#") {
-		return mqttconn.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
+		return clierr.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
 	}
 	// [MQTT-3.3.2-13] [MQTT-3.3.2-14] a Response Topic is a topic name,
 	// and subscribing to it must not catch other topics' messages.
 	if err := topic.ValidateName(rt); err != nil {
 		if o.ResponseTopic == "" {
-			return mqttconn.Usagef("response topic (-t + --response-suffix): %v", err)
+			return clierr.Usagef("response topic (-t + --response-suffix): %v", err)
 		}
-		return mqttconn.Usagef("-e: %v", err)
+		return clierr.Usagef("-e: %v", err)
 	}
 	if o.Request.ResponseTopic != "" {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-D publish response-topic: the response topic is -e"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-D publish response-topic: the response topic is -e"),
 			Hints: []string{"drop -D publish response-topic; mqtk rr sends -e as the request's response topic"}}
 	}
 	if o.QoS > 2 {
-		return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
+		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
 	}
 	if o.Count < 0 {
-		return mqttconn.Usagef("-C/--count must be at least 1, got %d", o.Count)
+		return clierr.Usagef("-C/--count must be at least 1, got %d", o.Count)
 	}
 	if o.Timeout < 0 {
-		return mqttconn.Usagef("-W/--timeout must be positive")
+		return clierr.Usagef("-W/--timeout must be positive")
 	}
 	if o.Print == nil || o.Dial == nil || o.IO == nil {
 		return errors.New("rr: Options.Print, Dial and IO are required")
@@ -228,7 +229,7 @@ func Run(ctx context.Context, o *Options) error {
 		return o.timedOut(ctx, fmt.Errorf("subscribe to %s: %w", rt, err), 0, want, 0)
 	}
 	if len(codes) > 0 && codes[0] >= 0x80 {
-		return &mqttconn.Error{Kind: mqttconn.KindRejected, Reason: codes[0], Op: fmt.Sprintf("subscribe to %q", rt),
+		return &clierr.Error{Kind: clierr.KindRejected, Reason: codes[0], Op: fmt.Sprintf("subscribe to %q", rt),
 			Err: fmt.Errorf("refused by the broker: %s (0x%02X)", mqttconn.ReasonName(codes[0]), codes[0])}
 	}
 
@@ -275,7 +276,7 @@ func Run(ctx context.Context, o *Options) error {
 				return nil
 			}
 		case <-c.Done():
-			return &mqttconn.Error{Kind: mqttconn.KindNetwork, Op: "connection lost", Err: c.Err()}
+			return &clierr.Error{Kind: clierr.KindNetwork, Op: "connection lost", Err: c.Err()}
 		case <-ctx.Done():
 			return o.timedOut(ctx, ctx.Err(), got, want, ignored)
 		}
@@ -292,7 +293,7 @@ func (o *Options) timedOut(ctx context.Context, err error, got, want, ignored in
 	if ignored > 0 {
 		msg += fmt.Sprintf(" (ignored %d with other correlation data)", ignored)
 	}
-	return &mqttconn.Error{Kind: mqttconn.KindTimeout, Err: errors.New(msg)}
+	return &clierr.Error{Kind: clierr.KindTimeout, Err: errors.New(msg)}
 }
 
 // latency prints a duration in milliseconds with microseconds, so that
@@ -308,7 +309,7 @@ func (o *Options) payload(ctx context.Context) ([]byte, error) {
 	case SourceFile:
 		b, err := os.ReadFile(o.File)
 		if err != nil {
-			return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read -f " + o.File, Err: err}
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read -f " + o.File, Err: err}
 		}
 		return b, nil
 	case SourceStdin:

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -21,7 +22,7 @@ type dumper struct {
 
 func newDumper(dir string) (*dumper, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "--dump " + dir, Err: err}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "--dump " + dir, Err: err}
 	}
 	return &dumper{dir: dir}, nil
 }

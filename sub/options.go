@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -69,14 +70,14 @@ type Options struct {
 // Validate checks combinations that flags alone cannot express.
 func (o *Options) Validate() error {
 	if len(o.Topics) == 0 && len(o.Unsubscribe) == 0 {
-		return mqttconn.Usagef("no topic to subscribe to: give at least one -t TOPIC (wildcards + and # allowed)")
+		return clierr.Usagef("no topic to subscribe to: give at least one -t TOPIC (wildcards + and # allowed)")
 	}
 	if len(o.QoS) > 1 && len(o.QoS) != len(o.Topics) {
-		return mqttconn.Usagef("%d -q values for %d topics: give one -q for all topics or one per -t, in the same order", len(o.QoS), len(o.Topics))
+		return clierr.Usagef("%d -q values for %d topics", len(o.QoS), len(o.Topics)).Hintf("give one -q for all topics or one per -t, in the same order")
 	}
 	for _, q := range o.QoS {
 		if q > 2 {
-			return mqttconn.Usagef("-q %d out of range: use 0, 1 or 2", q)
+			return clierr.Usagef("-q %d out of range", q).Hintf("use 0, 1 or 2")
 		}
 	}
 	// Checked here, not left to the broker: a typo is reported before
@@ -84,42 +85,42 @@ func (o *Options) Validate() error {
 	// library that would hang on it.
 	for _, f := range o.Topics {
 		if err := topic.ValidateFilter(f); err != nil {
-			return mqttconn.Usagef("%v", err)
+			return clierr.Usagef("%v", err)
 		}
 	}
 	for _, f := range o.FilterOut {
 		if err := topic.ValidateFilter(f); err != nil {
-			return mqttconn.Usagef("-T/--filter-out: %v", err)
+			return clierr.Usagef("-T/--filter-out: %v", err)
 		}
 	}
 	for _, f := range o.Unsubscribe {
 		if err := topic.ValidateFilter(f); err != nil {
-			return mqttconn.Usagef("-U/--unsubscribe: %v", err)
+			return clierr.Usagef("-U/--unsubscribe: %v", err)
 		}
 	}
 	if o.RetainHandling > 2 {
-		return mqttconn.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", o.RetainHandling)
+		return clierr.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", o.RetainHandling)
 	}
 	if o.SubscriptionID < 0 || o.SubscriptionID > 268435455 {
-		return mqttconn.Usagef("--subscription-id %d out of range 1..268435455", o.SubscriptionID)
+		return clierr.Usagef("--subscription-id %d out of range 1..268435455", o.SubscriptionID)
 	}
 	// -V auto may keep MQTT 5; run checks these again once it knows.
 	if o.Conn.Version != mqttconn.V5 && o.Conn.Version != mqttconn.VAuto {
 		if name := o.v5Only(); name != "" {
-			return mqttconn.Usagef("%s needs MQTT 5: drop -V %s or the flag", name, versionName(o.Conn.Version))
+			return clierr.Usagef("%s needs MQTT 5", name).Hintf("drop -V %s or the flag", versionName(o.Conn.Version))
 		}
 	}
 	if o.NoRetained && o.RetainedOnly {
-		return mqttconn.Usagef("-R/--no-retained and --retained-only exclude each other")
+		return clierr.Usagef("-R/--no-retained and --retained-only exclude each other")
 	}
 	if o.DryRun && !o.RemoveRetained {
-		return mqttconn.Usagef("--dry-run only applies to --remove-retained")
+		return clierr.Usagef("--dry-run only applies to --remove-retained")
 	}
 	if o.Count < 0 {
-		return mqttconn.Usagef("-C/--count must be positive, got %d", o.Count)
+		return clierr.Usagef("-C/--count must be positive, got %d", o.Count)
 	}
 	if o.Timeout < 0 || o.Idle < 0 {
-		return mqttconn.Usagef("-W/--timeout and --idle must be positive durations")
+		return clierr.Usagef("-W/--timeout and --idle must be positive durations")
 	}
 	if o.ExitAfterSuback {
 		// -E ends the run before any message is read. -C and -W are
@@ -130,7 +131,7 @@ func (o *Options) Validate() error {
 			set  bool
 		}{{"--match", o.Match != nil}, {"--retained-only", o.RetainedOnly}, {"--idle", o.Idle > 0}} {
 			if f.set {
-				return mqttconn.Usagef("-E exits as soon as the subscriptions are acknowledged, so %s never applies: drop -E or %s", f.name, f.name)
+				return clierr.Usagef("-E exits as soon as the subscriptions are acknowledged, so %s never applies", f.name).Hintf("drop -E or %s", f.name)
 			}
 		}
 	}
@@ -138,7 +139,7 @@ func (o *Options) Validate() error {
 		return err
 	}
 	if o.Watch && o.IO != nil && !o.IO.Out.IsTTY() {
-		return mqttconn.Usagef("--watch needs a terminal on stdout: use --stats for a report at exit when piping")
+		return clierr.Usagef("--watch needs a terminal on stdout").Hintf("use --stats for a report at exit when piping")
 	}
 	if o.Dial == nil {
 		return fmt.Errorf("sub: Options.Dial is nil")
@@ -179,20 +180,20 @@ func (o *Options) ValidateOutput() error {
 	switch o.Output {
 	case OutputAuto, OutputText, OutputJSON, OutputJSONL, OutputHex, OutputBase64, OutputRaw, OutputStyled:
 	default:
-		return mqttconn.Usagef("--output %q: use text, json, jsonl, hex, base64, raw or styled", o.Output)
+		return clierr.Usagef("unknown --output %q", o.Output).Hintf("use text, json, jsonl, hex, base64, raw or styled")
 	}
 	switch o.Output {
 	case OutputJSON, OutputJSONL, OutputRaw:
 		// The record holds the topic, and raw adds nothing to the payload.
 		if o.Verbose {
-			return mqttconn.Usagef("-v has no effect with --output %s: drop -v (the topic is in json and jsonl records; use -F '%%t %%p' for text)", o.Output)
+			return clierr.Usagef("-v has no effect with --output %s", o.Output).Hintf("drop -v (the topic is in json and jsonl records; use -F '%%t %%p' for text)")
 		}
 		if o.NoEOL && o.Output != OutputRaw {
-			return mqttconn.Usagef("-N has no effect with --output %s: each record ends with a newline; drop -N", o.Output)
+			return clierr.Usagef("-N has no effect with --output %s: each record ends with a newline", o.Output).Hintf("drop -N")
 		}
 	}
 	if o.Format != nil && o.Output != OutputAuto && o.Output != OutputText {
-		return mqttconn.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)
+		return clierr.Usagef("-F/--format and --output %s exclude each other: -F is a text format", o.Output)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/topic"
 )
@@ -130,7 +131,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.ctx = ctx
 	if err := r.connect(cctx, false); err != nil {
 		if ctx.Err() == nil && cctx.Err() != nil {
-			err = &mqttconn.Error{Kind: mqttconn.KindTimeout,
+			err = &clierr.Error{Kind: clierr.KindTimeout,
 				Err: fmt.Errorf("timed out after %s before the broker acknowledged the subscription", o.Timeout)}
 		}
 		return r.finish(err)
@@ -188,7 +189,7 @@ func (r *runner) run(ctx context.Context) error {
 			if o.Match != nil {
 				return r.finish(r.matchEnd(fmt.Sprintf("before the %s timeout", o.Timeout)))
 			}
-			return r.finish(&mqttconn.Error{Kind: mqttconn.KindTimeout,
+			return r.finish(&clierr.Error{Kind: clierr.KindTimeout,
 				Err: fmt.Errorf("timed out after %s with %s", o.Timeout, r.countText())})
 		case <-idleC:
 			if o.Match != nil {
@@ -213,7 +214,7 @@ func (r *runner) run(ctx context.Context) error {
 			cerr := r.client.Err()
 			r.client = nil
 			if !o.Reconnect {
-				return r.finish(&mqttconn.Error{Kind: mqttconn.KindNetwork, Op: "connection lost", Err: cerr})
+				return r.finish(&clierr.Error{Kind: clierr.KindNetwork, Op: "connection lost", Err: cerr})
 			}
 			o.IO.Warnf("connection lost: %v; reconnecting", describe(cerr))
 			retryC = time.After(backoff)
@@ -223,7 +224,7 @@ func (r *runner) run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return r.finish(ctx.Err())
 				}
-				if mqttconn.KindOf(err) == mqttconn.KindRejected || mqttconn.KindOf(err) == mqttconn.KindRefused {
+				if clierr.KindOf(err) == clierr.KindRejected || clierr.KindOf(err) == clierr.KindRefused {
 					return r.finish(err)
 				}
 				backoff = min(backoff*2, 5*time.Second)
@@ -265,7 +266,7 @@ func (r *runner) matchEnd(when string) error {
 	if r.count >= need {
 		return nil
 	}
-	return &mqttconn.Error{Kind: mqttconn.KindUnmet,
+	return &clierr.Error{Kind: clierr.KindUnmet,
 		Err: fmt.Errorf("%s: %d of %d matching messages %s", r.o.Match, r.count, need, when)}
 }
 
@@ -297,7 +298,7 @@ func (r *runner) connect(ctx context.Context, again bool) error {
 		// Reconnects use the version the broker took.
 		r.cfg.Version = c.Info().Version
 		if name := o.v5Only(); name != "" && r.cfg.Version != mqttconn.V5 {
-			return &mqttconn.Error{Kind: mqttconn.KindUsage,
+			return &clierr.Error{Kind: clierr.KindUsage,
 				Err:   fmt.Errorf("%s needs MQTT 5, and the broker speaks MQTT %s only (-V auto fell back to it)", name, r.cfg.Version),
 				Hints: []string{"drop " + name + ", or use a broker with MQTT 5"}}
 		}
@@ -350,7 +351,7 @@ func (r *runner) subscribe(ctx context.Context, c mqttconn.Client, again bool) e
 	}
 	for i, code := range codes {
 		if code >= 0x80 && i < len(subs) {
-			return &mqttconn.Error{Kind: mqttconn.KindRejected, Reason: code,
+			return &clierr.Error{Kind: clierr.KindRejected, Reason: code,
 				Op:    fmt.Sprintf("subscribe to %q", subs[i].Filter),
 				Err:   fmt.Errorf("refused by the broker: %s (0x%02X)", mqttconn.ReasonName(code), code),
 				Hints: subackHints(code, subs[i].Filter)}

@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/packet"
@@ -191,8 +192,8 @@ func TestTimeoutIsKindTimeout(t *testing.T) {
 			defer cancel()
 			r := startSub(t, ctx, b.Port(), ver.v, &Options{Topics: []string{"nothing/here"}, Count: 1, Timeout: 300 * time.Millisecond})
 			err := r.wait(t)
-			if mqttconn.KindOf(err) != mqttconn.KindTimeout {
-				t.Fatalf("want a timeout (exit 27), got %v (kind %d)", err, mqttconn.KindOf(err))
+			if clierr.KindOf(err) != clierr.KindTimeout {
+				t.Fatalf("want a timeout (exit 27), got %v (kind %d)", err, clierr.KindOf(err))
 			}
 			if !strings.Contains(err.Error(), "0 of 1 messages") {
 				t.Errorf("timeout message does not say how far it got: %v", err)
@@ -232,7 +233,7 @@ func TestMatch(t *testing.T) {
 			r.waitSubscribed(t)
 			mpub(t, b.Port(), "-t", topic("3"), "-m", `other`)
 			err = r.wait(t)
-			if mqttconn.KindOf(err) != mqttconn.KindUnmet {
+			if clierr.KindOf(err) != clierr.KindUnmet {
 				t.Fatalf("want KindUnmet, got %v", err)
 			}
 			if r.out.String() != "" {
@@ -289,8 +290,8 @@ func TestMatchEndedByTimeoutOrIdle(t *testing.T) {
 					}
 					return
 				}
-				if mqttconn.KindOf(err) != mqttconn.KindUnmet || !strings.Contains(err.Error(), c.unmet) {
-					t.Fatalf("want KindUnmet saying %q, got %v (kind %d)", c.unmet, err, mqttconn.KindOf(err))
+				if clierr.KindOf(err) != clierr.KindUnmet || !strings.Contains(err.Error(), c.unmet) {
+					t.Fatalf("want KindUnmet saying %q, got %v (kind %d)", c.unmet, err, clierr.KindOf(err))
 				}
 			})
 		}
@@ -1037,7 +1038,7 @@ func TestNoReconnectEndsWithNetworkError(t *testing.T) {
 	r.waitSubscribed(t)
 	b.Kill()
 	err := r.wait(t)
-	if mqttconn.KindOf(err) != mqttconn.KindNetwork || !strings.Contains(err.Error(), "connection lost") {
+	if clierr.KindOf(err) != clierr.KindNetwork || !strings.Contains(err.Error(), "connection lost") {
 		t.Fatalf("want a network error (exit 3) naming the lost connection, got %v", err)
 	}
 }
@@ -1132,8 +1133,8 @@ func TestSubscribeNeverAcknowledged(t *testing.T) {
 			port := subscribeSink(t, packet.Version(ver.v), true)
 			r := startSub(t, ctx, port, ver.v, &Options{Topics: []string{"never/acked"}})
 			err := r.wait(t)
-			if mqttconn.KindOf(err) != mqttconn.KindNetwork || !strings.Contains(err.Error(), "subscribe") {
-				t.Fatalf("want a network error (exit 3) naming the subscription, got %v (kind %d)", err, mqttconn.KindOf(err))
+			if clierr.KindOf(err) != clierr.KindNetwork || !strings.Contains(err.Error(), "subscribe") {
+				t.Fatalf("want a network error (exit 3) naming the subscription, got %v (kind %d)", err, clierr.KindOf(err))
 			}
 		})
 		t.Run(ver.name+"/silent", func(t *testing.T) {
@@ -1142,8 +1143,8 @@ func TestSubscribeNeverAcknowledged(t *testing.T) {
 			port := subscribeSink(t, packet.Version(ver.v), false)
 			r := startSub(t, ctx, port, ver.v, &Options{Topics: []string{"never/acked"}, Timeout: 500 * time.Millisecond})
 			err := r.wait(t)
-			if mqttconn.KindOf(err) != mqttconn.KindTimeout || !strings.Contains(err.Error(), "timed out after 500ms") {
-				t.Fatalf("want the -W timeout (exit 27), got %v (kind %d)", err, mqttconn.KindOf(err))
+			if clierr.KindOf(err) != clierr.KindTimeout || !strings.Contains(err.Error(), "timed out after 500ms") {
+				t.Fatalf("want the -W timeout (exit 27), got %v (kind %d)", err, clierr.KindOf(err))
 			}
 		})
 	}

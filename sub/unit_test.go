@@ -11,6 +11,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -209,7 +210,7 @@ func TestValidateFilters(t *testing.T) {
 	} {
 		tc.o.Dial = func(context.Context, mqttconn.Config) (mqttconn.Client, error) { panic("Validate must not dial") }
 		err := tc.o.Validate()
-		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tc.want) {
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate(%q) = %v, want a usage error containing %q", tc.o.Topics, err, tc.want)
 		}
 	}

@@ -9,19 +9,19 @@ import (
 	"net"
 	"strings"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 func checkConstraint(c string) error {
 	if strings.Contains(c, "/") {
 		if _, _, err := net.ParseCIDR(c); err != nil {
-			return mqttconn.Usagef("--name-constraint %q is not a valid IP range: give a domain (example.com) or a CIDR (192.168.1.0/24)", c)
+			return clierr.Usagef("--name-constraint %q is not a valid IP range: give a domain (example.com) or a CIDR (192.168.1.0/24)", c)
 		}
 		return nil
 	}
 	d := strings.TrimPrefix(strings.ToLower(c), ".")
 	if err := checkHostname(d); err != nil {
-		return mqttconn.Usagef("--name-constraint %q is not a domain: %v; give e.g. --name-constraint example.com", c, err)
+		return clierr.Usagef("--name-constraint %q is not a domain: %v; give e.g. --name-constraint example.com", c, err)
 	}
 	return nil
 }
@@ -72,7 +72,7 @@ func (r *runner) insideConstraints(ca *Authority, sans []SAN) error {
 	}
 	for _, s := range sans {
 		if !permitted(cons, s) {
-			return mqttconn.Usagef("the CA in %s is name-constrained to %s and may not sign %s: give names inside %s, or issue from a CA without --name-constraint in another --dir",
+			return clierr.Usagef("the CA in %s is name-constrained to %s and may not sign %s: give names inside %s, or issue from a CA without --name-constraint in another --dir",
 				r.dir, strings.Join(cons, ", "), s.Value, strings.Join(cons, ", "))
 		}
 	}

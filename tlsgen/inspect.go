@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -57,7 +57,7 @@ type CertInfo struct {
 // Inspect describes every certificate and private key in the files.
 func Inspect(o *InspectOptions) error {
 	if len(o.Files) == 0 {
-		return mqttconn.Usagef("tlsgen inspect needs at least one file: e.g. mqtk tlsgen inspect certs/server.pem")
+		return clierr.Usagef("tlsgen inspect needs at least one file: e.g. mqtk tlsgen inspect certs/server.pem")
 	}
 	now := time.Now()
 	if o.Now != nil {
@@ -90,7 +90,7 @@ func Inspect(o *InspectOptions) error {
 func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, mqttconn.Usagef("cannot read %s: %v", path, err)
+		return nil, clierr.Usagef("cannot read %s: %v", path, err)
 	}
 	var out []CertInfo
 	rest := data
@@ -106,13 +106,13 @@ func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 			if err != nil {
 				// Bad input like a file of junk: a usage error that says
 				// what to do, not a bare x509 message.
-				return nil, mqttconn.Usagef("%s: entry %d is a PEM CERTIFICATE block that does not parse (%v): the file is damaged or truncated; copy it again from where it was made, or reissue it", path, len(out), err)
+				return nil, clierr.Usagef("%s: entry %d is a PEM CERTIFICATE block that does not parse (%v): the file is damaged or truncated; copy it again from where it was made, or reissue it", path, len(out), err)
 			}
 			out = append(out, describeCert(path, len(out), c, now))
 		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
 			info, err := describeKey(path, len(out), pem.EncodeToMemory(b))
 			if err != nil {
-				return nil, mqttconn.Usagef("%v: the file is damaged or truncated; copy it again from where it was made, or reissue the certificate and its key", err)
+				return nil, clierr.Usagef("%v: the file is damaged or truncated; copy it again from where it was made, or reissue the certificate and its key", err)
 			}
 			out = append(out, info)
 		}
@@ -120,7 +120,7 @@ func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 	if len(out) == 0 {
 		c, err := x509.ParseCertificate(data)
 		if err != nil {
-			return nil, mqttconn.Usagef("%s holds no PEM certificate or key and is not a DER certificate: give a .pem/.crt file (for a .p12 run: openssl pkcs12 -in FILE -nokeys)", path)
+			return nil, clierr.Usagef("%s holds no PEM certificate or key and is not a DER certificate: give a .pem/.crt file (for a .p12 run: openssl pkcs12 -in FILE -nokeys)", path)
 		}
 		out = append(out, describeCert(path, 0, c, now))
 	}

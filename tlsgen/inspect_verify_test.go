@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -95,7 +95,7 @@ func TestInspectJSONAndText(t *testing.T) {
 		"damaged-key.pem": "copy it again from where it was made, or reissue the certificate and its key",
 	} {
 		err := Inspect(&InspectOptions{IO: io, Files: []string{filepath.Join(dir, f)}})
-		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), want) {
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), want) {
 			t.Errorf("inspect %s: %v, want a usage error with %q", f, err, want)
 		}
 	}
@@ -171,13 +171,13 @@ func TestVerifyVerdicts(t *testing.T) {
 			if err == nil {
 				t.Fatalf("verified; stdout %q", out)
 			}
-			if mqttconn.KindOf(err) != mqttconn.KindTLS {
-				t.Errorf("kind %v, want TLS (exit 4)", mqttconn.KindOf(err))
+			if clierr.KindOf(err) != clierr.KindTLS {
+				t.Errorf("kind %v, want TLS (exit 4)", clierr.KindOf(err))
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("verdict %q lacks %q", err, tt.want)
 			}
-			if hints := strings.Join(mqttconn.HintsOf(err), "\n"); !strings.Contains(hints, tt.hint) {
+			if hints := strings.Join(clierr.HintsOf(err), "\n"); !strings.Contains(hints, tt.hint) {
 				t.Errorf("hints %q lack %q", hints, tt.hint)
 			}
 			if out.Len() != 0 || errb.Len() != 0 {
@@ -194,12 +194,12 @@ func TestVerifyVerdicts(t *testing.T) {
 	if !strings.Contains(errb.String(), "expires in") {
 		t.Errorf("no near-expiry warning: %q", errb)
 	}
-	if err := Verify(&VerifyOptions{IO: io, CertFile: srv}); mqttconn.KindOf(err) != mqttconn.KindUsage {
+	if err := Verify(&VerifyOptions{IO: io, CertFile: srv}); clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("missing --ca: %v", err)
 	}
 	for _, host := range []string{"bad host", "a..b", "-x.lan"} {
 		err := Verify(&VerifyOptions{IO: io, CAFile: ca, CertFile: srv, Host: host})
-		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "is not a host name or IP address") {
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "is not a host name or IP address") {
 			t.Errorf("--host %q: %v, want a usage error", host, err)
 		}
 	}

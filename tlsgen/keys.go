@@ -20,7 +20,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // KeyType names a key algorithm and size as given to --key-type.
@@ -68,7 +68,7 @@ func ParseKeyType(s string) (KeyType, error) {
 	for i, k := range KeyTypes {
 		names[i] = string(k)
 	}
-	return "", mqttconn.Usagef("unknown --key-type %q: use one of %s", s, strings.Join(names, ", "))
+	return "", clierr.Usagef("unknown --key-type %q: use one of %s", s, strings.Join(names, ", "))
 }
 
 // generateKey makes a new private key of type kt from rnd.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // LocalFiles are the files EnsureLocal made or found.
@@ -78,8 +78,8 @@ func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (Lo
 		}
 		files.Created, files.CACreated = true, true
 	} else if err != nil {
-		return files, &mqttconn.Error{
-			Kind:  mqttconn.KindOther,
+		return files, &clierr.Error{
+			Kind:  clierr.KindOther,
 			Err:   err, // it names the files; the caller adds the directory
 			Hints: []string{fmt.Sprintf("after replacing the CA, start mqtk broker --tls again: it reissues the server certificate from the new CA; clients then need the new %s as --cafile", files.CAFile)},
 		}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // reusable returns the existing pair when it may be kept, else a reason.
@@ -124,8 +124,8 @@ func (r *runner) reuseConflicts(leaves map[string]leafParams) error {
 		}
 	}
 	hints = append(hints, fmt.Sprintf("or leave out %s to keep the certificates as they are", strings.Join(given, ", ")))
-	return &mqttconn.Error{
-		Kind:  mqttconn.KindUsage,
+	return &clierr.Error{
+		Kind:  clierr.KindUsage,
 		Err:   fmt.Errorf("mqtk tlsgen reuses the certificates in %s, and they differ from what was asked: %s", r.dir, strings.Join(diffs, "; ")),
 		Hints: hints,
 	}
@@ -177,6 +177,6 @@ func (r *runner) caConflicts(ca *x509.Certificate) error {
 	if o.Command == CmdAll {
 		then = ", then issue certificates with mqtk tlsgen server NAME... and mqtk tlsgen client CN"
 	}
-	return mqttconn.Usagef("the CA in %s already exists with %s, and is kept: add --force to replace it (%s%s; every certificate the old CA signed stops working), or leave out %s to use it as it is",
+	return clierr.Usagef("the CA in %s already exists with %s, and is kept: add --force to replace it (%s%s; every certificate the old CA signed stops working), or leave out %s to use it as it is",
 		r.dir, strings.Join(diffs, "; "), replace, then, strings.Join(flags, ", "))
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // TestRunAllRefusesFlagsThatDisagreeWithReusedFiles: a second `mqtk
@@ -28,8 +28,8 @@ func TestRunAllRefusesFlagsThatDisagreeWithReusedFiles(t *testing.T) {
 	}
 
 	_, _, err := run(t, Options{Dir: dir, CommonName: "bob", KeyType: ECDSAP384, Days: 30})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage {
-		t.Fatalf("got %v (kind %v), want a usage error", err, mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindUsage {
+		t.Fatalf("got %v (kind %v), want a usage error", err, clierr.KindOf(err))
 	}
 	for _, want := range []string{
 		filepath.Join(dir, "client.pem") + " has CN mqtk-client, not bob, an ECDSA P-256 key, not ecdsa-p384, a validity of 397 days, not 30",
@@ -39,7 +39,7 @@ func TestRunAllRefusesFlagsThatDisagreeWithReusedFiles(t *testing.T) {
 			t.Errorf("message %q lacks %q", err, want)
 		}
 	}
-	hints := strings.Join(mqttconn.HintsOf(err), "\n")
+	hints := strings.Join(clierr.HintsOf(err), "\n")
 	clientCmd := "mqtk tlsgen client bob --key-type ecdsa-p384 --days 30 --force --dir " + dir
 	for _, want := range []string{clientCmd, "mqtk tlsgen server localhost 127.0.0.1 ::1 testhost --key-type ecdsa-p384 --days 30 --force --dir " + dir, "leave out --cn, --key-type, --days"} {
 		if !strings.Contains(hints, want) {
@@ -84,7 +84,7 @@ func TestRunAllRefusesServerCertificateForOldHostName(t *testing.T) {
 	before := read(t, filepath.Join(dir, "server.pem"))
 	renamed := func() (string, error) { return "newhost", nil }
 	_, _, err := run(t, Options{Dir: dir, Hostname: renamed})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "does not cover newhost") ||
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "does not cover newhost") ||
 		!strings.Contains(err.Error(), "mqtk tlsgen server localhost 127.0.0.1 ::1 newhost --force --dir "+dir) {
 		t.Fatalf("renamed host: %v", err)
 	}
@@ -116,8 +116,8 @@ func TestCAFlagsOnExistingCA(t *testing.T) {
 			o := tt.o
 			o.Dir = dir
 			_, _, err := run(t, o)
-			if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "add --force") {
-				t.Errorf("got %v (kind %v), want a usage error with %q and --force", err, mqttconn.KindOf(err), tt.want)
+			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "add --force") {
+				t.Errorf("got %v (kind %v), want a usage error with %q and --force", err, clierr.KindOf(err), tt.want)
 			}
 			if read(t, filepath.Join(dir, "ca.pem")) != ca {
 				t.Error("the refused run changed the CA")
@@ -129,7 +129,7 @@ func TestCAFlagsOnExistingCA(t *testing.T) {
 	// A CA without a constraint is not one with a constraint.
 	plain := t.TempDir()
 	mustRun(t, Options{Dir: plain, Command: CmdCA})
-	if _, _, err := run(t, Options{Dir: plain, Command: CmdCA, NameConstraints: []string{"lan"}}); mqttconn.KindOf(err) != mqttconn.KindUsage ||
+	if _, _, err := run(t, Options{Dir: plain, Command: CmdCA, NameConstraints: []string{"lan"}}); clierr.KindOf(err) != clierr.KindUsage ||
 		!strings.Contains(err.Error(), "no name constraint (it may sign for any name), not lan") || !strings.Contains(err.Error(), "mqtk tlsgen ca --force --name-constraint lan --dir "+plain) {
 		t.Errorf("constraint on an unconstrained CA: %v", err)
 	}
@@ -208,10 +208,10 @@ func TestDirThatCannotHoldFiles(t *testing.T) {
 	}
 	for _, dir := range []string{file, filepath.Join(file, "sub")} {
 		_, _, err := run(t, Options{Dir: dir})
-		if err == nil || mqttconn.KindOf(err) != mqttconn.KindOther {
-			t.Fatalf("--dir %s: %v (kind %v), want a runtime error", dir, err, mqttconn.KindOf(err))
+		if err == nil || clierr.KindOf(err) != clierr.KindOther {
+			t.Fatalf("--dir %s: %v (kind %v), want a runtime error", dir, err, clierr.KindOf(err))
 		}
-		if hints := strings.Join(mqttconn.HintsOf(err), "\n"); !strings.Contains(hints, "--dir "+dir+" is, or is inside, something that is not a directory") {
+		if hints := strings.Join(clierr.HintsOf(err), "\n"); !strings.Contains(hints, "--dir "+dir+" is, or is inside, something that is not a directory") {
 			t.Errorf("--dir %s: hints %q", dir, hints)
 		}
 	}
@@ -255,7 +255,7 @@ func TestEnsureLocalBrokenCANamesTheFix(t *testing.T) {
 			if !strings.Contains(msg, "replace the CA with mqtk tlsgen ca --force --dir "+dir) || strings.Contains(msg, "replace the CA with --force") {
 				t.Errorf("message %q does not name mqtk tlsgen ca --force --dir", msg)
 			}
-			if hints := strings.Join(mqttconn.HintsOf(err), "\n"); !strings.Contains(hints, "start mqtk broker --tls again: it reissues the server certificate") {
+			if hints := strings.Join(clierr.HintsOf(err), "\n"); !strings.Contains(hints, "start mqtk broker --tls again: it reissues the server certificate") {
 				t.Errorf("hints %q", hints)
 			}
 			// The fix as printed works.

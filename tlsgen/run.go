@@ -21,8 +21,8 @@ import (
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
-	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -110,7 +110,7 @@ func Run(ctx context.Context, o *Options) error {
 // directory") does not say which flag chose the place. It stays exit 1,
 // the code for runtime errors, like any other I/O failure.
 func (r *runner) dirHint(err error) error {
-	var known *mqttconn.Error
+	var known *clierr.Error
 	if err == nil || errors.As(err, &known) {
 		return err
 	}
@@ -123,7 +123,7 @@ func (r *runner) dirHint(err error) error {
 	default:
 		return err
 	}
-	return &mqttconn.Error{Kind: mqttconn.KindOther, Err: err, Hints: []string{hint}}
+	return &clierr.Error{Kind: clierr.KindOther, Err: err, Hints: []string{hint}}
 }
 
 // run makes the files once the options are known to be good.
@@ -189,7 +189,7 @@ func (r *runner) authority() (*Authority, error) {
 	switch {
 	case err == nil && !replace:
 		if !r.now.Before(existing.Cert.NotAfter) {
-			return nil, mqttconn.Usagef("the CA %s expired on %s: replace it with %s (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly), replaceCACommand(r.dir))
+			return nil, clierr.Usagef("the CA %s expired on %s: replace it with %s (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly), replaceCACommand(r.dir))
 		}
 		if err := r.caConflicts(existing.Cert); err != nil {
 			return nil, err
@@ -197,7 +197,7 @@ func (r *runner) authority() (*Authority, error) {
 		r.files = append(r.files, written{"CA", certPath, "reused, " + describeValidity(existing.Cert, r.now)})
 		return existing, nil
 	case err != nil && !errors.Is(err, ErrNoCA) && !replace:
-		return nil, mqttconn.Usagef("%v", err)
+		return nil, clierr.Usagef("%v", err)
 	}
 	days := o.Days
 	if days == 0 || o.Command != CmdCA {
@@ -269,13 +269,13 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 			if !exists(certPath) {
 				existing = keyPath
 			}
-			return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
+			return clierr.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
 		}
 		c, k, why := r.reusable(ca, certPath, keyPath, p)
 		if c == nil {
 			// --force on this command would replace the CA as well, so
 			// name the command that reissues just this certificate.
-			return mqttconn.Usagef("%s cannot be reused: %s; reissue it with %s (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, r.reissueCommand(p))
+			return clierr.Usagef("%s cannot be reused: %s; reissue it with %s (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, r.reissueCommand(p))
 		}
 		cert, certPEM, key, reused = c, pemCert(c.Raw), k, true
 		r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(c, r.now)}, written{what + " key", keyPath, "reused"})
@@ -290,7 +290,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 			path string
 		}{{o.Fullchain, chainPath}, {o.P12, p12Path}} {
 			if f.want && exists(f.path) {
-				return mqttconn.Usagef("%s already exists: add --force to replace it, or --out NAME to write other files", f.path)
+				return clierr.Usagef("%s already exists: add --force to replace it, or --out NAME to write other files", f.path)
 			}
 		}
 	}
@@ -367,7 +367,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 func (r *runner) write(path string, data []byte, perm os.FileMode) error {
 	err := writeFile(path, data, perm, r.o.Force)
 	if errors.Is(err, ErrExists) {
-		return mqttconn.Usagef("%s already exists: add --force to replace it", path)
+		return clierr.Usagef("%s already exists: add --force to replace it", path)
 	}
 	return err
 }

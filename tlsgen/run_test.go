@@ -13,7 +13,7 @@ import (
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -186,7 +186,7 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 	// `ca` without --force keeps the CA and refuses a flag it cannot
 	// apply; flags that describe the CA as it is are fine.
 	_, _, err := run(t, Options{Dir: dir, Command: CmdCA, KeyType: RSA2048})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "add --force to replace it") || !strings.Contains(err.Error(), "an ECDSA P-256 key, not rsa-2048") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "add --force to replace it") || !strings.Contains(err.Error(), "an ECDSA P-256 key, not rsa-2048") {
 		t.Errorf("ca --key-type without --force: %v", err)
 	}
 	if read(t, filepath.Join(dir, "ca.pem")) != before["ca.pem"] {
@@ -212,7 +212,7 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 	// verify, and a plain rerun refuses to pass them off as reusable.
 	mustRun(t, Options{Dir: dir, Command: CmdCA, Force: true})
 	_, _, err = run(t, Options{Dir: dir})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "was not signed by the CA") || !strings.Contains(err.Error(), "mqtk tlsgen server localhost") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "was not signed by the CA") || !strings.Contains(err.Error(), "mqtk tlsgen server localhost") {
 		t.Errorf("rerun after CA replacement: %v", err)
 	}
 }
@@ -246,8 +246,8 @@ func TestRunServerAndClient(t *testing.T) {
 	if !errors.Is(err, ErrExists) && !strings.Contains(err.Error(), "--force") {
 		t.Errorf("overwrite without --force: %v", err)
 	}
-	if mqttconn.KindOf(err) != mqttconn.KindUsage {
-		t.Errorf("overwrite without --force: kind %v, want usage", mqttconn.KindOf(err))
+	if clierr.KindOf(err) != clierr.KindUsage {
+		t.Errorf("overwrite without --force: kind %v, want usage", clierr.KindOf(err))
 	}
 	if !mustCert(t, filepath.Join(dir, "server.pem")).Equal(c) {
 		t.Error("refused run changed server.pem")
@@ -282,8 +282,8 @@ func TestRunUsageErrors(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := run(t, o)
-			if err == nil || mqttconn.KindOf(err) != mqttconn.KindUsage {
-				t.Errorf("got %v (kind %v), want a usage error", err, mqttconn.KindOf(err))
+			if err == nil || clierr.KindOf(err) != clierr.KindUsage {
+				t.Errorf("got %v (kind %v), want a usage error", err, clierr.KindOf(err))
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 				t.Errorf("usage error left files behind: %v", entries)
@@ -344,12 +344,12 @@ func TestNameConstrainedCA(t *testing.T) {
 	// A name outside the constraint is a bad argument (exit 2), refused
 	// before a key is made, with the fix.
 	_, _, err := run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"example.com"}, Out: "bad"})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "name-constrained to home.arpa, 192.168.0.0/16 and may not sign example.com") ||
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "name-constrained to home.arpa, 192.168.0.0/16 and may not sign example.com") ||
 		!strings.Contains(err.Error(), "give names inside") {
-		t.Errorf("issuing outside the constraint: %v (kind %v)", err, mqttconn.KindOf(err))
+		t.Errorf("issuing outside the constraint: %v (kind %v)", err, clierr.KindOf(err))
 	}
 	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"10.0.0.1"}, Out: "bad"})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "may not sign 10.0.0.1") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "may not sign 10.0.0.1") {
 		t.Errorf("issuing an IP outside the constraint: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "bad.pem")); !os.IsNotExist(err) {
@@ -489,7 +489,7 @@ func TestRunAllAddsExtrasToReusedPairs(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"a.lan"}, Out: "a", Fullchain: true})
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "a-fullchain.pem already exists") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "a-fullchain.pem already exists") {
 		t.Errorf("existing fullchain: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "a.pem")); !os.IsNotExist(err) {

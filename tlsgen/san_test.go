@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 func TestClassifyName(t *testing.T) {
@@ -70,8 +70,8 @@ func TestClassifyNameRejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("ClassifyName(%q) = %+v, want an error", in, got)
 			}
-			if mqttconn.KindOf(err) != mqttconn.KindUsage {
-				t.Errorf("ClassifyName(%q): kind %v, want usage", in, mqttconn.KindOf(err))
+			if clierr.KindOf(err) != clierr.KindUsage {
+				t.Errorf("ClassifyName(%q): kind %v, want usage", in, clierr.KindOf(err))
 			}
 		})
 	}
@@ -101,7 +101,7 @@ func TestParseKeyType(t *testing.T) {
 			t.Errorf("ParseKeyType(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := ParseKeyType("dsa"); mqttconn.KindOf(err) != mqttconn.KindUsage {
+	if _, err := ParseKeyType("dsa"); clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("ParseKeyType(dsa): %v, want a usage error", err)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -30,16 +30,16 @@ type VerifyOptions struct {
 // whose hints say what to do.
 func Verify(o *VerifyOptions) error {
 	if o.CAFile == "" {
-		return mqttconn.Usagef("tlsgen verify needs the CA: give --ca FILE, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+		return clierr.Usagef("tlsgen verify needs the CA: give --ca FILE, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
 	}
 	if o.CertFile == "" {
-		return mqttconn.Usagef("tlsgen verify needs the certificate to check: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+		return clierr.Usagef("tlsgen verify needs the certificate to check: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
 	}
 	if o.Host != "" {
 		h := strings.TrimSuffix(strings.TrimPrefix(o.Host, "["), "]")
 		if net.ParseIP(h) == nil {
 			if err := checkHostname(strings.ToLower(strings.TrimSuffix(h, "."))); err != nil {
-				return mqttconn.Usagef("--host %q is not a host name or IP address: %v; give the name clients connect to, e.g. --host broker.lan or --host 192.168.1.10", o.Host, err)
+				return clierr.Usagef("--host %q is not a host name or IP address: %v; give the name clients connect to, e.g. --host broker.lan or --host 192.168.1.10", o.Host, err)
 			}
 		}
 	}
@@ -49,15 +49,15 @@ func Verify(o *VerifyOptions) error {
 	}
 	cas, err := readCertFile(o.CAFile)
 	if err != nil {
-		return mqttconn.Usagef("cannot read the CA %s: %v", o.CAFile, err)
+		return clierr.Usagef("cannot read the CA %s: %v", o.CAFile, err)
 	}
 	chain, err := readCertFile(o.CertFile)
 	if err != nil {
-		return mqttconn.Usagef("cannot read the certificate %s: %v", o.CertFile, err)
+		return clierr.Usagef("cannot read the certificate %s: %v", o.CertFile, err)
 	}
 	leaf := chain[0]
 	fail := func(msg string, hints ...string) error {
-		return &mqttconn.Error{Kind: mqttconn.KindTLS, Op: "verify " + o.CertFile, Err: errors.New(msg), Hints: hints}
+		return &clierr.Error{Kind: clierr.KindTLS, Op: "verify " + o.CertFile, Err: errors.New(msg), Hints: hints}
 	}
 	reissue := reissueHint(leaf, o.Host)
 

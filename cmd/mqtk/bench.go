@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/bench"
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // benchFlags are the load-shape flags every bench mode shares.
@@ -84,7 +84,7 @@ func checkUnused(cmd *cobra.Command, mode string) error {
 		if sh := cmd.Flags().Lookup(name).Shorthand; sh != "" {
 			flag = "-" + sh + "/" + flag
 		}
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s has no effect in bench %s", flag, mode), Hints: []string{why}}
+		return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s has no effect in bench %s", flag, mode), Hints: []string{why}}
 	}
 	return nil
 }
@@ -97,7 +97,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		return nil, err
 	}
 	if f.qos < 0 || f.qos > 2 {
-		return nil, mqttconn.Usagef("-q/--qos %d out of range: use 0, 1 or 2", f.qos)
+		return nil, clierr.Usagef("-q/--qos %d out of range: use 0, 1 or 2", f.qos)
 	}
 	o.QoS = byte(f.qos)
 	o.Count = f.count
@@ -123,12 +123,12 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		o.Subscribers = 0
 	}
 	if fs.Changed("inflight") && o.Inflight < 1 {
-		return nil, mqttconn.Usagef("--inflight must be at least 1")
+		return nil, clierr.Usagef("--inflight must be at least 1")
 	}
 	if f.maxLoss != "" {
 		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f.maxLoss), "%"), 64)
 		if err != nil {
-			return nil, mqttconn.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", f.maxLoss)
+			return nil, clierr.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", f.maxLoss)
 		}
 		o.MaxLossPct = &v
 	}
@@ -138,7 +138,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		si, err1 := strconv.Atoi(i)
 		sn, err2 := strconv.Atoi(n)
 		if !ok || err1 != nil || err2 != nil {
-			return nil, mqttconn.Usagef("--shard %q: write I/N, e.g. 0/4 for the first of four processes", f.shard)
+			return nil, clierr.Usagef("--shard %q: write I/N, e.g. 0/4 for the first of four processes", f.shard)
 		}
 		o.Shard, o.Shards = si, sn
 	}
@@ -230,7 +230,7 @@ whole run. The reports must be distinct shards of one N with the same mode,
 load model, clients, subscribers, rate and topic.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("bench merge needs the JSON reports to merge"),
+				return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("bench merge needs the JSON reports to merge"),
 					Hints: []string{"run each shard with 'mqtk bench --shard I/N --format json > shard-I.json', then: mqtk bench merge shard-*.json"}}
 			}
 			return nil
@@ -239,13 +239,13 @@ load model, clients, subscribers, rate and topic.`,
 			switch format {
 			case "text", "json", "csv":
 			default:
-				return mqttconn.Usagef("--format %q: use text, json or csv", format)
+				return clierr.Usagef("--format %q: use text, json or csv", format)
 			}
 			var ml *float64
 			if maxLoss != "" {
 				v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(maxLoss), "%"), 64)
 				if err != nil {
-					return mqttconn.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", maxLoss)
+					return clierr.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", maxLoss)
 				}
 				ml = &v
 			}
@@ -253,12 +253,12 @@ load model, clients, subscribers, rate and topic.`,
 			for _, p := range args {
 				fh, err := os.Open(p)
 				if err != nil {
-					return &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read report", Err: err}
+					return &clierr.Error{Kind: clierr.KindUsage, Op: "read report", Err: err}
 				}
 				r, err := bench.ReadJSON(fh)
 				fh.Close()
 				if err != nil {
-					return &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read report " + p, Err: err,
+					return &clierr.Error{Kind: clierr.KindUsage, Op: "read report " + p, Err: err,
 						Hints: []string{"merge takes the output of 'mqtk bench --format json'"}}
 				}
 				r.Source = p
@@ -266,7 +266,7 @@ load model, clients, subscribers, rate and topic.`,
 			}
 			m, err := bench.Merge(reps)
 			if err != nil {
-				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err,
+				return &clierr.Error{Kind: clierr.KindUsage, Err: err,
 					Hints: []string{"merge takes the --format json reports of one run's shards, each once"}}
 			}
 			if err := bench.Write(a.io.Out, m, format); err != nil {

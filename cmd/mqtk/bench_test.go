@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/bench"
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -84,7 +84,7 @@ func TestBenchRefusesIgnoredAndBadFlags(t *testing.T) {
 		{[]string{"--insecure"}, "--insecure has no effect on the in-process broker"},
 	} {
 		_, err := parseBench(t, nil, c.args...)
-		if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), c.want) {
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v, want a usage error containing %q", c.args, err, c.want)
 		}
 	}
@@ -113,7 +113,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"--inflight", "0"},
 		{"--shard", "1of2", "-h", "x"},
 	} {
-		if _, err := parseBench(t, nil, args...); mqttconn.KindOf(err) != mqttconn.KindUsage {
+		if _, err := parseBench(t, nil, args...); clierr.KindOf(err) != clierr.KindUsage {
 			t.Errorf("%v: got %v, want a usage error", args, err)
 		}
 	}

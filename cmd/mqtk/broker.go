@@ -15,8 +15,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/gctune"
-	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/tlsgen"
 )
 
@@ -197,7 +197,7 @@ func effectiveBrokerConfig(cmd *cobra.Command, flags broker.Config, file string)
 			setErr = target.Value.Set(f.Value.String())
 		})
 		if setErr != nil {
-			return eff, mqttconn.Usagef("merge flags over config: %v", setErr)
+			return eff, clierr.Usagef("merge flags over config: %v", setErr)
 		}
 		eff = fromFile
 	}
@@ -311,7 +311,7 @@ func classifyBrokerErr(err error) error {
 	if !errors.As(err, &oe) {
 		return err
 	}
-	e := &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err}
+	e := &clierr.Error{Kind: clierr.KindUsage, Err: err}
 	if oe.Hint != "" {
 		e.Hints = []string{oe.Hint}
 	}

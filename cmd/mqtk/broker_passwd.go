@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
-	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
 // newBrokerPasswdCmd is 'mqtk broker passwd': the users of --password-file,
@@ -32,7 +32,7 @@ or read as the first line of standard input with --password-stdin.`,
   echo "$ALICE_PASSWORD" | mqtk broker passwd --password-stdin users.txt alice`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return mqttconn.Usagef("want FILE USER, got %d argument(s): as in 'mqtk broker passwd users.txt alice'", len(args))
+				return clierr.Usagef("want FILE USER, got %d argument(s): as in 'mqtk broker passwd users.txt alice'", len(args))
 			}
 			return nil
 		},
@@ -63,13 +63,13 @@ func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) (
 		}
 		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
-			return nil, mqttconn.Usagef("no password on standard input")
+			return nil, clierr.Usagef("no password on standard input")
 		}
 		return []byte(pw), nil
 	}
 	f, ok := a.io.In.(*os.File)
 	if !ok || !a.io.InTTY {
-		return nil, mqttconn.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
+		return nil, clierr.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
 	}
 	p1, err := a.askSecret(ctx, f, fmt.Sprintf("password for %s: ", user))
 	if err != nil {
@@ -80,10 +80,10 @@ func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) (
 		return nil, fmt.Errorf("read password: %w", err)
 	}
 	if !bytes.Equal(p1, p2) {
-		return nil, mqttconn.Usagef("the passwords differ; nothing changed")
+		return nil, clierr.Usagef("the passwords differ; nothing changed")
 	}
 	if len(p1) == 0 {
-		return nil, mqttconn.Usagef("empty password; nothing changed")
+		return nil, clierr.Usagef("empty password; nothing changed")
 	}
 	return p1, nil
 }

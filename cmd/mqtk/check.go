@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/check"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -110,7 +111,7 @@ reached or refused the connection, 7 an expectation was not met.`,
 		case "json":
 			opts.JSON = true
 		default:
-			return mqttconn.Usagef("-F %q: the formats are text and json", format)
+			return clierr.Usagef("-F %q: the formats are text and json", format)
 		}
 		if compare != "" {
 			// The second broker is reached as the first is, with the same
@@ -150,7 +151,7 @@ func parseCheckSize(flag, s string) (int, error) {
 	n, err := strconv.Atoi(t)
 	// 256 MiB is MQTT's own limit on a packet [MQTT-2.2.3].
 	if err != nil || n < 1 || n > packetLimit/mult {
-		return 0, mqttconn.Usagef("--%s %q: give a size from 1 byte to 256MiB (65536, 64KiB, 1MiB)", flag, s)
+		return 0, clierr.Usagef("--%s %q: give a size from 1 byte to 256MiB (65536, 64KiB, 1MiB)", flag, s)
 	}
 	return n * mult, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
@@ -176,19 +177,19 @@ func (f *connFlags) refuseUnsupported() error {
 	certs := "use certificates instead: mqtk tlsgen makes a CA, a server and a client certificate (--cafile, --cert, --key)"
 	switch {
 	case f.flags.Changed("psk") || f.flags.Changed("psk-identity"):
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--psk/--psk-identity (TLS-PSK) are not supported: Go's TLS has no pre-shared-key cipher suites"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--psk/--psk-identity (TLS-PSK) are not supported: Go's TLS has no pre-shared-key cipher suites"),
 			Hints: []string{certs}}
 	case f.flags.Changed("keyform") && !strings.EqualFold(f.keyform, "pem"):
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("--keyform %s is not supported: Go's TLS reads keys from PEM files only, not from OpenSSL engines", f.keyform),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--keyform %s is not supported: Go's TLS reads keys from PEM files only, not from OpenSSL engines", f.keyform),
 			Hints: []string{"export the key to a PEM file for --key (--keyform pem is the default and is accepted)"}}
 	case f.flags.Changed("tls-engine") || f.flags.Changed("tls-engine-kpass-sha1"):
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines (TPM, HSM) are not available to Go's TLS"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines (TPM, HSM) are not available to Go's TLS"),
 			Hints: []string{"give the client key as a PEM file with --key"}}
 	case f.srv:
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-S (DNS SRV lookup of _mqtt._tcp) is not supported"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-S (DNS SRV lookup of _mqtt._tcp) is not supported"),
 			Hints: []string{"give the broker's host and port with -h and -p (dig +short SRV _mqtt._tcp.DOMAIN shows them)"}}
 	case f.mptcp:
-		return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--mptcp (Multipath TCP) is not supported yet: mqtk connects over plain TCP"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--mptcp (Multipath TCP) is not supported yet: mqtk connects over plain TCP"),
 			Hints: []string{"leave --mptcp out; the connection works the same over TCP"}}
 	}
 	return nil
@@ -223,7 +224,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		}
 		for k := range prof.Values {
 			if !slices.Contains(f.names, k) {
-				return mqttconn.Config{}, mqttconn.Usagef("profile %q in %s has unknown key %q: keys are the long names of connection flags (url, host, port, username, cafile, ...)", prof.Name, prof.Path, k)
+				return mqttconn.Config{}, clierr.Usagef("profile %q in %s has unknown key %q: keys are the long names of connection flags (url, host, port, username, cafile, ...)", prof.Name, prof.Path, k)
 			}
 		}
 	}
@@ -282,7 +283,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 				if strings.Contains(why, "strconv.") {
 					why = "not a number"
 				}
-				return mqttconn.Config{}, mqttconn.Usagef("invalid %s %q from %s: %s; fix or remove it there", n, v, from, why)
+				return mqttconn.Config{}, clierr.Usagef("invalid %s %q from %s: %s; fix or remove it there", n, v, from, why)
 			}
 		}
 	}
@@ -294,7 +295,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		case f.flags.Changed("unix") && !f.flags.Changed("url"):
 			f.url = ""
 		default:
-			return mqttconn.Config{}, mqttconn.Usagef("--unix %s and the URL %s both say where to connect: give one of them", f.unix, f.url)
+			return mqttconn.Config{}, clierr.Usagef("--unix %s and the URL %s both say where to connect: give one of them", f.unix, f.url)
 		}
 	}
 	return f.build(ctx)
@@ -325,11 +326,11 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	}
 	if f.flags.Changed("port") && (f.port < 1 || f.port > 65535) {
 		// 0 would otherwise silently mean "the default port".
-		return c, mqttconn.Usagef("-p %d is not a port: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)", f.port)
+		return c, clierr.Usagef("-p %d is not a port: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)", f.port)
 	}
 	if f.id != "" && f.idPrefix != "" {
 		// As mosquitto's clients: one of them would silently lose.
-		return c, &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("-i/--id and -I/--id-prefix cannot be used together"),
+		return c, &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-i/--id and -I/--id-prefix cannot be used together"),
 			Hints: []string{"give the whole client id with -i, or a prefix with -I (random characters follow it)"}}
 	}
 	c.URL, c.Host, c.Port = f.url, f.host, f.port
@@ -355,7 +356,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	}
 	if f.willTopic != "" || f.willPayload != "" || f.flags.Changed("will-qos") || f.willRetain {
 		if f.willQoS < 0 || f.willQoS > 2 {
-			return c, mqttconn.Usagef("--will-qos %d out of range: use 0, 1 or 2", f.willQoS)
+			return c, clierr.Usagef("--will-qos %d out of range: use 0, 1 or 2", f.willQoS)
 		}
 		c.Will = &mqttconn.Will{Topic: f.willTopic, Payload: []byte(f.willPayload), QoS: byte(f.willQoS), Retain: f.willRetain}
 	}
@@ -373,13 +374,13 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 		for _, h := range f.wsHeaders {
 			k, v, ok := strings.Cut(h, ":")
 			if !ok || strings.TrimSpace(k) == "" {
-				return c, mqttconn.Usagef("--ws-header %q: write it as 'Key: Value'", h)
+				return c, clierr.Usagef("--ws-header %q: write it as 'Key: Value'", h)
 			}
 			c.WSHeaders.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 		}
 	}
 	if f.connectTimeout <= 0 {
-		return c, mqttconn.Usagef("--connect-timeout must be positive, got %s", f.connectTimeout)
+		return c, clierr.Usagef("--connect-timeout must be positive, got %s", f.connectTimeout)
 	}
 	c.ConnectTimeout = f.connectTimeout
 	if f.debug {
@@ -406,13 +407,13 @@ func (f *connFlags) resolvePassword(ctx context.Context) (string, error) {
 		}
 	}
 	if sources > 1 {
-		return "", mqttconn.Usagef("give the password one way only: -P, --password-file or --password-prompt")
+		return "", clierr.Usagef("give the password one way only: -P, --password-file or --password-prompt")
 	}
 	switch {
 	case f.passwordFile != "":
 		b, err := os.ReadFile(f.passwordFile)
 		if err != nil {
-			return "", &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read --password-file", Err: err}
+			return "", &clierr.Error{Kind: clierr.KindUsage, Op: "read --password-file", Err: err}
 		}
 		line, _, _ := strings.Cut(string(b), "\n")
 		return strings.TrimRight(line, "\r"), nil
@@ -430,7 +431,7 @@ func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 		if f, ok := a.io.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			tty = f
 		} else {
-			return "", mqttconn.Usagef("--password-prompt needs a terminal; use --password-file or MQTK_PASSWORD in scripts")
+			return "", clierr.Usagef("--password-prompt needs a terminal; use --password-file or MQTK_PASSWORD in scripts")
 		}
 	} else {
 		defer tty.Close()
@@ -462,14 +463,14 @@ func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 const maxSeconds = math.MaxInt64 / int64(time.Second)
 
 func tooLong(flag, s string) error {
-	return mqttconn.Usagef("--%s %s is too long: at most %d seconds (about 292 years)", flag, s, maxSeconds)
+	return clierr.Usagef("--%s %s is too long: at most %d seconds (about 292 years)", flag, s, maxSeconds)
 }
 
 func parseSeconds(flag, s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 {
-			return 0, mqttconn.Usagef("--%s must not be negative, got %s", flag, s)
+			return 0, clierr.Usagef("--%s must not be negative, got %s", flag, s)
 		}
 		if n > maxSeconds {
 			return 0, tooLong(flag, s)
@@ -478,7 +479,7 @@ func parseSeconds(flag, s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, mqttconn.Usagef("--%s %q: give seconds (60) or a duration (2m, 90s)", flag, s)
+		return 0, clierr.Usagef("--%s %q: give seconds (60) or a duration (2m, 90s)", flag, s)
 	}
 	return d, nil
 }

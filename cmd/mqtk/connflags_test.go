@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/testpki"
@@ -117,7 +118,7 @@ profiles:
 	}
 	delete(env, "MQTK_URL")
 	_, _, err = parseConn(t, env, "--profile", "missing")
-	if mqttconn.KindOf(err) != mqttconn.KindUsage {
+	if clierr.KindOf(err) != clierr.KindUsage {
 		t.Fatalf("missing profile: %v", err)
 	}
 }
@@ -157,13 +158,13 @@ func TestConnFlagsBadInput(t *testing.T) {
 		{"--cert", "c.pem"},
 	} {
 		_, _, err := parseConn(t, nil, args...)
-		if mqttconn.KindOf(err) != mqttconn.KindUsage {
+		if clierr.KindOf(err) != clierr.KindUsage {
 			t.Errorf("%v: want usage error, got %v", args, err)
 		}
 	}
 	env := map[string]string{"MQTK_PORT": "abc"}
 	_, _, err := parseConn(t, env)
-	if mqttconn.KindOf(err) != mqttconn.KindUsage || !strings.Contains(err.Error(), "MQTK_PORT") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "MQTK_PORT") {
 		t.Errorf("bad env value must name the variable: %v", err)
 	}
 }

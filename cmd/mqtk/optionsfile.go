@@ -8,9 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/spf13/pflag"
-
-	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
 // optionLine is one option read from an options file.
@@ -28,7 +27,7 @@ type optionLine struct {
 func readOptionsFile(path string) ([]optionLine, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read -o options file", Err: err}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read -o options file", Err: err}
 	}
 	var out []optionLine
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -39,7 +38,7 @@ func readOptionsFile(path string) ([]optionLine, error) {
 			continue
 		}
 		if !strings.HasPrefix(text, "-") {
-			return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s:%d: %q is not an option", path, n, text),
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s:%d: %q is not an option", path, n, text),
 				Hints: []string{"write one option per line as on the command line, e.g. '-h broker.local' or '--cafile ca.pem'"}}
 		}
 		o := optionLine{line: n}
@@ -50,7 +49,7 @@ func readOptionsFile(path string) ([]optionLine, error) {
 		out = append(out, o)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, &mqttconn.Error{Kind: mqttconn.KindUsage, Op: "read -o options file " + path, Err: err}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read -o options file " + path, Err: err}
 	}
 	return out, nil
 }
@@ -86,11 +85,11 @@ func (f *connFlags) applyOptionsFile() error {
 			fl = fs.ShorthandLookup(o.flag[1:])
 		}
 		if fl == nil {
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s: unknown option %s", where, o.flag),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: unknown option %s", where, o.flag),
 				Hints: []string{"an options file takes this command's flags, one per line (see --help)"}}
 		}
 		if fl.Name == "options-file" {
-			return mqttconn.Usagef("%s: -o cannot name another options file", where)
+			return clierr.Usagef("%s: -o cannot name another options file", where)
 		}
 		value := o.value
 		switch {
@@ -98,10 +97,10 @@ func (f *connFlags) applyOptionsFile() error {
 			value = fl.NoOptDefVal // a switch such as -r or --insecure
 		case fl.NoOptDefVal != "":
 			if _, err := strconv.ParseBool(value); err != nil {
-				return mqttconn.Usagef("%s: %s takes no value, found %q", where, o.flag, value)
+				return clierr.Usagef("%s: %s takes no value, found %q", where, o.flag, value)
 			}
 		case !o.hasValue:
-			return mqttconn.Usagef("%s: %s needs a value on the same line: %s VALUE", where, o.flag, o.flag)
+			return clierr.Usagef("%s: %s needs a value on the same line: %s VALUE", where, o.flag, o.flag)
 		}
 		if fl.Annotations[propertyAnnotation] != nil {
 			// -D's words, joined as the command line's are (joinProperties).
@@ -122,7 +121,7 @@ func (f *connFlags) applyOptionsFile() error {
 			}
 		}
 		if err := fs.Set(fl.Name, value); err != nil {
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s: invalid value %q for %s: %v", where, value, o.flag, err)}
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: invalid value %q for %s: %v", where, value, o.flag, err)}
 		}
 	}
 	for name, vals := range later {

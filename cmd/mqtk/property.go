@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 )
 
@@ -298,7 +299,7 @@ func (f *propertyFlag) applyConn(c *mqttconn.Config, a *app) error {
 		return nil
 	}
 	if c.Version == mqttconn.V311 || c.Version == mqttconn.V31 {
-		return &mqttconn.Error{Kind: mqttconn.KindUsage,
+		return &clierr.Error{Kind: clierr.KindUsage,
 			Err:   fmt.Errorf("%s: properties are MQTT 5, and -V %s has none", f.list[0], c.Version),
 			Hints: []string{"drop -V (mqtk speaks MQTT 5 by default), or the -D options"}}
 	}
@@ -462,12 +463,12 @@ func (p property) applyMessage(t msgTarget) error {
 // dup is a property given twice, by -D or by a flag of the same meaning.
 // MQTT allows each of these once per packet (only user-property repeats).
 func dup(p property) error {
-	return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s: %s is already set", p, p.name),
+	return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: %s is already set", p, p.name),
 		Hints: []string{fmt.Sprintf("a packet carries %s once: give it once, with -D or with the flag of the same meaning (-x, --content-type, ...)", p.name)}}
 }
 
 func (p property) usage(format string, args ...any) error {
-	return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: fmt.Errorf("%s: %s", p, fmt.Sprintf(format, args...))}
+	return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: %s", p, fmt.Sprintf(format, args...))}
 }
 
 // number parses a whole number in lo..hi.

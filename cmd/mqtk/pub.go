@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/pub"
 )
@@ -171,7 +172,7 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	add(f.null, "-n", pub.SourceNull)
 	add(fs.Changed("replay"), "--replay", pub.SourceReplay)
 	if len(sources) > 1 {
-		return mqttconn.Usagef("more than one payload source (%s): give exactly one of -m, -f, -s, -l, -n, --replay", strings.Join(sources, ", "))
+		return clierr.Usagef("more than one payload source (%s): give exactly one of -m, -f, -s, -l, -n, --replay", strings.Join(sources, ", "))
 	}
 	o.Message = f.message
 	o.File = f.file
@@ -179,7 +180,7 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 		o.File = f.replay
 	}
 	if f.qos < 0 || f.qos > 2 {
-		return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", f.qos)
+		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", f.qos)
 	}
 	o.QoS = byte(f.qos)
 	if o.Topic == "" {
@@ -199,20 +200,20 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	} else {
 		s, err := strconv.ParseFloat(strings.TrimSuffix(sp, "x"), 64)
 		if err != nil || s <= 0 || math.IsInf(s, 0) || math.IsNaN(s) {
-			return mqttconn.Usagef("--speed %q: give a positive factor (2, 0.5) or max", f.speed)
+			return clierr.Usagef("--speed %q: give a positive factor (2, 0.5) or max", f.speed)
 		}
 		o.Speed = s
 	}
 	if o.Repeat < 0 {
-		return mqttconn.Usagef("--repeat %d is negative: give how many times to publish", o.Repeat)
+		return clierr.Usagef("--repeat %d is negative: give how many times to publish", o.Repeat)
 	}
 	if o.MaxInflight < 1 {
-		return mqttconn.Usagef("-M %d: the in-flight window must be at least 1", o.MaxInflight)
+		return clierr.Usagef("-M %d: the in-flight window must be at least 1", o.MaxInflight)
 	}
 	for _, kv := range f.userProps {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return mqttconn.Usagef("--user-property %q: write it as key=value", kv)
+			return clierr.Usagef("--user-property %q: write it as key=value", kv)
 		}
 		o.Props.UserProperties = append(o.Props.UserProperties, mqttconn.UserProperty{Key: k, Value: v})
 	}
@@ -227,21 +228,21 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 			return err
 		}
 		if d.Seconds() > math.MaxUint32 {
-			return mqttconn.Usagef("--message-expiry %s is over MQTT's limit of %d seconds", f.expiry, uint32(math.MaxUint32))
+			return clierr.Usagef("--message-expiry %s is over MQTT's limit of %d seconds", f.expiry, uint32(math.MaxUint32))
 		}
 		s := uint32(d / time.Second)
 		o.Props.MessageExpiry = &s
 	}
 	if fs.Changed("payload-format-indicator") {
 		if f.payloadFormat != 0 && f.payloadFormat != 1 {
-			return mqttconn.Usagef("--payload-format-indicator %d: use 0 (bytes) or 1 (UTF-8 text)", f.payloadFormat)
+			return clierr.Usagef("--payload-format-indicator %d: use 0 (bytes) or 1 (UTF-8 text)", f.payloadFormat)
 		}
 		b := byte(f.payloadFormat)
 		o.Props.PayloadFormat = &b
 	}
 	if fs.Changed("topic-alias") {
 		if f.topicAlias < 1 || f.topicAlias > 65535 {
-			return mqttconn.Usagef("--topic-alias %d out of range: use 1 to 65535 (and at most the broker's maximum)", f.topicAlias)
+			return clierr.Usagef("--topic-alias %d out of range: use 1 to 65535 (and at most the broker's maximum)", f.topicAlias)
 		}
 		o.Props.TopicAlias = uint16(f.topicAlias)
 	}
@@ -260,7 +261,7 @@ func parseSecondsFloat(flag, s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, mqttconn.Usagef("--%s %q: give seconds (0.5) or a duration (500ms)", flag, s)
+		return 0, clierr.Usagef("--%s %q: give seconds (0.5) or a duration (500ms)", flag, s)
 	}
 	return d, nil
 }
@@ -276,11 +277,11 @@ func parseRate(s string) (float64, error) {
 	case "h", "hour":
 		per = time.Hour
 	default:
-		return 0, mqttconn.Usagef("--rate %q: write N/s, N/m or N/h", s)
+		return 0, clierr.Usagef("--rate %q: write N/s, N/m or N/h", s)
 	}
 	n, err := strconv.ParseFloat(num, 64)
 	if err != nil || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
-		return 0, mqttconn.Usagef("--rate %q: write a positive number per second, e.g. 100/s", s)
+		return 0, clierr.Usagef("--rate %q: write a positive number per second, e.g. 100/s", s)
 	}
 	return n / per.Seconds(), nil
 }
@@ -292,14 +293,14 @@ func parseBinary(flag, s string) ([]byte, error) {
 	case strings.HasPrefix(s, "hex:"):
 		b, err := hex.DecodeString(strings.TrimPrefix(s, "hex:"))
 		if err != nil {
-			return nil, mqttconn.Usagef("--%s %q: not valid hex after hex: (%v)", flag, s, err)
+			return nil, clierr.Usagef("--%s %q: not valid hex after hex: (%v)", flag, s, err)
 		}
 		return b, nil
 	case strings.HasPrefix(s, "base64:"), strings.HasPrefix(s, "b64:"):
 		_, v, _ := strings.Cut(s, ":")
 		b, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {
-			return nil, mqttconn.Usagef("--%s %q: not valid base64 after the prefix (%v)", flag, s, err)
+			return nil, clierr.Usagef("--%s %q: not valid base64 after the prefix (%v)", flag, s, err)
 		}
 		return b, nil
 	}

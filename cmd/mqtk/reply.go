@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/reply"
 )
@@ -132,38 +133,38 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 		}
 		switch {
 		case execMode && len(args) == 0:
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--exec needs a command"),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--exec needs a command"),
 				Hints: []string{"put the command and its arguments after --exec, e.g. --exec cat or --exec sh -c 'tr a-z A-Z'"}}
 		case !execMode && len(args) > 0:
-			return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("unexpected argument " + strconv.Quote(args[0])),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("unexpected argument " + strconv.Quote(args[0])),
 				Hints: []string{"mqtk reply takes no arguments except --exec's command; flags go before --exec"}}
 		case execMode:
 			opts.Exec = args
 		}
 		opts.HasMessage = fs.Changed("message")
 		if qos < 0 || qos > 2 {
-			return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
+			return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
 		}
 		opts.QoS = byte(qos)
 		if concurrency < 1 {
-			return mqttconn.Usagef("--concurrency must be at least 1, got %d", concurrency)
+			return clierr.Usagef("--concurrency must be at least 1, got %d", concurrency)
 		}
 		if queueLen < 1 {
-			return mqttconn.Usagef("--queue must be at least 1, got %d", queueLen)
+			return clierr.Usagef("--queue must be at least 1, got %d", queueLen)
 		}
 		opts.Concurrency, opts.Queue = concurrency, queueLen
 		if fs.Changed("count") && opts.Count <= 0 {
-			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
+			return clierr.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}
 		if opts.ResponseSuffix == "" {
-			return mqttconn.Usagef("--response-suffix is empty: a response would go to the request's own topic")
+			return clierr.Usagef("--response-suffix is empty: a response would go to the request's own topic")
 		}
 		if timeout != "" {
 			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
 				return err
 			}
 			if opts.Timeout == 0 {
-				return mqttconn.Usagef("--timeout must be more than zero")
+				return clierr.Usagef("--timeout must be more than zero")
 			}
 			if !execMode {
 				a.io.Warnf("--timeout limits --exec commands; a -m template answers at once")
@@ -177,10 +178,10 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 			return err
 		}
 		if r.TopicAlias != 0 {
-			return mqttconn.Usagef("-D publish topic-alias: responses go to many topics; mqtk reply sets no alias")
+			return clierr.Usagef("-D publish topic-alias: responses go to many topics; mqtk reply sets no alias")
 		}
 		if strings.TrimSpace(opts.Share) == "" && fs.Changed("share") {
-			return mqttconn.Usagef("--share is empty: give a group name, e.g. --share workers")
+			return clierr.Usagef("--share is empty: give a group name, e.g. --share workers")
 		}
 		if err := opts.Validate(); err != nil {
 			return err

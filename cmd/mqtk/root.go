@@ -5,13 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -21,38 +20,6 @@ var (
 	commit  = ""
 	date    = ""
 )
-
-// exitCodes is the one table of exit codes; `mqtk help exit-codes` prints it
-// and exitCode maps every error through it.
-var exitCodes = []struct {
-	code    int
-	kind    mqttconn.Kind
-	meaning string
-}{
-	{0, -1, "success"},
-	{1, mqttconn.KindOther, "other runtime error"},
-	{2, mqttconn.KindUsage, "usage error (bad flag, bad argument)"},
-	{3, mqttconn.KindNetwork, "could not connect (network, DNS, refused TCP)"},
-	{4, mqttconn.KindTLS, "TLS failure (handshake, verification)"},
-	{5, mqttconn.KindRefused, "broker refused the connection (bad credentials, not authorised, other CONNACK reason)"},
-	{6, mqttconn.KindRejected, "broker refused a subscribe or publish (SUBACK/PUBACK failure reason)"},
-	{7, mqttconn.KindUnmet, "sub --match, bench threshold or check --expect not met"},
-	{27, mqttconn.KindTimeout, "sub or rr -W timeout reached (the code mosquitto_sub and mosquitto_rr use)"},
-	{130, mqttconn.KindInterrupted, "interrupted (Ctrl-C or SIGTERM)"},
-}
-
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	k := mqttconn.KindOf(err)
-	for _, e := range exitCodes {
-		if e.kind == k {
-			return e.code
-		}
-	}
-	return 1
-}
 
 // buildInfo returns version, commit and date: from -ldflags when the release
 // build set them, else from the module build info (go install …@v1.2.3).
@@ -101,29 +68,29 @@ func executeApp(ctx context.Context, a *app, args []string) int {
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
 		// cobra's own message, with its "Did you mean" suggestion; a typo
 		// is a usage error (exit 2) like a bad flag.
-		err = mqttconn.Usagef("%v", err)
+		err = clierr.Usagef("%v", err)
 	}
 	if err == nil {
 		return 0
 	}
-	if ctx.Err() != nil && mqttconn.KindOf(err) != mqttconn.KindUsage {
+	if ctx.Err() != nil && clierr.KindOf(err) != clierr.KindUsage {
 		if !errors.Is(err, context.Canceled) {
 			streams.Errorf("%s", lowerFirst(err.Error()))
 		}
 		return 130
 	}
 	reportError(streams, err)
-	return exitCode(err)
+	return clierr.ExitCode(err)
 }
 
 func reportError(streams *ui.Streams, err error) {
 	streams.Errorf("%s", lowerFirst(err.Error()))
-	hints := mqttconn.HintsOf(err)
+	hints := clierr.HintsOf(err)
 	for _, h := range hints {
 		streams.Hintf("%s", h)
 	}
 	// The generic pointer only where nothing more specific was said.
-	if len(hints) == 0 && mqttconn.KindOf(err) == mqttconn.KindUsage && !strings.Contains(err.Error(), "--help") {
+	if len(hints) == 0 && clierr.KindOf(err) == clierr.KindUsage && !strings.Contains(err.Error(), "--help") {
 		streams.Hintf("see 'mqtk --help' or the command's --help")
 	}
 }
@@ -180,7 +147,7 @@ a profile in $XDG_CONFIG_HOME/mqtk/config.yaml (--profile NAME), defaults.`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			mode, err := ui.ParseColorMode(colorFlag)
 			if err != nil {
-				return mqttconn.Usagef("%v", err)
+				return clierr.Usagef("%v", err)
 			}
 			a.io.SetColorMode(mode)
 			if !startsQuick(cmd) {
@@ -272,28 +239,18 @@ func newHelpCmd(a *app, root *cobra.Command) *cobra.Command {
 		Short: "Help about any command, the exit-code table, or mosquitto's client options in mqtk",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 && args[0] == "exit-codes" {
-				return printExitCodes(a.io.Out)
+				return clierr.WriteExitCodes(a.io.Out)
 			}
 			if len(args) == 1 && args[0] == "mosquitto" {
 				return printMosquittoHelp(a.io.Out, a, root)
 			}
 			target, _, err := root.Find(args)
 			if err != nil || target == nil {
-				return mqttconn.Usagef("unknown help topic %q: try 'mqtk help' or 'mqtk help exit-codes'", strings.Join(args, " "))
+				return clierr.Usagef("unknown help topic %q: try 'mqtk help' or 'mqtk help exit-codes'", strings.Join(args, " "))
 			}
 			return target.Help()
 		},
 	}
-}
-
-func printExitCodes(w io.Writer) error {
-	var b strings.Builder
-	b.WriteString("mqtk exit codes:\n\n")
-	for _, e := range exitCodes {
-		fmt.Fprintf(&b, "  %3d  %s\n", e.code, e.meaning)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // flagError explains a flag cobra could not parse. Two mistakes get a hint
@@ -320,5 +277,5 @@ func flagError(cmd *cobra.Command, err error) error {
 			msg = msg[:i] + ": not a duration (write e.g. 500ms, 10s, 2m)"
 		}
 	}
-	return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New(msg), Hints: hints}
+	return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New(msg), Hints: hints}
 }

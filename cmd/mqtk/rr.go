@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/rr"
 	"github.com/mqtk/mqtk/sub"
@@ -107,34 +108,34 @@ on stderr.`,
 			}
 		}
 		if len(sources) > 1 {
-			return mqttconn.Usagef("more than one request payload (%s): give exactly one of -m, -f, -s, -n", strings.Join(sources, ", "))
+			return clierr.Usagef("more than one request payload (%s): give exactly one of -m, -f, -s, -n", strings.Join(sources, ", "))
 		}
 		opts.Message, opts.File = message, file
 		if opts.ResponseSuffix == "" {
-			return mqttconn.Usagef("--response-suffix is empty: the response would come on the request's own topic")
+			return clierr.Usagef("--response-suffix is empty: the response would come on the request's own topic")
 		}
 		if qos < 0 || qos > 2 {
-			return mqttconn.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
+			return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
 		}
 		opts.QoS = byte(qos)
 		if opts.RetainHandling, err = parseRetainHandling(retainHandling); err != nil {
 			return err
 		}
 		if fs.Changed("retain-handling") && (conn.Version == mqttconn.V311 || conn.Version == mqttconn.V31) {
-			return mqttconn.Usagef("--retain-handling is an MQTT 5 subscription option: drop -V %s or the flag", conn.Version)
+			return clierr.Usagef("--retain-handling is an MQTT 5 subscription option: drop -V %s or the flag", conn.Version)
 		}
 		if quiet {
 			a.io.Quiet = true
 		}
 		if fs.Changed("count") && opts.Count <= 0 {
-			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
+			return clierr.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}
 		if timeout != "" {
 			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
 				return err
 			}
 			if opts.Timeout == 0 {
-				return mqttconn.Usagef("-W/--timeout must be more than zero")
+				return clierr.Usagef("-W/--timeout must be more than zero")
 			}
 		}
 		// -D publish goes on the request, through the fields pub's
@@ -150,10 +151,10 @@ on stderr.`,
 		}
 		if fs.Changed("format") {
 			if format == "" {
-				return mqttconn.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+				return clierr.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
 			}
 			if out.Format, err = sub.CompileFormat(format); err != nil {
-				return mqttconn.Usagef("-F: %v", err)
+				return clierr.Usagef("-F: %v", err)
 			}
 			out.Format.Pretty = pretty
 		}

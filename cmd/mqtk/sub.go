@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/sub"
 )
@@ -156,7 +157,7 @@ take hex: or base64:.`,
 		for _, q := range qos {
 			n, err := strconv.Atoi(strings.TrimSpace(q))
 			if err != nil || n < 0 || n > 2 {
-				return mqttconn.Usagef("-q %q: use 0, 1 or 2", q)
+				return clierr.Usagef("-q %q: use 0, 1 or 2", q)
 			}
 			opts.QoS = append(opts.QoS, byte(n))
 		}
@@ -169,14 +170,14 @@ take hex: or base64:.`,
 			return err
 		}
 		if fs.Changed("count") && opts.Count <= 0 {
-			return mqttconn.Usagef("-C/--count must be at least 1, got %d", opts.Count)
+			return clierr.Usagef("-C/--count must be at least 1, got %d", opts.Count)
 		}
 		if timeout != "" {
 			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
 				return err
 			}
 			if opts.Timeout == 0 {
-				return mqttconn.Usagef("-W/--timeout must be more than zero")
+				return clierr.Usagef("-W/--timeout must be more than zero")
 			}
 		}
 		if idle != "" {
@@ -184,24 +185,24 @@ take hex: or base64:.`,
 				return err
 			}
 			if opts.Idle == 0 {
-				return mqttconn.Usagef("--idle must be more than zero")
+				return clierr.Usagef("--idle must be more than zero")
 			}
 		}
 		if fs.Changed("match") {
 			if match == "" {
-				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: errors.New("--match is empty: give re:REGEX or jq:EXPR"),
+				return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--match is empty: give re:REGEX or jq:EXPR"),
 					Hints: []string{`for example --match 're:^ok$' or --match 'jq:.status == "ok"'`}}
 			}
 			if opts.Match, err = sub.CompileMatch(match); err != nil {
-				return &mqttconn.Error{Kind: mqttconn.KindUsage, Err: err, Hints: matchHints(match)}
+				return &clierr.Error{Kind: clierr.KindUsage, Err: err, Hints: matchHints(match)}
 			}
 		}
 		if fs.Changed("format") {
 			if format == "" {
-				return mqttconn.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+				return clierr.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
 			}
 			if opts.Format, err = sub.CompileFormat(format); err != nil {
-				return mqttconn.Usagef("-F: %v", err)
+				return clierr.Usagef("-F: %v", err)
 			}
 		}
 		if pretty && opts.Format != nil {
@@ -245,7 +246,7 @@ func parseRetainHandling(s string) (byte, error) {
 	case "never", "2":
 		return 2, nil
 	}
-	return 0, mqttconn.Usagef("--retain-handling %q: use always (0, send retained messages), new (1, only for a new subscription) or never (2)", s)
+	return 0, clierr.Usagef("--retain-handling %q: use always (0, send retained messages), new (1, only for a new subscription) or never (2)", s)
 }
 
 // matchHints say how to fix a --match expression that does not compile.
@@ -303,12 +304,12 @@ func applyRandomFilter(fs *pflag.FlagSet, opts *sub.Options, percent float64) er
 		return nil
 	}
 	if percent < 0.1 || percent > 100 || math.IsNaN(percent) {
-		return mqttconn.Usagef("--random-filter %g: give a percentage from 0.1 to 100", percent)
+		return clierr.Usagef("--random-filter %g: give a percentage from 0.1 to 100", percent)
 	}
 	if opts.RemoveRetained {
 		// mqtk clears what it shows; skipping some at random would leave
 		// retained messages behind without a word.
-		return mqttconn.Usagef("--random-filter with --remove-retained would clear only the messages it happens to pick: drop one of them")
+		return clierr.Usagef("--random-filter with --remove-retained would clear only the messages it happens to pick: drop one of them")
 	}
 	chance := percent / 100
 	wrapMessages(opts, func(m *mqttconn.Message, next func(*mqttconn.Message)) {
@@ -330,7 +331,7 @@ type rateCounter struct{ n atomic.Int64 }
 func applyMessageRate(fs *pflag.FlagSet, opts *sub.Options) (*rateCounter, error) {
 	for _, name := range []string{"verbose", "no-eol", "format", "output", "watch", "dump", "pretty", "count", "match", "retained-only", "remove-retained", "random-filter", "stats"} {
 		if fs.Changed(name) {
-			return nil, mqttconn.Usagef("--message-rate prints only how many messages arrive each second, so --%s does not apply: drop one of them", name)
+			return nil, clierr.Usagef("--message-rate prints only how many messages arrive each second, so --%s does not apply: drop one of them", name)
 		}
 	}
 	rc := &rateCounter{}

@@ -115,7 +115,7 @@ func TestSubUsageErrorsExit2(t *testing.T) {
 		{[]string{"-t", "a", "-E", "--match", "re:x"}, "so --match never applies"},
 		{[]string{"-t", "a", "-E", "--retained-only"}, "so --retained-only never applies"},
 		{[]string{"-t", "a", "-E", "--idle", "5"}, "so --idle never applies"},
-		{[]string{"-t", "a", "--output", "jsonl", "-v"}, "-v has no effect with --output jsonl: drop -v"},
+		{[]string{"-t", "a", "--output", "jsonl", "-v"}, "-v has no effect with --output jsonl\nhint: drop -v"},
 		{[]string{"-t", "a", "--output", "json", "-v"}, "-v has no effect with --output json"},
 		{[]string{"-t", "a", "--output", "raw", "-v"}, "-v has no effect with --output raw"},
 		{[]string{"-t", "a", "--output", "jsonl", "-N"}, "-N has no effect with --output jsonl"},

@@ -10,7 +10,7 @@ import (
 type Client interface {
 	// Publish sends m and returns when it is done: written for QoS 0,
 	// acknowledged (PUBACK, or PUBCOMP) for QoS 1 and 2. A negative
-	// acknowledgement (reason code >= 0x80) returns an *Error of KindRejected.
+	// acknowledgement (reason code >= 0x80) returns an *clierr.Error of clierr.KindRejected.
 	Publish(ctx context.Context, m *Message) error
 
 	// PublishAsync queues m for sending and returns at once. Messages queued

@@ -5,7 +5,7 @@
 // implementations sit behind Client — MQTT 5 on github.com/eclipse/paho.golang
 // and MQTT 3.1.1/3.1 on github.com/eclipse/paho.mqtt.golang — and commands
 // never learn which one they hold. Failures are classified once, here, as an
-// *Error with a Kind, so every command prints and exits the same way.
+// *clierr.Error with a Kind, so every command prints and exits the same way.
 package mqttconn
 
 import (

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/testpki"
 )
@@ -53,15 +54,15 @@ func connectErr(t *testing.T, cfg Config) error {
 
 // wantErr checks the error's Kind and that its message and hints hold each
 // of the given fragments.
-func wantErr(t *testing.T, err error, kind Kind, fragments ...string) {
+func wantErr(t *testing.T, err error, kind clierr.Kind, fragments ...string) {
 	t.Helper()
-	if KindOf(err) != kind {
-		t.Errorf("kind of %q = %d, want %d", err, KindOf(err), kind)
+	if clierr.KindOf(err) != kind {
+		t.Errorf("kind of %q = %d, want %d", err, clierr.KindOf(err), kind)
 	}
-	all := err.Error() + "\n" + strings.Join(HintsOf(err), "\n")
+	all := err.Error() + "\n" + strings.Join(clierr.HintsOf(err), "\n")
 	for _, f := range fragments {
 		if !strings.Contains(all, f) {
-			t.Errorf("error %q (hints %q) does not mention %q", err, HintsOf(err), f)
+			t.Errorf("error %q (hints %q) does not mention %q", err, clierr.HintsOf(err), f)
 		}
 	}
 	if msg := err.Error(); msg != "" && strings.ToLower(msg[:1]) != msg[:1] {
@@ -83,21 +84,21 @@ func TestUsernamePassword(t *testing.T) {
 			bad := cfg
 			bad.Password = "wrong"
 			err := connectErr(t, bad)
-			wantErr(t, err, KindRefused, "refused the connection")
-			var e *Error
+			wantErr(t, err, clierr.KindRefused, "refused the connection")
+			var e *clierr.Error
 			if !errors.As(err, &e) || (e.Reason != 0x86 && e.Reason != 0x87) {
 				t.Errorf("reason = %#x, want 0x86 or 0x87", e.Reason)
 			}
 			if !strings.Contains(err.Error(), ReasonName(e.Reason)) {
 				t.Errorf("message %q does not name the reason", err)
 			}
-			if len(HintsOf(err)) == 0 {
+			if len(clierr.HintsOf(err)) == 0 {
 				t.Errorf("no hint for %q", err)
 			}
 
 			anon := cfg
 			anon.Username, anon.Password = "", ""
-			wantErr(t, connectErr(t, anon), KindRefused, "refused the connection")
+			wantErr(t, connectErr(t, anon), clierr.KindRefused, "refused the connection")
 		})
 	}
 }
@@ -143,7 +144,7 @@ func TestTLS(t *testing.T) {
 	t.Run("unknown-authority", func(t *testing.T) {
 		cfg := Default()
 		cfg.URL = fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[0])
-		wantErr(t, connectErr(t, cfg), KindTLS, "unknown authority", "mqtk test CA", "--cafile")
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, "unknown authority", "mqtk test CA", "--cafile")
 	})
 	t.Run("client-cert-required", func(t *testing.T) {
 		for _, v := range []Version{V5, V311} {
@@ -151,7 +152,7 @@ func TestTLS(t *testing.T) {
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
 			cfg.TLS.CAFile = pki.CAFile
-			wantErr(t, connectErr(t, cfg), KindTLS, "requires a client certificate", "--cert")
+			wantErr(t, connectErr(t, cfg), clierr.KindTLS, "requires a client certificate", "--cert")
 		}
 	})
 	t.Run("client-cert-untrusted", func(t *testing.T) {
@@ -163,7 +164,7 @@ func TestTLS(t *testing.T) {
 			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
 			cfg.TLS = TLS{CAFile: pki.CAFile, CertFile: fcert, KeyFile: fkey}
 			err := connectErr(t, cfg)
-			wantErr(t, err, KindTLS, "did not accept the client certificate", "signed by a CA the broker trusts")
+			wantErr(t, err, clierr.KindTLS, "did not accept the client certificate", "signed by a CA the broker trusts")
 			if strings.Contains(err.Error(), "network Error") {
 				t.Errorf("library wrapper leaked into %q", err)
 			}
@@ -174,35 +175,35 @@ func TestTLS(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", plain.Port()
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindTLS, "did not answer TLS", fmt.Sprintf("port %d", plain.Port()), "drop --cafile")
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, "did not answer TLS", fmt.Sprintf("port %d", plain.Port()), "drop --cafile")
 	})
 	t.Run("websocket-mixups", func(t *testing.T) {
 		// mosquitto 2.0 wants a plain listener beside a lone ws one.
 		plain := mosquittotest.Start(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{}, {WebSockets: true}}})
 		cfg := Default()
 		cfg.URL = fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.Ports[2])
-		wantErr(t, connectErr(t, cfg), KindNetwork, "during the WebSocket upgrade", "use wss://")
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "during the WebSocket upgrade", "use wss://")
 		cfg = Default()
 		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", plain.Ports[1])
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindTLS, fmt.Sprintf("is port %d a plain WebSocket (ws://) port?", plain.Ports[1]))
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, fmt.Sprintf("is port %d a plain WebSocket (ws://) port?", plain.Ports[1]))
 		cfg = Default()
 		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2])
-		wantErr(t, connectErr(t, cfg), KindTLS, "unknown authority")
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, "unknown authority")
 		// wss:// to an MQTT-over-TLS port: the handshake works, the
 		// upgrade does not.
 		cfg = Default()
 		cfg.URL = fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[0])
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindNetwork, "speaks TLS but is not a WebSocket listener", fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[0]))
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "speaks TLS but is not a WebSocket listener", fmt.Sprintf("mqtts://127.0.0.1:%d", b.Ports[0]))
 		// MQTT to a WebSocket listener, plain and over TLS: it answers HTTP.
 		for _, v := range versions {
 			cfg = Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", plain.Ports[1]
-			wantErr(t, connectErr(t, cfg), KindNetwork, "answered with HTTP", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", plain.Ports[1]))
+			wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "answered with HTTP", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", plain.Ports[1]))
 			cfg.TLS.CAFile, cfg.Port = pki.CAFile, b.Ports[2]
-			wantErr(t, connectErr(t, cfg), KindNetwork, "answered with HTTP", fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2]))
+			wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "answered with HTTP", fmt.Sprintf("wss://127.0.0.1:%d/mqtt", b.Ports[2]))
 		}
 	})
 	t.Run("plain-to-tls-port", func(t *testing.T) {
@@ -210,7 +211,7 @@ func TestTLS(t *testing.T) {
 			cfg := Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
-			wantErr(t, connectErr(t, cfg), KindTLS, "expects TLS", "--cafile", "mqtts://")
+			wantErr(t, connectErr(t, cfg), clierr.KindTLS, "expects TLS", "--cafile", "mqtts://")
 		}
 	})
 }
@@ -227,14 +228,14 @@ func TestTLSCertificateProblems(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[0]
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindTLS, `"broker.example"`, `"10.9.8.7"`, `not "127.0.0.1"`,
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, `"broker.example"`, `"10.9.8.7"`, `not "127.0.0.1"`,
 			"-h broker.example", "mqtk tlsgen server 127.0.0.1")
 	})
 	t.Run("expired", func(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", b.Ports[1]
 		cfg.TLS.CAFile = pki.CAFile
-		wantErr(t, connectErr(t, cfg), KindTLS, "expired", "valid from", "mqtk tlsgen server localhost 127.0.0.1 --force")
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, "expired", "valid from", "mqtk tlsgen server localhost 127.0.0.1 --force")
 	})
 }
 
@@ -245,19 +246,19 @@ func TestNetworkErrors(t *testing.T) {
 			cfg := Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", port
-			wantErr(t, connectErr(t, cfg), KindNetwork, "connection refused", fmt.Sprintf("127.0.0.1:%d", port), "mqtk broker",
+			wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "connection refused", fmt.Sprintf("127.0.0.1:%d", port), "mqtk broker",
 				fmt.Sprintf("connect to mqtt://127.0.0.1:%d", port))
 		}
 	})
 	t.Run("dns", func(t *testing.T) {
 		cfg := Default()
 		cfg.Host = "no-such-host.invalid"
-		wantErr(t, connectErr(t, cfg), KindNetwork, "cannot resolve host", "no-such-host.invalid")
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "cannot resolve host", "no-such-host.invalid")
 	})
 	t.Run("no-socket", func(t *testing.T) {
 		cfg := Default()
 		cfg.URL = "unix://" + filepath.Join(t.TempDir(), "nothing")
-		wantErr(t, connectErr(t, cfg), KindNetwork, "no socket at")
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "no socket at")
 	})
 	t.Run("timeout", func(t *testing.T) {
 		// A listener that accepts and never answers: CONNACK never comes.
@@ -282,7 +283,7 @@ func TestNetworkErrors(t *testing.T) {
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", l.Addr().(*net.TCPAddr).Port
 			cfg.ConnectTimeout = 300 * time.Millisecond
-			wantErr(t, connectErr(t, cfg), KindNetwork, "timed out", "CONNACK")
+			wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "timed out", "CONNACK")
 		}
 		l.Close()
 		for c := range accepted {
@@ -455,8 +456,8 @@ func testBrokerWithoutMQTT5(t *testing.T, native bool) {
 	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", port
 	err := connectErr(t, cfg)
-	wantErr(t, err, KindRefused, "does not speak MQTT 5", "3.1.1 CONNACK, return code 1", "-V 311", "-V auto")
-	var e *Error
+	wantErr(t, err, clierr.KindRefused, "does not speak MQTT 5", "3.1.1 CONNACK, return code 1", "-V 311", "-V auto")
+	var e *clierr.Error
 	if !errors.As(err, &e) || e.Reason != 0x84 {
 		t.Errorf("reason of %v = %v, want 0x84 (unsupported protocol version)", err, e)
 	}
@@ -476,7 +477,7 @@ func testBrokerWithoutMQTT5(t *testing.T, native bool) {
 
 	expiry := time.Hour
 	auto.SessionExpiry = &expiry
-	wantErr(t, connectErr(t, auto), KindRefused, "does not speak MQTT 5", "-x/--session-expiry needs MQTT 5")
+	wantErr(t, connectErr(t, auto), clierr.KindRefused, "does not speak MQTT 5", "-x/--session-expiry needs MQTT 5")
 
 	// Against a broker with MQTT 5, -V auto keeps it.
 	auto.SessionExpiry = nil

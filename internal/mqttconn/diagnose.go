@@ -15,16 +15,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/packet"
 )
 
-// diagnose turns a failure to connect into a classified *Error whose
+// diagnose turns a failure to connect into a classified *clierr.Error whose
 // message names the cause and whose hints say what to try. It is the one
 // place where connection failures are classified, so that every command
 // prints and exits the same way. w may be nil (the transport never opened).
-func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
+func diagnose(cfg *Config, err error, w *watchConn, st *connState) *clierr.Error {
 	op := "connect to " + cfg.String()
-	var ce *Error
+	var ce *clierr.Error
 	if errors.As(err, &ce) {
 		if ce.Op == "" {
 			ce.Op = op
@@ -36,15 +37,15 @@ func diagnose(cfg *Config, err error, w *watchConn, st *connState) *Error {
 	for _, d := range diagnoses() {
 		if d.when(f) {
 			fd := d.say(f)
-			return &Error{Kind: d.kind, Op: op, Err: fd.msg, Hints: fd.hints}
+			return &clierr.Error{Kind: d.kind, Op: op, Err: fd.msg, Hints: fd.hints}
 		}
 	}
 	// Nothing more specific to say: a failure of the socket is still a
 	// network failure, anything else is not.
-	e := &Error{Kind: KindNetwork, Op: op, Err: err}
+	e := &clierr.Error{Kind: clierr.KindNetwork, Op: op, Err: err}
 	var nop *net.OpError
 	if !errors.As(err, &nop) {
-		e.Kind = KindOther
+		e.Kind = clierr.KindOther
 	}
 	return e
 }
@@ -77,7 +78,7 @@ type failure struct {
 // happened and what to try.
 type diagnosis struct {
 	when func(f *failure) bool
-	kind Kind
+	kind clierr.Kind
 	say  func(f *failure) finding
 }
 
@@ -102,7 +103,7 @@ const (
 func diagnoses() []diagnosis {
 	return []diagnosis{
 		// TLS verification.
-		{when: func(f *failure) bool { return errors.As(f.err, &f.hostErr) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hostErr) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			c := f.hostErr.Certificate
 			// The reissue command keeps the names the certificate has, so
 			// following the hint does not break clients that use them.
@@ -110,7 +111,7 @@ func diagnoses() []diagnosis {
 			return finding{msg: fmt.Errorf("the server certificate is for %s, not %q", certNames(c), f.hostErr.Host), hints: []string{fmt.Sprintf("connect with -h %s or reissue with mqtk tlsgen server %s --force (add --dir DIR where its CA is not in ./certs)",
 				firstName(c, f.cfg.Host), strings.Join(reissue, " "))}}
 		}},
-		{when: func(f *failure) bool { return errors.As(f.err, &f.unknownCA) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.unknownCA) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			c := f.unknownCA.Cert
 			hints := []string{"give the CA certificate that signed it with --cafile (or --capath); --insecure skips verification, for tests only"}
 			if c != nil && strings.HasPrefix(c.Issuer.CommonName, "mqtk local CA") {
@@ -118,7 +119,7 @@ func diagnoses() []diagnosis {
 			}
 			return finding{msg: fmt.Errorf("the server certificate is signed by an unknown authority%s", issuerOf(c)), hints: hints}
 		}},
-		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) && f.invalid.Reason == x509.Expired }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) && f.invalid.Reason == x509.Expired }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			c := f.invalid.Cert
 			reissue := "mqtk tlsgen server NAME... --force"
 			if names := certNameList(c); len(names) > 0 {
@@ -126,36 +127,36 @@ func diagnoses() []diagnosis {
 			}
 			return finding{msg: outsideValidity(c), hints: []string{"reissue the server certificate with " + reissue + " (add --dir DIR where its CA is not in ./certs), or check the clocks"}}
 		}},
-		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.invalid) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server certificate is not valid: %v", f.invalid), hints: nil}
 		}},
 
 		// A TLS alert from the broker. certificate_required is TLS 1.3's;
 		// handshake_failure is what TLS 1.2 servers send instead.
-		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) && f.cfg.TLS.CertFile == "" }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) && f.cfg.TLS.CertFile == "" }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker requires a client certificate (TLS alert: %v)", f.err), hints: []string{hintClientCert}}
 		}},
-		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.isAlert && alertWantsCert(f.alert) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.err), hints: nil}
 		}},
-		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "certificate") }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "certificate") }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker did not accept the client certificate (%v)", f.err), hints: []string{hintClientCertBad}}
 		}},
-		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "protocol version") }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.isAlert && strings.Contains(f.alert, "protocol version") }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			hint := "the broker offers only TLS older than 1.2, which mqtk does not accept: upgrade the broker's TLS settings"
 			if f.cfg.TLS.MinVersion == "1.3" {
 				hint = "the broker offers only older TLS: allow TLS 1.2 with --tls-version 1.2 (the default)"
 			}
 			return finding{msg: fmt.Errorf("TLS handshake failed: the broker does not support the TLS version asked for (%v)", f.err), hints: []string{hint}}
 		}},
-		{when: func(f *failure) bool { return f.isAlert }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.isAlert }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.err), hints: nil}
 		}},
 
 		// The broker asked for a client certificate, then closed.
 		{when: func(f *failure) bool {
 			return f.certRequested() && f.cfg.TLS.CertFile == "" && !isTimeout(f.err)
-		}, kind: KindTLS, say: func(f *failure) finding {
+		}, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker requires a client certificate: it asked for one and closed the connection (%v)", f.err), hints: []string{hintClientCert}}
 		}},
 		// TLS 1.3: the broker checks our certificate after our side of the
@@ -163,56 +164,56 @@ func diagnoses() []diagnosis {
 		// why may be lost to the reset).
 		{when: func(f *failure) bool {
 			return f.certRequested() && isEOFOrReset(f.err) && (f.w == nil || f.w.readNothing())
-		}, kind: KindTLS, say: func(f *failure) finding {
+		}, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker did not accept the client certificate: it closed the connection after checking it (%v)", f.err), hints: []string{hintClientCertBad}}
 		}},
 
 		// The TLS handshake failed on our side.
 		{when: func(f *failure) bool {
 			return errors.As(f.err, &f.hs) && notTLSAnswer(f.err) && f.cfg.Scheme == "wss"
-		}, kind: KindTLS, say: func(f *failure) finding {
+		}, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server did not answer TLS: is port %d a plain WebSocket (ws://) port?", f.cfg.Port), hints: []string{"use ws:// without --cafile, or the broker's wss port"}}
 		}},
-		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) && notTLSAnswer(f.err) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) && notTLSAnswer(f.err) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server did not answer TLS: is port %d plain MQTT?", f.cfg.Port), hints: []string{"drop --cafile/--cert/mqtts:// or use the broker's TLS port (8883 by convention)"}}
 		}},
-		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.hs) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("TLS handshake failed: %v", f.hs.err), hints: nil}
 		}},
 
 		// Reaching the broker.
-		{when: func(f *failure) bool { return errors.As(f.err, &f.dnsErr) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.dnsErr) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("cannot resolve host %q: %s", f.dnsErr.Name, f.dnsErr.Err), hints: []string{"check the host name given with -h or the URL"}}
 		}},
-		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) && f.cfg.Scheme == "unix" }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) && f.cfg.Scheme == "unix" }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("connection refused on socket %s", f.cfg.SocketPath), hints: []string{hintSocketListener}}
 		}},
-		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.Is(f.err, syscall.ECONNREFUSED) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("connection refused by %s", f.addr), hints: []string{fmt.Sprintf("is a broker running on %s? try mqtk broker", f.addr)}}
 		}},
-		{when: func(f *failure) bool { return f.cfg.Scheme == "unix" && errors.Is(f.err, os.ErrNotExist) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.cfg.Scheme == "unix" && errors.Is(f.err, os.ErrNotExist) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("no socket at %s", f.cfg.SocketPath), hints: []string{hintSocketListener}}
 		}},
-		{when: func(f *failure) bool { return isTimeout(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return isTimeout(f.err) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("timed out after %s waiting for %s", f.cfg.ConnectTimeout, stage(f.w, f.tlsOn)), hints: []string{fmt.Sprintf("is %s reachable and an MQTT broker? raise --connect-timeout if the link is slow", f.addr)}}
 		}},
 
 		// WebSocket.
-		{when: func(f *failure) bool { return errors.As(f.err, &f.wsErr) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.wsErr) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("%s at %s", f.wsErr.Error(), f.wsErr.url), hints: []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}}
 		}},
 		// The TLS handshake worked; the HTTP upgrade inside it did not.
-		{when: func(f *failure) bool { return errors.As(f.err, &f.upClosed) && f.cfg.Scheme == "wss" }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return errors.As(f.err, &f.upClosed) && f.cfg.Scheme == "wss" }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server closed the connection during the WebSocket upgrade: port %d speaks TLS but is not a WebSocket listener", f.cfg.Port), hints: []string{fmt.Sprintf("for MQTT over TLS on that port use mqtts://%s, or give the broker's wss port", f.addr), "check --ws-path too (default /mqtt)"}}
 		}},
 		// Nothing comes back to an HTTP upgrade sent to a TLS port.
-		{when: func(f *failure) bool { return f.w == nil && f.cfg.Scheme == "ws" && isEOFOrReset(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.w == nil && f.cfg.Scheme == "ws" && isEOFOrReset(f.err) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server closed the connection during the WebSocket upgrade: %v", f.err), hints: []string{"the port may expect TLS: use wss:// (with --cafile if needed)", "or it is not a WebSocket listener: check the port and --ws-path"}}
 		}},
 
 		// What the broker sent, or did not, instead of a CONNACK.
 		// MQTT sent to a WebSocket listener: it answers with an HTTP error.
-		{when: func(f *failure) bool { return f.w != nil && f.w.sawHTTP() }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.w != nil && f.w.sawHTTP() }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			scheme := "ws"
 			if f.tlsOn {
 				scheme = "wss"
@@ -221,24 +222,24 @@ func diagnoses() []diagnosis {
 		}},
 		// A plain client on a TLS port: the broker's first bytes are a TLS
 		// record (alert or handshake), never an MQTT CONNACK.
-		{when: func(f *failure) bool { return f.w != nil && !f.tlsOn && f.w.sawTLS() }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.w != nil && !f.tlsOn && f.w.sawTLS() }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the server answered with TLS, not MQTT"), hints: []string{"the port expects TLS: add --cafile or use mqtts://"}}
 		}},
 		// Brokers such as mosquitto close a plain connection to a TLS port
 		// without a byte; a TLS handshake of our own tells that apart from
 		// a broker that dropped the CONNECT.
-		{when: func(f *failure) bool { return f.closedSilently() && speaksTLS(f.cfg) }, kind: KindTLS, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.closedSilently() && speaksTLS(f.cfg) }, kind: clierr.KindTLS, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker closed the connection before CONNACK: port %d expects TLS", f.cfg.Port), hints: []string{"add --cafile CA.pem (or --tls for a publicly trusted certificate) or use mqtts://"}}
 		}},
-		{when: func(f *failure) bool { return f.closedSilently() }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return f.closedSilently() }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the broker closed the connection before CONNACK"), hints: []string{"the broker rejected the CONNECT: see its log (an unexpected client id, protocol version or packet size)"}}
 		}},
-		{when: func(f *failure) bool { return isEOFOrReset(f.err) }, kind: KindNetwork, say: func(f *failure) finding {
+		{when: func(f *failure) bool { return isEOFOrReset(f.err) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("the connection was closed: %v", f.err), hints: nil}
 		}},
 		{when: func(f *failure) bool {
 			return errors.Is(f.err, syscall.EHOSTUNREACH) || errors.Is(f.err, syscall.ENETUNREACH)
-		}, kind: KindNetwork, say: func(f *failure) finding {
+		}, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("%s is unreachable: %v", f.addr, f.err), hints: []string{"check the host, the network and any firewall"}}
 		}},
 	}
@@ -301,13 +302,20 @@ func outsideValidity(c *x509.Certificate) error {
 	return fmt.Errorf("the server certificate has expired or is not valid yet")
 }
 
+// ReasonName returns the MQTT 5 name of a reason code (0x87 "not authorized").
+// 3.1.1 CONNACK return codes are mapped to their v5 equivalents by the
+// 3.1.1 implementation before they get here.
+func ReasonName(code byte) string {
+	return packet.ReasonCode(code).String()
+}
+
 // refused is the error for a CONNACK with a failure reason code.
-func refused(cfg *Config, code byte, reasonString string) *Error {
+func refused(cfg *Config, code byte, reasonString string) *clierr.Error {
 	msg := fmt.Sprintf("the broker refused the connection: %s (0x%02X)", ReasonName(code), code)
 	if reasonString != "" {
 		msg += ": " + reasonString
 	}
-	e := &Error{Kind: KindRefused, Op: "connect to " + cfg.String(), Err: errors.New(msg), Reason: code}
+	e := &clierr.Error{Kind: clierr.KindRefused, Op: "connect to " + cfg.String(), Err: errors.New(msg), Reason: code}
 	switch code {
 	case 0x86:
 		e.Hints = []string{"check -u/--username and the password (-P, --password-file, MQTK_PASSWORD)"}
@@ -331,7 +339,7 @@ func refused(cfg *Config, code byte, reasonString string) *Error {
 // protocol version, as mosquitto 1.x does) and closes the connection.
 // paho reads those two bytes as a truncated MQTT 5 CONNACK, which would
 // otherwise read as the connection closing for no reason.
-func refusedV311(cfg *Config, rc byte) *Error {
+func refusedV311(cfg *Config, rc byte) *clierr.Error {
 	code, ok := v3Reasons[rc]
 	if !ok {
 		code = 0x80 // unspecified error
@@ -419,13 +427,13 @@ func firstName(c *x509.Certificate, def string) string {
 }
 
 // lost classifies the end of an established connection.
-func lost(cfg *Config, err error) *Error {
-	e := &Error{Kind: KindNetwork, Op: "connection to " + cfg.String(), Err: err}
+func lost(cfg *Config, err error) *clierr.Error {
+	e := &clierr.Error{Kind: clierr.KindNetwork, Op: "connection to " + cfg.String(), Err: err}
 	if isEOFOrReset(err) {
 		e.Err = fmt.Errorf("the broker closed the connection: %v", err)
 	}
 	if _, ok := remoteAlert(err); ok {
-		e.Kind = KindTLS
+		e.Kind = clierr.KindTLS
 	}
 	return e
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // defaultConnectTimeout bounds a connection attempt when
@@ -16,7 +18,7 @@ const defaultConnectTimeout = 10 * time.Second
 // Dial connects to the broker described by cfg and returns a live Client:
 // MQTT 5 on paho.golang, 3.1.1 and 3.1 on paho.mqtt.golang. cfg.ConnectTimeout
 // bounds the TCP connection, the TLS handshake and the CONNECT/CONNACK
-// exchange together. Every failure is an *Error with a Kind.
+// exchange together. Every failure is an *clierr.Error with a Kind.
 //
 // Config.OnMessage runs on the connection's reader: it may call
 // PublishAsync, but a Publish that waits for its acknowledgement from
@@ -47,8 +49,8 @@ func dialAuto(ctx context.Context, cfg Config, id string) (Client, error) {
 	v5 := cfg
 	v5.Version = V5
 	c, err := dialV5(ctx, v5, id)
-	var e *Error
-	if err == nil || !errors.As(err, &e) || e.Kind != KindRefused || e.Reason != 0x84 {
+	var e *clierr.Error
+	if err == nil || !errors.As(err, &e) || e.Kind != clierr.KindRefused || e.Reason != 0x84 {
 		return c, err
 	}
 	if cfg.SessionExpiry != nil {

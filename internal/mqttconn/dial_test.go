@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
 
@@ -63,7 +64,7 @@ func dial(t *testing.T, cfg Config) Client {
 	defer cancel()
 	c, err := Dial(ctx, cfg)
 	if err != nil {
-		t.Fatalf("dial %s: %v (hints %v)", cfg.String(), err, HintsOf(err))
+		t.Fatalf("dial %s: %v (hints %v)", cfg.String(), err, clierr.HintsOf(err))
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -15,7 +15,7 @@ import (
 //
 // cfg is resolved when it was not. cfg.ConnectTimeout bounds the dial and
 // the TLS and WebSocket handshakes; the returned conn carries no deadline.
-// A failure is an *Error diagnosed as Dial diagnoses the same failure of
+// A failure is an *clierr.Error diagnosed as Dial diagnoses the same failure of
 // its transport (refused, unknown CA, not a TLS port, WebSocket upgrade
 // refused, …), so it exits and hints the same way. What Dial learns only
 // from the broker's answer to CONNECT (a plain client on a TLS port, MQTT

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
 	"github.com/mqtk/mqtk/internal/testpki"
@@ -111,22 +112,22 @@ func TestDialConnDiagnosis(t *testing.T) {
 
 	cfg := Default()
 	cfg.URL = fmt.Sprintf("mqtt://127.0.0.1:%d", mosquittotest.FreePort(t))
-	wantErr(t, dialErr(cfg), KindNetwork, "connection refused", "is a broker running")
+	wantErr(t, dialErr(cfg), clierr.KindNetwork, "connection refused", "is a broker running")
 
 	cfg = Default()
 	cfg.URL = fmt.Sprintf("mqtts://localhost:%d", b.Ports[1])
 	cfg.TLS.CAFile = testpki.New(t).CAFile
-	wantErr(t, dialErr(cfg), KindTLS, "unknown authority", "--cafile")
+	wantErr(t, dialErr(cfg), clierr.KindTLS, "unknown authority", "--cafile")
 
 	cfg = Default()
 	cfg.URL = fmt.Sprintf("mqtts://localhost:%d", b.Ports[0])
 	cfg.TLS.CAFile = pki.CAFile
-	wantErr(t, dialErr(cfg), KindTLS, "did not answer TLS", "is port")
+	wantErr(t, dialErr(cfg), clierr.KindTLS, "did not answer TLS", "is port")
 
 	cfg = Default()
 	cfg.URL = fmt.Sprintf("mqtts://localhost:%d", b.Ports[1])
 	cfg.TLS.CAFile = filepath.Join(t.TempDir(), "missing.pem")
-	wantErr(t, dialErr(cfg), KindUsage, "--cafile")
+	wantErr(t, dialErr(cfg), clierr.KindUsage, "--cafile")
 
 	// -d traces what the caller writes and reads, packet by packet.
 	var trace syncBuffer
@@ -187,7 +188,7 @@ func TestDialTLS(t *testing.T) {
 	if c, err := DialTLS(ctx, cfg, only12); err == nil {
 		c.Close()
 		t.Errorf("a TLS 1.2 handshake with a TLS 1.3-only broker succeeded")
-	} else if KindOf(err) != KindOther {
-		t.Errorf("DialTLS error %v is classified (kind %d): callers get it raw", err, KindOf(err))
+	} else if clierr.KindOf(err) != clierr.KindOther {
+		t.Errorf("DialTLS error %v is classified (kind %d): callers get it raw", err, clierr.KindOf(err))
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // lifecycle is the state both Client implementations keep the same way:
@@ -104,7 +106,7 @@ func (l *lifecycle) closedErr() error {
 	if err := l.Err(); err != nil {
 		return err
 	}
-	return &Error{Kind: KindOther, Op: "publish", Err: errors.New("the connection is closed")}
+	return &clierr.Error{Kind: clierr.KindOther, Op: "publish", Err: errors.New("the connection is closed")}
 }
 
 // publishAndWait is Publish for both implementations: PublishAsync, then

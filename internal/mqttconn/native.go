@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/packet"
 )
 
@@ -215,7 +216,7 @@ func (c *nativeClient) handshake(ctx context.Context, cp *packet.Connect) (*pack
 	cfg := &c.cfg
 	b, err := cp.Append(nil, c.v)
 	if err != nil {
-		return nil, Usagef("cannot encode CONNECT: %v", err)
+		return nil, clierr.Usagef("cannot encode CONNECT: %v", err)
 	}
 	// A cancelled ctx (Ctrl-C) cuts the wait short.
 	stop := context.AfterFunc(ctx, func() { _ = c.w.SetDeadline(time.Now()) })
@@ -306,17 +307,17 @@ func (c *nativeClient) checkPublish(m *Message) error {
 	op := "publish to " + m.Topic
 	switch {
 	case m.QoS > 2:
-		return Usagef("qos %d out of range 0..2", m.QoS)
+		return clierr.Usagef("qos %d out of range 0..2", m.QoS)
 	case m.QoS > c.info.MaximumQoS:
-		return &Error{Kind: KindRejected, Op: op, Reason: 0x9B,
+		return &clierr.Error{Kind: clierr.KindRejected, Op: op, Reason: 0x9B,
 			Err: fmt.Errorf("the broker's maximum qos is %d", c.info.MaximumQoS)}
 	case m.TopicAlias > c.info.TopicAliasMaximum:
 		// [MQTT-3.3.2-9] an alias above the broker's maximum is a
 		// protocol error that would cost the whole connection.
-		return &Error{Kind: KindRejected, Op: op, Reason: 0x94,
+		return &clierr.Error{Kind: clierr.KindRejected, Op: op, Reason: 0x94,
 			Err: fmt.Errorf("topic alias %d is above the broker's maximum of %d", m.TopicAlias, c.info.TopicAliasMaximum)}
 	case m.Retain && !c.info.RetainAvailable:
-		return &Error{Kind: KindRejected, Op: op, Reason: 0x9A,
+		return &clierr.Error{Kind: clierr.KindRejected, Op: op, Reason: 0x9A,
 			Err: errors.New("the broker does not support retained messages")}
 	}
 	return nil
@@ -402,18 +403,18 @@ func (c *nativeClient) writePublish(m *Message, done func(error)) error {
 	if m.QoS > 0 {
 		id, ok := c.allocID()
 		if !ok {
-			return &Error{Kind: KindOther, Op: "publish to " + m.Topic, Err: errors.New("all 65,535 packet identifiers are in use")}
+			return &clierr.Error{Kind: clierr.KindOther, Op: "publish to " + m.Topic, Err: errors.New("all 65,535 packet identifiers are in use")}
 		}
 		p.PacketID = id
 	}
 	b, err := p.Append(c.wbuf[:0], c.v)
 	if err != nil {
-		return &Error{Kind: KindUsage, Op: "publish to " + m.Topic, Err: err}
+		return &clierr.Error{Kind: clierr.KindUsage, Op: "publish to " + m.Topic, Err: err}
 	}
 	c.wbuf = b
 	if max := c.info.MaximumPacketSize; max > 0 && uint32(len(b)) > max {
 		// [MQTT-3.1.2-25] nothing larger than the broker's maximum.
-		return &Error{Kind: KindRejected, Op: "publish to " + m.Topic, Reason: 0x95,
+		return &clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic, Reason: 0x95,
 			Err: fmt.Errorf("the message is %d bytes on the wire, over the broker's maximum packet size of %d", len(b), max)}
 	}
 	op := &nativeOp{m: m, done: done, finished: m.QoS == 0}
@@ -499,7 +500,7 @@ func (c *nativeClient) Subscribe(ctx context.Context, subs []Subscription) ([]by
 	}
 	sa, ok := r.(*packet.Suback)
 	if !ok {
-		return nil, &Error{Kind: KindNetwork, Op: "subscribe", Err: fmt.Errorf("the broker answered SUBSCRIBE with %s", r.Type())}
+		return nil, &clierr.Error{Kind: clierr.KindNetwork, Op: "subscribe", Err: fmt.Errorf("the broker answered SUBSCRIBE with %s", r.Type())}
 	}
 	codes := make([]byte, len(sa.Codes))
 	for i, rc := range sa.Codes {
@@ -519,11 +520,11 @@ func (c *nativeClient) Unsubscribe(ctx context.Context, filters ...string) error
 	}
 	ua, ok := r.(*packet.Unsuback)
 	if !ok {
-		return &Error{Kind: KindNetwork, Op: "unsubscribe", Err: fmt.Errorf("the broker answered UNSUBSCRIBE with %s", r.Type())}
+		return &clierr.Error{Kind: clierr.KindNetwork, Op: "unsubscribe", Err: fmt.Errorf("the broker answered UNSUBSCRIBE with %s", r.Type())}
 	}
 	for i, code := range ua.Codes {
 		if code >= 0x80 && i < len(filters) {
-			return &Error{Kind: KindRejected, Op: "unsubscribe from " + filters[i], Reason: byte(code),
+			return &clierr.Error{Kind: clierr.KindRejected, Op: "unsubscribe from " + filters[i], Reason: byte(code),
 				Err: fmt.Errorf("the broker refused: %s (0x%02X)", ReasonName(byte(code)), byte(code))}
 		}
 	}
@@ -541,12 +542,12 @@ func (c *nativeClient) request(ctx context.Context, op string, build func(id uin
 	id, ok := c.allocID()
 	var err error
 	if !ok {
-		err = &Error{Kind: KindOther, Op: op, Err: errors.New("all 65,535 packet identifiers are in use")}
+		err = &clierr.Error{Kind: clierr.KindOther, Op: op, Err: errors.New("all 65,535 packet identifiers are in use")}
 	} else {
 		var b []byte
 		b, err = build(id).Append(c.wbuf[:0], c.v)
 		if err != nil {
-			err = &Error{Kind: KindUsage, Op: op, Err: err}
+			err = &clierr.Error{Kind: clierr.KindUsage, Op: op, Err: err}
 		} else {
 			c.wbuf = b
 			c.pending[id] = &nativeOp{reply: reply}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/packet"
 )
 
@@ -77,7 +78,7 @@ func (c *nativeClient) protocolError(err error) {
 			c.wmu.Unlock()
 		}
 	}
-	c.end(&Error{Kind: KindNetwork, Op: "connection to " + c.cfg.String(), Err: fmt.Errorf("protocol error from the broker: %w", err)}, true)
+	c.end(&clierr.Error{Kind: clierr.KindNetwork, Op: "connection to " + c.cfg.String(), Err: fmt.Errorf("protocol error from the broker: %w", err)}, true)
 }
 
 func (c *nativeClient) handle(p packet.Packet) error {
@@ -97,7 +98,7 @@ func (c *nativeClient) handle(p packet.Packet) error {
 		if p.Properties.ReasonString != "" {
 			msg += ": " + p.Properties.ReasonString
 		}
-		c.end(&Error{Kind: KindNetwork, Op: "connection to " + c.cfg.String(), Err: errors.New(msg), Reason: byte(p.Code)}, true)
+		c.end(&clierr.Error{Kind: clierr.KindNetwork, Op: "connection to " + c.cfg.String(), Err: errors.New(msg), Reason: byte(p.Code)}, true)
 		return nil
 	default:
 		// CONNACK twice, AUTH unasked, or a packet only clients send.
@@ -250,7 +251,7 @@ func ackResult(m *Message, code byte, reasonString string) error {
 	if reasonString != "" {
 		msg += ": " + reasonString
 	}
-	return &Error{Kind: KindRejected, Op: "publish to " + m.Topic, Err: errors.New(msg), Reason: code}
+	return &clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic, Err: errors.New(msg), Reason: code}
 }
 
 // keepAliveTick sends PINGREQ when nothing was written for a keep-alive
@@ -264,22 +265,22 @@ func (c *nativeClient) keepAliveTick() {
 	}
 	now := time.Now()
 	if sent := c.pingSent.Load(); sent != 0 && now.Sub(time.Unix(0, sent)) >= c.keepAlive {
-		c.end(&Error{Kind: KindNetwork, Op: "connection to " + c.cfg.String(),
+		c.end(&clierr.Error{Kind: clierr.KindNetwork, Op: "connection to " + c.cfg.String(),
 			Err: fmt.Errorf("no PINGRESP within the %s keep alive", c.keepAlive)}, true)
 		_ = c.w.Close()
 		return
 	}
 	next := c.keepAlive - now.Sub(time.Unix(0, c.wrote.Load()))
 	if next <= 0 {
+		// Marked before the write: a PINGRESP may be read before the
+		// write returns, and must find the mark to clear.
+		c.pingSent.CompareAndSwap(0, now.UnixNano())
 		b, _ := (&packet.Pingreq{}).Append(nil, c.v)
 		c.wmu.Lock()
 		err := c.writeLocked(b)
 		c.wmu.Unlock()
 		if err != nil {
 			return
-		}
-		if c.pingSent.Load() == 0 {
-			c.pingSent.Store(now.UnixNano())
 		}
 		next = c.keepAlive
 	}
@@ -345,7 +346,7 @@ func (c *nativeClient) finish(err error, wasLost bool) {
 		}
 		<-c.slots
 		op.finished = true
-		op.err = &Error{Kind: KindNetwork, Op: "publish to " + op.m.Topic,
+		op.err = &clierr.Error{Kind: clierr.KindNetwork, Op: "publish to " + op.m.Topic,
 			Err: errors.New("the connection ended before the broker acknowledged the message")}
 	}
 	c.wmu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
 )
@@ -59,8 +60,8 @@ func TestNativeTopicAliasAndPacketSize(t *testing.T) {
 		}
 	}
 	err := pub.Publish(ctx, &Message{Topic: "alias/big", Payload: make([]byte, 300), QoS: 1})
-	var e *Error
-	if !errors.As(err, &e) || e.Kind != KindRejected || e.Reason != 0x95 {
+	var e *clierr.Error
+	if !errors.As(err, &e) || e.Kind != clierr.KindRejected || e.Reason != 0x95 {
 		t.Fatalf("300-byte publish against a 200-byte maximum: %v, want a refusal with reason 0x95", err)
 	}
 	if err := pub.Publish(ctx, &Message{Topic: "alias/after", Payload: []byte("ok"), QoS: 1}); err != nil {

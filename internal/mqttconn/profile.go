@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -62,7 +63,7 @@ func LoadProfile(path, name string) (*Profile, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if name != "" {
-			return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("profile %q not found: %s does not exist", name, path),
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("profile %q not found: %s does not exist", name, path),
 				Hints: []string{"create it with a 'profiles:' map, or drop --profile / MQTK_PROFILE"}}
 		}
 		return nil, nil
@@ -72,7 +73,7 @@ func LoadProfile(path, name string) (*Profile, error) {
 	}
 	var f ProfileFile
 	if err := yaml.Unmarshal(data, &f); err != nil {
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("config file %s is not valid YAML: %w", path, err)}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("config file %s is not valid YAML: %w", path, err)}
 	}
 	if name == "" {
 		name = f.Default
@@ -87,7 +88,7 @@ func LoadProfile(path, name string) (*Profile, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("profile %q not found in %s", name, path),
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("profile %q not found in %s", name, path),
 			Hints: []string{fmt.Sprintf("profiles there: %v", names)}}
 	}
 	p := &Profile{Name: name, Path: path, Values: map[string][]string{}}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 func writeFile(t *testing.T, mode os.FileMode, body string) string {
@@ -43,8 +45,8 @@ profiles:
 		t.Errorf("values: %+v", got.Values)
 	}
 	_, err = LoadProfile(p, "nope")
-	if KindOf(err) != KindUsage || !strings.Contains(strings.Join(HintsOf(err), ""), "local prod") {
-		t.Errorf("unknown profile: %v %v", err, HintsOf(err))
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(strings.Join(clierr.HintsOf(err), ""), "local prod") {
+		t.Errorf("unknown profile: %v %v", err, clierr.HintsOf(err))
 	}
 }
 
@@ -53,7 +55,7 @@ func TestLoadProfileMissingFile(t *testing.T) {
 	if p, err := LoadProfile(missing, ""); p != nil || err != nil {
 		t.Errorf("missing file without a name must be fine: %v %v", p, err)
 	}
-	if _, err := LoadProfile(missing, "x"); KindOf(err) != KindUsage {
+	if _, err := LoadProfile(missing, "x"); clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("missing file with a name: %v", err)
 	}
 }
@@ -72,7 +74,7 @@ func TestLoadProfileWarnsAboutReadablePassword(t *testing.T) {
 
 func TestLoadProfileBadYAML(t *testing.T) {
 	p := writeFile(t, 0o600, "profiles: [\n")
-	if _, err := LoadProfile(p, ""); KindOf(err) != KindUsage {
+	if _, err := LoadProfile(p, ""); clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("bad YAML: %v", err)
 	}
 }

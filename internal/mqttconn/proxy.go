@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"golang.org/x/net/proxy"
 )
 
@@ -28,7 +29,7 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 func ParseProxy(raw string) (*url.URL, error) {
 	hint := "write it as socks5h://[user:pass@]host:1080 or http://[user:pass@]host:3128"
 	bad := func(why string) error {
-		return &Error{Kind: KindUsage, Err: fmt.Errorf("--proxy %q: %s", raw, why), Hints: []string{hint}}
+		return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--proxy %q: %s", raw, why), Hints: []string{hint}}
 	}
 	if !strings.Contains(raw, "://") {
 		return nil, bad("no scheme")
@@ -48,10 +49,10 @@ func ParseProxy(raw string) (*url.URL, error) {
 			return nil, bad("an HTTP proxy needs its port")
 		}
 	case "https":
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("--proxy %q: TLS to the proxy itself (https://) is not supported", raw),
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--proxy %q: TLS to the proxy itself (https://) is not supported", raw),
 			Hints: []string{"use http://host:port: the MQTT connection inside it is still TLS with mqtts:// or wss://"}}
 	case "socks4", "socks4a":
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("--proxy %q: SOCKS4 is not supported", raw),
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--proxy %q: SOCKS4 is not supported", raw),
 			Hints: []string{"use socks5h://host:port; most SOCKS proxies speak version 5"}}
 	default:
 		return nil, bad(fmt.Sprintf("unknown scheme %q", u.Scheme))
@@ -90,7 +91,7 @@ func baseDialer(cfg *Config) (*net.Dialer, error) {
 	if ip == nil {
 		ips, err := net.DefaultResolver.LookupIPAddr(context.Background(), cfg.BindAddress)
 		if err != nil || len(ips) == 0 {
-			return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("-A %q: not an address of this machine: %v", cfg.BindAddress, err),
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("-A %q: not an address of this machine: %v", cfg.BindAddress, err),
 				Hints: []string{"give one of this machine's IP addresses (or a name that resolves to one)"}}
 		}
 		ip = ips[0].IP
@@ -110,7 +111,7 @@ func transportDialer(cfg *Config) (dialFunc, error) {
 	direct := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil && cfg.BindAddress != "" && errors.Is(err, syscall.EADDRNOTAVAIL) {
-			return nil, &Error{Kind: KindNetwork, Err: fmt.Errorf("cannot connect from -A %s: %w", cfg.BindAddress, err),
+			return nil, &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("cannot connect from -A %s: %w", cfg.BindAddress, err),
 				Hints: []string{"-A must be an address of this machine that can reach the broker"}}
 		}
 		return c, err
@@ -135,7 +136,7 @@ func transportDialer(cfg *Config) (dialFunc, error) {
 	}
 	sd, err := proxy.SOCKS5("tcp", pu.Host, auth, forwardDialer(direct))
 	if err != nil {
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("--proxy %s: %w", redacted(pu), err)}
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--proxy %s: %w", redacted(pu), err)}
 	}
 	cd := sd.(proxy.ContextDialer) // the SOCKS5 dialer of x/net is one
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -193,13 +194,13 @@ func socksError(pu *url.URL, err error) error {
 	if isTimeout(err) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	var e *Error
+	var e *clierr.Error
 	if errors.As(err, &e) {
 		return err
 	}
 	name := redacted(pu)
 	msg := err.Error()
-	out := &Error{Kind: KindNetwork, Err: fmt.Errorf("through proxy %s: %w", name, err)}
+	out := &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("through proxy %s: %w", name, err)}
 	// x/net reports every failure as "socks connect tcp PROXY->TARGET:
 	// ..."; a failure to reach the proxy itself is a dial error inside.
 	var outer, inner *net.OpError
@@ -235,15 +236,15 @@ func dialHTTPConnect(ctx context.Context, dial dialFunc, pu *url.URL, addr strin
 	name := redacted(pu)
 	c, err := dial(ctx, "tcp", pu.Host)
 	if err != nil {
-		var e *Error
+		var e *clierr.Error
 		if errors.As(err, &e) || isTimeout(err) || errors.Is(err, context.Canceled) {
 			return nil, err
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, &Error{Kind: KindNetwork, Err: fmt.Errorf("the proxy %s refused the connection: %w", name, err),
+			return nil, &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("the proxy %s refused the connection: %w", name, err),
 				Hints: []string{"is the proxy running there? check --proxy"}}
 		}
-		return nil, &Error{Kind: KindNetwork, Err: fmt.Errorf("connect to the proxy %s: %w", name, err)}
+		return nil, &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("connect to the proxy %s: %w", name, err)}
 	}
 	// The exchange with the proxy is bounded by ctx: by its deadline, and
 	// by its cancellation (Ctrl-C) through an expired deadline.
@@ -271,7 +272,7 @@ func dialHTTPConnect(ctx context.Context, dial dialFunc, pu *url.URL, addr strin
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		c.Close()
-		e := &Error{Kind: KindNetwork, Err: fmt.Errorf("the proxy %s refused to connect to %s: HTTP %s", name, addr, resp.Status)}
+		e := &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("the proxy %s refused to connect to %s: HTTP %s", name, addr, resp.Status)}
 		switch {
 		case resp.StatusCode == http.StatusProxyAuthRequired && pu.User == nil:
 			e.Err = fmt.Errorf("the proxy %s wants a login (HTTP %s)", name, resp.Status)
@@ -304,7 +305,7 @@ func proxyIOError(ctx context.Context, name string, err error) error {
 	if isTimeout(err) {
 		return err
 	}
-	return &Error{Kind: KindNetwork, Err: fmt.Errorf("the proxy %s did not answer CONNECT as an HTTP proxy: %w", name, err),
+	return &clierr.Error{Kind: clierr.KindNetwork, Err: fmt.Errorf("the proxy %s did not answer CONNECT as an HTTP proxy: %w", name, err),
 		Hints: []string{"check that --proxy names an HTTP proxy (for a SOCKS proxy write socks5h://)"}}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 func TestParseProxy(t *testing.T) {
@@ -26,7 +28,7 @@ func TestParseProxy(t *testing.T) {
 	}
 	for _, raw := range []string{"proxy:1080", "ftp://p:21", "http://p", "socks5h://:1080", "socks5h://p:99999", "https://p:443", "socks4://p:1080", "http://p:3128/path"} {
 		_, err := ParseProxy(raw)
-		if KindOf(err) != KindUsage || len(HintsOf(err)) == 0 && !strings.Contains(err.Error(), raw) {
+		if clierr.KindOf(err) != clierr.KindUsage || len(clierr.HintsOf(err)) == 0 && !strings.Contains(err.Error(), raw) {
 			t.Errorf("ParseProxy(%q): %v, want a usage error", raw, err)
 		}
 	}
@@ -82,7 +84,7 @@ func TestHTTPConnectEdgeCases(t *testing.T) {
 	}
 	c.Close()
 	_, err = dial(ctx, "tcp", cfg.Addr())
-	if KindOf(err) != KindNetwork || !strings.Contains(err.Error(), "did not answer CONNECT as an HTTP proxy") {
+	if clierr.KindOf(err) != clierr.KindNetwork || !strings.Contains(err.Error(), "did not answer CONNECT as an HTTP proxy") {
 		t.Errorf("not a proxy: %v", err)
 	}
 }
@@ -99,7 +101,7 @@ func TestParseCiphers(t *testing.T) {
 		"::":                               "names no cipher suite",
 	} {
 		_, err := ParseCiphers(list)
-		if KindOf(err) != KindUsage || !strings.Contains(err.Error(), want) {
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseCiphers(%q) = %v, want %q", list, err, want)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // ParseVersion accepts the spellings mosquitto's clients and MQTTX use.
@@ -22,7 +24,7 @@ func ParseVersion(s string) (Version, error) {
 	case "auto":
 		return VAuto, nil
 	}
-	return 0, Usagef("unknown protocol version %q: use 5, 311 (3.1.1), 31 (3.1) or auto (5, else 3.1.1)", s)
+	return 0, clierr.Usagef("unknown protocol version %q", s).Hintf("use 5, 311 (3.1.1), 31 (3.1) or auto (5, else 3.1.1)")
 }
 
 // String returns the version as people write it.
@@ -49,19 +51,19 @@ func (c *Config) Resolve() error {
 		c.Version = V5
 	}
 	if c.Version != V5 && c.Version != V311 && c.Version != V31 && c.Version != VAuto {
-		return Usagef("unsupported protocol version %d", c.Version)
+		return clierr.Usagef("unsupported protocol version %d", c.Version)
 	}
 	scheme := "tcp"
 	if c.URL != "" {
 		if !strings.Contains(c.URL, "://") && !strings.HasPrefix(strings.ToLower(c.URL), "unix:") {
 			// host:port parses as scheme "host" with an opaque part, so say
 			// what is really missing rather than "unknown scheme".
-			return &Error{Kind: KindUsage, Err: fmt.Errorf("URL %q has no scheme", c.URL),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("URL %q has no scheme", c.URL),
 				Hints: []string{fmt.Sprintf("write it as mqtt://%s (or mqtts://, ws://, wss://, unix:///path)", c.URL)}}
 		}
 		u, err := url.Parse(c.URL)
 		if err != nil || u.Scheme == "" {
-			return &Error{Kind: KindUsage, Err: fmt.Errorf("invalid URL %q", c.URL),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("invalid URL %q", c.URL),
 				Hints: []string{"write it as mqtt://host:1883, mqtts://host:8883, ws://host:8080/mqtt, wss://…, or unix:///path/to/socket"}}
 		}
 		switch strings.ToLower(u.Scheme) {
@@ -76,7 +78,7 @@ func (c *Config) Resolve() error {
 		case "unix":
 			scheme = "unix"
 		default:
-			return &Error{Kind: KindUsage, Err: fmt.Errorf("unknown URL scheme %q in %q", u.Scheme, c.URL),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("unknown URL scheme %q in %q", u.Scheme, c.URL),
 				Hints: []string{"use mqtt, tcp, mqtts, ssl, tls, ws, wss or unix"}}
 		}
 		if u.User != nil {
@@ -98,7 +100,7 @@ func (c *Config) Resolve() error {
 			if p := u.Port(); p != "" && c.Port == 0 {
 				n, err := strconv.Atoi(p)
 				if err != nil {
-					return Usagef("invalid port %q in URL %q", p, c.URL)
+					return clierr.Usagef("invalid port %q in URL %q", p, c.URL)
 				}
 				c.Port = n
 			}
@@ -120,7 +122,7 @@ func (c *Config) Resolve() error {
 	}
 	if c.NoTLS {
 		if scheme == "tls" || scheme == "wss" {
-			return &Error{Kind: KindUsage, Err: fmt.Errorf("--no-tls with the TLS URL %q", c.URL),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--no-tls with the TLS URL %q", c.URL),
 				Hints: []string{"use mqtt:// or ws:// with --no-tls, or drop --no-tls"}}
 		}
 		// mosquitto 2.1: --no-tls undoes TLS options given elsewhere.
@@ -147,7 +149,7 @@ func (c *Config) Resolve() error {
 	c.Scheme = scheme
 	if scheme == "unix" {
 		if c.SocketPath == "" {
-			return Usagef("unix URL has no socket path: write unix:///path/to/socket")
+			return clierr.Usagef("unix URL has no socket path").Hintf("write unix:///path/to/socket")
 		}
 		return c.validate()
 	}
@@ -158,7 +160,7 @@ func (c *Config) Resolve() error {
 		c.Port = map[string]int{"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}[scheme]
 	}
 	if c.Port < 1 || c.Port > 65535 {
-		return Usagef("port %d out of range 1..65535", c.Port)
+		return clierr.Usagef("port %d out of range 1..65535", c.Port)
 	}
 	if (scheme == "ws" || scheme == "wss") && c.WSPath == "" {
 		c.WSPath = "/mqtt"
@@ -168,13 +170,13 @@ func (c *Config) Resolve() error {
 
 func (c *Config) validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return &Error{Kind: KindUsage, Err: fmt.Errorf("--cert and --key go together"),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--cert and --key go together"),
 			Hints: []string{"give both the client certificate and its private key"}}
 	}
 	switch c.TLS.MinVersion {
 	case "", "1.1", "1.2", "1.3", "tlsv1.1", "tlsv1.2", "tlsv1.3":
 	default:
-		return Usagef("unsupported --tls-version %q: use tlsv1.3, tlsv1.2 or tlsv1.1 (or 1.3, 1.2, 1.1)", c.TLS.MinVersion)
+		return clierr.Usagef("unsupported --tls-version %q", c.TLS.MinVersion).Hintf("use tlsv1.3, tlsv1.2 or tlsv1.1 (or 1.3, 1.2, 1.1)")
 	}
 	if c.TLS.Ciphers != "" {
 		if _, err := ParseCiphers(c.TLS.Ciphers); err != nil {
@@ -183,56 +185,56 @@ func (c *Config) validate() error {
 	}
 	if c.Proxy != "" {
 		if c.Scheme == "unix" {
-			return Usagef("--proxy does not apply to a unix socket: drop --proxy or connect over TCP")
+			return clierr.Usagef("--proxy does not apply to a unix socket").Hintf("drop --proxy or connect over TCP")
 		}
 		if _, err := ParseProxy(c.Proxy); err != nil {
 			return err
 		}
 	}
 	if c.BindAddress != "" && c.Scheme == "unix" {
-		return Usagef("-A (bind address) does not apply to a unix socket: drop -A or connect over TCP")
+		return clierr.Usagef("-A (bind address) does not apply to a unix socket").Hintf("drop -A or connect over TCP")
 	}
 	if c.KeepAlive < 0 || c.KeepAlive.Seconds() > 65535 {
-		return Usagef("keepalive of %d seconds is out of range: give 0..65535 seconds (-k 60 is usual; 0 turns keepalive off)", int64(c.KeepAlive.Seconds()))
+		return clierr.Usagef("keepalive of %d seconds is out of range", int64(c.KeepAlive.Seconds())).Hintf("give 0..65535 seconds (-k 60 is usual; 0 turns keepalive off)")
 	}
 	if c.Will != nil {
 		if c.Will.Topic == "" {
-			return Usagef("a will needs --will-topic")
+			return clierr.Usagef("a will needs --will-topic")
 		}
 		if c.Will.QoS > 2 {
-			return Usagef("--will-qos %d out of range 0..2", c.Will.QoS)
+			return clierr.Usagef("--will-qos %d out of range 0..2", c.Will.QoS)
 		}
 	}
 	// -V auto may keep MQTT 5: -x is checked by Dial if it falls back.
 	if c.SessionExpiry != nil && c.Version != V5 && c.Version != VAuto {
-		return Usagef("-x/--session-expiry is an MQTT 5 feature; drop it or use -V 5")
+		return clierr.Usagef("-x/--session-expiry is an MQTT 5 feature").Hintf("drop -x or use -V 5")
 	}
 	if c.Version == V311 || c.Version == V31 {
 		if !c.Props.Empty() || (c.Will != nil && c.Will.hasProps()) {
-			return &Error{Kind: KindUsage, Err: fmt.Errorf("properties (-D) are MQTT 5, and MQTT %s has none", c.Version),
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("properties (-D) are MQTT 5, and MQTT %s has none", c.Version),
 				Hints: []string{"drop -V (mqtk speaks MQTT 5 by default) or the -D options"}}
 		}
 		if c.ClientID == "" && c.NoClean {
-			return Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
+			return clierr.Usagef("a persistent session (-c) needs a client id (-i) with MQTT %s", c.Version)
 		}
 	}
 	if c.Version == VAuto && c.ClientID == "" && c.NoClean {
-		return Usagef("a persistent session (-c) needs a client id (-i) with -V auto, which may connect with MQTT 3.1.1")
+		return clierr.Usagef("a persistent session (-c) needs a client id (-i) with -V auto, which may connect with MQTT 3.1.1")
 	}
 	// With MQTT 5, -c alone asks for a session that never expires; under a
 	// random client id nobody could resume it, and it would stay on the
 	// broker for good (mosquitto_sub refuses the same).
 	if c.Version == V5 && c.NoClean && c.ClientID == "" && (c.SessionExpiry == nil || *c.SessionExpiry >= time.Duration(math.MaxUint32)*time.Second) {
-		return Usagef("a persistent session (-c) with a random client id could never be resumed, and with MQTT 5 it would never expire on the broker: give a client id with -i ID, or a finite lifetime with -x (e.g. -x 1h)")
+		return clierr.Usagef("a persistent session (-c) with a random client id could never be resumed, and with MQTT 5 it would never expire on the broker").Hintf("give a client id with -i ID, or a finite lifetime with -x (e.g. -x 1h)")
 	}
 	// [MQTT-3.14.2-2] a session that ended with the connection cannot be
 	// given a lifetime at DISCONNECT.
 	if d := c.Props.DisconnectSessionExpiry; d != nil && *d != 0 && sessionExpiry(c) == 0 {
-		return &Error{Kind: KindUsage, Err: fmt.Errorf("a DISCONNECT session expiry of %d s needs a non-zero session expiry in CONNECT", *d),
+		return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("a DISCONNECT session expiry of %d s needs a non-zero session expiry in CONNECT", *d),
 			Hints: []string{"add -x SECONDS (or -c), or drop -D disconnect session-expiry-interval"}}
 	}
 	if c.Version == V31 && len(c.ClientID) > 23 {
-		return Usagef("client id %q is longer than the 23 bytes MQTT 3.1 allows", c.ClientID)
+		return clierr.Usagef("client id %q is longer than the 23 bytes MQTT 3.1 allows", c.ClientID)
 	}
 	return nil
 }

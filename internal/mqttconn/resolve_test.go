@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 func TestResolve(t *testing.T) {
@@ -74,7 +76,7 @@ func TestResolveRejects(t *testing.T) {
 		"v5 no-clean infinite expiry":         {NoClean: true, SessionExpiry: &never},
 	} {
 		cfg := c
-		if err := cfg.Resolve(); KindOf(err) != KindUsage {
+		if err := cfg.Resolve(); clierr.KindOf(err) != clierr.KindUsage {
 			t.Errorf("%s: want usage error, got %v", name, err)
 		}
 	}
@@ -90,8 +92,8 @@ func TestResolveRejects(t *testing.T) {
 		}
 	}
 	cfg := Config{URL: "localhost:1883"}
-	if err := cfg.Resolve(); err == nil || !strings.Contains(fmt.Sprint(HintsOf(err)), "mqtt://localhost:1883") {
-		t.Errorf("host:port URL: %v, hints %v", err, HintsOf(err))
+	if err := cfg.Resolve(); err == nil || !strings.Contains(fmt.Sprint(clierr.HintsOf(err)), "mqtt://localhost:1883") {
+		t.Errorf("host:port URL: %v, hints %v", err, clierr.HintsOf(err))
 	}
 }
 
@@ -101,7 +103,7 @@ func TestParseVersion(t *testing.T) {
 			t.Errorf("%s: %v %v", in, got, err)
 		}
 	}
-	if _, err := ParseVersion("6"); KindOf(err) != KindUsage {
+	if _, err := ParseVersion("6"); clierr.KindOf(err) != clierr.KindUsage {
 		t.Errorf("6: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
 
@@ -67,7 +68,7 @@ func testV5Properties(t *testing.T, native bool) {
 }
 
 // TestRejectedPublish: mosquitto's ACL denies the topic; with MQTT 5 the
-// PUBACK carries "not authorized", which must surface as KindRejected.
+// PUBACK carries "not authorized", which must surface as clierr.KindRejected.
 func TestRejectedPublish(t *testing.T) { bothClients(t, testRejectedPublish) }
 
 func testRejectedPublish(t *testing.T, native bool) {
@@ -86,9 +87,9 @@ func testRejectedPublish(t *testing.T, native bool) {
 	}
 	for _, q := range []byte{1, 2} {
 		err := c.Publish(ctx, &Message{Topic: "closed/x", Payload: []byte("no"), QoS: q})
-		var e *Error
-		if !errors.As(err, &e) || e.Kind != KindRejected || e.Reason < 0x80 {
-			t.Fatalf("qos %d denied publish: err = %v, want KindRejected with a failure reason", q, err)
+		var e *clierr.Error
+		if !errors.As(err, &e) || e.Kind != clierr.KindRejected || e.Reason < 0x80 {
+			t.Fatalf("qos %d denied publish: err = %v, want clierr.KindRejected with a failure reason", q, err)
 		}
 		if !bytes.Contains([]byte(err.Error()), []byte(ReasonName(e.Reason))) || !bytes.Contains([]byte(err.Error()), []byte("closed/x")) {
 			t.Errorf("message %q does not name the topic and reason", err)
@@ -187,7 +188,7 @@ func testConnectionLost(t *testing.T, native bool) {
 			case <-ctx.Done():
 				t.Fatal("Done not closed after the session was taken over")
 			}
-			if first.Err() == nil || KindOf(first.Err()) != KindNetwork {
+			if first.Err() == nil || clierr.KindOf(first.Err()) != clierr.KindNetwork {
 				t.Errorf("Err() = %v, want a network error", first.Err())
 			}
 			select {
@@ -244,7 +245,7 @@ func testBrokerKilled(t *testing.T, native bool) {
 		case <-ctx.Done():
 			t.Fatalf("client %d: Done not closed after the broker died", i)
 		}
-		if KindOf(c.Err()) != KindNetwork {
+		if clierr.KindOf(c.Err()) != clierr.KindNetwork {
 			t.Errorf("client %d: Err() = %v, want a network error", i, c.Err())
 		}
 		if err := c.Publish(ctx, &Message{Topic: "x", QoS: 1}); err == nil {

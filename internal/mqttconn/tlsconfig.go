@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // TLSConfig returns the client TLS configuration Dial uses for cfg (trust,
@@ -55,7 +57,7 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 		// close a file at the end.
 		f, err := os.OpenFile(t.KeyLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return nil, &Error{Kind: KindUsage, Op: "open --tls-keylog", Err: err}
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "open --tls-keylog", Err: err}
 		}
 		f.Close()
 		tc.KeyLogWriter = keyLogFile(t.KeyLogFile)
@@ -66,17 +68,17 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 			// --tls-use-os-certs with --cafile: trust both, as mosquitto does.
 			sys, err := x509.SystemCertPool()
 			if err != nil {
-				return nil, &Error{Kind: KindUsage, Op: "load the system CA certificates (--tls-use-os-certs)", Err: err}
+				return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "load the system CA certificates (--tls-use-os-certs)", Err: err}
 			}
 			pool = sys
 		}
 		if t.CAFile != "" {
 			pem, err := os.ReadFile(t.CAFile)
 			if err != nil {
-				return nil, &Error{Kind: KindUsage, Op: "read --cafile", Err: err}
+				return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --cafile", Err: err}
 			}
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, &Error{Kind: KindUsage, Op: "read --cafile",
+				return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --cafile",
 					Err:   fmt.Errorf("%s holds no PEM certificate", t.CAFile),
 					Hints: []string{"give the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)"}}
 			}
@@ -87,7 +89,7 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 		if t.CAPath != "" {
 			entries, err := os.ReadDir(t.CAPath)
 			if err != nil {
-				return nil, &Error{Kind: KindUsage, Op: "read --capath", Err: err}
+				return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --capath", Err: err}
 			}
 			n := 0
 			for _, e := range entries {
@@ -100,7 +102,7 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 				}
 			}
 			if n == 0 {
-				return nil, &Error{Kind: KindUsage, Op: "read --capath",
+				return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read --capath",
 					Err: fmt.Errorf("no PEM certificate found in %s", t.CAPath)}
 			}
 		}
@@ -109,7 +111,7 @@ func tlsConfig(cfg *Config, st *connState) (*tls.Config, error) {
 	if t.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, &Error{Kind: KindUsage, Op: "load --cert/--key", Err: err,
+			return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "load --cert/--key", Err: err,
 				Hints: []string{"--cert and --key must be a PEM certificate and its matching private key"}}
 		}
 		tc.Certificates = []tls.Certificate{cert}
@@ -165,7 +167,7 @@ func checkTrustAnchors(file string, data []byte) error {
 	if leaf == nil {
 		return nil
 	}
-	return &Error{Kind: KindUsage, Op: "read --cafile",
+	return &clierr.Error{Kind: clierr.KindUsage, Op: "read --cafile",
 		Err:   fmt.Errorf("%s holds no CA certificate: it is the certificate of %q, issued by %q", file, leaf.Subject.String(), leaf.Issuer.String()),
 		Hints: []string{"give the CA that signed it (ca.pem beside the certificates made by mqtk tlsgen, or $XDG_DATA_HOME/mqtk/tls/ca.pem for mqtk broker --tls)"}}
 }
@@ -260,14 +262,14 @@ func ParseCiphers(list string) ([]uint16, error) {
 	}
 	switch {
 	case len(keywords) > 0:
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("--ciphers: OpenSSL cipher-list keywords and operators are not supported: %s", strings.Join(keywords, ", ")),
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--ciphers: OpenSSL cipher-list keywords and operators are not supported: %s", strings.Join(keywords, ", ")),
 			Hints: []string{"name the suites themselves, e.g. --ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256, or leave --ciphers out for Go's secure defaults"}}
 	case len(lacking) > 0:
-		return nil, &Error{Kind: KindUsage, Err: fmt.Errorf("--ciphers: Go's TLS does not implement %s", strings.Join(lacking, ", ")),
+		return nil, &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("--ciphers: Go's TLS does not implement %s", strings.Join(lacking, ", ")),
 			Hints: []string{"Go has the ECDHE suites with AES-GCM, ChaCha20-Poly1305 and AES-CBC, and RSA key exchange with AES; no DHE, PSK, CCM, Camellia or ARIA suites",
 				"leave --ciphers out for Go's secure defaults"}}
 	case len(names) == 0:
-		return nil, Usagef("--ciphers %q names no cipher suite", list)
+		return nil, clierr.Usagef("--ciphers %q names no cipher suite", list)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gorilla/websocket"
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/wsconn"
 )
 
@@ -38,7 +39,7 @@ func dialTransport(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 	case "ws", "wss":
 		return dialWebSocket(ctx, cfg, st, dial)
 	}
-	return nil, Usagef("unknown transport %q", cfg.Scheme)
+	return nil, clierr.Usagef("unknown transport %q", cfg.Scheme)
 }
 
 // dialTLS connects and completes the TLS handshake, marking a failed

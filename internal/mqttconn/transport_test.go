@@ -23,6 +23,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/testpki"
 )
@@ -107,12 +108,12 @@ func TestWebSocketPathAndHeaders(t *testing.T) {
 		cfg := Default()
 		cfg.URL = fmt.Sprintf("ws://127.0.0.1:%d/mqtt", port)
 		cfg.WSHeaders = map[string][]string{"Authorization": {"Bearer t0ken"}}
-		wantErr(t, connectErr(t, cfg), KindNetwork, "websocket upgrade refused with HTTP 404", "--ws-path")
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "websocket upgrade refused with HTTP 404", "--ws-path")
 	})
 	t.Run("no-header", func(t *testing.T) {
 		cfg := Default()
 		cfg.URL = fmt.Sprintf("ws://127.0.0.1:%d/custom", port)
-		wantErr(t, connectErr(t, cfg), KindNetwork, "HTTP 401")
+		wantErr(t, connectErr(t, cfg), clierr.KindNetwork, "HTTP 401")
 	})
 }
 
@@ -175,7 +176,7 @@ func TestTLSOptions(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", port
 		cfg.TLS = TLS{CAFile: pki.CAFile, ServerName: "broker.example", MinVersion: "1.3"}
-		wantErr(t, connectErr(t, cfg), KindTLS, "protocol version", "--tls-version 1.2")
+		wantErr(t, connectErr(t, cfg), clierr.KindTLS, "protocol version", "--tls-version 1.2")
 		select {
 		case p := <-negotiated:
 			t.Fatalf("a TLS 1.3 minimum completed a handshake with a TLS 1.2 server (ALPN %q)", p)
@@ -200,7 +201,7 @@ func TestTLSOptions(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 		cfg.TLS.CAFile = notPEM
-		wantErr(t, connectErr(t, cfg), KindUsage, "holds no PEM certificate")
+		wantErr(t, connectErr(t, cfg), clierr.KindUsage, "holds no PEM certificate")
 	})
 	// The broker's own certificate given as --cafile: Go alone would
 	// accept it; mosquitto_pub refuses the same file, and so does mqtk.
@@ -208,7 +209,7 @@ func TestTLSOptions(t *testing.T) {
 		cfg := Default()
 		cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 		cfg.TLS.CAFile, cfg.TLS.ServerName = cert, "broker.example"
-		wantErr(t, connectErr(t, cfg), KindUsage, "holds no CA certificate", `"CN=named"`, "give the CA that signed it")
+		wantErr(t, connectErr(t, cfg), clierr.KindUsage, "holds no CA certificate", `"CN=named"`, "give the CA that signed it")
 		if pub, err := exec.LookPath("mosquitto_pub"); err == nil {
 			out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "--cafile", cert, "--insecure", "-t", "x", "-m", "y").CombinedOutput()
 			if err == nil {

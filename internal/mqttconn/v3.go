@@ -10,6 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // v3InFlight bounds QoS 1/2 messages awaiting acknowledgement. MQTT 3.1.1
@@ -169,7 +170,7 @@ func (c *v3Client) Publish(ctx context.Context, m *Message) error {
 
 func (c *v3Client) PublishAsync(ctx context.Context, m *Message, done func(error)) {
 	if m.QoS > 2 {
-		done(Usagef("qos %d out of range 0..2", m.QoS))
+		done(clierr.Usagef("qos %d out of range 0..2", m.QoS))
 		return
 	}
 	slot := false
@@ -221,9 +222,9 @@ func (c *v3Client) acker() {
 			<-c.sem
 		}
 		if err != nil {
-			var e *Error
+			var e *clierr.Error
 			if !errors.As(err, &e) {
-				err = &Error{Kind: KindNetwork, Op: "publish to " + w.topic, Err: err}
+				err = &clierr.Error{Kind: clierr.KindNetwork, Op: "publish to " + w.topic, Err: err}
 			}
 		}
 		w.done(err)
@@ -260,7 +261,7 @@ func (c *v3Client) wait(ctx context.Context, tok mqtt.Token, op string) error {
 		return c.closedErr()
 	}
 	if err := tok.Error(); err != nil {
-		return &Error{Kind: KindNetwork, Op: op, Err: err}
+		return &clierr.Error{Kind: clierr.KindNetwork, Op: op, Err: err}
 	}
 	return nil
 }

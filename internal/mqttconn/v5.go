@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
 
+	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/packet"
 )
 
@@ -103,7 +104,7 @@ func dialV5(ctx context.Context, cfg Config, id string) (Client, error) {
 			if d.Properties != nil && d.Properties.ReasonString != "" {
 				msg += ": " + d.Properties.ReasonString
 			}
-			c.end(&Error{Kind: KindNetwork, Op: "connection to " + cfg.String(), Err: errors.New(msg), Reason: d.ReasonCode}, true)
+			c.end(&clierr.Error{Kind: clierr.KindNetwork, Op: "connection to " + cfg.String(), Err: errors.New(msg), Reason: d.ReasonCode}, true)
 		},
 		OnClientError: func(err error) { c.end(lost(&c.cfg, err), true) },
 		AuthHandler:   authHandler(&cfg),
@@ -267,23 +268,23 @@ func (c *v5Client) Publish(ctx context.Context, m *Message) error {
 
 func (c *v5Client) PublishAsync(ctx context.Context, m *Message, done func(error)) {
 	if m.QoS > 2 {
-		done(Usagef("qos %d out of range 0..2", m.QoS))
+		done(clierr.Usagef("qos %d out of range 0..2", m.QoS))
 		return
 	}
 	if m.QoS > c.info.MaximumQoS {
-		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic,
+		done(&clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic,
 			Err: fmt.Errorf("the broker's maximum qos is %d", c.info.MaximumQoS), Reason: 0x9B})
 		return
 	}
 	if m.TopicAlias > c.info.TopicAliasMaximum {
 		// [MQTT-3.3.2-9] an alias above the broker's maximum is a protocol
 		// error that would cost the whole connection.
-		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic, Reason: 0x94,
+		done(&clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic, Reason: 0x94,
 			Err: fmt.Errorf("topic alias %d is above the broker's maximum of %d", m.TopicAlias, c.info.TopicAliasMaximum)})
 		return
 	}
 	if m.Retain && !c.info.RetainAvailable {
-		done(&Error{Kind: KindRejected, Op: "publish to " + m.Topic,
+		done(&clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic,
 			Err: errors.New("the broker does not support retained messages"), Reason: 0x9A})
 		return
 	}
@@ -400,7 +401,7 @@ func (c *v5Client) acker() {
 				case resp := <-pw.ret:
 					err = c.ackResult(pw.m, resp)
 				default:
-					err = &Error{Kind: KindNetwork, Op: "publish to " + pw.m.Topic,
+					err = &clierr.Error{Kind: clierr.KindNetwork, Op: "publish to " + pw.m.Topic,
 						Err: errors.New("the connection ended before the broker acknowledged the message")}
 				}
 			}
@@ -429,7 +430,7 @@ func (c *v5Client) ackResult(m *Message, resp packets.ControlPacket) error {
 			rs = p.Properties.ReasonString
 		}
 	default:
-		return &Error{Kind: KindNetwork, Op: "publish to " + m.Topic,
+		return &clierr.Error{Kind: clierr.KindNetwork, Op: "publish to " + m.Topic,
 			Err: errors.New("the connection ended before the broker acknowledged the message")}
 	}
 	if code < 0x80 {
@@ -439,7 +440,7 @@ func (c *v5Client) ackResult(m *Message, resp packets.ControlPacket) error {
 	if rs != "" {
 		msg += ": " + rs
 	}
-	return &Error{Kind: KindRejected, Op: "publish to " + m.Topic, Err: errors.New(msg), Reason: code}
+	return &clierr.Error{Kind: clierr.KindRejected, Op: "publish to " + m.Topic, Err: errors.New(msg), Reason: code}
 }
 
 func toPacket(m *Message) *packets.Publish {
@@ -509,7 +510,7 @@ func (c *v5Client) Unsubscribe(ctx context.Context, filters ...string) error {
 	if err != nil && ua != nil {
 		for i, code := range ua.Reasons {
 			if code >= 0x80 && i < len(filters) {
-				return &Error{Kind: KindRejected, Op: "unsubscribe from " + filters[i], Reason: code,
+				return &clierr.Error{Kind: clierr.KindRejected, Op: "unsubscribe from " + filters[i], Reason: code,
 					Err: fmt.Errorf("the broker refused: %s (0x%02X)", ReasonName(code), code)}
 			}
 		}
@@ -538,14 +539,14 @@ func (c *v5Client) opErr(op string, err error) error {
 	if errors.Is(err, paho.ErrInvalidArguments) {
 		// paho checked the request against what CONNACK said the broker
 		// supports (wildcards, shared subscriptions, subscription ids).
-		return &Error{Kind: KindRejected, Op: op, Err: err}
+		return &clierr.Error{Kind: clierr.KindRejected, Op: op, Err: err}
 	}
 	select {
 	case <-c.quit:
 		return c.closedErr()
 	default:
 	}
-	return &Error{Kind: KindNetwork, Op: op, Err: err}
+	return &clierr.Error{Kind: clierr.KindNetwork, Op: op, Err: err}
 }
 
 func (c *v5Client) Disconnect(ctx context.Context) error {
