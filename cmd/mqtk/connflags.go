@@ -152,9 +152,8 @@ func addConnFlags(cmd *cobra.Command, a *app, keep ...string) *connFlags {
 		fs.StringVar(r.p, r.name, "", "not supported by Go's TLS (see the error it gives)")
 		_ = fs.MarkHidden(r.name)
 	}
-	fs.BoolVarP(&f.srv, "srv", short("S"), false, "not supported: DNS SRV lookups (see the error it gives)")
+	fs.BoolVarP(&f.srv, "srv", short("S"), false, "find the broker with a DNS SRV lookup of _mqtt._tcp.HOST (_secure-mqtt._tcp.HOST with TLS), as mosquitto's clients do")
 	fs.BoolVar(&f.mptcp, "mptcp", false, "not supported: Multipath TCP (see the error it gives)")
-	_ = fs.MarkHidden("srv")
 	_ = fs.MarkHidden("mptcp")
 	fs.SetNormalizeFunc(flagAliases)
 	// The options file must be read before any RunE reads its flags
@@ -185,9 +184,6 @@ func (f *connFlags) refuseUnsupported() error {
 	case f.flags.Changed("tls-engine") || f.flags.Changed("tls-engine-kpass-sha1"):
 		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines (TPM, HSM) are not available to Go's TLS"),
 			Hints: []string{"give the client key as a PEM file with --key"}}
-	case f.srv:
-		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("-S (DNS SRV lookup of _mqtt._tcp) is not supported"),
-			Hints: []string{"give the broker's host and port with -h and -p (dig +short SRV _mqtt._tcp.DOMAIN shows them)"}}
 	case f.mptcp:
 		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--mptcp (Multipath TCP) is not supported yet: mqtk connects over plain TCP"),
 			Hints: []string{"leave --mptcp out; the connection works the same over TCP"}}
@@ -368,6 +364,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	}
 	c.SocketPath, c.WebSocket, c.NoTLS = f.unix, f.ws, f.noTLS
 	c.Proxy, c.BindAddress = f.proxy, f.bindAddress
+	c.SRV = f.srv
 	c.WSPath = f.wsPath
 	if len(f.wsHeaders) > 0 {
 		c.WSHeaders = http.Header{}

@@ -10,6 +10,7 @@ package mqttconn
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"time"
 )
@@ -90,6 +91,13 @@ type Config struct {
 	// system call. For publishers that send fast (bench); it costs a
 	// goroutine per connection and a hand-over per write.
 	CoalesceWrites bool `yaml:"-"`
+
+	// SRV finds the broker's host and port in DNS (-S, as mosquitto's
+	// clients): the SRV record _mqtt._tcp.HOST, or _secure-mqtt._tcp.HOST
+	// with TLS. Resolver, when set, answers the lookup (tests); nil is the
+	// system's.
+	SRV      bool          `yaml:"srv,omitempty"`
+	Resolver *net.Resolver `yaml:"-"`
 
 	// Native connects with mqtk's own client on internal/packet instead of
 	// the paho libraries, where it serves the config (not -V auto, not an

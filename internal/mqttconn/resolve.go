@@ -165,6 +165,10 @@ func (c *Config) Resolve() error {
 	if (scheme == "ws" || scheme == "wss") && c.WSPath == "" {
 		c.WSPath = "/mqtt"
 	}
+	if c.SRV && scheme != "tcp" && scheme != "tls" {
+		return clierr.Usagef("-S looks up _mqtt._tcp or _secure-mqtt._tcp records, which name MQTT over TCP, not %s", scheme).
+			Hintf("drop -S, or connect with mqtt:// or mqtts://")
+	}
 	return c.validate()
 }
 

@@ -23,6 +23,11 @@ func dialTransport(ctx context.Context, cfg *Config, st *connState) (net.Conn, e
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", cfg.SocketPath)
 	}
+	if cfg.SRV {
+		if err := lookupSRV(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	dial, err := transportDialer(cfg)
 	if err != nil {
 		return nil, err
