@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // encodePublish returns the bytes of a QoS 0 PUBLISH for MQTT 3.1.1. It
@@ -121,7 +122,7 @@ func TestBackpressureDeliversBurst(t *testing.T) {
 // answered).
 func TestBackpressureGivesUpOnDeadSubscriber(t *testing.T) {
 	const count, size = 3000, 4096 // 12 MB: fills the dead subscriber's buffers and queue
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{AllowAnonymous: true, Log: log, HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxQueued: 8}})
 	addr := b.tcpAddr(t)
 	dead := dialRaw(t, addr, 4)

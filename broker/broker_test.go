@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 func TestMain(m *testing.M) {
@@ -45,7 +44,7 @@ func startAdjusted(t testing.TB, o Options, adjust func(*Broker)) *Broker {
 		o.Listeners = []string{"tcp://127.0.0.1:0"}
 	}
 	if o.Log == nil {
-		o.Log = &syncBuf{}
+		o.Log = &ui.SyncBuffer{}
 	}
 	b, err := New(o)
 	if err != nil {
@@ -78,24 +77,6 @@ func (b *Broker) tcpAddr(t testing.TB) string {
 	}
 	t.Fatal("no tcp listener")
 	return ""
-}
-
-// syncBuf is a goroutine-safe log sink for tests.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // rawClient speaks MQTT packet by packet over one connection, encoding and

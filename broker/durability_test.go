@@ -19,6 +19,7 @@ import (
 
 	"github.com/mqtk/mqtk/broker/boltstore"
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -266,7 +267,7 @@ func TestFullDiskRefusesInsteadOfLosing(t *testing.T) {
 	leakCheck(t)
 	const n, size = 200, 16 << 10
 	dir := mountTmpfs(t, "2m")
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b1 := startBroker(t, Options{DataDir: dir, Log: log})
 	addr := b1.tcpAddr(t)
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // goodClientWorks checks a well-behaved client can still subscribe and
@@ -45,7 +46,7 @@ func readUntilClosed(t *testing.T, c net.Conn, within time.Duration) {
 }
 
 func TestSilentSocketDroppedAfterConnectTimeout(t *testing.T) {
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{Log: log, Limits: Limits{ConnectTimeout: 300 * time.Millisecond}})
 	c, err := net.Dial("tcp", b.tcpAddr(t))
 	if err != nil {
@@ -83,7 +84,7 @@ func TestOversizedPacketDisconnectsOnlySender(t *testing.T) {
 // A client that stops reading for longer than --write-timeout is
 // disconnected, and said so in the log; the others carry on.
 func TestNeverReadingClientIsDisconnected(t *testing.T) {
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{Log: log, HTTPAddr: "127.0.0.1:0", Limits: Limits{MaxQueued: 8, WriteTimeout: 500 * time.Millisecond}})
 	addr := b.tcpAddr(t)
 	lazy := dialSmallWindow(t, addr)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // --max-clients: one more client is refused with 3.1.1's "server
@@ -108,7 +109,7 @@ func TestMaxSessionExpiry(t *testing.T) {
 // Keepalive is enforced: a client silent for more than 1.5 times its
 // keepalive is disconnected [MQTT-3.1.2-24], and others are unaffected.
 func TestSilentClientDroppedAfterKeepalive(t *testing.T) {
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{Log: log, HTTPAddr: "127.0.0.1:0"})
 	silent := dialRaw(t, b.tcpAddr(t), 4)
 	// Before CONNECT: the broker may start its clock before our read of

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/internal/wsconn"
 )
 
@@ -99,7 +100,7 @@ func TestReloadPasswordFileKeepsClients(t *testing.T) {
 	if err := SetPassword(file, "alice", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{Log: log, PasswordFile: file, Limits: Limits{AuthFailDelay: time.Millisecond}})
 	login := func(pw string) *rawClient {
 		rc := dialRaw(t, b.tcpAddr(t), 5)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // mosqFails runs a mosquitto client that is expected to be refused and
@@ -37,7 +38,7 @@ func TestOpsThroughBroker(t *testing.T) {
 	pwfile := mosquittotest.PasswordFile(t, "alice", "s3cret")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	opts := Options{
 		Listeners:    []string{"tcp://127.0.0.1:0"},
 		PasswordFile: pwfile,
@@ -89,7 +90,7 @@ func TestOpsThroughBroker(t *testing.T) {
 	}
 
 	// Same data directory: retained state and the queued message are back.
-	opts.Log = &syncBuf{}
+	opts.Log = &ui.SyncBuffer{}
 	opts.Trace = false
 	b2 := startBroker(t, opts)
 	addr2 := b2.tcpAddr(t)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // stopBroker closes b before the test ends (a restart on the same data
@@ -453,7 +454,7 @@ func TestStoreCloseWhileWriting(t *testing.T) {
 	leakCheck(t)
 	const writers, each = 8, 200
 	dir := t.TempDir()
-	log := &syncBuf{}
+	log := &ui.SyncBuffer{}
 	b := startBroker(t, Options{DataDir: dir, Log: log})
 	addr := b.tcpAddr(t)
 	clients := make([]*quietClient, writers)

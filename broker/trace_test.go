@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/muesli/termenv"
 )
 
@@ -23,7 +24,7 @@ import (
 func traceSession(t *testing.T, jsonLines, color bool) string {
 	t.Helper()
 	pub, _ := mosquittotest.RequireClients(t)
-	var out syncBuf
+	var out ui.SyncBuffer
 	format := "text"
 	if jsonLines {
 		format = "json"

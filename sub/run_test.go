@@ -33,24 +33,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// lockedBuffer lets the test read stdout while Run writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // subscribedClient tells the test when Run's SUBSCRIBE was acknowledged,
 // so that live messages are published only once they can be delivered.
 type subscribedClient struct {
@@ -66,7 +48,7 @@ func (c subscribedClient) Subscribe(ctx context.Context, s []mqttconn.Subscripti
 }
 
 type subRun struct {
-	out, errb *lockedBuffer
+	out, errb *ui.SyncBuffer
 	subbed    chan struct{}
 	done      chan error
 }
@@ -81,7 +63,7 @@ func startSub(t *testing.T, ctx context.Context, port int, v mqttconn.Version, o
 // (to watch what the connection receives, say).
 func startSubHook(t *testing.T, ctx context.Context, port int, v mqttconn.Version, o *Options, hook func(mqttconn.Config) mqttconn.Config) *subRun {
 	t.Helper()
-	r := &subRun{out: &lockedBuffer{}, errb: &lockedBuffer{}, subbed: make(chan struct{}), done: make(chan error, 1)}
+	r := &subRun{out: &ui.SyncBuffer{}, errb: &ui.SyncBuffer{}, subbed: make(chan struct{}), done: make(chan error, 1)}
 	env := func(string) string { return "" }
 	o.IO = &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(r.out, false, ui.ColorNever, env),
 		Err: ui.NewStream(r.errb, false, ui.ColorNever, env), Getenv: env}

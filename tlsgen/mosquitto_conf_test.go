@@ -1,7 +1,6 @@
 package tlsgen
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,12 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // TestPrintedMosquittoSetupWorksAsServiceUser takes the mosquitto block
@@ -138,21 +137,8 @@ func printedMosquittoSetup(t *testing.T, out string) (installs, conf []string) {
 
 // mosquittoLog collects a mosquitto's stderr while the test reads it.
 type mosquittoLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	ui.SyncBuffer
 	pid int
-}
-
-func (l *mosquittoLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *mosquittoLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // startMosquittoAsRoot runs mosquitto -c conf, waits (boundedly) until it

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -249,24 +248,6 @@ func TestBrokerTLSSeamWritesNothing(t *testing.T) {
 	}
 }
 
-// lockedBuf is a log sink read while the command writes to it.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // shellWords splits a banner line as a shell would (single quotes only,
 // which is all the banner uses).
 func shellWords(s string) []string {
@@ -297,7 +278,7 @@ func shellWords(s string) []string {
 // The banner's "try it" lines work as printed.
 func TestBrokerBannerLinesWork(t *testing.T) {
 	env := func(string) string { return "" }
-	logs := &lockedBuf{}
+	logs := &ui.SyncBuffer{}
 	streams := &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(io.Discard, false, ui.ColorNever, env),
 		Err: ui.NewStream(logs, false, ui.ColorNever, env), Getenv: env}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -373,7 +354,7 @@ func TestBrokerBannerTLSPlaceholders(t *testing.T) {
 		{[]string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--require-client-cert"},
 			[]string{"--cafile " + ca, "--cert CLIENT.pem --key CLIENT-key.pem", "signed by " + ca}},
 	} {
-		logs := &lockedBuf{}
+		logs := &ui.SyncBuffer{}
 		streams := &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(io.Discard, false, ui.ColorNever, env),
 			Err: ui.NewStream(logs, false, ui.ColorNever, env), Getenv: env}
 		ctx, cancel := context.WithCancel(context.Background())

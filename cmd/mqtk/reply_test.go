@@ -26,7 +26,7 @@ import (
 // replyRun is a `mqtk reply` running in the background, in process.
 type replyRun struct {
 	cancel context.CancelFunc
-	stderr *lockedBuf
+	stderr *ui.SyncBuffer
 	done   chan int
 }
 
@@ -34,9 +34,9 @@ type replyRun struct {
 func startReply(t *testing.T, ctx context.Context, args ...string) *replyRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
-	r := &replyRun{cancel: cancel, stderr: &lockedBuf{}, done: make(chan int, 1)}
+	r := &replyRun{cancel: cancel, stderr: &ui.SyncBuffer{}, done: make(chan int, 1)}
 	env := func(string) string { return "" }
-	streams := &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(&lockedBuf{}, false, ui.ColorNever, env),
+	streams := &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(&ui.SyncBuffer{}, false, ui.ColorNever, env),
 		Err: ui.NewStream(r.stderr, false, ui.ColorNever, env), Getenv: env}
 	go func() { r.done <- execute(ctx, streams, append([]string{"reply"}, args...), env) }()
 	t.Cleanup(func() {

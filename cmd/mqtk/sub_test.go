@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -391,28 +390,10 @@ func sameJSONLines(t *testing.T, a, b string) bool {
 	return true
 }
 
-// subSyncBuffer is a bytes.Buffer safe to read while another goroutine writes.
-type subSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *subSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *subSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // subStartRecorder runs `mqtk sub ARGS` in the background, with stdout in a
 // buffer the test can watch.
-func subStartRecorder(ctx context.Context, args ...string) (*subSyncBuffer, *subSyncBuffer, chan int) {
-	out, errb := &subSyncBuffer{}, &subSyncBuffer{}
+func subStartRecorder(ctx context.Context, args ...string) (*ui.SyncBuffer, *ui.SyncBuffer, chan int) {
+	out, errb := &ui.SyncBuffer{}, &ui.SyncBuffer{}
 	env := func(string) string { return "" }
 	streams := &ui.Streams{In: strings.NewReader(""), Out: ui.NewStream(out, false, ui.ColorNever, env),
 		Err: ui.NewStream(errb, false, ui.ColorNever, env), Getenv: env}

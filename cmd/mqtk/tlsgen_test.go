@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -322,13 +321,13 @@ func mosquittoExchange(t *testing.T, conn []string, topic, want string, mtls boo
 // with SIGTERM when the test ends. The test binary doubles as mqtk
 // on $PATH (testscript.Main in script_test.go); a separate process keeps
 // the broker's global state (colour, signals) apart from in-process clients.
-func startBrokerProcess(t *testing.T, env []string, addr string, args ...string) *lockedBuilder {
+func startBrokerProcess(t *testing.T, env []string, addr string, args ...string) *ui.SyncBuffer {
 	t.Helper()
 	bin, err := exec.LookPath("mqtk")
 	if err != nil {
 		t.Skipf("mqtk is not on $PATH (testscript.Main installs it): %v", err)
 	}
-	logs := &lockedBuilder{b: &strings.Builder{}}
+	logs := &ui.SyncBuffer{}
 	broker := exec.Command(bin, args...)
 	broker.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
 	broker.Stderr = logs
@@ -477,23 +476,4 @@ func TestBrokerTLSListeners(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuilder lets a subprocess's stderr be collected while the test
-// reads it.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  *strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

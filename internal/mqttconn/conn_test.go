@@ -1,7 +1,6 @@
 package mqttconn
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/testpki"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 var versions = []Version{V5, V311, V31}
@@ -296,7 +296,7 @@ func TestDebugTrace(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
-			var buf syncBuffer
+			var buf ui.SyncBuffer
 			cfg := Default()
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
@@ -326,30 +326,6 @@ func TestDebugTrace(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) lock() {
-	if s.mu == nil {
-		s.mu = make(chan struct{}, 1)
-	}
-	s.mu <- struct{}{}
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.lock()
-	defer func() { <-s.mu }()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.lock()
-	defer func() { <-s.mu }()
-	return s.buf.String()
 }
 
 // TestDialCancelled: Ctrl-C while waiting for CONNACK ends Dial with the
@@ -415,7 +391,7 @@ func testKeepAlive(t *testing.T, native bool) {
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
-			var buf syncBuffer
+			var buf ui.SyncBuffer
 			cfg := defaultFor(native)
 			cfg.Version = v
 			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
@@ -464,7 +440,7 @@ func testBrokerWithoutMQTT5(t *testing.T, native bool) {
 
 	auto := cfg
 	auto.Version = VAuto
-	var trace syncBuffer
+	var trace ui.SyncBuffer
 	auto.Debug = &trace
 	if c := dial(t, auto); c.Info().Version != V311 {
 		t.Errorf("-V auto connected with MQTT %s, want 3.1.1", c.Info().Version)

@@ -14,6 +14,7 @@ import (
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
 	"github.com/mqtk/mqtk/internal/testpki"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // rawConnack writes an MQTT CONNECT of version v on nc and returns the
@@ -130,7 +131,7 @@ func TestDialConnDiagnosis(t *testing.T) {
 	wantErr(t, dialErr(cfg), clierr.KindUsage, "--cafile")
 
 	// -d traces what the caller writes and reads, packet by packet.
-	var trace syncBuffer
+	var trace ui.SyncBuffer
 	cfg = Default()
 	cfg.URL = "mqtt://" + b.Addr(0)
 	cfg.Debug = &trace

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // TestReceiveMaximum: with mosquitto announcing a receive maximum of 3,
@@ -20,7 +21,7 @@ func TestReceiveMaximum(t *testing.T) { bothClients(t, testReceiveMaximum) }
 
 func testReceiveMaximum(t *testing.T, native bool) {
 	b := mosquittotest.Start(t, mosquittotest.Options{Global: "max_inflight_messages 3"})
-	var trace syncBuffer
+	var trace ui.SyncBuffer
 	cfg := defaultFor(native)
 	cfg.Host, cfg.Port = "127.0.0.1", b.Port()
 	col := newCollector()

@@ -15,6 +15,7 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
+	"github.com/mqtk/mqtk/internal/ui"
 )
 
 // bothClients runs a test with each Client implementation Dial chooses
@@ -47,7 +48,7 @@ func TestNativeTopicAliasAndPacketSize(t *testing.T) {
 	if _, err := sub.Subscribe(ctx, []Subscription{{Filter: "alias/#", QoS: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	var trace syncBuffer
+	var trace ui.SyncBuffer
 	cfg := subCfg
 	cfg.OnMessage, cfg.Debug = nil, &trace
 	pub := dial(t, cfg)
