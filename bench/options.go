@@ -76,7 +76,7 @@ type Options struct {
 
 	// Dial connects one client; nil means mqttconn.Dial. Tests wrap it to
 	// inject faults.
-	Dial func(ctx context.Context, cfg mqttconn.Config) (mqttconn.Client, error)
+	Dial mqttconn.DialFunc
 	// StartBroker starts the in-process broker for Embedded and returns its
 	// URL and a stop function; nil means the project's broker package.
 	StartBroker func(ctx context.Context) (url string, stop func() error, err error)

@@ -24,7 +24,7 @@ import (
 type runner struct {
 	o       *Options
 	cfg     mqttconn.Config
-	dial    func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	dial    mqttconn.DialFunc
 	t0      time.Time
 	idBase  string
 	wall    bool // write (pub) or expect (sub) wall-clock timestamps

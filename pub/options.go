@@ -7,7 +7,6 @@ package pub
 
 import (
 	"context"
-	"errors"
 	"io"
 	"time"
 
@@ -111,9 +110,9 @@ func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
 // Options configure one Run. cmd/mqtk fills them from flags; tests fill
 // them directly.
 type Options struct {
-	Config mqttconn.Config
-	// Dial opens a connection; required (cmd/mqtk passes mqttconn.Dial).
-	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	Conn mqttconn.Config
+	// Dial connects; nil means mqttconn.Dial. Tests wrap it.
+	Dial mqttconn.DialFunc
 
 	Topic  string // -t; may be empty when every line or record names its topic
 	QoS    byte
@@ -213,11 +212,11 @@ func (o *Options) Validate() error {
 		}
 	}
 	// -V auto may keep MQTT 5: Run checks again once connected.
-	if o.Config.Version != mqttconn.V5 && o.Config.Version != mqttconn.VAuto && !o.Props.empty() {
-		return clierr.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties", o.Props.firstName(), o.Config.Version).Hintf("drop -V (5 is the default) or the property flag")
+	if o.Conn.Version != mqttconn.V5 && o.Conn.Version != mqttconn.VAuto && !o.Props.empty() {
+		return clierr.Usagef("%s is an MQTT 5 property, and -V %s has no PUBLISH properties", o.Props.firstName(), o.Conn.Version).Hintf("drop -V (5 is the default) or the property flag")
 	}
 	if o.Dial == nil {
-		return errors.New("pub: Options.Dial is nil")
+		o.Dial = mqttconn.Dial
 	}
 	return nil
 }

@@ -89,15 +89,15 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}
 
-	c, err := o.Dial(ctx, o.Config)
+	c, err := o.Dial(ctx, o.Conn)
 	if err != nil {
 		return err
 	}
 	info := c.Info()
-	if o.Config.Version == mqttconn.VAuto {
+	if o.Conn.Version == mqttconn.VAuto {
 		// From here on (properties sent or left out, redials) the version
 		// is the one the broker took.
-		o.Config.Version = info.Version
+		o.Conn.Version = info.Version
 		if info.Version != mqttconn.V5 && !o.Props.empty() {
 			_ = c.Disconnect(ctx)
 			return &clierr.Error{Kind: clierr.KindUsage,
@@ -105,7 +105,7 @@ func Run(ctx context.Context, o *Options) error {
 				Hints: []string{"drop " + o.Props.firstName() + ", or use a broker with MQTT 5"}}
 		}
 	}
-	s := newSender(ctx, o, o.Config, c, o.Source == SourceLines)
+	s := newSender(ctx, o, o.Conn, c, o.Source == SourceLines)
 	defer s.close(ctx)
 	if o.QoS > info.MaximumQoS && info.Version == mqttconn.V5 {
 		o.IO.Warnf("the broker's maximum QoS is %d; it may refuse QoS %d messages", info.MaximumQoS, o.QoS)
@@ -420,7 +420,7 @@ func outgoing(o *Options, m *mqttconn.Message) *mqttconn.Message {
 	if o.Topic != "" {
 		m.Topic = o.Topic
 	}
-	if o.Config.Version != mqttconn.V5 {
+	if o.Conn.Version != mqttconn.V5 {
 		m.PayloadFormat, m.MessageExpiry, m.ContentType, m.ResponseTopic = nil, nil, "", ""
 		m.CorrelationData, m.UserProperties = nil, nil
 	}
@@ -461,10 +461,10 @@ func readRecords(path string) ([]*mqttconn.Message, error) {
 // runReplay sends recorded messages in order, message i due at
 // start + (Received_i - Received_0) / speed.
 func runReplay(ctx context.Context, o *Options, s *sender, recs []*mqttconn.Message) error {
-	if o.Config.Version != mqttconn.V5 {
+	if o.Conn.Version != mqttconn.V5 {
 		for _, m := range recs {
 			if m.ContentType != "" || m.ResponseTopic != "" || m.CorrelationData != nil || len(m.UserProperties) > 0 || m.MessageExpiry != nil || m.PayloadFormat != nil {
-				o.IO.Warnf("the recording has MQTT 5 properties and -V %s cannot send them: they are left out", o.Config.Version)
+				o.IO.Warnf("the recording has MQTT 5 properties and -V %s cannot send them: they are left out", o.Conn.Version)
 				break
 			}
 		}

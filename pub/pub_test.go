@@ -50,15 +50,15 @@ func TestValidateUsageErrors(t *testing.T) {
 		{"encoding", Options{Source: SourceMessage, Topic: "a", Encoding: "rot13"}, "--encoding"},
 		{"topic-from-line without -l", Options{Source: SourceMessage, Topic: "a", TopicFromLine: true}, "needs -l"},
 		{"repeat with --replay", Options{Source: SourceReplay, File: "x.jsonl", Repeat: 3}, "--repeat works with"},
-		{"user property on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,
+		{"user property on 3.1.1", Options{Source: SourceMessage, Topic: "a", Conn: v311,
 			Props: Props{UserProperties: []mqttconn.UserProperty{{Key: "k", Value: "v"}}}}, "--user-property is an MQTT 5 property"},
-		{"payload format on 3.1.1", Options{Source: SourceMessage, Topic: "a", Config: v311,
+		{"payload format on 3.1.1", Options{Source: SourceMessage, Topic: "a", Conn: v311,
 			Props: Props{PayloadFormat: &one}}, "--payload-format-indicator is an MQTT 5 property"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o
-			if o.Config.Version == 0 {
-				o.Config = mqttconn.Default()
+			if o.Conn.Version == 0 {
+				o.Conn = mqttconn.Default()
 			}
 			o.Dial = dialNever
 			err := o.Validate()
@@ -214,7 +214,7 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 				var want []string
 				for _, c := range cases {
 					o := c.o
-					o.Config, o.QoS = tcpConfig(t, b, v), qos
+					o.Conn, o.QoS = tcpConfig(t, b, v), qos
 					if stderr, err := run(t, &o, c.stdin); err != nil {
 						t.Fatalf("%v: Run: %v\n%s", o.Source, err, stderr)
 					}
@@ -251,7 +251,7 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 
 func TestRetainAndQoSArrive(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
@@ -267,7 +267,7 @@ func TestV5PropertiesArrive(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
 	p := newProbe(t, tcpArgs(b), "props/#")
 	exp, pfi := uint32(3600), byte(1)
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "props/a", Message: "x", QoS: 1,
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "props/a", Message: "x", QoS: 1,
 		Props: Props{
 			UserProperties:  []mqttconn.UserProperty{{Key: "k1", Value: "v1"}, {Key: "k2", Value: "v2"}},
 			ContentType:     "text/plain",
@@ -292,7 +292,7 @@ func TestTemplates(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	cfg := tcpConfig(t, b, mqttconn.V5)
 	cfg.ClientID = "tmpl-client"
-	o := Options{Config: cfg, Source: SourceMessage, Template: true, QoS: 1, Repeat: 3,
+	o := Options{Conn: cfg, Source: SourceMessage, Template: true, QoS: 1, Repeat: 3,
 		Topic:   "tmpl/{{.Seq}}",
 		Message: `{{.Seq}} {{.Unix}} {{.Time}} {{.Hostname}} {{.ClientID}} {{env "PUBTEST"}} {{randInt 5 5}} {{len uuid}}`,
 		Props:   Props{UserProperties: []mqttconn.UserProperty{{Key: "n", Value: "{{.Seq}}"}}},
@@ -331,7 +331,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
 	p := newProbe(t, tcpArgs(b), "pace")
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "a",
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "a",
 		Repeat: 4, RepeatDelay: 250 * time.Millisecond, Clock: clock}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
@@ -346,7 +346,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 		t.Errorf("repeat-delay run: received %q", got)
 	}
 	clock2 := &fakeClock{now: time.Unix(1000, 0)}
-	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "b", Repeat: 3, Rate: 4, Clock: clock2}
+	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "b", Repeat: 3, Rate: 4, Clock: clock2}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
@@ -380,7 +380,7 @@ func TestReplayOrderPropertiesAndPacing(t *testing.T) {
 	}
 	for _, speed := range []float64{1, 2, 0} {
 		clock := &fakeClock{now: time.Unix(5000, 0)}
-		o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceReplay, File: file, Speed: speed, Clock: clock}
+		o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceReplay, File: file, Speed: speed, Clock: clock}
 		if stderr, err := run(t, &o, nil); err != nil {
 			t.Fatalf("Run: %v\n%s", err, stderr)
 		}
@@ -411,7 +411,7 @@ func jsonLine(m *mqttconn.Message) ([]byte, error) {
 
 func TestTooLargeAndRejected(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Global: "max_packet_size 100\n"})
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
 		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, clierr.KindOf(err))
@@ -421,12 +421,12 @@ func TestTooLargeAndRejected(t *testing.T) {
 func TestTopicAliasOverBrokerMaximum(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{Extra: "max_topic_alias 5"}}})
 	p := newProbe(t, tcpArgs(b), "alias/#")
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "up to 5") {
 		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, clierr.KindOf(err))
 	}
-	o = Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
+	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("alias 5: %v\n%s", err, stderr)
 	}
@@ -442,7 +442,7 @@ func TestRejectedPublishIsKindRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := broker(t, mosquittotest.Options{ACLFile: acl})
-	o := Options{Config: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindRejected || !strings.Contains(err.Error(), "not authorized") {
 		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, clierr.KindOf(err))
@@ -474,8 +474,8 @@ func TestTopicAliasSentOnceThenReused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var trace bytes.Buffer // written by the connection, read once Run has returned
 			o := tc.o
-			o.Config, o.QoS, o.Props = tcpConfig(t, b, mqttconn.V5), 1, Props{TopicAlias: 2}
-			o.Config.Debug = &trace
+			o.Conn, o.QoS, o.Props = tcpConfig(t, b, mqttconn.V5), 1, Props{TopicAlias: 2}
+			o.Conn.Debug = &trace
 			if stderr, err := run(t, &o, []byte(tc.stdin)); err != nil {
 				t.Fatalf("Run: %v\n%s", err, stderr)
 			}

@@ -123,7 +123,7 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 
 	pr, pw := io.Pipe()
 	streams, _, errb := ui.Test(pr)
-	o := &Options{Config: tcpConfig(t, b, v), Dial: mqttconn.Dial, IO: streams, In: pr,
+	o := &Options{Conn: tcpConfig(t, b, v), Dial: mqttconn.Dial, IO: streams, In: pr,
 		Source: SourceLines, Topic: "stream", QoS: 1, ReconnectTimeout: time.Minute}
 	runErr := make(chan error, 1)
 	go func() { runErr <- Run(ctx, o) }()
@@ -219,7 +219,7 @@ func TestLineModeStopsOnCancel(t *testing.T) {
 	streams, _, errb := ui.Test(pr)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	o := &Options{Config: tcpConfig(t, b, mqttconn.V5), Dial: mqttconn.Dial, IO: streams, In: pr,
+	o := &Options{Conn: tcpConfig(t, b, mqttconn.V5), Dial: mqttconn.Dial, IO: streams, In: pr,
 		Source: SourceLines, Topic: "cancel", QoS: 1}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, o) }()

@@ -46,7 +46,7 @@ func TestTLSAndWebSocket(t *testing.T) {
 			}
 			topic := fmt.Sprintf("tr/%s/%d", name, v)
 			payload := []byte{0, 1, 2, 0xfe, 0xff}
-			o := Options{Config: cfg, Source: SourceMessage, Topic: topic, Message: "000102feff", Encoding: EncHex, QoS: 1}
+			o := Options{Conn: cfg, Source: SourceMessage, Topic: topic, Message: "000102feff", Encoding: EncHex, QoS: 1}
 			if stderr, err := run(t, &o, nil); err != nil {
 				t.Fatalf("%s %s: %v\n%s", name, v, err, stderr)
 			}

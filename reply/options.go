@@ -12,7 +12,6 @@
 package reply
 
 import (
-	"context"
 	"errors"
 	"io"
 	"strings"
@@ -50,8 +49,8 @@ const (
 // Options configure one Run. cmd/mqtk fills them from flags.
 type Options struct {
 	Conn mqttconn.Config
-	// Dial connects; cmd/mqtk passes mqttconn.Dial.
-	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	// Dial connects; nil means mqttconn.Dial. Tests wrap it.
+	Dial mqttconn.DialFunc
 	IO   *ui.Streams
 
 	Topics []string // -t: request topic filters
@@ -158,8 +157,11 @@ func (o *Options) Validate() error {
 	if o.Timeout < 0 {
 		return clierr.Usagef("--timeout must be positive")
 	}
-	if o.Dial == nil || o.IO == nil {
-		return errors.New("reply: Options.Dial and IO are required")
+	if o.IO == nil {
+		return errors.New("reply: Options.IO is required")
+	}
+	if o.Dial == nil {
+		o.Dial = mqttconn.Dial
 	}
 	return nil
 }

@@ -57,8 +57,8 @@ type Printer interface {
 // Options configure one Run. cmd/mqtk fills them from flags.
 type Options struct {
 	Conn mqttconn.Config
-	// Dial connects; cmd/mqtk passes mqttconn.Dial.
-	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	// Dial connects; nil means mqttconn.Dial. Tests wrap it.
+	Dial mqttconn.DialFunc
 	IO   *ui.Streams
 	In   io.Reader // for -s; nil means IO.In
 
@@ -136,8 +136,11 @@ func (o *Options) Validate() error {
 	if o.Timeout < 0 {
 		return clierr.Usagef("-W/--timeout must be positive")
 	}
-	if o.Print == nil || o.Dial == nil || o.IO == nil {
-		return errors.New("rr: Options.Print, Dial and IO are required")
+	if o.Print == nil || o.IO == nil {
+		return errors.New("rr: Options.Print and IO are required")
+	}
+	if o.Dial == nil {
+		o.Dial = mqttconn.Dial
 	}
 	return nil
 }

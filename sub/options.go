@@ -3,8 +3,6 @@
 package sub
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	"github.com/mqtk/mqtk/internal/clierr"
@@ -28,8 +26,8 @@ const (
 // Options configure one Run. cmd/mqtk fills them from flags.
 type Options struct {
 	Conn mqttconn.Config
-	// Dial connects; cmd/mqtk passes mqttconn.Dial, tests may wrap it.
-	Dial func(context.Context, mqttconn.Config) (mqttconn.Client, error)
+	// Dial connects; nil means mqttconn.Dial. Tests wrap it.
+	Dial mqttconn.DialFunc
 	IO   *ui.Streams
 
 	// Selection.
@@ -142,7 +140,7 @@ func (o *Options) Validate() error {
 		return clierr.Usagef("--watch needs a terminal on stdout").Hintf("use --stats for a report at exit when piping")
 	}
 	if o.Dial == nil {
-		return fmt.Errorf("sub: Options.Dial is nil")
+		o.Dial = mqttconn.Dial
 	}
 	return nil
 }

@@ -50,7 +50,7 @@ func TestPropertyFlagFillsPubProps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, p := o.Config, o.Config.Props
+	c, p := o.Conn, o.Conn.Props
 	if *c.SessionExpiry != 30*time.Second || *p.ReceiveMaximum != 5 || *p.MaximumPacketSize != 1000 || *p.TopicAliasMaximum != 4 ||
 		*p.RequestProblemInfo != 0 || *p.RequestResponseInfo != 1 || fmt.Sprint(p.ConnectUser) != "[{a b}]" || p.AuthMethod != "m" ||
 		!bytes.Equal(p.AuthData, []byte{0, 1}) || *c.Will.DelayInterval != 9 || c.Will.ContentType != "ct" ||

@@ -124,7 +124,7 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 			format: &pp.PayloadFormat, alias: &pp.TopicAlias}); err != nil {
 			return err
 		}
-		opts.Config = cfg
+		opts.Conn = cfg
 		opts.Dial = mqttconn.Dial
 		opts.IO = a.io
 		opts.In = a.io.In
@@ -150,7 +150,7 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 func oneShot(o *pub.Options) bool {
 	switch o.Source {
 	case pub.SourceMessage, pub.SourceFile, pub.SourceNull:
-		return o.Repeat <= 1 && o.Config.Will == nil
+		return o.Repeat <= 1 && o.Conn.Will == nil
 	}
 	return false
 }

@@ -52,8 +52,8 @@ func TestPubFlagsFillOptions(t *testing.T) {
 		*p.MessageExpiry != 120 || *p.PayloadFormat != 1 || p.ContentType != "text/plain" || p.ResponseTopic != "re/ply" || p.TopicAlias != 3 {
 		t.Errorf("properties: %+v", p)
 	}
-	if o.Config.Host != "127.0.0.1" || o.Config.Port != 1999 || o.Dial == nil {
-		t.Errorf("config: %+v", o.Config)
+	if o.Conn.Host != "127.0.0.1" || o.Conn.Port != 1999 || o.Dial == nil {
+		t.Errorf("config: %+v", o.Conn)
 	}
 
 	o, err = parsePub(t, "-L", "mqtt://127.0.0.1:1884/from/url", "-n")

@@ -7,6 +7,10 @@ import (
 
 // Client is one live connection to a broker. Its methods are safe for
 // concurrent use. Incoming messages go to Config.OnMessage.
+// DialFunc connects to a broker: Dial, or a test's wrapper around it.
+// Every command's Options has one, named Dial; nil means Dial.
+type DialFunc func(context.Context, Config) (Client, error)
+
 type Client interface {
 	// Publish sends m and returns when it is done: written for QoS 0,
 	// acknowledged (PUBACK, or PUBCOMP) for QoS 1 and 2. A negative
