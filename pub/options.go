@@ -12,41 +12,10 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
-
-// Source says where payloads come from. Exactly one is chosen.
-type Source int
-
-// The payload sources, named after their mosquitto_pub flags.
-const (
-	SourceNone    Source = iota
-	SourceMessage        // -m: Options.Message
-	SourceFile           // -f: the whole of Options.File, binary-safe
-	SourceStdin          // -s: all of Options.In as one message
-	SourceLines          // -l: one message per line of Options.In
-	SourceNull           // -n: an empty payload
-	SourceReplay         // --replay: the records in Options.File
-)
-
-func (s Source) String() string {
-	switch s {
-	case SourceMessage:
-		return "-m/--message"
-	case SourceFile:
-		return "-f/--file"
-	case SourceStdin:
-		return "-s/--stdin-file"
-	case SourceLines:
-		return "-l/--stdin-line"
-	case SourceNull:
-		return "-n/--null-message"
-	case SourceReplay:
-		return "--replay"
-	}
-	return "no payload source"
-}
 
 // Payload encodings for --encoding.
 const (
@@ -118,7 +87,7 @@ type Options struct {
 	QoS    byte
 	Retain bool
 
-	Source   Source
+	Source   source.Source
 	Message  string // -m, before --encoding is applied
 	File     string // -f or --replay
 	In       io.Reader
@@ -153,7 +122,7 @@ type Options struct {
 // Validate checks what can be checked before connecting. Every failure is
 // a usage error naming the cause and the fix.
 func (o *Options) Validate() error {
-	if o.Source == SourceNone {
+	if o.Source == source.None {
 		return clierr.Usagef("no payload given").Hintf("use one of -m MESSAGE, -f FILE, -s (stdin), -l (stdin lines), -n (empty) or --replay FILE")
 	}
 	if o.QoS > 2 {
@@ -167,7 +136,7 @@ func (o *Options) Validate() error {
 	switch o.LineFormat {
 	case "", LineText:
 	case LineJSONL:
-		if o.Source != SourceLines {
+		if o.Source != source.Lines {
 			return clierr.Usagef("--line-format jsonl needs -l: it says how stdin lines are read")
 		}
 		if o.TopicFromLine {
@@ -176,13 +145,13 @@ func (o *Options) Validate() error {
 	default:
 		return clierr.Usagef("--line-format %q unknown", o.LineFormat).Hintf("use text or jsonl")
 	}
-	if o.TopicFromLine && o.Source != SourceLines {
+	if o.TopicFromLine && o.Source != source.Lines {
 		return clierr.Usagef("--topic-from-line needs -l: it reads topic<TAB>payload lines from stdin")
 	}
 	if o.Repeat < 0 {
 		return clierr.Usagef("--repeat %d is negative", o.Repeat).Hintf("give the number of times to publish")
 	}
-	if o.Repeat > 1 && o.Source == SourceReplay {
+	if o.Repeat > 1 && o.Source == source.Replay {
 		return clierr.Usagef("--repeat works with -m, -f, -s and -n, not %s", o.Source)
 	}
 	if o.Rate < 0 {
@@ -194,7 +163,7 @@ func (o *Options) Validate() error {
 	if o.MaxInflight < 0 {
 		return clierr.Usagef("--max-inflight %d is negative", o.MaxInflight).Hintf("use a positive window, e.g. 20")
 	}
-	needTopic := !(o.Source == SourceReplay || o.TopicFromLine || o.LineFormat == LineJSONL)
+	needTopic := !(o.Source == source.Replay || o.TopicFromLine || o.LineFormat == LineJSONL)
 	if o.Topic == "" && needTopic {
 		return clierr.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
 	}

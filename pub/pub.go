@@ -16,6 +16,7 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/topic"
 )
 
@@ -28,7 +29,7 @@ func Run(ctx context.Context, o *Options) error {
 	if o.Quiet {
 		o.IO.Quiet = true
 	}
-	if o.Repeat > 1 && o.Source == SourceLines {
+	if o.Repeat > 1 && o.Source == source.Lines {
 		// mosquitto_pub takes --repeat with -l and ignores it; scripts
 		// written for it run unchanged, with a word about it.
 		o.IO.Warnf("--repeat applies to -m, -f, -s and -n: with -l each line is sent once")
@@ -52,13 +53,13 @@ func Run(ctx context.Context, o *Options) error {
 	var payload []byte
 	var records []*mqttconn.Message
 	switch o.Source {
-	case SourceMessage:
+	case source.Message:
 		if ts == nil || ts.payload == nil {
 			if payload, err = decode(o.Encoding, []byte(o.Message)); err != nil {
 				return clierr.Usagef("-m: %v", err)
 			}
 		}
-	case SourceFile:
+	case source.File:
 		b, err := os.ReadFile(o.File)
 		if err != nil {
 			return clierr.Usagef("cannot read -f %s: %v", o.File, unwrapPath(err)).Hintf("check the path and its permissions")
@@ -66,7 +67,7 @@ func Run(ctx context.Context, o *Options) error {
 		if payload, err = decode(o.Encoding, b); err != nil {
 			return clierr.Usagef("-f %s: %v", o.File, err)
 		}
-	case SourceStdin:
+	case source.Stdin:
 		b, err := ctxio.ReadAll(ctx, o.In)
 		if err != nil {
 			return fmt.Errorf("read stdin: %w", err)
@@ -81,9 +82,9 @@ func Run(ctx context.Context, o *Options) error {
 		if payload, err = decode(o.Encoding, b); err != nil {
 			return clierr.Usagef("stdin: %v", err)
 		}
-	case SourceNull:
+	case source.Null:
 		payload = []byte{}
-	case SourceReplay:
+	case source.Replay:
 		if records, err = readRecords(o.File); err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func Run(ctx context.Context, o *Options) error {
 				Hints: []string{"drop " + o.Props.firstName() + ", or use a broker with MQTT 5"}}
 		}
 	}
-	s := newSender(ctx, o, o.Conn, c, o.Source == SourceLines)
+	s := newSender(ctx, o, o.Conn, c, o.Source == source.Lines)
 	defer s.close(ctx)
 	if o.QoS > info.MaximumQoS && info.Version == mqttconn.V5 {
 		o.IO.Warnf("the broker's maximum QoS is %d; it may refuse QoS %d messages", info.MaximumQoS, o.QoS)
@@ -117,9 +118,9 @@ func Run(ctx context.Context, o *Options) error {
 	b := &builder{o: o, ts: ts, host: host, clientID: info.ClientID}
 
 	switch o.Source {
-	case SourceLines:
+	case source.Lines:
 		return runLines(ctx, o, s, b)
-	case SourceReplay:
+	case source.Replay:
 		return runReplay(ctx, o, s, records)
 	}
 	n := max(o.Repeat, 1)

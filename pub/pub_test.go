@@ -19,6 +19,7 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -40,19 +41,19 @@ func TestValidateUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"no source", Options{Topic: "a"}, "no payload given"},
-		{"no topic", Options{Source: SourceMessage}, "no topic given"},
-		{"wildcard", Options{Source: SourceMessage, Topic: "a/+"}, `topic name "a/+": wildcards + and # are only for subscribing`},
-		{"nul", Options{Source: SourceMessage, Topic: "a\x00"}, "NUL"},
-		{"bad utf-8", Options{Source: SourceMessage, Topic: "a\xff"}, "not valid UTF-8"},
-		{"long", Options{Source: SourceMessage, Topic: strings.Repeat("x", 65536)}, "65536 bytes, over MQTT's limit of 65535"},
-		{"response topic", Options{Source: SourceMessage, Topic: "a", Props: Props{ResponseTopic: "r/#"}}, `--response-topic: topic name "r/#": wildcards`},
-		{"qos", Options{Source: SourceMessage, Topic: "a", QoS: 3}, "QoS 3 out of range"},
-		{"encoding", Options{Source: SourceMessage, Topic: "a", Encoding: "rot13"}, "--encoding"},
-		{"topic-from-line without -l", Options{Source: SourceMessage, Topic: "a", TopicFromLine: true}, "needs -l"},
-		{"repeat with --replay", Options{Source: SourceReplay, File: "x.jsonl", Repeat: 3}, "--repeat works with"},
-		{"user property on 3.1.1", Options{Source: SourceMessage, Topic: "a", Conn: v311,
+		{"no topic", Options{Source: source.Message}, "no topic given"},
+		{"wildcard", Options{Source: source.Message, Topic: "a/+"}, `topic name "a/+": wildcards + and # are only for subscribing`},
+		{"nul", Options{Source: source.Message, Topic: "a\x00"}, "NUL"},
+		{"bad utf-8", Options{Source: source.Message, Topic: "a\xff"}, "not valid UTF-8"},
+		{"long", Options{Source: source.Message, Topic: strings.Repeat("x", 65536)}, "65536 bytes, over MQTT's limit of 65535"},
+		{"response topic", Options{Source: source.Message, Topic: "a", Props: Props{ResponseTopic: "r/#"}}, `--response-topic: topic name "r/#": wildcards`},
+		{"qos", Options{Source: source.Message, Topic: "a", QoS: 3}, "QoS 3 out of range"},
+		{"encoding", Options{Source: source.Message, Topic: "a", Encoding: "rot13"}, "--encoding"},
+		{"topic-from-line without -l", Options{Source: source.Message, Topic: "a", TopicFromLine: true}, "needs -l"},
+		{"repeat with --replay", Options{Source: source.Replay, File: "x.jsonl", Repeat: 3}, "--repeat works with"},
+		{"user property on 3.1.1", Options{Source: source.Message, Topic: "a", Conn: v311,
 			Props: Props{UserProperties: []mqttconn.UserProperty{{Key: "k", Value: "v"}}}}, "--user-property is an MQTT 5 property"},
-		{"payload format on 3.1.1", Options{Source: SourceMessage, Topic: "a", Conn: v311,
+		{"payload format on 3.1.1", Options{Source: source.Message, Topic: "a", Conn: v311,
 			Props: Props{PayloadFormat: &one}}, "--payload-format-indicator is an MQTT 5 property"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -202,14 +203,14 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 					stdin []byte
 					want  []string // topic hexpayload
 				}{
-					{Options{Source: SourceMessage, Topic: "src/m", Message: "hello {{x}}"}, nil, []string{"src/m " + hexOf("hello {{x}}")}},
-					{Options{Source: SourceMessage, Topic: "src/hex", Message: "00ff10", Encoding: EncHex}, nil, []string{"src/hex 00ff10"}},
-					{Options{Source: SourceFile, Topic: "src/f", File: file}, nil, []string{"src/f " + hex.EncodeToString(binary)}},
-					{Options{Source: SourceStdin, Topic: "src/s"}, []byte("a\nb\x00c\n"), []string{"src/s " + hexOf("a\nb\x00c\n")}},
-					{Options{Source: SourceNull, Topic: "src/n"}, nil, []string{"src/n "}},
-					{Options{Source: SourceLines, Topic: "src/l"}, []byte("one\n\nthree"), []string{"src/l " + hexOf("one"), "src/l ", "src/l " + hexOf("three")}},
-					{Options{Source: SourceLines, TopicFromLine: true}, []byte("src/a\tx\tz\nsrc/b\ty\n"), []string{"src/a " + hexOf("x\tz"), "src/b " + hexOf("y")}},
-					{Options{Source: SourceLines, Topic: "src/b64", Encoding: EncBase64}, []byte("AAE=\n"), []string{"src/b64 0001"}},
+					{Options{Source: source.Message, Topic: "src/m", Message: "hello {{x}}"}, nil, []string{"src/m " + hexOf("hello {{x}}")}},
+					{Options{Source: source.Message, Topic: "src/hex", Message: "00ff10", Encoding: EncHex}, nil, []string{"src/hex 00ff10"}},
+					{Options{Source: source.File, Topic: "src/f", File: file}, nil, []string{"src/f " + hex.EncodeToString(binary)}},
+					{Options{Source: source.Stdin, Topic: "src/s"}, []byte("a\nb\x00c\n"), []string{"src/s " + hexOf("a\nb\x00c\n")}},
+					{Options{Source: source.Null, Topic: "src/n"}, nil, []string{"src/n "}},
+					{Options{Source: source.Lines, Topic: "src/l"}, []byte("one\n\nthree"), []string{"src/l " + hexOf("one"), "src/l ", "src/l " + hexOf("three")}},
+					{Options{Source: source.Lines, TopicFromLine: true}, []byte("src/a\tx\tz\nsrc/b\ty\n"), []string{"src/a " + hexOf("x\tz"), "src/b " + hexOf("y")}},
+					{Options{Source: source.Lines, Topic: "src/b64", Encoding: EncBase64}, []byte("AAE=\n"), []string{"src/b64 0001"}},
 				}
 				var want []string
 				for _, c := range cases {
@@ -251,7 +252,7 @@ func TestPayloadSourcesByteForByte(t *testing.T) {
 
 func TestRetainAndQoSArrive(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "keep/me", Message: "kept", QoS: 1, Retain: true}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
@@ -267,7 +268,7 @@ func TestV5PropertiesArrive(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
 	p := newProbe(t, tcpArgs(b), "props/#")
 	exp, pfi := uint32(3600), byte(1)
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "props/a", Message: "x", QoS: 1,
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "props/a", Message: "x", QoS: 1,
 		Props: Props{
 			UserProperties:  []mqttconn.UserProperty{{Key: "k1", Value: "v1"}, {Key: "k2", Value: "v2"}},
 			ContentType:     "text/plain",
@@ -292,7 +293,7 @@ func TestTemplates(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	cfg := tcpConfig(t, b, mqttconn.V5)
 	cfg.ClientID = "tmpl-client"
-	o := Options{Conn: cfg, Source: SourceMessage, Template: true, QoS: 1, Repeat: 3,
+	o := Options{Conn: cfg, Source: source.Message, Template: true, QoS: 1, Repeat: 3,
 		Topic:   "tmpl/{{.Seq}}",
 		Message: `{{.Seq}} {{.Unix}} {{.Time}} {{.Hostname}} {{.ClientID}} {{env "PUBTEST"}} {{randInt 5 5}} {{len uuid}}`,
 		Props:   Props{UserProperties: []mqttconn.UserProperty{{Key: "n", Value: "{{.Seq}}"}}},
@@ -331,7 +332,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 	b := broker(t, mosquittotest.Options{})
 	p := newProbe(t, tcpArgs(b), "pace")
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "a",
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "pace", Message: "a",
 		Repeat: 4, RepeatDelay: 250 * time.Millisecond, Clock: clock}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
@@ -346,7 +347,7 @@ func TestRepeatDelayAndRateUseTheClock(t *testing.T) {
 		t.Errorf("repeat-delay run: received %q", got)
 	}
 	clock2 := &fakeClock{now: time.Unix(1000, 0)}
-	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "pace", Message: "b", Repeat: 3, Rate: 4, Clock: clock2}
+	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "pace", Message: "b", Repeat: 3, Rate: 4, Clock: clock2}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("Run: %v\n%s", err, stderr)
 	}
@@ -380,7 +381,7 @@ func TestReplayOrderPropertiesAndPacing(t *testing.T) {
 	}
 	for _, speed := range []float64{1, 2, 0} {
 		clock := &fakeClock{now: time.Unix(5000, 0)}
-		o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceReplay, File: file, Speed: speed, Clock: clock}
+		o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Replay, File: file, Speed: speed, Clock: clock}
 		if stderr, err := run(t, &o, nil); err != nil {
 			t.Fatalf("Run: %v\n%s", err, stderr)
 		}
@@ -411,7 +412,7 @@ func jsonLine(m *mqttconn.Message) ([]byte, error) {
 
 func TestTooLargeAndRejected(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Global: "max_packet_size 100\n"})
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "big", Message: strings.Repeat("x", 200)}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "big", Message: strings.Repeat("x", 200)}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "maximum packet size of 100") {
 		t.Fatalf("oversized: %v (kind %v), want a usage error naming the broker's limit", err, clierr.KindOf(err))
@@ -421,12 +422,12 @@ func TestTooLargeAndRejected(t *testing.T) {
 func TestTopicAliasOverBrokerMaximum(t *testing.T) {
 	b := broker(t, mosquittotest.Options{Listeners: []mosquittotest.Listener{{Extra: "max_topic_alias 5"}}})
 	p := newProbe(t, tcpArgs(b), "alias/#")
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "alias/a", Message: "x", Props: Props{TopicAlias: 6}}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "up to 5") {
 		t.Fatalf("alias 6 with a maximum of 5: %v (kind %v), want a usage error", err, clierr.KindOf(err))
 	}
-	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
+	o = Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "alias/a", Message: "aliased", QoS: 1, Props: Props{TopicAlias: 5}}
 	if stderr, err := run(t, &o, nil); err != nil {
 		t.Fatalf("alias 5: %v\n%s", err, stderr)
 	}
@@ -442,7 +443,7 @@ func TestRejectedPublishIsKindRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := broker(t, mosquittotest.Options{ACLFile: acl})
-	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: SourceMessage, Topic: "closed/x", Message: "no", QoS: 1}
+	o := Options{Conn: tcpConfig(t, b, mqttconn.V5), Source: source.Message, Topic: "closed/x", Message: "no", QoS: 1}
 	_, err := run(t, &o, nil)
 	if clierr.KindOf(err) != clierr.KindRejected || !strings.Contains(err.Error(), "not authorized") {
 		t.Fatalf("publish to a denied topic: %v (kind %v), want KindRejected naming the reason", err, clierr.KindOf(err))
@@ -466,9 +467,9 @@ func TestTopicAliasSentOnceThenReused(t *testing.T) {
 		stdin string
 		want  string // topic=payload as sent, in order
 	}{
-		{"repeat", Options{Source: SourceMessage, Topic: "alias/r", Message: "r", Repeat: 3}, "",
+		{"repeat", Options{Source: source.Message, Topic: "alias/r", Message: "r", Repeat: 3}, "",
 			`alias/r=r ""=r ""=r`},
-		{"lines", Options{Source: SourceLines, TopicFromLine: true}, "alias/a\t1\nalias/a\t2\nalias/b\t3\nalias/b\t4\nalias/a\t5\n",
+		{"lines", Options{Source: source.Lines, TopicFromLine: true}, "alias/a\t1\nalias/a\t2\nalias/b\t3\nalias/b\t4\nalias/a\t5\n",
 			`alias/a=1 ""=2 alias/b=3 ""=4 alias/a=5`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 )
 
@@ -124,7 +125,7 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 	pr, pw := io.Pipe()
 	streams, _, errb := ui.Test(pr)
 	o := &Options{Conn: tcpConfig(t, b, v), Dial: mqttconn.Dial, IO: streams, In: pr,
-		Source: SourceLines, Topic: "stream", QoS: 1, ReconnectTimeout: time.Minute}
+		Source: source.Lines, Topic: "stream", QoS: 1, ReconnectTimeout: time.Minute}
 	runErr := make(chan error, 1)
 	go func() { runErr <- Run(ctx, o) }()
 
@@ -220,7 +221,7 @@ func TestLineModeStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o := &Options{Conn: tcpConfig(t, b, mqttconn.V5), Dial: mqttconn.Dial, IO: streams, In: pr,
-		Source: SourceLines, Topic: "cancel", QoS: 1}
+		Source: source.Lines, Topic: "cancel", QoS: 1}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, o) }()
 	if _, err := io.WriteString(pw, "one\n"); err != nil {

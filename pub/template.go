@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mqtk/mqtk/internal/clierr"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/tmplfunc"
 )
 
@@ -46,7 +47,7 @@ func parseTemplates(o *Options) (*templates, error) {
 			return nil, err
 		}
 	}
-	if o.Source == SourceMessage {
+	if o.Source == source.Message {
 		if ts.payload, err = parse("payload", o.Message); err != nil {
 			return nil, err
 		}

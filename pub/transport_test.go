@@ -6,6 +6,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/testpki"
 )
 
@@ -46,7 +47,7 @@ func TestTLSAndWebSocket(t *testing.T) {
 			}
 			topic := fmt.Sprintf("tr/%s/%d", name, v)
 			payload := []byte{0, 1, 2, 0xfe, 0xff}
-			o := Options{Conn: cfg, Source: SourceMessage, Topic: topic, Message: "000102feff", Encoding: EncHex, QoS: 1}
+			o := Options{Conn: cfg, Source: source.Message, Topic: topic, Message: "000102feff", Encoding: EncHex, QoS: 1}
 			if stderr, err := run(t, &o, nil); err != nil {
 				t.Fatalf("%s %s: %v\n%s", name, v, err, stderr)
 			}

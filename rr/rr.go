@@ -24,20 +24,9 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
-)
-
-// Source says where the request's payload comes from, as in mosquitto_rr.
-type Source int
-
-// The payload sources, named after their flags.
-const (
-	SourceNone    Source = iota
-	SourceMessage        // -m: Options.Message
-	SourceFile           // -f: the whole of Options.File
-	SourceStdin          // -s: all of Options.In
-	SourceNull           // -n: an empty payload
 )
 
 // DefaultResponseSuffix is the convention mqtk rr and mqtk reply share for
@@ -72,7 +61,7 @@ type Options struct {
 	// SubscriptionID is -D subscribe subscription-identifier; 0 is none.
 	SubscriptionID int
 
-	Source  Source
+	Source  source.Source
 	Message string // -m
 	File    string // -f
 
@@ -97,7 +86,7 @@ type Options struct {
 
 // Validate checks what can be checked before connecting.
 func (o *Options) Validate() error {
-	if o.Source == SourceNone {
+	if o.Source == source.None {
 		return clierr.Usagef("no request payload given").Hintf("use one of -m MESSAGE, -f FILE, -s (stdin) or -n (empty)")
 	}
 	if o.Topic == "" {
@@ -307,15 +296,15 @@ func latency(d time.Duration) string {
 
 func (o *Options) payload(ctx context.Context) ([]byte, error) {
 	switch o.Source {
-	case SourceMessage:
+	case source.Message:
 		return []byte(o.Message), nil
-	case SourceFile:
+	case source.File:
 		b, err := os.ReadFile(o.File)
 		if err != nil {
 			return nil, &clierr.Error{Kind: clierr.KindUsage, Op: "read -f " + o.File, Err: err}
 		}
 		return b, nil
-	case SourceStdin:
+	case source.Stdin:
 		in := o.In
 		if in == nil {
 			in = o.IO.In

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/pub"
 )
 
@@ -149,7 +150,7 @@ lines were lost for another reason. See 'mqtk help exit-codes'.`,
 // interrupts), and a stream, a replay or repeats catch it at once.
 func oneShot(o *pub.Options) bool {
 	switch o.Source {
-	case pub.SourceMessage, pub.SourceFile, pub.SourceNull:
+	case source.Message, source.File, source.Null:
 		return o.Repeat <= 1 && o.Conn.Will == nil
 	}
 	return false
@@ -159,24 +160,24 @@ func oneShot(o *pub.Options) bool {
 func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config) error {
 	fs := cmd.Flags()
 	var sources []string
-	add := func(set bool, name string, s pub.Source) {
+	add := func(set bool, name string, s source.Source) {
 		if set {
 			sources = append(sources, name)
 			o.Source = s
 		}
 	}
-	add(fs.Changed("message"), "-m", pub.SourceMessage)
-	add(fs.Changed("file"), "-f", pub.SourceFile)
-	add(f.stdin, "-s", pub.SourceStdin)
-	add(f.lines, "-l", pub.SourceLines)
-	add(f.null, "-n", pub.SourceNull)
-	add(fs.Changed("replay"), "--replay", pub.SourceReplay)
+	add(fs.Changed("message"), "-m", source.Message)
+	add(fs.Changed("file"), "-f", source.File)
+	add(f.stdin, "-s", source.Stdin)
+	add(f.lines, "-l", source.Lines)
+	add(f.null, "-n", source.Null)
+	add(fs.Changed("replay"), "--replay", source.Replay)
 	if len(sources) > 1 {
 		return clierr.Usagef("more than one payload source (%s): give exactly one of -m, -f, -s, -l, -n, --replay", strings.Join(sources, ", "))
 	}
 	o.Message = f.message
 	o.File = f.file
-	if o.Source == pub.SourceReplay {
+	if o.Source == source.Replay {
 		o.File = f.replay
 	}
 	if f.qos < 0 || f.qos > 2 {

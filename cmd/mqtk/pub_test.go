@@ -16,6 +16,7 @@ import (
 
 	"github.com/mqtk/mqtk/broker"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/pub"
 )
@@ -43,7 +44,7 @@ func TestPubFlagsFillOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Topic != "a/b" || o.Message != "hi" || o.Source != pub.SourceMessage || o.QoS != 2 || !o.Retain ||
+	if o.Topic != "a/b" || o.Message != "hi" || o.Source != source.Message || o.QoS != 2 || !o.Retain ||
 		o.Repeat != 3 || o.RepeatDelay != 500*time.Millisecond || o.Rate != 2 || o.MaxInflight != 7 || !o.Quiet || o.Encoding != "hex" {
 		t.Errorf("options: %+v", o)
 	}
@@ -57,11 +58,11 @@ func TestPubFlagsFillOptions(t *testing.T) {
 	}
 
 	o, err = parsePub(t, "-L", "mqtt://127.0.0.1:1884/from/url", "-n")
-	if err != nil || o.Topic != "from/url" || o.Source != pub.SourceNull {
+	if err != nil || o.Topic != "from/url" || o.Source != source.Null {
 		t.Errorf("-L topic: %v %+v", err, o)
 	}
 	o, err = parsePub(t, "--replay", "x.jsonl", "--speed", "max")
-	if err != nil || o.Source != pub.SourceReplay || o.File != "x.jsonl" || o.Speed != 0 {
+	if err != nil || o.Source != source.Replay || o.File != "x.jsonl" || o.Speed != 0 {
 		t.Errorf("--replay: %v %+v", err, o)
 	}
 	o, err = parsePub(t, "--replay", "x.jsonl", "--speed", "2x")
@@ -69,11 +70,11 @@ func TestPubFlagsFillOptions(t *testing.T) {
 		t.Errorf("--speed 2x: %v %+v", err, o)
 	}
 	o, err = parsePub(t, "-l", "--topic-from-line", "--line-format", "text")
-	if err != nil || o.Source != pub.SourceLines || !o.TopicFromLine {
+	if err != nil || o.Source != source.Lines || !o.TopicFromLine {
 		t.Errorf("-l --topic-from-line: %v %+v", err, o)
 	}
 	o, err = parsePub(t, "-t", "x", "--correlation-data", "base64:AAE=", "-m", "")
-	if err != nil || !bytes.Equal(o.Props.CorrelationData, []byte{0, 1}) || o.Source != pub.SourceMessage {
+	if err != nil || !bytes.Equal(o.Props.CorrelationData, []byte{0, 1}) || o.Source != source.Message {
 		t.Errorf("base64 correlation data / empty -m: %v %+v", err, o)
 	}
 }

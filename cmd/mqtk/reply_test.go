@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/reply"
 	"github.com/mqtk/mqtk/rr"
@@ -156,7 +157,7 @@ func askOnce(ctx context.Context, port int, v string, i, j int) error {
 	streams, _, errb := ui.Test(nil)
 	p := &responses{}
 	o := &rr.Options{Conn: cfg, Dial: mqttconn.Dial, IO: streams, Print: p, QoS: 1, Timeout: 20 * time.Second,
-		Topic: fmt.Sprintf("rt/req/%d", i), Source: rr.SourceMessage, Message: fmt.Sprintf("payload %d-%d", i, j)}
+		Topic: fmt.Sprintf("rt/req/%d", i), Source: source.Message, Message: fmt.Sprintf("payload %d-%d", i, j)}
 	corr := fmt.Sprintf("req %d-%d", i, j)
 	if v == "5" {
 		o.ResponseTopic = "rt/resp" // one for all: correlation data tells them apart

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/rr"
 	"github.com/mqtk/mqtk/sub"
 )
@@ -99,9 +100,9 @@ on stderr.`,
 		for _, s := range []struct {
 			set  bool
 			name string
-			src  rr.Source
-		}{{fs.Changed("message"), "-m", rr.SourceMessage}, {fs.Changed("file"), "-f", rr.SourceFile},
-			{stdin, "-s", rr.SourceStdin}, {null, "-n", rr.SourceNull}} {
+			src  source.Source
+		}{{fs.Changed("message"), "-m", source.Message}, {fs.Changed("file"), "-f", source.File},
+			{stdin, "-s", source.Stdin}, {null, "-n", source.Null}} {
 			if s.set {
 				sources = append(sources, s.name)
 				opts.Source = s.src

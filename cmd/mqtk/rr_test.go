@@ -16,6 +16,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/reply"
 	"github.com/mqtk/mqtk/rr"
@@ -216,7 +217,7 @@ func TestRRFlagsAndUsageErrors(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Topic != "rq" || got.ResponseTopic != "rs" || got.Source != rr.SourceStdin || got.QoS != 2 || got.Count != 3 ||
+	if got.Topic != "rq" || got.ResponseTopic != "rs" || got.Source != source.Stdin || got.QoS != 2 || got.Count != 3 ||
 		got.Timeout != 1500*time.Millisecond || !got.NoRetained || !got.Latency || got.SubscriptionID != 9 ||
 		!bytes.Equal(got.Request.CorrelationData, []byte{0, 1}) || fmt.Sprint(got.Request.UserProperties) != "[{a b}]" {
 		t.Errorf("options: %+v", got)
