@@ -27,7 +27,7 @@ import (
 	"github.com/mqtk/mqtk/sub"
 )
 
-var updateSubGolden = flag.Bool("update-sub-golden", false, "rewrite testdata/sub_format.golden")
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // parseSub runs `sub ARGS` with a runF that captures the Options.
 func parseSub(t *testing.T, args ...string) (*sub.Options, error) {
@@ -284,20 +284,20 @@ func TestSubFormatGolden(t *testing.T) {
 				fmt.Fprintf(&golden, "== -F %s\n%s\n", f.f, g)
 			}
 			path := filepath.Join("testdata", "sub_format.golden")
-			if *updateSubGolden && bt.name == "mosquitto" {
+			if *update && bt.name == "mosquitto" {
 				if err := os.WriteFile(path, golden.Bytes(), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
 			want, err := os.ReadFile(path)
 			if err != nil {
-				t.Fatalf("%v (run with -update-sub-golden to create it)", err)
+				t.Fatalf("%v (run with -update to create it)", err)
 			}
 			if bt.name != "mosquitto" {
 				want = []byte(maskMid(string(want)))
 			}
 			if !bytes.Equal(want, golden.Bytes()) {
-				t.Errorf("-F output through %s differs from %s (run with -update-sub-golden if the change is intended):\n%s", bt.name, path, golden.String())
+				t.Errorf("-F output through %s differs from %s (run with -update if the change is intended):\n%s", bt.name, path, golden.String())
 			}
 		})
 	}
