@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestEnsureLocalRenewsServerButKeepsCA(t *testing.T) {
 	}
 	caBefore, _ := os.ReadFile(f.CAFile)
 	certBefore, _ := os.ReadFile(f.CertFile)
-	if !contains(mustCert(t, f.CertFile).DNSNames, "devbox") {
+	if !slices.Contains(mustCert(t, f.CertFile).DNSNames, "devbox") {
 		t.Error("server certificate lacks the host name")
 	}
 	// 380 days later the 397-day server certificate is within 30 days of
@@ -97,7 +98,7 @@ func TestEnsureLocalRenewsServerButKeepsCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !f3.Created || !contains(mustCert(t, f3.CertFile).DNSNames, "otherbox") {
+	if !f3.Created || !slices.Contains(mustCert(t, f3.CertFile).DNSNames, "otherbox") {
 		t.Error("server certificate not reissued for the new host name")
 	}
 }

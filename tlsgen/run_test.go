@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,7 +137,7 @@ func TestRunAllEveryKeyType(t *testing.T) {
 				opensslVerify(t, ca, path, "-purpose", f.ossl)
 			}
 			srv := mustCert(t, filepath.Join(dir, "server.pem"))
-			if !contains(srv.DNSNames, "localhost") || !contains(srv.DNSNames, "testhost") || len(srv.IPAddresses) != 2 {
+			if !slices.Contains(srv.DNSNames, "localhost") || !slices.Contains(srv.DNSNames, "testhost") || len(srv.IPAddresses) != 2 {
 				t.Errorf("server SANs: DNS %v IP %v", srv.DNSNames, srv.IPAddresses)
 			}
 			if cl := mustCert(t, filepath.Join(dir, "client.pem")); cl.Subject.CommonName != DefaultClientCN {

@@ -2,6 +2,7 @@ package tlsgen
 
 import (
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/mail"
 	"net/url"
@@ -107,37 +108,33 @@ func ClassifyName(name string) (SAN, error) {
 // some service names use them and Go accepts them.
 func checkHostname(h string) error {
 	if h == "" {
-		return errString("the name is empty")
+		return errors.New("the name is empty")
 	}
 	if len(h) > 253 {
-		return errString("it is longer than 253 characters")
+		return errors.New("it is longer than 253 characters")
 	}
 	for _, label := range strings.Split(h, ".") {
 		if label == "" {
-			return errString("it has an empty label (two dots in a row, or a leading dot)")
+			return errors.New("it has an empty label (two dots in a row, or a leading dot)")
 		}
 		if len(label) > 63 {
-			return errString("the label " + label[:10] + "... is longer than 63 characters")
+			return errors.New("the label " + label[:10] + "... is longer than 63 characters")
 		}
 		if label[0] == '-' || label[len(label)-1] == '-' {
-			return errString("the label " + label + " starts or ends with '-'")
+			return errors.New("the label " + label + " starts or ends with '-'")
 		}
 		for _, r := range label {
 			switch {
 			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
 			case r > 127:
-				return errString("it contains non-ASCII characters: give the punycode (xn--) form")
+				return errors.New("it contains non-ASCII characters: give the punycode (xn--) form")
 			default:
-				return errString("it contains the character " + strconv.QuoteRune(r) + "; host names use letters, digits, '-' and '.'")
+				return errors.New("it contains the character " + strconv.QuoteRune(r) + "; host names use letters, digits, '-' and '.'")
 			}
 		}
 	}
 	return nil
 }
-
-type errString string
-
-func (e errString) Error() string { return string(e) }
 
 // classifyAll classifies names, dropping duplicates while keeping order.
 func classifyAll(names []string) ([]SAN, error) {

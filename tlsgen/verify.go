@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -207,7 +208,7 @@ func reissueHint(leaf *x509.Certificate, host string) string {
 		return "mqtk tlsgen client " + shellQuote(leaf.Subject.CommonName) + " --force"
 	}
 	names := sanStrings(leaf)
-	if host != "" && !contains(names, host) {
+	if host != "" && !slices.Contains(names, host) {
 		names = append([]string{host}, names...)
 	}
 	if len(names) == 0 {
@@ -218,15 +219,6 @@ func reissueHint(leaf *x509.Certificate, host string) string {
 		q[i] = shellQuote(n)
 	}
 	return "mqtk tlsgen server " + strings.Join(q, " ") + " --force"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func keyID(id []byte) string {
