@@ -480,3 +480,23 @@ func parseSeconds(flag, s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// countAndTimeout checks -C and reads -W as sub and rr take them, as
+// mosquitto_sub and mosquitto_rr do: a count of at least 1 when given,
+// and a timeout in seconds (or a Go duration) above zero; "" is none.
+func countAndTimeout(countSet bool, count int, timeout string) (time.Duration, error) {
+	if countSet && count <= 0 {
+		return 0, clierr.Usagef("-C/--count must be at least 1, got %d", count)
+	}
+	if timeout == "" {
+		return 0, nil
+	}
+	d, err := parseSecondsFloat("timeout", timeout)
+	if err != nil {
+		return 0, err
+	}
+	if d == 0 {
+		return 0, clierr.Usagef("-W/--timeout must be more than zero")
+	}
+	return d, nil
+}

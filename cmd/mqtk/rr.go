@@ -128,16 +128,8 @@ on stderr.`,
 		if quiet {
 			a.io.Quiet = true
 		}
-		if fs.Changed("count") && opts.Count <= 0 {
-			return clierr.Usagef("-C/--count must be at least 1, got %d", opts.Count)
-		}
-		if timeout != "" {
-			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
-				return err
-			}
-			if opts.Timeout == 0 {
-				return clierr.Usagef("-W/--timeout must be more than zero")
-			}
+		if opts.Timeout, err = countAndTimeout(fs.Changed("count"), opts.Count, timeout); err != nil {
+			return err
 		}
 		// -D publish goes on the request, through the fields pub's
 		// property flags fill.

@@ -169,16 +169,8 @@ take hex: or base64:.`,
 		if err := props.applySubscriptionID(&opts.SubscriptionID); err != nil {
 			return err
 		}
-		if fs.Changed("count") && opts.Count <= 0 {
-			return clierr.Usagef("-C/--count must be at least 1, got %d", opts.Count)
-		}
-		if timeout != "" {
-			if opts.Timeout, err = parseSecondsFloat("timeout", timeout); err != nil {
-				return err
-			}
-			if opts.Timeout == 0 {
-				return clierr.Usagef("-W/--timeout must be more than zero")
-			}
+		if opts.Timeout, err = countAndTimeout(fs.Changed("count"), opts.Count, timeout); err != nil {
+			return err
 		}
 		if idle != "" {
 			if opts.Idle, err = parseSecondsFloat("idle", idle); err != nil {

@@ -111,6 +111,19 @@ func (l *lifecycle) closedErr() error {
 
 // publishAndWait is Publish for both implementations: PublishAsync, then
 // wait for its outcome or for ctx.
+// takeSlot waits for room for one more QoS 1 or 2 publish in flight
+// (a token in sem), until ctx ends or the client does (quit closed).
+func (l *lifecycle) takeSlot(ctx context.Context, sem chan struct{}, quit <-chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-quit:
+		return l.closedErr()
+	}
+}
+
 func publishAndWait(ctx context.Context, c Client, m *Message) error {
 	ch := make(chan error, 1)
 	c.PublishAsync(ctx, m, func(err error) { ch <- err })

@@ -329,13 +329,8 @@ func (c *nativeClient) PublishAsync(ctx context.Context, m *Message, done func(e
 		return
 	}
 	if m.QoS > 0 {
-		select {
-		case c.slots <- struct{}{}:
-		case <-ctx.Done():
-			done(ctx.Err())
-			return
-		case <-c.quit:
-			done(c.closedErr())
+		if err := c.takeSlot(ctx, c.slots, c.quit); err != nil {
+			done(err)
 			return
 		}
 	}

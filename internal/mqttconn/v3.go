@@ -173,16 +173,10 @@ func (c *v3Client) PublishAsync(ctx context.Context, m *Message, done func(error
 		done(clierr.Usagef("qos %d out of range 0..2", m.QoS))
 		return
 	}
-	slot := false
-	if m.QoS > 0 {
-		select {
-		case c.sem <- struct{}{}:
-			slot = true
-		case <-ctx.Done():
-			done(ctx.Err())
-			return
-		case <-c.quit:
-			done(c.closedErr())
+	slot := m.QoS > 0
+	if slot {
+		if err := c.takeSlot(ctx, c.sem, c.quit); err != nil {
+			done(err)
 			return
 		}
 	}
