@@ -17,7 +17,7 @@ import (
 type clearer struct {
 	ctx     context.Context
 	mu      sync.Mutex
-	todo    []clearItem
+	waiting []clearItem
 	running bool
 	idle    chan struct{} // closed when the queue empties; replaced on add
 	err     error         // the first failure
@@ -38,7 +38,7 @@ func newClearer(ctx context.Context) *clearer {
 func (cl *clearer) add(c mqttconn.Client, topic string) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	cl.todo = append(cl.todo, clearItem{c, topic})
+	cl.waiting = append(cl.waiting, clearItem{c, topic})
 	if !cl.running {
 		cl.running = true
 		cl.idle = make(chan struct{})
@@ -49,14 +49,14 @@ func (cl *clearer) add(c mqttconn.Client, topic string) {
 func (cl *clearer) drain(idle chan struct{}) {
 	for {
 		cl.mu.Lock()
-		if len(cl.todo) == 0 {
+		if len(cl.waiting) == 0 {
 			cl.running = false
 			close(idle)
 			cl.mu.Unlock()
 			return
 		}
-		it := cl.todo[0]
-		cl.todo = cl.todo[1:]
+		it := cl.waiting[0]
+		cl.waiting = cl.waiting[1:]
 		cl.mu.Unlock()
 		// An empty retained PUBLISH removes the retained message [MQTT-3.3.1-6].
 		err := it.c.Publish(cl.ctx, &mqttconn.Message{Topic: it.topic, Retain: true, QoS: syncQoS(it.c)})
@@ -80,7 +80,7 @@ func (cl *clearer) wait(ctx context.Context) error {
 	case <-idle:
 	case <-ctx.Done():
 		cl.mu.Lock()
-		n := len(cl.todo)
+		n := len(cl.waiting)
 		cl.mu.Unlock()
 		return fmt.Errorf("--remove-retained: %d retained messages may not have been cleared: %w", n+1, ctx.Err())
 	}

@@ -16,37 +16,11 @@ func TestRunFollowsTheLiveHeap(t *testing.T) {
 	var heap atomic.Uint64
 	read := func() Memory { return Memory{Live: heap.Load()} }
 	noLimit := func(int64) int64 { t.Error("limit set with Headroom 0"); return 0 }
-	var mu sync.Mutex
-	var got []int
-	set := func(v int) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) == 0 || got[len(got)-1] != v {
-			got = append(got, v)
-		}
-		return 0
-	}
+	var settings recorder[int]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); Run(ctx, p, read, set, noLimit) }()
-
-	// wait until the recorded settings end with want, within 10 s
-	waitFor := func(want []int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			ok := slices.Equal(got, want)
-			mu.Unlock()
-			if ok {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("settings %v, want %v", got, want)
-	}
+	go func() { defer close(done); Run(ctx, p, read, settings.set, noLimit) }()
+	waitFor := func(want []int) { t.Helper(); settings.waitFor(t, "settings", want) }
 	heap.Store(10)
 	waitFor([]int{400})
 	heap.Store(2000) // large: back to Go's default
@@ -68,36 +42,14 @@ func TestRunLimitsGarbage(t *testing.T) {
 	p := Policy{Small: 1 << 30, High: 400, Normal: 100, Every: time.Millisecond, Headroom: 1000}
 	var mem atomic.Pointer[Memory]
 	mem.Store(&Memory{Live: 100, NonHeap: 50})
-	var mu sync.Mutex
-	var got []int64
-	limit := func(v int64) int64 {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, v)
-		return 0
-	}
+	var limits recorder[int64]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, p, func() Memory { return *mem.Load() }, func(int) int { return 0 }, limit)
+		Run(ctx, p, func() Memory { return *mem.Load() }, func(int) int { return 0 }, limits.set)
 	}()
-	waitFor := func(want []int64) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			ok := slices.Equal(got, want)
-			mu.Unlock()
-			if ok {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("limits %v, want %v", got, want)
-	}
+	waitFor := func(want []int64) { t.Helper(); limits.waitFor(t, "limits", want) }
 	waitFor([]int64{50 + 100 + 1000})
 	mem.Store(&Memory{Live: 120, NonHeap: 50}) // within a sixteenth: unchanged
 	time.Sleep(20 * time.Millisecond)
@@ -155,4 +107,39 @@ func TestRunLimitFollowsAllocation(t *testing.T) {
 	if l := last.Load(); l < 100<<20 {
 		t.Errorf("limit %d bytes while allocating about 1 GiB a second, want over 100 MiB", l)
 	}
+}
+
+// recorder keeps the values Run sets, a repeat of the last one dropped,
+// for a test to wait on.
+type recorder[T comparable] struct {
+	mu  sync.Mutex
+	got []T
+}
+
+func (r *recorder[T]) set(v T) T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) == 0 || r.got[len(r.got)-1] != v {
+		r.got = append(r.got, v)
+	}
+	var zero T
+	return zero
+}
+
+// waitFor waits, at most 10 s, until the values set are want.
+func (r *recorder[T]) waitFor(t *testing.T, what string, want []T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		ok := slices.Equal(r.got, want)
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.Fatalf("%s %v, want %v", what, r.got, want)
 }

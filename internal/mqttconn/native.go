@@ -269,22 +269,28 @@ func (w *Will) packetProps() packet.Properties {
 		p.WillDelay = *w.DelayInterval
 		p.Mark(packet.PropWillDelay)
 	}
-	if w.PayloadFormat != nil {
-		p.PayloadFormat = *w.PayloadFormat
+	setMessageProps(&p, w.PayloadFormat, w.MessageExpiry, w.ContentType, w.ResponseTopic, w.CorrelationData, w.UserProperties)
+	return p
+}
+
+// setMessageProps sets the properties a will and a PUBLISH have in
+// common; nil and empty values stay out.
+func setMessageProps(p *packet.Properties, format *byte, expiry *uint32, contentType, responseTopic string, correlation []byte, user []UserProperty) {
+	if format != nil {
+		p.PayloadFormat = *format
 		p.Mark(packet.PropPayloadFormat)
 	}
-	if w.MessageExpiry != nil {
-		p.MessageExpiry = *w.MessageExpiry
+	if expiry != nil {
+		p.MessageExpiry = *expiry
 		p.Mark(packet.PropMessageExpiry)
 	}
-	p.ContentType = w.ContentType
-	p.ResponseTopic = w.ResponseTopic
-	if w.CorrelationData != nil {
-		p.CorrelationData = w.CorrelationData
+	p.ContentType = contentType
+	p.ResponseTopic = responseTopic
+	if correlation != nil {
+		p.CorrelationData = correlation
 		p.Mark(packet.PropCorrelationData)
 	}
-	p.User = packetUser(w.UserProperties)
-	return p
+	p.User = packetUser(user)
 }
 
 func packetUser(u []UserProperty) []packet.UserProperty {
@@ -431,22 +437,8 @@ func (c *nativeClient) writePublish(m *Message, done func(error)) error {
 }
 
 func setPublishProps(p *packet.Properties, m *Message) {
-	if m.PayloadFormat != nil {
-		p.PayloadFormat = *m.PayloadFormat
-		p.Mark(packet.PropPayloadFormat)
-	}
-	if m.MessageExpiry != nil {
-		p.MessageExpiry = *m.MessageExpiry
-		p.Mark(packet.PropMessageExpiry)
-	}
+	setMessageProps(p, m.PayloadFormat, m.MessageExpiry, m.ContentType, m.ResponseTopic, m.CorrelationData, m.UserProperties)
 	p.TopicAlias = m.TopicAlias
-	p.ResponseTopic = m.ResponseTopic
-	if m.CorrelationData != nil {
-		p.CorrelationData = m.CorrelationData
-		p.Mark(packet.PropCorrelationData)
-	}
-	p.ContentType = m.ContentType
-	p.User = packetUser(m.UserProperties)
 }
 
 // allocID returns a packet identifier not in use, under wmu.

@@ -13,16 +13,9 @@ import (
 )
 
 // The stream reads across message boundaries, writes one binary message
-// per Write, refuses text messages and ends in io.EOF when the peer
-// closes.
+// per Write and refuses text messages.
 func TestStream(t *testing.T) {
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
+	c := dialServer(t, func(ws *websocket.Conn) {
 		// One packet split over two messages, then two in one message.
 		_ = ws.WriteMessage(websocket.BinaryMessage, []byte{0x20, 0x02})
 		_ = ws.WriteMessage(websocket.BinaryMessage, []byte{0x00, 0x00, 0xD0, 0x00, 0xD0, 0x00})
@@ -30,17 +23,7 @@ func TestStream(t *testing.T) {
 		if typ, b, err := ws.ReadMessage(); err == nil && typ == websocket.BinaryMessage {
 			_ = ws.WriteMessage(websocket.TextMessage, b)
 		}
-		_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-		time.Sleep(100 * time.Millisecond)
-	}))
-	defer srv.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := New(ws)
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	})
 	got := make([]byte, 8)
 	if _, err := io.ReadFull(c, got); err != nil {
 		t.Fatalf("read across messages: %v", err)
@@ -58,6 +41,17 @@ func TestStream(t *testing.T) {
 
 // A close from the peer reads as the end of the stream.
 func TestCloseIsEOF(t *testing.T) {
+	c := dialServer(t, func(*websocket.Conn) {})
+	if _, err := c.Read(make([]byte, 4)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after the peer's close: %v, want io.EOF", err)
+	}
+}
+
+// dialServer starts a WebSocket server on 127.0.0.1 whose handler runs
+// serve and then closes normally, and returns a Conn dialled to it with
+// a 10 s deadline. The server and the Conn end with the test.
+func dialServer(t *testing.T, serve func(ws *websocket.Conn)) *Conn {
+	t.Helper()
 	up := websocket.Upgrader{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := up.Upgrade(w, r, nil)
@@ -65,18 +59,17 @@ func TestCloseIsEOF(t *testing.T) {
 			return
 		}
 		defer ws.Close()
+		serve(ws)
 		_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 		time.Sleep(100 * time.Millisecond)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := New(ws)
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 4)); !errors.Is(err, io.EOF) {
-		t.Fatalf("read after the peer's close: %v, want io.EOF", err)
-	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
 }
