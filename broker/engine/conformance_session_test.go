@@ -347,3 +347,31 @@ func TestConformanceDisconnectAnswers(t *testing.T) {
 	}
 	runExchanges(t, Config{}, "", rows)
 }
+
+// The end of a session that a clean CONNECT has already replaced under the
+// same client id can run late: its connection's goroutine may not have
+// got to the DISCONNECT before the new connection was accepted and
+// subscribed. That late end must leave the new session's subscriptions
+// alone (the engine once removed them by client id; seen as a rare
+// failure of broker's TestReconnectWithSameIDWhileOldSessionEnds).
+func TestLateEndOfReplacedSession(t *testing.T) {
+	t.Parallel()
+	s, addr := start(t, Config{})
+	old := dialPeer(t, addr, packet.V311)
+	old.connectOK(&packet.Connect{ClientID: "late", CleanStart: true})
+	s.mu.Lock()
+	replaced := s.sessions["late"]
+	s.mu.Unlock()
+
+	nw := dialPeer(t, addr, packet.V5)
+	nw.connectOK(&packet.Connect{ClientID: "late", CleanStart: true})
+	old.expectClosed("the connection taken over")
+	nw.subscribe(1, packet.Subscription{Filter: "late/t", QoS: 1})
+	s.endSession(replaced) // what the old connection's end does, late
+
+	pub := dialPeer(t, addr, packet.V5)
+	pub.connectOK(&packet.Connect{ClientID: "late-pub", CleanStart: true})
+	pub.publish1(1, "late/t", "kept")
+	m := nw.expectMessage("a message on the new session's subscription", "late/t", "kept")
+	nw.ack(m)
+}

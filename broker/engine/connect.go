@@ -216,6 +216,9 @@ func (c *conn) accept(cn *packet.Connect) error {
 	}
 
 	s := c.s
+	// Held until the session is attached, so that the end of a session
+	// this CONNECT replaces or resumes cannot come in between.
+	defer s.lockID(c.info.ID)()
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net"
 	"sync"
@@ -198,6 +199,16 @@ type Server struct {
 	router *router
 	count  counters
 
+	// idLocks order the changes of owner of one client id: a CONNECT
+	// taking or replacing a session, and the end of the session it
+	// replaced. Without them the end of an old session, running late,
+	// removed the subscriptions the new session had just made under the
+	// same id. Striped by a hash of the id so that unrelated clients do
+	// not wait for each other's store writes. Never taken with mu or a
+	// subscription-tree lock held.
+	idLocks [64]sync.Mutex
+	idSeed  maphash.Seed
+
 	mu       sync.Mutex // guards everything below
 	sessions map[string]*session
 	conns    map[*conn]struct{}
@@ -206,6 +217,14 @@ type Server struct {
 	idSeq    uint64
 	poll     *poller // made at the first park
 	noPark   bool    // the poller could not be made: connections keep their goroutines
+}
+
+// lockID locks the changes of owner of client id id; the caller calls
+// the function it returns to unlock.
+func (s *Server) lockID(id string) func() {
+	m := &s.idLocks[maphash.String(s.idSeed, id)%uint64(len(s.idLocks))]
+	m.Lock()
+	return m.Unlock
 }
 
 // ErrClosed is returned by Serve once Close has begun.
@@ -217,6 +236,7 @@ func New(cfg Config) *Server {
 	return &Server{
 		cfg:      cfg,
 		router:   newRouter(),
+		idSeed:   maphash.MakeSeed(),
 		sessions: map[string]*session{},
 		conns:    map[*conn]struct{}{},
 	}

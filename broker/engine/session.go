@@ -403,22 +403,31 @@ func (se *session) pendingIn() int {
 }
 
 // endSession removes a session that ended (clean start, zero expiry) or
-// was replaced, with its subscriptions.
+// expired, with its subscriptions and its stored record, unless a new
+// connection resumed it meanwhile. A session that a clean CONNECT already
+// replaced under the same id only drops what it held: the subscriptions
+// and the stored record under that id are the new session's now (accept
+// removed the old ones).
 func (s *Server) endSession(se *session) {
-	s.mu.Lock()
-	if s.sessions[se.id] == se {
-		delete(s.sessions, se.id)
-	}
-	s.mu.Unlock()
+	defer s.lockID(se.id)()
 	se.mu.Lock()
 	if se.c != nil {
 		se.mu.Unlock()
-		return // a new connection took it over meanwhile
+		return // a new connection resumed it meanwhile
 	}
 	se.gone = true
 	se.inflight, se.queue = nil, nil
 	stored := se.persistentLocked()
 	se.mu.Unlock()
+	s.mu.Lock()
+	current := s.sessions[se.id] == se
+	if current {
+		delete(s.sessions, se.id)
+	}
+	s.mu.Unlock()
+	if !current {
+		return
+	}
 	s.router.subs.RemoveClient(se.id)
 	if stored && s.cfg.Store != nil {
 		s.cfg.Store.Lazy([]Op{{Kind: DeleteSession, Client: se.id}})
