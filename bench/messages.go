@@ -170,23 +170,29 @@ func (r *runner) waitSub(ctx context.Context) {
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-deadline:
-			return
-		case <-tick.C:
-			if o.Count > 0 {
-				var n int64
-				for _, s := range r.subs {
-					n += s.measured.Load()
-				}
-				if n >= o.Count {
-					return
-				}
+	for nextTick(ctx, deadline, tick) {
+		if o.Count > 0 {
+			var n int64
+			for _, s := range r.subs {
+				n += s.measured.Load()
+			}
+			if n >= o.Count {
+				return
 			}
 		}
+	}
+}
+
+// nextTick waits for tick's next tick and reports false instead when ctx
+// ends or deadline (nil: none) comes first.
+func nextTick(ctx context.Context, deadline <-chan time.Time, tick *time.Ticker) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-deadline:
+		return false
+	case <-tick.C:
+		return true
 	}
 }
 
@@ -226,12 +232,8 @@ func (r *runner) drain(ctx context.Context) {
 		} else if time.Since(lastChange) > r.o.DrainTimeout/5 {
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if !nextTick(ctx, deadline, tick) {
 			return
-		case <-deadline:
-			return
-		case <-tick.C:
 		}
 	}
 }

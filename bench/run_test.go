@@ -30,10 +30,10 @@ func TestMain(m *testing.M) {
 
 // brokers are the two brokers every mode runs against: the project's own,
 // in-process, and Debian's mosquitto on a free loopback port.
-func brokers(t *testing.T) map[string]func(*Options) {
-	return map[string]func(*Options){
-		"embedded": func(o *Options) { o.Embedded = true },
-		"mosquitto": func(o *Options) {
+func brokers() map[string]func(*testing.T, *Options) {
+	return map[string]func(*testing.T, *Options){
+		"embedded": func(_ *testing.T, o *Options) { o.Embedded = true },
+		"mosquitto": func(t *testing.T, o *Options) {
 			b := mosquittotest.Start(t, mosquittotest.Options{})
 			o.Conn = mqttConfig(t, "mqtt://"+b.Addr(0))
 		},
@@ -100,12 +100,12 @@ func measure(t *testing.T, o *Options) *Report {
 // At QoS 1 and 2 with no faults every message reaches every subscriber
 // exactly once, in order, and every one is timed.
 func TestPubSubDeliversEverythingAtQoS1And2(t *testing.T) {
-	for name, setup := range brokers(t) {
+	for name, setup := range brokers() {
 		for _, qos := range []byte{1, 2} {
 			t.Run(fmt.Sprintf("%s/qos%d", name, qos), func(t *testing.T) {
 				o := testOptions(t, ModePubSub)
 				o.QoS = qos
-				setup(o)
+				setup(t, o)
 				rep := measure(t, o)
 				p, rc := rep.Publish, rep.Receive
 				if p.Sent != 400 || p.Total != 400 || p.Acked != 400 || p.Failed != 0 || p.Publishers != 2 {
@@ -141,11 +141,11 @@ func TestPubSubDeliversEverythingAtQoS1And2(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestScheduledRunReportsLagAndBothLatencies(t *testing.T) {
-	for name, setup := range brokers(t) {
+	for name, setup := range brokers() {
 		t.Run(name, func(t *testing.T) {
 			o := testOptions(t, ModePubSub)
 			o.Rate, o.Count, o.QoS, o.Subscribers = 2000, 300, 0, 1
-			setup(o)
+			setup(t, o)
 			rep := measure(t, o)
 			if rep.LoadModel != "scheduled" || rep.Publish.Offered != 2000 {
 				t.Fatalf("load model %q offered %v", rep.LoadModel, rep.Publish.Offered)
@@ -223,12 +223,12 @@ func dropAfter(n int64) func(context.Context, mqttconn.Config) (mqttconn.Client,
 }
 
 func TestLossIsDetectedWhenASubscriberDrops(t *testing.T) {
-	for name, setup := range brokers(t) {
+	for name, setup := range brokers() {
 		t.Run(name, func(t *testing.T) {
 			o := testOptions(t, ModePubSub)
 			o.Count, o.DrainTimeout, o.Inflight = 2000, time.Second, 1
 			o.Dial = dropAfter(50)
-			setup(o)
+			setup(t, o)
 			rep := measure(t, o)
 			rc := rep.Receive
 			if rc.Expected != 2*rep.Publish.Total || rc.Lost == 0 || rc.Lost != rc.Expected-rc.Unique {
@@ -369,11 +369,11 @@ func TestSubWindowStartsAtFirstMeasuredMessage(t *testing.T) {
 }
 
 func TestConnModeHoldsConnections(t *testing.T) {
-	for name, setup := range brokers(t) {
+	for name, setup := range brokers() {
 		t.Run(name, func(t *testing.T) {
 			o := testOptions(t, ModeConn)
 			o.Clients, o.Count, o.Duration, o.ConnRate = 30, 0, 200*time.Millisecond, 1000
-			setup(o)
+			setup(t, o)
 			rep := measure(t, o)
 			cn := rep.Connect
 			if cn.Attempted != 30 || cn.OK != 30 || cn.Failed != 0 || cn.Latency.Count != 30 || len(cn.Failures) != 0 {
@@ -639,7 +639,7 @@ func TestInflightAboveOne(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			o := testOptions(t, ModePubSub)
 			o.Inflight, o.Count = 8, 1000
-			brokers(t)[name](o)
+			brokers()[name](t, o)
 			rep := measure(t, o)
 			if p := rep.Publish; p.Sent != 1000 || p.Acked != 1000 || p.Failed != 0 || p.AckLatency.Count != 1000 {
 				t.Fatalf("publish %+v", p)

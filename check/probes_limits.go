@@ -112,21 +112,9 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 	}
 	defer sub.disconnect(nil)
 	defer pub.disconnect(nil)
-	for i := range sent {
-		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte('0' + i)}}); err != nil {
-			return err
-		}
-	}
-	var held []*packet.Publish
-	for {
-		m, err := sub.message(ctx, p.quiet, t)
-		if errors.Is(err, errQuiet) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		held = append(held, m)
+	held, err := p.unackedBurst(ctx, sub, pub, t, sent)
+	if err != nil {
+		return err
 	}
 	unacked := len(held)
 	total := unacked
@@ -177,6 +165,28 @@ func (p *prober) unackedPair(ctx context.Context, t string, edit func(*packet.Co
 	return sub, pub, nil
 }
 
+// unackedBurst publishes sent QoS 1 messages on t through pub and returns
+// what sub, which does not acknowledge, received before the broker fell
+// quiet.
+func (p *prober) unackedBurst(ctx context.Context, sub, pub *rawConn, t string, sent int) ([]*packet.Publish, error) {
+	for i := range sent {
+		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte('0' + i)}}); err != nil {
+			return nil, err
+		}
+	}
+	var held []*packet.Publish
+	for {
+		m, err := sub.message(ctx, p.quiet, t)
+		if errors.Is(err, errQuiet) {
+			return held, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, m)
+	}
+}
+
 // probeInflightWindow measures how many QoS 1 messages the broker has
 // unacknowledged towards a client that sets no limit of its own (MQTT 5
 // without Receive Maximum means 65,535; 3.1.1 has no way to say): the
@@ -190,24 +200,12 @@ func (p *prober) probeInflightWindow(ctx context.Context) error {
 	}
 	defer sub.disconnect(nil)
 	defer pub.disconnect(nil)
-	for i := range sent {
-		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte(i)}}); err != nil {
-			return err
-		}
+	// Kept unacknowledged: the window is what is out at once.
+	held, err := p.unackedBurst(ctx, sub, pub, t, sent)
+	if err != nil {
+		return err
 	}
-	n := 0
-	for {
-		m, err := sub.message(ctx, p.quiet, t)
-		if errors.Is(err, errQuiet) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		// Kept unacknowledged: the window is what is out at once.
-		_ = m
-	}
+	n := len(held)
 	r := Row{ID: "inflight_window", Verdict: Info, Number: num(float64(n)),
 		Value: fmt.Sprintf("%d QoS 1 messages unacknowledged at once", n)}
 	if n >= sent {

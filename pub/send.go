@@ -158,19 +158,8 @@ func (s *sender) publish(ctx context.Context, m *mqttconn.Message) error {
 		limit = 1
 	}
 	s.sentAny, s.lastQoS = true, m.QoS
-	for {
-		if err := s.settle(ctx); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		n := len(s.pending)
-		s.mu.Unlock()
-		if n < limit {
-			break
-		}
-		if err := s.wait(ctx); err != nil {
-			return err
-		}
+	if err := s.waitBelow(ctx, limit); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.next++
@@ -337,7 +326,11 @@ func (s *sender) redial(ctx context.Context) (mqttconn.Client, error) {
 
 // drain waits until every message handed over is acknowledged or failed,
 // reconnecting as needed.
-func (s *sender) drain(ctx context.Context) error {
+func (s *sender) drain(ctx context.Context) error { return s.waitBelow(ctx, 1) }
+
+// waitBelow waits until fewer than limit messages are pending, settling
+// what the callbacks report and reconnecting as needed.
+func (s *sender) waitBelow(ctx context.Context, limit int) error {
 	for {
 		if err := s.settle(ctx); err != nil {
 			return err
@@ -345,7 +338,7 @@ func (s *sender) drain(ctx context.Context) error {
 		s.mu.Lock()
 		n := len(s.pending)
 		s.mu.Unlock()
-		if n == 0 {
+		if n < limit {
 			return nil
 		}
 		if err := s.wait(ctx); err != nil {

@@ -7,7 +7,7 @@
 // answered and is skipped.
 //
 // MQTT 3.1.1 has neither property, so mqtk's two sides share a convention
-// (DefaultResponseSuffix): the response to a request on topic T is
+// (internal/reqresp): the response to a request on topic T is
 // published on T + "/reply". `mqtk rr -V 311` without -e subscribes there.
 package reply
 
@@ -19,15 +19,10 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
-
-// DefaultResponseSuffix is the convention mqtk reply and mqtk rr share for
-// MQTT 3.1.1, whose requests cannot say where to answer: the response to
-// a request on T goes to T + DefaultResponseSuffix. rr.DefaultResponseSuffix
-// is the same string (cmd/mqtk tests that they agree).
-const DefaultResponseSuffix = "/reply"
 
 // The user properties an MQTT 5 response carries.
 const (
@@ -70,7 +65,7 @@ type Options struct {
 
 	// ResponseSuffix makes the response topic of a request that names none
 	// (every MQTT 3.1.1 request): request topic + suffix. Empty means
-	// DefaultResponseSuffix.
+	// reqresp.DefaultSuffix.
 	ResponseSuffix string
 	// ResponseTopic, when set, replaces that convention with one fixed
 	// topic, and MQTT 5 requests without a Response Topic are answered
@@ -166,13 +161,6 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-func (o *Options) suffix() string {
-	if o.ResponseSuffix == "" {
-		return DefaultResponseSuffix
-	}
-	return o.ResponseSuffix
-}
-
 // filters are the subscriptions: each -t, inside the --share group.
 func (o *Options) filters() []string {
 	out := make([]string, len(o.Topics))
@@ -189,7 +177,7 @@ func (o *Options) filters() []string {
 // (or error reports) rather than a request: a filter such as svc/# covers
 // svc/x/reply too, and answering an answer would loop.
 func (o *Options) isResponse(name string) bool {
-	return strings.HasSuffix(name, o.suffix()) ||
+	return strings.HasSuffix(name, reqresp.Suffix(o.ResponseSuffix)) ||
 		(o.ResponseTopic != "" && name == o.ResponseTopic) ||
 		(o.ErrorTopic != "" && name == o.ErrorTopic)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/internal/topic"
 )
 
@@ -166,7 +167,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	conv := "each request's response topic"
 	if !r.v5 {
-		conv = "request topic + " + o.suffix()
+		conv = "request topic + " + reqresp.Suffix(o.ResponseSuffix)
 	}
 	if o.ResponseTopic != "" {
 		conv = o.ResponseTopic
@@ -261,7 +262,7 @@ func (r *runner) target(m *mqttconn.Message) string {
 	case r.o.ResponseTopic != "":
 		return r.o.ResponseTopic
 	case !r.v5:
-		return m.Topic + r.o.suffix()
+		return reqresp.Topic(m.Topic, r.o.ResponseSuffix)
 	}
 	return ""
 }

@@ -6,8 +6,8 @@
 // the response topic are the responses, as with mosquitto_rr -V 311.
 //
 // Without -e, MQTT 3.1.1 requests follow the convention `mqtk reply`
-// answers by: the response to a request on T comes on T + "/reply"
-// (DefaultResponseSuffix).
+// answers by (internal/reqresp): the response to a request on T comes on
+// T + "/reply".
 package rr
 
 import (
@@ -24,17 +24,11 @@ import (
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/ctxio"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/topic"
 	"github.com/mqtk/mqtk/internal/ui"
 )
-
-// DefaultResponseSuffix is the convention mqtk rr and mqtk reply share for
-// MQTT 3.1.1, whose requests cannot say where to answer: the response to
-// a request on T comes on T + DefaultResponseSuffix. It is the same string
-// as reply.DefaultResponseSuffix (cmd/mqtk tests that they agree; sibling
-// packages do not import each other).
-const DefaultResponseSuffix = "/reply"
 
 // Printer shows responses on stdout. cmd/mqtk passes sub's, so that a
 // response prints exactly as `mqtk sub` prints a message.
@@ -55,7 +49,7 @@ type Options struct {
 	ResponseTopic string // -e: subscribed to before the request is sent
 	// ResponseSuffix makes the response topic when -e is not given and the
 	// protocol is 3.1.1 or 3.1: Topic + suffix. Empty means
-	// DefaultResponseSuffix.
+	// reqresp.DefaultSuffix.
 	ResponseSuffix string
 	QoS            byte // -q: of the subscription and of the request
 	// SubscriptionID is -D subscribe subscription-identifier; 0 is none.
@@ -99,7 +93,7 @@ func (o *Options) Validate() error {
 	if rt == "" {
 		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response topic given: use -e TOPIC"),
 			Hints: []string{"the responder publishes its answer there; mqtk rr subscribes to it before sending the request",
-				"with -V 311 and no -e, the response is awaited on TOPIC" + o.suffix() + ", where 'mqtk reply -V 311' answers"}}
+				"with -V 311 and no -e, the response is awaited on TOPIC" + reqresp.Suffix(o.ResponseSuffix) + ", where 'mqtk reply -V 311' answers"}}
 	}
 	if strings.ContainsAny(o.ResponseSuffix, "+#") {
 		return clierr.Usagef("--response-suffix %q: a topic name cannot contain + or #", o.ResponseSuffix)
@@ -134,13 +128,6 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-func (o *Options) suffix() string {
-	if o.ResponseSuffix == "" {
-		return DefaultResponseSuffix
-	}
-	return o.ResponseSuffix
-}
-
 // responseTopic is -e, or for MQTT 3.1.1 and 3.1 without -e the shared
 // convention's topic; "" when there is none.
 func (o *Options) responseTopic() string {
@@ -148,7 +135,7 @@ func (o *Options) responseTopic() string {
 	case o.ResponseTopic != "":
 		return o.ResponseTopic
 	case o.Conn.Version == mqttconn.V311 || o.Conn.Version == mqttconn.V31:
-		return o.Topic + o.suffix()
+		return reqresp.Topic(o.Topic, o.ResponseSuffix)
 	}
 	return ""
 }

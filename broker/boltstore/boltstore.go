@@ -463,8 +463,8 @@ func decodeMessage(v []byte) (*engine.MessageRecord, error) {
 	if !ok {
 		return nil, fmt.Errorf("message record holds a %s", p.Type())
 	}
-	m := &engine.MessageRecord{Topic: pub.Topic, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain,
-		Props: pub.Properties, Created: time.Unix(0, created), From: from, SubIDs: pub.Properties.SubscriptionIDs}
+	m := &engine.MessageRecord{Message: engine.Message{Topic: pub.Topic, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain,
+		Props: pub.Properties, Created: time.Unix(0, created), From: from}, SubIDs: pub.Properties.SubscriptionIDs}
 	m.Props.Delete(packet.PropSubscriptionID)
 	return m, nil
 }

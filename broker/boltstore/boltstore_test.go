@@ -37,8 +37,8 @@ func TestRoundTrip(t *testing.T) {
 	props.Mark(packet.PropPayloadFormat)
 	created := time.Unix(1700000000, 123456789)
 	msg := func(payload string) *engine.MessageRecord {
-		return &engine.MessageRecord{Topic: "a/b", Payload: []byte(payload), QoS: 1, Props: props,
-			Created: created, From: "pub", SubIDs: []uint32{3, 9}}
+		return &engine.MessageRecord{Message: engine.Message{Topic: "a/b", Payload: []byte(payload), QoS: 1, Props: props,
+			Created: created, From: "pub"}, SubIDs: []uint32{3, 9}}
 	}
 	offline := time.Unix(1700000100, 0)
 	err := st.Apply([]engine.Op{
@@ -48,9 +48,9 @@ func TestRoundTrip(t *testing.T) {
 		{Kind: engine.PutMessage, Client: "c1", Ref: 300, Msg: msg("third")},
 		{Kind: engine.PutMessage, Client: "c1", Ref: 2, Msg: msg("first")},
 		{Kind: engine.PutMessage, Client: "c1", Ref: 256, Msg: msg("second")},
-		{Kind: engine.PutRetained, Msg: &engine.MessageRecord{Topic: "r/1", Payload: []byte("kept"), QoS: 2, Retain: true, Created: created}},
-		{Kind: engine.PutRetained, Msg: &engine.MessageRecord{Topic: "r/2", Payload: []byte("gone"), Retain: true, Created: created}},
-		{Kind: engine.DeleteRetained, Msg: &engine.MessageRecord{Topic: "r/2"}},
+		{Kind: engine.PutRetained, Msg: &engine.MessageRecord{Message: engine.Message{Topic: "r/1", Payload: []byte("kept"), QoS: 2, Retain: true, Created: created}}},
+		{Kind: engine.PutRetained, Msg: &engine.MessageRecord{Message: engine.Message{Topic: "r/2", Payload: []byte("gone"), Retain: true, Created: created}}},
+		{Kind: engine.DeleteRetained, Msg: &engine.MessageRecord{Message: engine.Message{Topic: "r/2"}}},
 		{Kind: engine.PutSession, Client: "c2", Session: engine.SessionRecord{ID: "c2", Version: packet.V311, Expiry: 0xFFFFFFFF}},
 		{Kind: engine.PutSub, Client: "c2", Sub: engine.SubRecord{Filter: "z"}},
 		{Kind: engine.PutMessage, Client: "c2", Ref: 1, Msg: msg("c2")},
@@ -130,8 +130,8 @@ func TestDamagedFile(t *testing.T) {
 			dir := t.TempDir()
 			st := open(t, dir)
 			for i := 0; i < 50; i++ {
-				if err := st.Apply([]engine.Op{{Kind: engine.PutRetained, Msg: &engine.MessageRecord{
-					Topic: "t/" + strings.Repeat("x", i), Payload: bytes.Repeat([]byte("p"), 200), Retain: true}}}); err != nil {
+				if err := st.Apply([]engine.Op{{Kind: engine.PutRetained, Msg: &engine.MessageRecord{Message: engine.Message{
+					Topic: "t/" + strings.Repeat("x", i), Payload: bytes.Repeat([]byte("p"), 200), Retain: true}}}}); err != nil {
 					t.Fatal(err)
 				}
 			}

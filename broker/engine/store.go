@@ -75,13 +75,7 @@ type SubRecord struct {
 // MessageRecord is a stored message: for a session, with the QoS, retain
 // flag and subscription identifiers it is delivered with.
 type MessageRecord struct {
-	Topic   string
-	Payload []byte
-	QoS     byte
-	Retain  bool
-	Props   packet.Properties
-	Created time.Time
-	From    string
+	Message // QoS and Retain as delivered, not as published
 	SubIDs  []uint32
 }
 
@@ -100,14 +94,14 @@ type StoredMessage struct {
 }
 
 func (m *Message) record(d delivery) *MessageRecord {
-	return &MessageRecord{Topic: m.Topic, Payload: m.Payload, QoS: d.qos, Retain: d.retain,
-		Props: m.Props, Created: m.Created, From: m.From, SubIDs: d.ids}
+	r := &MessageRecord{Message: *m, SubIDs: d.ids}
+	r.QoS, r.Retain = d.qos, d.retain
+	return r
 }
 
 func (r *MessageRecord) message() (*Message, delivery) {
-	m := &Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, Props: r.Props,
-		Created: r.Created, From: r.From}
-	return m, delivery{qos: r.QoS, retain: r.Retain, ids: r.SubIDs}
+	m := r.Message
+	return &m, delivery{qos: r.QoS, retain: r.Retain, ids: r.SubIDs}
 }
 
 func (o subOpts) record(filter string) SubRecord {

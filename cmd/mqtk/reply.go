@@ -10,6 +10,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/reply"
 )
 
@@ -109,7 +110,7 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 	fs.BoolVar(&opts.Literal, "literal", false, "send -m as it is, not as a template")
 	fs.BoolVar(&execMode, "exec", false, "run the command that follows for each request: payload on stdin, response from stdout")
 	fs.StringVarP(&opts.ResponseTopic, "response-topic", "e", "", "answer requests that name no response topic here (MQTT 3.1.1: all of them)")
-	fs.StringVar(&opts.ResponseSuffix, "response-suffix", reply.DefaultResponseSuffix, "MQTT 3.1.1: answer a request on TOPIC on TOPIC + this suffix (the convention mqtk rr follows)")
+	fs.StringVar(&opts.ResponseSuffix, "response-suffix", reqresp.DefaultSuffix, "MQTT 3.1.1: answer a request on TOPIC on TOPIC + this suffix (the convention mqtk rr follows)")
 	fs.StringVar(&opts.ErrorTopic, "error-topic", "", "send failed requests (non-zero exit, --timeout) here instead of to the requester")
 	fs.IntVar(&concurrency, "concurrency", 1, "requests handled at once (1 answers in order)")
 	fs.IntVar(&queueLen, "queue", reply.DefaultQueue, "requests that may wait for a worker; more are dropped")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
 	"github.com/mqtk/mqtk/reply"
@@ -528,7 +529,7 @@ func TestReplyFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !got.HasMessage || got.Message != "{{.Seq}}" || !got.Literal || got.Concurrency != 1 || got.Queue != reply.DefaultQueue ||
-		got.ResponseSuffix != reply.DefaultResponseSuffix || got.Exec != nil {
+		got.ResponseSuffix != reqresp.DefaultSuffix || got.Exec != nil {
 		t.Errorf("defaults: %+v", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mqttconn"
+	"github.com/mqtk/mqtk/internal/reqresp"
 	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/rr"
 	"github.com/mqtk/mqtk/sub"
@@ -67,7 +68,7 @@ on stderr.`,
 	fs := cmd.Flags()
 	fs.StringVarP(&opts.Topic, "topic", "t", "", "topic the request is published to")
 	fs.StringVarP(&opts.ResponseTopic, "response-topic", "e", "", "topic the response comes back on (subscribed to before the request is sent); with -V 311 the default is TOPIC/reply")
-	fs.StringVar(&opts.ResponseSuffix, "response-suffix", rr.DefaultResponseSuffix, "with -V 311 and no -e, the response comes on TOPIC + this suffix (the convention mqtk reply follows)")
+	fs.StringVar(&opts.ResponseSuffix, "response-suffix", reqresp.DefaultSuffix, "with -V 311 and no -e, the response comes on TOPIC + this suffix (the convention mqtk reply follows)")
 	fs.StringVarP(&message, "message", "m", "", "request payload given on the command line")
 	fs.StringVarP(&file, "file", "f", "", "send the whole file as the request (binary-safe)")
 	fs.BoolVarP(&stdin, "stdin-file", "s", false, "send all of stdin as the request")

@@ -18,7 +18,6 @@ import (
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/source"
 	"github.com/mqtk/mqtk/internal/ui"
-	"github.com/mqtk/mqtk/reply"
 	"github.com/mqtk/mqtk/rr"
 )
 
@@ -230,9 +229,6 @@ func TestRRFlagsAndUsageErrors(t *testing.T) {
 // needs -e, as mosquitto_rr does, and the error says where the
 // convention applies.
 func TestRRResponseTopicConvention(t *testing.T) {
-	if rr.DefaultResponseSuffix != reply.DefaultResponseSuffix {
-		t.Fatalf("rr answers wait on T%s, reply answers on T%s: the convention must be one", rr.DefaultResponseSuffix, reply.DefaultResponseSuffix)
-	}
 	parse := func(args ...string) (*rr.Options, error) {
 		streams, _, _ := ui.Test(nil)
 		var got *rr.Options
