@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,7 +49,7 @@ type runner struct {
 	pr       *printer
 	dump     *dumper
 	stats    *statsTable
-	sentinel string // topic used to learn that the retained messages are done
+	sentinel string // topic used to learn that the retained messages are done (sentinelPrefix + random)
 	// syncC receives the result of publishing to sentinel (nil when PUBACK
 	// said yes); quiet ends --retained-only when the sync message is lost.
 	syncC   chan error
@@ -91,7 +92,7 @@ func newRunner(o *Options) *runner {
 	if o.RetainedOnly {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
-		r.sentinel = "mqtk/retained-sync/" + hex.EncodeToString(b[:])
+		r.sentinel = sentinelPrefix + hex.EncodeToString(b[:])
 		r.syncC = make(chan error, 1)
 		r.shown = map[string]bool{}
 	}
@@ -412,12 +413,23 @@ func subackHints(code byte, filter string) []string {
 	return nil
 }
 
+// sentinelPrefix begins the private topics --retained-only publishes its
+// sync message to.
+const sentinelPrefix = "mqtk/retained-sync/"
+
 // handle processes one arrival and reports whether an ending condition
 // has been met.
 func (r *runner) handle(ctx context.Context, m *mqttconn.Message) (bool, error) {
 	o := r.o
 	if r.sentinel != "" && m.Topic == r.sentinel {
 		return true, nil
+	}
+	if o.RetainedOnly && strings.HasPrefix(m.Topic, sentinelPrefix) {
+		// An earlier run's sync message, sent again by a persistent
+		// session whose connection ended before the broker read its
+		// PUBACK: mqtk's own traffic, and no sign that this run's
+		// retained messages are all in.
+		return false, nil
 	}
 	if m.Received.IsZero() {
 		m.Received = r.now()
@@ -494,6 +506,15 @@ func (r *runner) finish(err error) error {
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			if cerr := r.clear.wait(cctx); cerr != nil && err == nil {
 				err = cerr
+			}
+			cancel()
+		}
+		if r.sentinel != "" && r.o.Conn.NoClean {
+			// A persistent session would keep the sync subscription
+			// after the run, one more random topic each time.
+			uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if uerr := r.client.Unsubscribe(uctx, r.sentinel); uerr != nil {
+				r.o.IO.Warnf("--retained-only: could not remove mqtk's sync subscription %s from the session: %v", r.sentinel, uerr)
 			}
 			cancel()
 		}

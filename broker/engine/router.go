@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +98,10 @@ func (r *router) retainedFor(filter string, now time.Time) []*Message {
 		out = append(out, m)
 	}
 	r.rmu.RUnlock()
+	// In topic order: the map's order is random, and a client that
+	// subscribes twice should see the same sequence twice (mosquitto
+	// sends them in the order of its topic tree).
+	slices.SortFunc(out, func(a, b *Message) int { return strings.Compare(a.Topic, b.Topic) })
 	if len(dead) > 0 {
 		r.rmu.Lock()
 		for _, m := range dead {
