@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -21,23 +22,44 @@ import (
 )
 
 // TestLineModeSurvivesBrokerRestart pipes 10,000 lines into -l -q 1 and
-// restarts mosquitto (persistence on) halfway. A persistent mosquitto_sub
-// session must see every line, first occurrences in order; QoS 1 allows
-// duplicates, which are accounted for below.
+// restarts the broker (persistence on: mosquitto's persistence file,
+// mqtk's bbolt data directory) halfway, against each broker. A persistent
+// subscriber session must see every line, first occurrences in order; QoS
+// 1 allows duplicates, which are accounted for below.
 //
-// The stop is SIGTERM, so mosquitto saves its state first. With SIGKILL
-// mosquitto comes back from its last autosave, and it acknowledges a
-// PUBLISH before saving it; a crash can then lose a message the publisher
-// was told was delivered (in a trial of 14 SIGKILL runs, one line went
-// missing, and the broker had sent PUBACK for it), which no client can
-// detect, so that variant would test mosquitto's durability, not pub.
+// The stop is clean: SIGTERM for mosquitto, Close for mqtk's broker (which
+// also tells MQTT 5 clients with DISCONNECT 0x8B), so that the broker saves
+// its state first. With SIGKILL mosquitto comes back from its last
+// autosave, and it acknowledges a PUBLISH before saving it; a crash can
+// then lose a message the publisher was told was delivered (in a trial of
+// 14 SIGKILL runs, one line went missing, and the broker had sent PUBACK
+// for it), which no client can detect, so that variant would test
+// mosquitto's durability, not pub. (mqtk's broker runs in the test's
+// process and cannot be killed apart from it; its crash durability is
+// tested in package broker, kill_test.go and durability_test.go.)
 func TestLineModeSurvivesBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a broker")
 	}
-	for _, v := range []mqttconn.Version{mqttconn.V5, mqttconn.V311} {
-		t.Run(v.String(), func(t *testing.T) { lineModeRestart(t, v) })
+	py := requirePython(t)
+	for _, name := range brokertest.Names() {
+		t.Run(name, func(t *testing.T) {
+			b := brokertest.Start(t, name, restartOptions())
+			for _, v := range []mqttconn.Version{mqttconn.V5, mqttconn.V311} {
+				t.Run(v.String(), func(t *testing.T) { lineModeRestart(t, b, py, v) })
+			}
+		})
 	}
+}
+
+// restartOptions keeps every line for the subscriber while it is offline
+// (from the restart until it has reconnected, a second later, while pub
+// goes on publishing), which neither broker does by default: both keep
+// 1000 QoS 1 messages for an offline session and drop the rest, as they
+// may. max_queued_messages 0 lifts mosquitto's bound, and brokertest
+// raises mqtk's to the largest there is.
+func restartOptions() mosquittotest.Options {
+	return mosquittotest.Options{Persistence: true, Global: "max_queued_messages 0\n"}
 }
 
 // dupProbe is a persistent-session QoS 1 subscriber in Python paho (a
@@ -46,15 +68,16 @@ func TestLineModeSurvivesBrokerRestart(t *testing.T) {
 // when it delivers a message to this subscriber again, and never passes on
 // the publisher's own DUP flag, so a duplicate arriving without DUP is one
 // the publisher sent twice. It prints "ready" once subscribed, and
-// reconnects by itself after the broker restarts.
+// reconnects by itself after the broker restarts. Arguments: port, client
+// id, topic.
 const dupProbe = `
 import sys
 import paho.mqtt.client as mqtt
-port, cid = int(sys.argv[1]), sys.argv[2]
+port, cid, topic = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 c = mqtt.Client(client_id=cid, clean_session=False, protocol=mqtt.MQTTv311)
 c.reconnect_delay_set(min_delay=1, max_delay=1)
 def on_connect(c, u, f, rc):
-    c.subscribe("stream", 1)
+    c.subscribe(topic, 1)
 def on_subscribe(c, u, mid, q):
     sys.stdout.write("ready\n"); sys.stdout.flush()
 def on_message(c, u, m):
@@ -69,14 +92,17 @@ type delivery struct {
 	dup bool
 }
 
-func lineModeRestart(t *testing.T, v mqttconn.Version) {
+// lineModeRestart runs one stream through a restart of b. Each version
+// has a topic of its own: the subscriber session of an earlier run
+// outlives its process on the broker, and must not collect this run's
+// lines.
+func lineModeRestart(t *testing.T, b *brokertest.Broker, py string, v mqttconn.Version) {
 	const total = 10000
-	b := broker(t, mosquittotest.Options{Persistence: true})
-	py := requirePython(t)
 	id := fmt.Sprintf("restart-probe-%d", time.Now().UnixNano())
+	topic := fmt.Sprintf("stream/%d", v)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sub := exec.CommandContext(ctx, py, "-c", dupProbe, strconv.Itoa(b.Port()), id)
+	sub := exec.CommandContext(ctx, py, "-c", dupProbe, strconv.Itoa(b.Port()), id, topic)
 	sub.Stderr = os.Stderr
 	subOut, err := sub.StdoutPipe()
 	if err != nil {
@@ -125,7 +151,7 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 	pr, pw := io.Pipe()
 	streams, _, errb := ui.Test(pr)
 	o := &Options{Conn: tcpConfig(t, b, v), Dial: mqttconn.Dial, IO: streams, In: pr,
-		Source: source.Lines, Topic: "stream", QoS: 1, ReconnectTimeout: time.Minute}
+		Source: source.Lines, Topic: topic, QoS: 1, ReconnectTimeout: time.Minute}
 	runErr := make(chan error, 1)
 	go func() { runErr <- Run(ctx, o) }()
 
@@ -202,7 +228,7 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 	// Duplicates without the DUP flag are lines this publisher sent twice:
 	// only the ones it resent after reconnecting may be among them. The
 	// broker's own redeliveries (DUP set) are allowed at QoS 1 and depend
-	// on mosquitto, not on pub.
+	// on the broker, not on pub.
 	if len(pubDups) > resent {
 		t.Errorf("%d lines arrived twice from the publisher, more than the %d it resent: %s\nstderr:\n%s",
 			len(pubDups), resent, ranges(pubDups), stderr)
@@ -214,7 +240,10 @@ func lineModeRestart(t *testing.T, v mqttconn.Version) {
 // TestLineModeStopsOnCancel: Ctrl-C while stdin is still open ends the
 // run at once with a summary, instead of waiting for input forever.
 func TestLineModeStopsOnCancel(t *testing.T) {
-	b := broker(t, mosquittotest.Options{})
+	brokertest.Each(t, mosquittotest.Options{}, lineModeStopsOnCancel)
+}
+
+func lineModeStopsOnCancel(t *testing.T, b *brokertest.Broker) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	streams, _, errb := ui.Test(pr)
@@ -267,7 +296,7 @@ func requirePython(t *testing.T) string {
 	t.Helper()
 	const py = "/usr/bin/python3" // Debian's, which has python3-paho-mqtt
 	if out, err := exec.Command(py, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
-		t.Skipf("Debian's python3-paho-mqtt is not usable (%v: %s); .ci/run installs it", err, out)
+		t.Skipf("%s cannot import paho: python3-paho-mqtt is not installed (apt-get install python3-paho-mqtt; %v: %s); .ci/run installs it", py, err, out)
 	}
 	return py
 }

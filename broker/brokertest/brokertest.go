@@ -12,6 +12,7 @@
 package brokertest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -310,11 +311,13 @@ func Directives(conf string) (broker.Limits, error) {
 			l.TopicAliasMaximum = uint16(n)
 		case f[0] == "max_keepalive" && n > 0 && n <= 65535:
 			l.MaxKeepalive = uint16(n)
-		case f[0] == "max_inflight_messages" && n > 0 && n <= 65535:
-			l.MaxInflight = uint16(n)
-		case f[0] == "max_queued_messages" && n == 0:
-			// mosquitto's 0 is "no limit"; mqtk's default bound (1000)
-			// is far above what a test queues.
+		case f[0] == "max_queued_messages" && n >= 0 && n <= 65535:
+			// mqtk bounds what a session holds, in flight and queued
+			// together, by MaxInflight; mosquitto's 0 is "no limit",
+			// here the largest bound there is. (mosquitto's
+			// max_inflight_messages, the window alone, has no mqtk
+			// setting: the engine's window for 3.1.1 clients is fixed.)
+			l.MaxInflight = uint16(cmp.Or(n, 65535))
 		default:
 			return broker.Limits{}, fmt.Errorf("mosquitto directive %q has no mqtk broker equivalent", line)
 		}

@@ -29,15 +29,18 @@ func TestGroup(t *testing.T) {
 }
 
 func TestDirectives(t *testing.T) {
-	l, err := Directives("max_packet_size 200\n\nmax_topic_alias 5\nmax_queued_messages 0\nmax_inflight_messages 3\n")
+	l, err := Directives("max_packet_size 200\n\nmax_topic_alias 5\nmax_queued_messages 0\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := broker.Limits{MaxPacketSize: 200, TopicAliasMaximum: 5, MaxInflight: 3}
+	want := broker.Limits{MaxPacketSize: 200, TopicAliasMaximum: 5, MaxInflight: 65535}
 	if l != want {
 		t.Errorf("limits %+v, want %+v", l, want)
 	}
-	for _, bad := range []string{"tls_version tlsv1.3", "max_packet_size x", "queue_qos0_messages true"} {
+	if l, _ := Directives("max_queued_messages 50"); l.MaxInflight != 50 {
+		t.Errorf("max_queued_messages 50 gave MaxInflight %d", l.MaxInflight)
+	}
+	for _, bad := range []string{"tls_version tlsv1.3", "max_packet_size x", "queue_qos0_messages true", "max_inflight_messages 3"} {
 		if _, err := Directives(bad); err == nil {
 			t.Errorf("Directives(%q) accepted a line mqtk's broker cannot follow", bad)
 		}
