@@ -167,7 +167,7 @@ func (o *Options) Validate() error {
 		return clierr.Usagef("-n/--count must not be negative")
 	}
 	if o.Count == 0 && o.Duration <= 0 {
-		return clierr.Usagef("give -n/--count or a positive -d/--duration")
+		return clierr.Usagef("neither -n/--count nor a positive -d/--duration ends the run").Hintf("give -n/--count or a positive -d/--duration")
 	}
 	if o.Warmup < 0 || o.ConnRate < 0 {
 		return clierr.Usagef("--warmup and --conn-rate must not be negative")
@@ -197,7 +197,7 @@ func (o *Options) Validate() error {
 		return clierr.Usagef("--max-p99 must not be negative")
 	}
 	if o.Shards < 1 || o.Shard < 0 || o.Shard >= o.Shards {
-		return clierr.Usagef("--shard %d/%d: write I/N with 0 <= I < N", o.Shard, o.Shards)
+		return clierr.Usagef("--shard %d/%d out of range", o.Shard, o.Shards).Hintf("write I/N with 0 <= I < N")
 	}
 	if o.Shards > 1 {
 		if o.Embedded {
@@ -207,7 +207,7 @@ func (o *Options) Validate() error {
 			return clierr.Usagef("--shard %d/%d with -c %d leaves some shards without clients", o.Shard, o.Shards, o.Clients).Hintf("give at least one client per shard")
 		}
 		if (o.Mode == ModePubSub || o.Mode == ModeSub) && o.Subscribers < o.Shards {
-			return clierr.Usagef("--shard %d/%d with --subscribers %d leaves some shards without subscribers: --subscribers is the total across shards, give at least %d", o.Shard, o.Shards, o.Subscribers, o.Shards)
+			return clierr.Usagef("--shard %d/%d with --subscribers %d leaves some shards without subscribers: --subscribers is the total across shards", o.Shard, o.Shards, o.Subscribers).Hintf("give --subscribers of at least %d", o.Shards)
 		}
 	}
 	if o.Embedded {
@@ -219,7 +219,7 @@ func (o *Options) Validate() error {
 	switch o.Format {
 	case "", "text", "json", "csv":
 	default:
-		return clierr.Usagef("--format %q: use text, json or csv", o.Format)
+		return clierr.Usagef("unknown --format %q", o.Format).Hintf("use text, json or csv")
 	}
 	return nil
 }

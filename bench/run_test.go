@@ -459,7 +459,7 @@ func TestValidateRejectsNonsense(t *testing.T) {
 		{"topic not utf-8", func(o *Options) { o.Topic = "a/\xff/%i" }, `-t/--topic: topic name "a/\xff/%i": not valid UTF-8`},
 		{"topic with nul", func(o *Options) { o.Topic = "a\x00" }, "U+0000"},
 		{"topics without %t", func(o *Options) { o.Topics = 3 }, "has no %t"},
-		{"no count no duration", func(o *Options) { o.Count, o.Duration = 0, 0 }, "give -n/--count"},
+		{"no count no duration", func(o *Options) { o.Count, o.Duration = 0, 0 }, "ends the run\nhint: give -n/--count or a positive -d/--duration"},
 		{"count below clients", func(o *Options) { o.Count = 1 }, "fewer than one message per publisher"},
 		{"bad shard", func(o *Options) { o.Shard, o.Shards = 2, 2 }, "--shard 2/2"},
 		{"shard embedded", func(o *Options) { o.Shards, o.Embedded = 2, true }, "need a shared broker"},
@@ -481,8 +481,13 @@ func TestValidateRejectsNonsense(t *testing.T) {
 			o := testOptions(t, ModePubSub)
 			c.mod(o)
 			err := o.Validate()
-			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("got %v, want a usage error containing %q", err, c.want)
+			// The message, then each hint as the user sees it.
+			shown := fmt.Sprint(err)
+			for _, h := range clierr.HintsOf(err) {
+				shown += "\nhint: " + h
+			}
+			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(shown, c.want) {
+				t.Errorf("got %q, want a usage error containing %q", shown, c.want)
 			}
 		})
 	}

@@ -165,7 +165,7 @@ func (o *Options) Validate() error {
 	}
 	needTopic := !(o.Source == source.Replay || o.TopicFromLine || o.LineFormat == LineJSONL)
 	if o.Topic == "" && needTopic {
-		return clierr.Usagef("no topic given: use -t TOPIC (or -L mqtt://host/TOPIC)")
+		return clierr.Usagef("no topic given").Hintf("use -t TOPIC (or -L mqtt://host/TOPIC)")
 	}
 	if o.Topic != "" && !o.Template {
 		// topic's errors quote the topic and say what to do; -t is not

@@ -56,7 +56,7 @@ func Run(ctx context.Context, o *Options) error {
 	case source.Message:
 		if ts == nil || ts.payload == nil {
 			if payload, err = decode(o.Encoding, []byte(o.Message)); err != nil {
-				return clierr.Usagef("-m: %v", err)
+				return clierr.Usagef("-m: %w", err)
 			}
 		}
 	case source.File:
@@ -65,7 +65,7 @@ func Run(ctx context.Context, o *Options) error {
 			return clierr.Usagef("cannot read -f %s: %v", o.File, unwrapPath(err)).Hintf("check the path and its permissions")
 		}
 		if payload, err = decode(o.Encoding, b); err != nil {
-			return clierr.Usagef("-f %s: %v", o.File, err)
+			return clierr.Usagef("-f %s: %w", o.File, err)
 		}
 	case source.Stdin:
 		b, err := ctxio.ReadAll(ctx, o.In)
@@ -80,7 +80,7 @@ func Run(ctx context.Context, o *Options) error {
 				Hints: []string{"to send an empty message, use -n"}}
 		}
 		if payload, err = decode(o.Encoding, b); err != nil {
-			return clierr.Usagef("stdin: %v", err)
+			return clierr.Usagef("stdin: %w", err)
 		}
 	case source.Null:
 		payload = []byte{}
@@ -193,7 +193,7 @@ func decode(enc string, b []byte) ([]byte, error) {
 		s := strings.Join(strings.Fields(string(b)), "")
 		out, err := hex.DecodeString(s)
 		if err != nil {
-			return nil, fmt.Errorf("not valid hex (%v): give pairs of hex digits, e.g. 48656c6c6f", err)
+			return nil, clierr.Usagef("not valid hex (%v)", err).Hintf("give pairs of hex digits, e.g. 48656c6c6f")
 		}
 		return out, nil
 	case EncBase64:
@@ -203,7 +203,7 @@ func decode(enc string, b []byte) ([]byte, error) {
 			if out2, err2 := base64.RawStdEncoding.DecodeString(s); err2 == nil {
 				return out2, nil
 			}
-			return nil, fmt.Errorf("not valid base64 (%v): use standard base64, e.g. SGVsbG8=", err)
+			return nil, clierr.Usagef("not valid base64 (%v)", err).Hintf("use standard base64, e.g. SGVsbG8=")
 		}
 		return out, nil
 	}
@@ -248,7 +248,7 @@ func (b *builder) messageTo(seq int, name string, payload []byte) (*mqttconn.Mes
 				return nil, err
 			}
 			if m.Payload, err = decode(o.Encoding, []byte(s)); err != nil {
-				return nil, clierr.Usagef("--template: payload: %v", err)
+				return nil, clierr.Usagef("--template: payload: %w", err)
 			}
 		}
 		if len(b.ts.props) > 0 {

@@ -380,14 +380,14 @@ func (s *sender) checkSize(m *mqttconn.Message) error {
 	if m.TopicAlias > 0 && m.TopicAlias > info.TopicAliasMaximum {
 		// [MQTT-3.3.2-9] a client must not send an alias above the
 		// broker's Topic Alias Maximum (0 means none are accepted).
-		return clierr.Usagef("--topic-alias %d: the broker accepts topic aliases up to %d (from CONNACK; 0 means none): use a smaller alias or leave it out", m.TopicAlias, info.TopicAliasMaximum)
+		return clierr.Usagef("--topic-alias %d: the broker accepts topic aliases up to %d (from CONNACK; 0 means none)", m.TopicAlias, info.TopicAliasMaximum).Hintf("use a smaller alias or leave it out")
 	}
 	max := info.MaximumPacketSize
 	if max == 0 {
 		return nil
 	}
 	if n := packetSize(m, s.cfg.Version == mqttconn.V5); n > int(max) {
-		return clierr.Usagef("message to %q is %d bytes on the wire, over the broker's maximum packet size of %d (from CONNACK): send a smaller payload or raise the broker's limit", m.Topic, n, max)
+		return clierr.Usagef("message to %q is %d bytes on the wire, over the broker's maximum packet size of %d (from CONNACK)", m.Topic, n, max).Hintf("send a smaller payload or raise the broker's limit")
 	}
 	return nil
 }

@@ -120,13 +120,13 @@ func (o *Options) Validate() error {
 	case o.HasMessage && len(o.Exec) > 0:
 		return clierr.Usagef("-m and --exec both say what the response is").Hintf("give -m or --exec, not both")
 	case !o.HasMessage && len(o.Exec) == 0:
-		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response given: use -m TEMPLATE or --exec COMMAND [ARGS...]"),
-			Hints: []string{"e.g. mqtk reply -t 'svc/time/#' -m 'now: {{.Time}}', or mqtk reply -t 'svc/echo' --exec cat"}}
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response given"),
+			Hints: []string{"use -m TEMPLATE or --exec COMMAND [ARGS...]", "e.g. mqtk reply -t 'svc/time/#' -m 'now: {{.Time}}', or mqtk reply -t 'svc/echo' --exec cat"}}
 	case o.Literal && !o.HasMessage:
 		return clierr.Usagef("--literal applies to -m only")
 	}
 	if o.QoS > 2 {
-		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
+		return clierr.Usagef("-q %d out of range", o.QoS).Hintf("use 0, 1 or 2")
 	}
 	if o.ResponseTopic != "" {
 		// [MQTT-3.3.2-14] a Response Topic is a topic name, without wildcards.

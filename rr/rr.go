@@ -91,8 +91,8 @@ func (o *Options) Validate() error {
 	}
 	rt := o.responseTopic()
 	if rt == "" {
-		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response topic given: use -e TOPIC"),
-			Hints: []string{"the responder publishes its answer there; mqtk rr subscribes to it before sending the request",
+		return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("no response topic given"),
+			Hints: []string{"use -e TOPIC", "the responder publishes its answer there; mqtk rr subscribes to it before sending the request",
 				"with -V 311 and no -e, the response is awaited on TOPIC" + reqresp.Suffix(o.ResponseSuffix) + ", where 'mqtk reply -V 311' answers"}}
 	}
 	if strings.ContainsAny(o.ResponseSuffix, "+#") {
@@ -111,7 +111,7 @@ func (o *Options) Validate() error {
 			Hints: []string{"drop -D publish response-topic; mqtk rr sends -e as the request's response topic"}}
 	}
 	if o.QoS > 2 {
-		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", o.QoS)
+		return clierr.Usagef("-q %d out of range", o.QoS).Hintf("use 0, 1 or 2")
 	}
 	if o.Count < 0 {
 		return clierr.Usagef("-C/--count must be at least 1, got %d", o.Count)

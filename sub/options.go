@@ -68,7 +68,7 @@ type Options struct {
 // Validate checks combinations that flags alone cannot express.
 func (o *Options) Validate() error {
 	if len(o.Topics) == 0 && len(o.Unsubscribe) == 0 {
-		return clierr.Usagef("no topic to subscribe to: give at least one -t TOPIC (wildcards + and # allowed)")
+		return clierr.Usagef("no topic to subscribe to").Hintf("give at least one -t TOPIC (wildcards + and # allowed)")
 	}
 	if len(o.QoS) > 1 && len(o.QoS) != len(o.Topics) {
 		return clierr.Usagef("%d -q values for %d topics", len(o.QoS), len(o.Topics)).Hintf("give one -q for all topics or one per -t, in the same order")
@@ -97,7 +97,7 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.RetainHandling > 2 {
-		return clierr.Usagef("--retain-handling %d out of range: 0 send retained, 1 only for new subscriptions, 2 never", o.RetainHandling)
+		return clierr.Usagef("--retain-handling %d out of range", o.RetainHandling).Hintf("use 0 (send retained), 1 (only for new subscriptions) or 2 (never)")
 	}
 	if o.SubscriptionID < 0 || o.SubscriptionID > 268435455 {
 		return clierr.Usagef("--subscription-id %d out of range 1..268435455", o.SubscriptionID)

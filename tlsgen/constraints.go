@@ -15,13 +15,13 @@ import (
 func checkConstraint(c string) error {
 	if strings.Contains(c, "/") {
 		if _, _, err := net.ParseCIDR(c); err != nil {
-			return clierr.Usagef("--name-constraint %q is not a valid IP range: give a domain (example.com) or a CIDR (192.168.1.0/24)", c)
+			return clierr.Usagef("--name-constraint %q is not a valid IP range", c).Hintf("give a domain (example.com) or a CIDR (192.168.1.0/24)")
 		}
 		return nil
 	}
 	d := strings.TrimPrefix(strings.ToLower(c), ".")
 	if err := checkHostname(d); err != nil {
-		return clierr.Usagef("--name-constraint %q is not a domain: %v; give e.g. --name-constraint example.com", c, err)
+		return clierr.Usagef("--name-constraint %q is not a domain: %w", c, err).Hintf("give e.g. --name-constraint example.com")
 	}
 	return nil
 }
@@ -72,8 +72,8 @@ func (r *runner) insideConstraints(ca *Authority, sans []SAN) error {
 	}
 	for _, s := range sans {
 		if !permitted(cons, s) {
-			return clierr.Usagef("the CA in %s is name-constrained to %s and may not sign %s: give names inside %s, or issue from a CA without --name-constraint in another --dir",
-				r.dir, strings.Join(cons, ", "), s.Value, strings.Join(cons, ", "))
+			return clierr.Usagef("the CA in %s is name-constrained to %s and may not sign %s", r.dir, strings.Join(cons, ", "), s.Value).
+				Hintf("give names inside %s, or issue from a CA without --name-constraint in another --dir", strings.Join(cons, ", "))
 		}
 	}
 	return nil

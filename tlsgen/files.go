@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // File names inside a certificate directory. The directory itself is made
@@ -45,8 +47,13 @@ func caPaths(dir string) (cert, key string) {
 // exists, and a descriptive error when only one does, one is damaged or
 // they do not match. fix is the command that replaces the CA, which
 // differs between callers (mqtk tlsgen, mqtk broker --tls); the errors
-// name it because a broken CA is otherwise a dead end.
+// name it, in a hint, because a broken CA is otherwise a dead end. Those
+// errors are a *clierr.Error of KindOther, outermost, so that a caller can
+// add a hint of its own after them or wrap them in another Kind.
 func loadAuthority(dir, fix string) (*Authority, error) {
+	broken := func(hint string, format string, args ...any) error {
+		return &clierr.Error{Kind: clierr.KindOther, Err: fmt.Errorf(format, args...), Hints: []string{hint}}
+	}
 	certPath, keyPath := caPaths(dir)
 	certPEM, cerr := os.ReadFile(certPath)
 	keyPEM, kerr := os.ReadFile(keyPath)
@@ -54,28 +61,34 @@ func loadAuthority(dir, fix string) (*Authority, error) {
 	case errors.Is(cerr, fs.ErrNotExist) && errors.Is(kerr, fs.ErrNotExist):
 		return nil, ErrNoCA
 	case cerr != nil && errors.Is(cerr, fs.ErrNotExist):
-		return nil, fmt.Errorf("the CA key %s exists but the CA certificate %s is missing: restore it, or replace the CA with %s", keyPath, certPath, fix)
+		return nil, broken("restore the CA certificate, or replace the CA with "+fix,
+			"the CA key %s exists but the CA certificate %s is missing", keyPath, certPath)
 	case cerr != nil:
 		return nil, fmt.Errorf("read CA certificate: %w", cerr)
 	case kerr != nil && errors.Is(kerr, fs.ErrNotExist):
-		return nil, fmt.Errorf("the CA certificate %s exists but its key %s is missing, so it cannot sign: restore the key, or replace the CA with %s", certPath, keyPath, fix)
+		return nil, broken("restore the key, or replace the CA with "+fix,
+			"the CA certificate %s exists but its key %s is missing, so it cannot sign", certPath, keyPath)
 	case kerr != nil:
 		return nil, fmt.Errorf("read CA key: %w", kerr)
 	}
 	certs, err := parseCerts(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("the CA certificate %s is damaged (%v): restore it from a copy (clients given it as --cafile have one), or replace the CA with %s", certPath, err, fix)
+		return nil, broken("restore it from a copy (clients given it as --cafile have one), or replace the CA with "+fix,
+			"the CA certificate %s is damaged (%v)", certPath, err)
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("the CA key %s is damaged (%v): restore it from a backup, or replace the CA with %s", keyPath, err, fix)
+		return nil, broken("restore it from a backup, or replace the CA with "+fix,
+			"the CA key %s is damaged (%v)", keyPath, err)
 	}
 	cert := certs[0]
 	if !cert.IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate: put the CA certificate back, or replace the CA with %s", certPath, fix)
+		return nil, broken("put the CA certificate back, or replace the CA with "+fix,
+			"%s is not a CA certificate", certPath)
 	}
 	if !sameKey(cert, key) {
-		return nil, fmt.Errorf("the CA key %s does not belong to the CA certificate %s: restore the matching pair, or replace the CA with %s", keyPath, certPath, fix)
+		return nil, broken("restore the matching pair, or replace the CA with "+fix,
+			"the CA key %s does not belong to the CA certificate %s", keyPath, certPath)
 	}
 	return &Authority{Cert: cert, Key: key}, nil
 }

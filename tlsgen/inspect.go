@@ -57,7 +57,7 @@ type CertInfo struct {
 // Inspect describes every certificate and private key in the files.
 func Inspect(o *InspectOptions) error {
 	if len(o.Files) == 0 {
-		return clierr.Usagef("tlsgen inspect needs at least one file: e.g. mqtk tlsgen inspect certs/server.pem")
+		return clierr.Usagef("tlsgen inspect needs at least one file").Hintf("give one or more files, e.g. mqtk tlsgen inspect certs/server.pem")
 	}
 	now := time.Now()
 	if o.Now != nil {
@@ -106,13 +106,15 @@ func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 			if err != nil {
 				// Bad input like a file of junk: a usage error that says
 				// what to do, not a bare x509 message.
-				return nil, clierr.Usagef("%s: entry %d is a PEM CERTIFICATE block that does not parse (%v): the file is damaged or truncated; copy it again from where it was made, or reissue it", path, len(out), err)
+				return nil, clierr.Usagef("%s: entry %d is a PEM CERTIFICATE block that does not parse (%v): the file is damaged or truncated", path, len(out), err).
+					Hintf("copy it again from where it was made, or reissue it")
 			}
 			out = append(out, describeCert(path, len(out), c, now))
 		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
 			info, err := describeKey(path, len(out), pem.EncodeToMemory(b))
 			if err != nil {
-				return nil, clierr.Usagef("%v: the file is damaged or truncated; copy it again from where it was made, or reissue the certificate and its key", err)
+				return nil, clierr.Usagef("%v: the file is damaged or truncated", err).
+					Hintf("copy it again from where it was made, or reissue the certificate and its key")
 			}
 			out = append(out, info)
 		}
@@ -120,7 +122,8 @@ func inspectFile(path string, now time.Time) ([]CertInfo, error) {
 	if len(out) == 0 {
 		c, err := x509.ParseCertificate(data)
 		if err != nil {
-			return nil, clierr.Usagef("%s holds no PEM certificate or key and is not a DER certificate: give a .pem/.crt file (for a .p12 run: openssl pkcs12 -in FILE -nokeys)", path)
+			return nil, clierr.Usagef("%s holds no PEM certificate or key and is not a DER certificate", path).
+				Hintf("give a .pem/.crt file (for a .p12 run: openssl pkcs12 -in FILE -nokeys)")
 		}
 		out = append(out, describeCert(path, 0, c, now))
 	}

@@ -88,15 +88,18 @@ func TestInspectJSONAndText(t *testing.T) {
 		t.Fatal(err)
 	}
 	io, _, _ = ui.Test(nil)
-	for f, want := range map[string]string{
-		"junk":            "give a .pem/.crt file",
-		"missing.pem":     "cannot read",
-		"damaged.pem":     "copy it again from where it was made, or reissue it",
-		"damaged-key.pem": "copy it again from where it was made, or reissue the certificate and its key",
+	for f, want := range map[string]struct{ msg, hint string }{
+		"junk":            {"is not a DER certificate", "give a .pem/.crt file"},
+		"missing.pem":     {"cannot read", ""},
+		"damaged.pem":     {"the file is damaged or truncated", "copy it again from where it was made, or reissue it"},
+		"damaged-key.pem": {"the file is damaged or truncated", "copy it again from where it was made, or reissue the certificate and its key"},
 	} {
 		err := Inspect(&InspectOptions{IO: io, Files: []string{filepath.Join(dir, f)}})
-		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), want) {
-			t.Errorf("inspect %s: %v, want a usage error with %q", f, err, want)
+		if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), want.msg) {
+			t.Errorf("inspect %s: %v, want a usage error with %q", f, err, want.msg)
+		}
+		if hints := strings.Join(clierr.HintsOf(err), "\n"); !strings.Contains(hints, want.hint) {
+			t.Errorf("inspect %s: hints %q, want %q", f, hints, want.hint)
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/mqtk/mqtk/internal/clierr"
 )
 
 // Validity defaults, in days. 397 days keeps leaves inside the limit Apple
@@ -226,7 +228,11 @@ func (ca *Authority) check(cert *x509.Certificate, now time.Time) error {
 	if err != nil {
 		var cErr x509.CertificateInvalidError
 		if asInvalid(err, &cErr) && cErr.Reason == x509.CANotAuthorizedForThisName {
-			return fmt.Errorf("the CA is name-constrained and may not sign these names (%v): issue only names inside its constraint, or make a CA without --name-constraint", err)
+			return &clierr.Error{
+				Kind:  clierr.KindOther,
+				Err:   fmt.Errorf("the CA is name-constrained and may not sign these names (%v)", err),
+				Hints: []string{"issue only names inside its constraint, or make a CA without --name-constraint"},
+			}
 		}
 		return err
 	}

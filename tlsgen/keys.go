@@ -68,7 +68,7 @@ func ParseKeyType(s string) (KeyType, error) {
 	for i, k := range KeyTypes {
 		names[i] = string(k)
 	}
-	return "", clierr.Usagef("unknown --key-type %q: use one of %s", s, strings.Join(names, ", "))
+	return "", clierr.Usagef("unknown --key-type %q", s).Hintf("use one of %s", strings.Join(names, ", "))
 }
 
 // generateKey makes a new private key of type kt from rnd.

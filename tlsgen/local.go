@@ -78,11 +78,14 @@ func ensureLocal(dir string, now time.Time, hostname func() (string, error)) (Lo
 		}
 		files.Created, files.CACreated = true, true
 	} else if err != nil {
-		return files, &clierr.Error{
-			Kind:  clierr.KindOther,
-			Err:   err, // it names the files; the caller adds the directory
-			Hints: []string{fmt.Sprintf("after replacing the CA, start mqtk broker --tls again: it reissues the server certificate from the new CA; clients then need the new %s as --cafile", files.CAFile)},
+		// The error names the files; the caller adds the directory. What
+		// to do after the fix goes after loadAuthority's hints on the fix,
+		// so it is added to its error rather than wrapped around it.
+		var e *clierr.Error
+		if !errors.As(err, &e) {
+			e = &clierr.Error{Kind: clierr.KindOther, Err: err}
 		}
+		return files, e.Hintf("after replacing the CA, start mqtk broker --tls again: it reissues the server certificate from the new CA; clients then need the new %s as --cafile", files.CAFile)
 	}
 
 	sans, err := classifyAll(defaultServerNames(hostname))

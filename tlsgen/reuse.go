@@ -177,6 +177,7 @@ func (r *runner) caConflicts(ca *x509.Certificate) error {
 	if o.Command == CmdAll {
 		then = ", then issue certificates with mqtk tlsgen server NAME... and mqtk tlsgen client CN"
 	}
-	return clierr.Usagef("the CA in %s already exists with %s, and is kept: add --force to replace it (%s%s; every certificate the old CA signed stops working), or leave out %s to use it as it is",
-		r.dir, strings.Join(diffs, "; "), replace, then, strings.Join(flags, ", "))
+	return clierr.Usagef("the CA in %s already exists with %s, and is kept", r.dir, strings.Join(diffs, "; ")).
+		Hintf("add --force to replace it (%s%s; every certificate the old CA signed stops working)", replace, then).
+		Hintf("or leave out %s to use it as it is", strings.Join(flags, ", "))
 }

@@ -85,7 +85,7 @@ func TestRunAllRefusesServerCertificateForOldHostName(t *testing.T) {
 	renamed := func() (string, error) { return "newhost", nil }
 	_, _, err := run(t, Options{Dir: dir, Hostname: renamed})
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "does not cover newhost") ||
-		!strings.Contains(err.Error(), "mqtk tlsgen server localhost 127.0.0.1 ::1 newhost --force --dir "+dir) {
+		!strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "mqtk tlsgen server localhost 127.0.0.1 ::1 newhost --force --dir "+dir) {
 		t.Fatalf("renamed host: %v", err)
 	}
 	if read(t, filepath.Join(dir, "server.pem")) != before {
@@ -116,7 +116,7 @@ func TestCAFlagsOnExistingCA(t *testing.T) {
 			o := tt.o
 			o.Dir = dir
 			_, _, err := run(t, o)
-			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "add --force") {
+			if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), tt.want) || !strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "add --force") {
 				t.Errorf("got %v (kind %v), want a usage error with %q and --force", err, clierr.KindOf(err), tt.want)
 			}
 			if read(t, filepath.Join(dir, "ca.pem")) != ca {
@@ -130,7 +130,8 @@ func TestCAFlagsOnExistingCA(t *testing.T) {
 	plain := t.TempDir()
 	mustRun(t, Options{Dir: plain, Command: CmdCA})
 	if _, _, err := run(t, Options{Dir: plain, Command: CmdCA, NameConstraints: []string{"lan"}}); clierr.KindOf(err) != clierr.KindUsage ||
-		!strings.Contains(err.Error(), "no name constraint (it may sign for any name), not lan") || !strings.Contains(err.Error(), "mqtk tlsgen ca --force --name-constraint lan --dir "+plain) {
+		!strings.Contains(err.Error(), "no name constraint (it may sign for any name), not lan") ||
+		!strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "mqtk tlsgen ca --force --name-constraint lan --dir "+plain) {
 		t.Errorf("constraint on an unconstrained CA: %v", err)
 	}
 	// With --force the constraint is applied.
@@ -251,12 +252,14 @@ func TestEnsureLocalBrokenCANamesTheFix(t *testing.T) {
 			if err == nil {
 				t.Fatal("a broken CA directory was accepted")
 			}
-			msg := err.Error()
-			if !strings.Contains(msg, "replace the CA with mqtk tlsgen ca --force --dir "+dir) || strings.Contains(msg, "replace the CA with --force") {
-				t.Errorf("message %q does not name mqtk tlsgen ca --force --dir", msg)
+			hints := clierr.HintsOf(err)
+			all := strings.Join(hints, "\n")
+			if !strings.Contains(all, "replace the CA with mqtk tlsgen ca --force --dir "+dir) || strings.Contains(all, "replace the CA with --force") {
+				t.Errorf("hints %q do not name mqtk tlsgen ca --force --dir", all)
 			}
-			if hints := strings.Join(clierr.HintsOf(err), "\n"); !strings.Contains(hints, "start mqtk broker --tls again: it reissues the server certificate") {
-				t.Errorf("hints %q", hints)
+			// What to do after the fix comes after the fix.
+			if last := hints[len(hints)-1]; !strings.Contains(last, "start mqtk broker --tls again: it reissues the server certificate") {
+				t.Errorf("hints %q", all)
 			}
 			// The fix as printed works.
 			if _, errs, err := run(t, Options{Dir: dir, Command: CmdCA, Force: true}); err != nil {

@@ -189,7 +189,8 @@ func (r *runner) authority() (*Authority, error) {
 	switch {
 	case err == nil && !replace:
 		if !r.now.Before(existing.Cert.NotAfter) {
-			return nil, clierr.Usagef("the CA %s expired on %s: replace it with %s (every certificate it signed must then be reissued)", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly), replaceCACommand(r.dir))
+			return nil, clierr.Usagef("the CA %s expired on %s", certPath, existing.Cert.NotAfter.UTC().Format(time.DateOnly)).
+				Hintf("replace it with %s (every certificate it signed must then be reissued)", replaceCACommand(r.dir))
 		}
 		if err := r.caConflicts(existing.Cert); err != nil {
 			return nil, err
@@ -197,7 +198,9 @@ func (r *runner) authority() (*Authority, error) {
 		r.files = append(r.files, written{"CA", certPath, "reused, " + describeValidity(existing.Cert, r.now)})
 		return existing, nil
 	case err != nil && !errors.Is(err, ErrNoCA) && !replace:
-		return nil, clierr.Usagef("%v", err)
+		// %w keeps loadAuthority's hints, which say how to restore or
+		// replace the CA.
+		return nil, clierr.Usagef("%w", err)
 	}
 	days := o.Days
 	if days == 0 || o.Command != CmdCA {
@@ -269,13 +272,14 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 			if !exists(certPath) {
 				existing = keyPath
 			}
-			return clierr.Usagef("%s already exists: add --force to replace it, or --out NAME to write NAME.pem instead", existing)
+			return clierr.Usagef("%s already exists", existing).Hintf("add --force to replace it, or --out NAME to write NAME.pem instead")
 		}
 		c, k, why := r.reusable(ca, certPath, keyPath, p)
 		if c == nil {
 			// --force on this command would replace the CA as well, so
 			// name the command that reissues just this certificate.
-			return clierr.Usagef("%s cannot be reused: %s; reissue it with %s (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", certPath, why, r.reissueCommand(p))
+			return clierr.Usagef("%s cannot be reused: %s", certPath, why).
+				Hintf("reissue it with %s (keeps the CA), or run mqtk tlsgen --force to replace the CA and every certificate", r.reissueCommand(p))
 		}
 		cert, certPEM, key, reused = c, pemCert(c.Raw), k, true
 		r.files = append(r.files, written{what, certPath, "reused, " + describeValidity(c, r.now)}, written{what + " key", keyPath, "reused"})
@@ -290,7 +294,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 			path string
 		}{{o.Fullchain, chainPath}, {o.P12, p12Path}} {
 			if f.want && exists(f.path) {
-				return clierr.Usagef("%s already exists: add --force to replace it, or --out NAME to write other files", f.path)
+				return clierr.Usagef("%s already exists", f.path).Hintf("add --force to replace it, or --out NAME to write other files")
 			}
 		}
 	}
@@ -367,7 +371,7 @@ func (r *runner) leaf(ca *Authority, base string, p leafParams, reuse bool) erro
 func (r *runner) write(path string, data []byte, perm os.FileMode) error {
 	err := writeFile(path, data, perm, r.o.Force)
 	if errors.Is(err, ErrExists) {
-		return clierr.Usagef("%s already exists: add --force to replace it", path)
+		return clierr.Usagef("%s already exists", path).Hintf("add --force to replace it")
 	}
 	return err
 }

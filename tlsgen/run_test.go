@@ -187,7 +187,7 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 	// `ca` without --force keeps the CA and refuses a flag it cannot
 	// apply; flags that describe the CA as it is are fine.
 	_, _, err := run(t, Options{Dir: dir, Command: CmdCA, KeyType: RSA2048})
-	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "add --force to replace it") || !strings.Contains(err.Error(), "an ECDSA P-256 key, not rsa-2048") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "add --force to replace it") || !strings.Contains(err.Error(), "an ECDSA P-256 key, not rsa-2048") {
 		t.Errorf("ca --key-type without --force: %v", err)
 	}
 	if read(t, filepath.Join(dir, "ca.pem")) != before["ca.pem"] {
@@ -213,7 +213,7 @@ func TestRunAllReusesAndForceReplaces(t *testing.T) {
 	// verify, and a plain rerun refuses to pass them off as reusable.
 	mustRun(t, Options{Dir: dir, Command: CmdCA, Force: true})
 	_, _, err = run(t, Options{Dir: dir})
-	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "was not signed by the CA") || !strings.Contains(err.Error(), "mqtk tlsgen server localhost") {
+	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "was not signed by the CA") || !strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "mqtk tlsgen server localhost") {
 		t.Errorf("rerun after CA replacement: %v", err)
 	}
 }
@@ -244,7 +244,7 @@ func TestRunServerAndClient(t *testing.T) {
 
 	// A second server into the same name is refused without --force.
 	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"other.lan"}})
-	if !errors.Is(err, ErrExists) && !strings.Contains(err.Error(), "--force") {
+	if !errors.Is(err, ErrExists) && !strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "--force") {
 		t.Errorf("overwrite without --force: %v", err)
 	}
 	if clierr.KindOf(err) != clierr.KindUsage {
@@ -346,7 +346,7 @@ func TestNameConstrainedCA(t *testing.T) {
 	// before a key is made, with the fix.
 	_, _, err := run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"example.com"}, Out: "bad"})
 	if clierr.KindOf(err) != clierr.KindUsage || !strings.Contains(err.Error(), "name-constrained to home.arpa, 192.168.0.0/16 and may not sign example.com") ||
-		!strings.Contains(err.Error(), "give names inside") {
+		!strings.Contains(strings.Join(clierr.HintsOf(err), "\n"), "give names inside") {
 		t.Errorf("issuing outside the constraint: %v (kind %v)", err, clierr.KindOf(err))
 	}
 	_, _, err = run(t, Options{Dir: dir, Command: CmdServer, Names: []string{"10.0.0.1"}, Out: "bad"})

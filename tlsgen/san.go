@@ -39,7 +39,7 @@ type SAN struct {
 func ClassifyName(name string) (SAN, error) {
 	s := strings.TrimSpace(name)
 	if s == "" {
-		return SAN{}, clierr.Usagef("empty certificate name: give a host name, IP address, URI or email address")
+		return SAN{}, clierr.Usagef("empty certificate name").Hintf("give a host name, IP address, URI or email address")
 	}
 	// An IPv6 address may come bracketed, as in a URL.
 	if ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); ip != nil {
@@ -50,33 +50,33 @@ func ClassifyName(name string) (SAN, error) {
 	}
 	if strings.Contains(s, "/") && strings.Contains(s, ":") {
 		if _, _, err := net.ParseCIDR(s); err == nil {
-			return SAN{}, clierr.Usagef("%q is an address range; certificates name single addresses: give each IP address", s)
+			return SAN{}, clierr.Usagef("%q is an address range; certificates name single addresses", s).Hintf("give each IP address")
 		}
 	}
 	if strings.Contains(s, "://") {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme == "" || u.Host == "" {
-			return SAN{}, clierr.Usagef("%q is not a valid URI: give scheme://host/path, e.g. spiffe://example.org/broker", s)
+			return SAN{}, clierr.Usagef("%q is not a valid URI", s).Hintf("give scheme://host/path, e.g. spiffe://example.org/broker")
 		}
 		return SAN{Kind: SANURI, Value: u.String(), URI: u}, nil
 	}
 	if strings.HasPrefix(strings.ToLower(s), "urn:") {
 		u, err := url.Parse(s)
 		if err != nil || u.Opaque == "" {
-			return SAN{}, clierr.Usagef("%q is not a valid URN: give urn:NID:NSS", s)
+			return SAN{}, clierr.Usagef("%q is not a valid URN", s).Hintf("give urn:NID:NSS")
 		}
 		return SAN{Kind: SANURI, Value: u.String(), URI: u}, nil
 	}
 	if i := strings.LastIndex(s, ":"); i > 0 && !strings.Contains(s, "@") {
 		if port := s[i+1:]; port != "" && strings.Trim(port, "0123456789") == "" {
-			return SAN{}, clierr.Usagef("%q has a port: certificates name hosts, not ports; give %q", s, s[:i])
+			return SAN{}, clierr.Usagef("%q has a port: certificates name hosts, not ports", s).Hintf("give %q", s[:i])
 		}
 		return SAN{}, clierr.Usagef("%q is not a host name, IP address, URI or email address (it contains ':')", s)
 	}
 	if strings.Contains(s, "@") {
 		a, err := mail.ParseAddress(s)
 		if err != nil || a.Address != s || a.Name != "" {
-			return SAN{}, clierr.Usagef("%q is not a valid email address: give it as user@example.com", s)
+			return SAN{}, clierr.Usagef("%q is not a valid email address", s).Hintf("give it as user@example.com")
 		}
 		return SAN{Kind: SANEmail, Value: s}, nil
 	}
@@ -84,7 +84,7 @@ func ClassifyName(name string) (SAN, error) {
 	if strings.HasPrefix(host, "*.") {
 		rest := host[2:]
 		if err := checkHostname(rest); err != nil {
-			return SAN{}, clierr.Usagef("%q is not a valid wildcard name: %v", s, err)
+			return SAN{}, clierr.Usagef("%q is not a valid wildcard name: %w", s, err)
 		}
 		san := SAN{Kind: SANWildcard, Value: host}
 		if !strings.Contains(rest, ".") {
@@ -98,7 +98,7 @@ func ClassifyName(name string) (SAN, error) {
 		return SAN{}, clierr.Usagef("%q is not a valid name: a wildcard is allowed only as the whole left-most label, as in *.example.com", s)
 	}
 	if err := checkHostname(host); err != nil {
-		return SAN{}, clierr.Usagef("%q is not a valid host name: %v", s, err)
+		return SAN{}, clierr.Usagef("%q is not a valid host name: %w", s, err)
 	}
 	return SAN{Kind: SANDNS, Value: host}, nil
 }
@@ -127,7 +127,8 @@ func checkHostname(h string) error {
 			switch {
 			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
 			case r > 127:
-				return errors.New("it contains non-ASCII characters: give the punycode (xn--) form")
+				// Callers wrap this with %w, so the hint reaches the user.
+				return clierr.Usagef("it contains non-ASCII characters").Hintf("give the punycode (xn--) form")
 			default:
 				return errors.New("it contains the character " + strconv.QuoteRune(r) + "; host names use letters, digits, '-' and '.'")
 			}

@@ -31,16 +31,17 @@ type VerifyOptions struct {
 // whose hints say what to do.
 func Verify(o *VerifyOptions) error {
 	if o.CAFile == "" {
-		return clierr.Usagef("tlsgen verify needs the CA: give --ca FILE, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+		return clierr.Usagef("tlsgen verify needs the CA").Hintf("give --ca FILE, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
 	}
 	if o.CertFile == "" {
-		return clierr.Usagef("tlsgen verify needs the certificate to check: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
+		return clierr.Usagef("tlsgen verify needs the certificate to check").Hintf("give the certificate file, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
 	}
 	if o.Host != "" {
 		h := strings.TrimSuffix(strings.TrimPrefix(o.Host, "["), "]")
 		if net.ParseIP(h) == nil {
 			if err := checkHostname(strings.ToLower(strings.TrimSuffix(h, "."))); err != nil {
-				return clierr.Usagef("--host %q is not a host name or IP address: %v; give the name clients connect to, e.g. --host broker.lan or --host 192.168.1.10", o.Host, err)
+				return clierr.Usagef("--host %q is not a host name or IP address: %w", o.Host, err).
+					Hintf("give the name clients connect to, e.g. --host broker.lan or --host 192.168.1.10")
 			}
 		}
 	}

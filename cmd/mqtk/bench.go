@@ -97,7 +97,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		return nil, err
 	}
 	if f.qos < 0 || f.qos > 2 {
-		return nil, clierr.Usagef("-q/--qos %d out of range: use 0, 1 or 2", f.qos)
+		return nil, clierr.Usagef("-q/--qos %d out of range", f.qos).Hintf("use 0, 1 or 2")
 	}
 	o.QoS = byte(f.qos)
 	o.Count = f.count
@@ -128,7 +128,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 	if f.maxLoss != "" {
 		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f.maxLoss), "%"), 64)
 		if err != nil {
-			return nil, clierr.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", f.maxLoss)
+			return nil, clierr.Usagef("--max-loss %q is not a percentage", f.maxLoss).Hintf("give a percentage such as 0, 0.1 or 1%%")
 		}
 		o.MaxLossPct = &v
 	}
@@ -138,7 +138,7 @@ func (f *benchFlags) options(cmd *cobra.Command, a *app) (*bench.Options, error)
 		si, err1 := strconv.Atoi(i)
 		sn, err2 := strconv.Atoi(n)
 		if !ok || err1 != nil || err2 != nil {
-			return nil, clierr.Usagef("--shard %q: write I/N, e.g. 0/4 for the first of four processes", f.shard)
+			return nil, clierr.Usagef("--shard %q is not I/N", f.shard).Hintf("write I/N, e.g. 0/4 for the first of four processes")
 		}
 		o.Shard, o.Shards = si, sn
 	}
@@ -239,13 +239,13 @@ load model, clients, subscribers, rate and topic.`,
 			switch format {
 			case "text", "json", "csv":
 			default:
-				return clierr.Usagef("--format %q: use text, json or csv", format)
+				return clierr.Usagef("unknown --format %q", format).Hintf("use text, json or csv")
 			}
 			var ml *float64
 			if maxLoss != "" {
 				v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(maxLoss), "%"), 64)
 				if err != nil {
-					return clierr.Usagef("--max-loss %q: give a percentage such as 0, 0.1 or 1%%", maxLoss)
+					return clierr.Usagef("--max-loss %q is not a percentage", maxLoss).Hintf("give a percentage such as 0, 0.1 or 1%%")
 				}
 				ml = &v
 			}

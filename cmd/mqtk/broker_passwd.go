@@ -32,7 +32,7 @@ or read as the first line of standard input with --password-stdin.`,
   echo "$ALICE_PASSWORD" | mqtk broker passwd --password-stdin users.txt alice`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return clierr.Usagef("want FILE USER, got %d argument(s): as in 'mqtk broker passwd users.txt alice'", len(args))
+				return clierr.Usagef("want FILE USER, got %d argument(s)", len(args)).Hintf("give FILE USER as in 'mqtk broker passwd users.txt alice'")
 			}
 			return nil
 		},
@@ -69,7 +69,7 @@ func readNewPassword(ctx context.Context, a *app, fromStdin bool, user string) (
 	}
 	f, ok := a.io.In.(*os.File)
 	if !ok || !a.io.InTTY {
-		return nil, clierr.Usagef("standard input is not a terminal, so there is nowhere to ask for the password: use --password-stdin")
+		return nil, clierr.Usagef("standard input is not a terminal, so there is nowhere to ask for the password").Hintf("use --password-stdin")
 	}
 	p1, err := a.askSecret(ctx, f, fmt.Sprintf("password for %s: ", user))
 	if err != nil {

@@ -151,7 +151,7 @@ func parseCheckSize(flag, s string) (int, error) {
 	n, err := strconv.Atoi(t)
 	// 256 MiB is MQTT's own limit on a packet [MQTT-2.2.3].
 	if err != nil || n < 1 || n > packetLimit/mult {
-		return 0, clierr.Usagef("--%s %q: give a size from 1 byte to 256MiB (65536, 64KiB, 1MiB)", flag, s)
+		return 0, clierr.Usagef("--%s %q is not a size from 1 byte to 256MiB", flag, s).Hintf("give a size such as 65536, 64KiB or 1MiB")
 	}
 	return n * mult, nil
 }

@@ -279,7 +279,11 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 				if strings.Contains(why, "strconv.") {
 					why = "not a number"
 				}
-				return mqttconn.Config{}, clierr.Usagef("invalid %s %q from %s: %s; fix or remove it there", n, v, from, why)
+				e := clierr.Usagef("invalid %s %q from %s: %s", n, v, from, why)
+				// The value's own advice (a flag type may give some) first,
+				// then where to put it right.
+				e.Hints = append(e.Hints, clierr.HintsOf(err)...)
+				return mqttconn.Config{}, e.Hintf("fix or remove it in %s", from)
 			}
 		}
 	}
@@ -291,7 +295,7 @@ func (f *connFlags) config(ctx context.Context) (mqttconn.Config, error) {
 		case f.flags.Changed("unix") && !f.flags.Changed("url"):
 			f.url = ""
 		default:
-			return mqttconn.Config{}, clierr.Usagef("--unix %s and the URL %s both say where to connect: give one of them", f.unix, f.url)
+			return mqttconn.Config{}, clierr.Usagef("--unix %s and the URL %s both say where to connect", f.unix, f.url).Hintf("give one of them")
 		}
 	}
 	return f.build(ctx)
@@ -322,7 +326,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	}
 	if f.flags.Changed("port") && (f.port < 1 || f.port > 65535) {
 		// 0 would otherwise silently mean "the default port".
-		return c, clierr.Usagef("-p %d is not a port: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)", f.port)
+		return c, clierr.Usagef("-p %d is not a port", f.port).Hintf("give 1..65535, or leave -p out for the default (1883, 8883 with TLS)")
 	}
 	if f.id != "" && f.idPrefix != "" {
 		// As mosquitto's clients: one of them would silently lose.
@@ -352,7 +356,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 	}
 	if f.willTopic != "" || f.willPayload != "" || f.flags.Changed("will-qos") || f.willRetain {
 		if f.willQoS < 0 || f.willQoS > 2 {
-			return c, clierr.Usagef("--will-qos %d out of range: use 0, 1 or 2", f.willQoS)
+			return c, clierr.Usagef("--will-qos %d out of range", f.willQoS).Hintf("use 0, 1 or 2")
 		}
 		c.Will = &mqttconn.Will{Topic: f.willTopic, Payload: []byte(f.willPayload), QoS: byte(f.willQoS), Retain: f.willRetain}
 	}
@@ -371,7 +375,7 @@ func (f *connFlags) build(ctx context.Context) (mqttconn.Config, error) {
 		for _, h := range f.wsHeaders {
 			k, v, ok := strings.Cut(h, ":")
 			if !ok || strings.TrimSpace(k) == "" {
-				return c, clierr.Usagef("--ws-header %q: write it as 'Key: Value'", h)
+				return c, clierr.Usagef("--ws-header %q is not a header", h).Hintf("write it as 'Key: Value'")
 			}
 			c.WSHeaders.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 		}
@@ -404,7 +408,7 @@ func (f *connFlags) resolvePassword(ctx context.Context) (string, error) {
 		}
 	}
 	if sources > 1 {
-		return "", clierr.Usagef("give the password one way only: -P, --password-file or --password-prompt")
+		return "", clierr.Usagef("the password is given by more than one of -P, --password-file and --password-prompt").Hintf("give the password one way only")
 	}
 	switch {
 	case f.passwordFile != "":
@@ -428,7 +432,7 @@ func promptPassword(ctx context.Context, a *app, user string) (string, error) {
 		if f, ok := a.io.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			tty = f
 		} else {
-			return "", clierr.Usagef("--password-prompt needs a terminal; use --password-file or MQTK_PASSWORD in scripts")
+			return "", clierr.Usagef("--password-prompt needs a terminal").Hintf("use --password-file or MQTK_PASSWORD in scripts")
 		}
 	} else {
 		defer tty.Close()
@@ -476,7 +480,7 @@ func parseSeconds(flag, s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, clierr.Usagef("--%s %q: give seconds (60) or a duration (2m, 90s)", flag, s)
+		return 0, clierr.Usagef("invalid --%s %q", flag, s).Hintf("give seconds (60) or a duration (2m, 90s)")
 	}
 	return d, nil
 }

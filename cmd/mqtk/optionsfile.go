@@ -100,7 +100,7 @@ func (f *connFlags) applyOptionsFile() error {
 				return clierr.Usagef("%s: %s takes no value, found %q", where, o.flag, value)
 			}
 		case !o.hasValue:
-			return clierr.Usagef("%s: %s needs a value on the same line: %s VALUE", where, o.flag, o.flag)
+			return clierr.Usagef("%s: %s needs a value on the same line", where, o.flag).Hintf("write it as %s VALUE", o.flag)
 		}
 		if fl.Annotations[propertyAnnotation] != nil {
 			// -D's words, joined as the command line's are (joinProperties).
@@ -121,7 +121,8 @@ func (f *connFlags) applyOptionsFile() error {
 			}
 		}
 		if err := fs.Set(fl.Name, value); err != nil {
-			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: invalid value %q for %s: %v", where, value, o.flag, err)}
+			// The flag type's hints (-C, -D give some) survive the %v.
+			return &clierr.Error{Kind: clierr.KindUsage, Err: fmt.Errorf("%s: invalid value %q for %s: %v", where, value, o.flag, err), Hints: clierr.HintsOf(err)}
 		}
 	}
 	for name, vals := range later {

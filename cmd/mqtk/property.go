@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -125,7 +124,7 @@ func (f *propertyFlag) Type() string { return "COMMAND NAME VALUE" }
 
 // Set parses one -D: the words joinProperties joined. Every check that
 // needs only the words is made here, so that cobra reports it as a flag
-// error before anything else happens.
+// error before anything else happens; %w keeps add's hints for flagError.
 func (f *propertyFlag) Set(s string) error {
 	w := strings.Split(s, propSep)
 	if err := f.add(w); err != nil {
@@ -136,11 +135,11 @@ func (f *propertyFlag) Set(s string) error {
 
 func (f *propertyFlag) add(w []string) error {
 	if len(w) < 3 {
-		return errors.New("give COMMAND NAME VALUE (COMMAND user-property KEY VALUE), e.g. -D publish content-type text/plain")
+		return clierr.Usagef("want COMMAND NAME VALUE (COMMAND user-property KEY VALUE)").Hintf("write e.g. -D publish content-type text/plain")
 	}
 	p := property{command: strings.ToLower(w[0]), name: strings.ToLower(w[1])}
 	if !slices.Contains(propCommands, p.command) {
-		return fmt.Errorf("%q is not a command: use one of %s", w[0], strings.Join(sendable(), ", "))
+		return clierr.Usagef("%q is not a command", w[0]).Hintf("use one of %s", strings.Join(sendable(), ", "))
 	}
 	i := slices.IndexFunc(propTable, func(pi propInfo) bool { return pi.name == p.name })
 	if i < 0 {
@@ -148,7 +147,7 @@ func (f *propertyFlag) add(w []string) error {
 	}
 	p.info = &propTable[i]
 	if p.command == "auth" {
-		return errors.New("mqtk sends no AUTH packet of its own, as mosquitto's clients do not: give the authentication method and data with -D connect authentication-method and -D connect authentication-data")
+		return clierr.Usagef("mqtk sends no AUTH packet of its own, as mosquitto's clients do not").Hintf("give the authentication method and data with -D connect authentication-method and -D connect authentication-data")
 	}
 	if _, ok := mqtkSends[p.command]; !ok {
 		return fmt.Errorf("%s is a packet the broker sends or an acknowledgement, and has no properties to set: properties can be set for %s", p.command, strings.Join(sendable(), ", "))
@@ -164,7 +163,7 @@ func (f *propertyFlag) add(w []string) error {
 	}
 	switch {
 	case p.info.typ == propPair && len(w) != 4:
-		return fmt.Errorf("user-property takes a KEY and a VALUE, e.g. -D %s user-property key value", p.command)
+		return clierr.Usagef("user-property takes a KEY and a VALUE").Hintf("write e.g. -D %s user-property key value", p.command)
 	case p.info.typ == propPair:
 		p.key, p.value = w[2], w[3]
 	case len(w) != 3:

@@ -173,7 +173,7 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	add(f.null, "-n", source.Null)
 	add(fs.Changed("replay"), "--replay", source.Replay)
 	if len(sources) > 1 {
-		return clierr.Usagef("more than one payload source (%s): give exactly one of -m, -f, -s, -l, -n, --replay", strings.Join(sources, ", "))
+		return clierr.Usagef("more than one payload source (%s)", strings.Join(sources, ", ")).Hintf("give exactly one of -m, -f, -s, -l, -n, --replay")
 	}
 	o.Message = f.message
 	o.File = f.file
@@ -181,7 +181,7 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 		o.File = f.replay
 	}
 	if f.qos < 0 || f.qos > 2 {
-		return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", f.qos)
+		return clierr.Usagef("-q %d out of range", f.qos).Hintf("use 0, 1 or 2")
 	}
 	o.QoS = byte(f.qos)
 	if o.Topic == "" {
@@ -201,12 +201,12 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	} else {
 		s, err := strconv.ParseFloat(strings.TrimSuffix(sp, "x"), 64)
 		if err != nil || s <= 0 || math.IsInf(s, 0) || math.IsNaN(s) {
-			return clierr.Usagef("--speed %q: give a positive factor (2, 0.5) or max", f.speed)
+			return clierr.Usagef("--speed %q is not a positive factor", f.speed).Hintf("give a positive factor (2, 0.5) or max")
 		}
 		o.Speed = s
 	}
 	if o.Repeat < 0 {
-		return clierr.Usagef("--repeat %d is negative: give how many times to publish", o.Repeat)
+		return clierr.Usagef("--repeat %d is negative", o.Repeat).Hintf("give how many times to publish")
 	}
 	if o.MaxInflight < 1 {
 		return clierr.Usagef("-M %d: the in-flight window must be at least 1", o.MaxInflight)
@@ -214,7 +214,7 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	for _, kv := range f.userProps {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return clierr.Usagef("--user-property %q: write it as key=value", kv)
+			return clierr.Usagef("--user-property %q is not key=value", kv).Hintf("write it as key=value")
 		}
 		o.Props.UserProperties = append(o.Props.UserProperties, mqttconn.UserProperty{Key: k, Value: v})
 	}
@@ -236,14 +236,14 @@ func (f *pubFlags) fill(cmd *cobra.Command, o *pub.Options, cfg mqttconn.Config)
 	}
 	if fs.Changed("payload-format-indicator") {
 		if f.payloadFormat != 0 && f.payloadFormat != 1 {
-			return clierr.Usagef("--payload-format-indicator %d: use 0 (bytes) or 1 (UTF-8 text)", f.payloadFormat)
+			return clierr.Usagef("--payload-format-indicator %d out of range", f.payloadFormat).Hintf("use 0 (bytes) or 1 (UTF-8 text)")
 		}
 		b := byte(f.payloadFormat)
 		o.Props.PayloadFormat = &b
 	}
 	if fs.Changed("topic-alias") {
 		if f.topicAlias < 1 || f.topicAlias > 65535 {
-			return clierr.Usagef("--topic-alias %d out of range: use 1 to 65535 (and at most the broker's maximum)", f.topicAlias)
+			return clierr.Usagef("--topic-alias %d out of range", f.topicAlias).Hintf("use 1 to 65535 (and at most the broker's maximum)")
 		}
 		o.Props.TopicAlias = uint16(f.topicAlias)
 	}
@@ -262,7 +262,7 @@ func parseSecondsFloat(flag, s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, clierr.Usagef("--%s %q: give seconds (0.5) or a duration (500ms)", flag, s)
+		return 0, clierr.Usagef("invalid --%s %q", flag, s).Hintf("give seconds (0.5) or a duration (500ms)")
 	}
 	return d, nil
 }
@@ -278,11 +278,11 @@ func parseRate(s string) (float64, error) {
 	case "h", "hour":
 		per = time.Hour
 	default:
-		return 0, clierr.Usagef("--rate %q: write N/s, N/m or N/h", s)
+		return 0, clierr.Usagef("--rate %q has an unknown unit", s).Hintf("write N/s, N/m or N/h")
 	}
 	n, err := strconv.ParseFloat(num, 64)
 	if err != nil || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
-		return 0, clierr.Usagef("--rate %q: write a positive number per second, e.g. 100/s", s)
+		return 0, clierr.Usagef("--rate %q is not a positive rate", s).Hintf("write a positive number per second, e.g. 100/s")
 	}
 	return n / per.Seconds(), nil
 }

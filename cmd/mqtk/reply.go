@@ -144,7 +144,7 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 		}
 		opts.HasMessage = fs.Changed("message")
 		if qos < 0 || qos > 2 {
-			return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
+			return clierr.Usagef("-q %d out of range", qos).Hintf("use 0, 1 or 2")
 		}
 		opts.QoS = byte(qos)
 		if concurrency < 1 {
@@ -182,7 +182,7 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 			return clierr.Usagef("-D publish topic-alias: responses go to many topics; mqtk reply sets no alias")
 		}
 		if strings.TrimSpace(opts.Share) == "" && fs.Changed("share") {
-			return clierr.Usagef("--share is empty: give a group name, e.g. --share workers")
+			return clierr.Usagef("--share is empty").Hintf("give a group name, e.g. --share workers")
 		}
 		if err := opts.Validate(); err != nil {
 			return err

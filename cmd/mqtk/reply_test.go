@@ -540,7 +540,7 @@ func TestReplyUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"-m", "x"}, "no request topic given"},
-		{[]string{"-t", "a"}, "no response given: use -m TEMPLATE or --exec COMMAND"},
+		{[]string{"-t", "a"}, "no response given\nhint: use -m TEMPLATE or --exec COMMAND [ARGS...]\n"},
 		{[]string{"-t", "a", "--exec"}, "--exec needs a command"},
 		{[]string{"-t", "a", "-m", "x", "--exec", "cat"}, "-m and --exec both"},
 		{[]string{"-t", "a", "-m", "x", "cat"}, `unexpected argument "cat"`},

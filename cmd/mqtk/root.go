@@ -66,9 +66,7 @@ func executeApp(ctx context.Context, a *app, args []string) int {
 	root.SetArgs(withProperties(root, args))
 	err := root.ExecuteContext(ctx)
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
-		// cobra's own message, with its "Did you mean" suggestion; a typo
-		// is a usage error (exit 2) like a bad flag.
-		err = clierr.Usagef("%v", err)
+		err = unknownCommand(err)
 	}
 	if err == nil {
 		return 0
@@ -81,6 +79,18 @@ func executeApp(ctx context.Context, a *app, args []string) int {
 	}
 	reportError(streams, err)
 	return clierr.ExitCode(err)
+}
+
+// unknownCommand makes cobra's "unknown command" error a usage error
+// (exit 2, like a bad flag), its "Did you mean this?" suggestions a hint
+// line of their own.
+func unknownCommand(err error) error {
+	msg, suggestions, found := strings.Cut(err.Error(), "\n\nDid you mean this?\n")
+	e := clierr.Usagef("%s", msg)
+	if s := strings.Fields(suggestions); found && len(s) > 0 {
+		e.Hintf("did you mean %s?", strings.Join(s, " or "))
+	}
+	return e
 }
 
 func reportError(streams *ui.Streams, err error) {
@@ -246,20 +256,23 @@ func newHelpCmd(a *app, root *cobra.Command) *cobra.Command {
 			}
 			target, _, err := root.Find(args)
 			if err != nil || target == nil {
-				return clierr.Usagef("unknown help topic %q: try 'mqtk help' or 'mqtk help exit-codes'", strings.Join(args, " "))
+				return clierr.Usagef("unknown help topic %q", strings.Join(args, " ")).Hintf("try 'mqtk help' or 'mqtk help exit-codes'")
 			}
 			return target.Help()
 		},
 	}
 }
 
-// flagError explains a flag cobra could not parse. Two mistakes get a hint
-// of their own: -h without a value, because -h is the broker host as in
-// mosquitto's clients (help is --help); and a number or duration that does
-// not parse, where pflag's text quotes strconv.
+// flagError explains a flag cobra could not parse. The message is rebuilt
+// from pflag's text, so the hints of a flag type that returns a
+// *clierr.Error (-C, -D) are carried over from the error chain (pflag's
+// InvalidValueError unwraps to it), before the pointer to --help. Two
+// mistakes get a hint of their own: -h without a value, because -h is the
+// broker host as in mosquitto's clients (help is --help); and a number or
+// duration that does not parse, where pflag's text quotes strconv.
 func flagError(cmd *cobra.Command, err error) error {
 	msg := err.Error()
-	hints := []string{fmt.Sprintf("run '%s --help' for usage", cmd.CommandPath())}
+	hints := append(clierr.HintsOf(err), fmt.Sprintf("run '%s --help' for usage", cmd.CommandPath()))
 	switch {
 	case strings.Contains(msg, `for "-D, --property" flag: `):
 		// pflag quotes the joined words of -D (see joinProperties);
@@ -274,7 +287,8 @@ func flagError(cmd *cobra.Command, err error) error {
 		}
 	case strings.Contains(msg, "time: invalid duration"):
 		if i := strings.Index(msg, ": time: "); i > 0 {
-			msg = msg[:i] + ": not a duration (write e.g. 500ms, 10s, 2m)"
+			msg = msg[:i] + ": not a duration"
+			hints = append([]string{"write e.g. 500ms, 10s, 2m"}, hints...)
 		}
 	}
 	return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New(msg), Hints: hints}

@@ -18,10 +18,10 @@ func TestFlagErrorsExplainThemselves(t *testing.T) {
 		not  string
 	}{
 		{[]string{"pub", "-h"}, []string{"'h' in -h", "hint: -h is the broker host", "--help"}, ""},
-		{[]string{"sub", "-t", "a", "-C", "abc"}, []string{`invalid argument "abc" for "-C, --count" flag: give a whole number`, "hint: run 'mqtk sub --help'"}, "strconv"},
+		{[]string{"sub", "-t", "a", "-C", "abc"}, []string{`invalid argument "abc" for "-C, --count" flag: not a whole number` + "\nhint: give a whole number of messages, such as -C 10\nhint: run 'mqtk sub --help'"}, "strconv"},
 		{[]string{"pub", "-t", "a", "-m", "x", "--will-qos", "abc"}, []string{`invalid argument "abc" for "--will-qos" flag: not a number`}, "strconv"},
-		{[]string{"pub", "-t", "a", "-m", "x", "--connect-timeout", "zz"}, []string{"not a duration"}, "time: invalid"},
-		{[]string{"pub", "-t", "a", "-m", "x", "-p", "0"}, []string{"-p 0 is not a port: give 1..65535"}, ""},
+		{[]string{"pub", "-t", "a", "-m", "x", "--connect-timeout", "zz"}, []string{"not a duration\nhint: write e.g. 500ms, 10s, 2m\nhint: run 'mqtk pub --help'"}, "time: invalid"},
+		{[]string{"pub", "-t", "a", "-m", "x", "-p", "0"}, []string{"-p 0 is not a port\nhint: give 1..65535, or leave -p out for the default (1883, 8883 with TLS)"}, ""},
 		{[]string{"pub", "-t", "a", "-m", "x", "-k", "70000"}, []string{"keepalive of 70000 seconds is out of range"}, ""},
 		{[]string{"pub", "-t", "a", "-m", "x", "-L", "localhost:1883"}, []string{"has no scheme", "mqtt://localhost:1883"}, "unknown URL scheme"},
 	} {

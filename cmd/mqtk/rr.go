@@ -110,21 +110,21 @@ on stderr.`,
 			}
 		}
 		if len(sources) > 1 {
-			return clierr.Usagef("more than one request payload (%s): give exactly one of -m, -f, -s, -n", strings.Join(sources, ", "))
+			return clierr.Usagef("more than one request payload (%s)", strings.Join(sources, ", ")).Hintf("give exactly one of -m, -f, -s, -n")
 		}
 		opts.Message, opts.File = message, file
 		if opts.ResponseSuffix == "" {
 			return clierr.Usagef("--response-suffix is empty: the response would come on the request's own topic")
 		}
 		if qos < 0 || qos > 2 {
-			return clierr.Usagef("-q %d out of range: QoS is 0, 1 or 2", qos)
+			return clierr.Usagef("-q %d out of range", qos).Hintf("use 0, 1 or 2")
 		}
 		opts.QoS = byte(qos)
 		if opts.RetainHandling, err = parseRetainHandling(retainHandling); err != nil {
 			return err
 		}
 		if fs.Changed("retain-handling") && (conn.Version == mqttconn.V311 || conn.Version == mqttconn.V31) {
-			return clierr.Usagef("--retain-handling is an MQTT 5 subscription option: drop -V %s or the flag", conn.Version)
+			return clierr.Usagef("--retain-handling is an MQTT 5 subscription option").Hintf("drop -V %s or the flag", conn.Version)
 		}
 		if quiet {
 			a.io.Quiet = true
@@ -145,7 +145,7 @@ on stderr.`,
 		}
 		if fs.Changed("format") {
 			if format == "" {
-				return clierr.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+				return clierr.Usagef("-F/--format is empty").Hintf("give a format such as '%%t %%p'")
 			}
 			if out.Format, err = sub.CompileFormat(format); err != nil {
 				return clierr.Usagef("-F: %v", err)

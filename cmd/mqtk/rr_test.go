@@ -191,7 +191,7 @@ func TestRRFlagsAndUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-t", "a", "-m", "x"}, "no response topic given: use -e TOPIC"},
+		{[]string{"-t", "a", "-m", "x"}, "no response topic given\nhint: use -e TOPIC\n"},
 		{[]string{"-e", "b", "-m", "x"}, "no request topic given"},
 		{[]string{"-t", "a", "-e", "b"}, "no request payload given"},
 		{[]string{"-t", "a", "-e", "b", "-m", "x", "-n"}, "more than one request payload (-m, -n)"},
@@ -250,7 +250,7 @@ func TestRRResponseTopicConvention(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-t", "a", "-m", "x"}, []string{"no response topic given: use -e TOPIC", "hint: with -V 311 and no -e, the response is awaited on TOPIC/reply"}},
+		{[]string{"-t", "a", "-m", "x"}, []string{"no response topic given\nhint: use -e TOPIC\n", "hint: with -V 311 and no -e, the response is awaited on TOPIC/reply"}},
 		{[]string{"-V", "311", "-t", "a", "-m", "x", "--response-suffix", ""}, []string{"--response-suffix is empty"}},
 		{[]string{"-V", "311", "-t", "a", "-m", "x", "--response-suffix", "/#"}, []string{"--response-suffix \"/#\""}},
 	} {

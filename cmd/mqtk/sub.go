@@ -157,7 +157,7 @@ take hex: or base64:.`,
 		for _, q := range qos {
 			n, err := strconv.Atoi(strings.TrimSpace(q))
 			if err != nil || n < 0 || n > 2 {
-				return clierr.Usagef("-q %q: use 0, 1 or 2", q)
+				return clierr.Usagef("-q %q is not a QoS", q).Hintf("use 0, 1 or 2")
 			}
 			opts.QoS = append(opts.QoS, byte(n))
 		}
@@ -182,8 +182,8 @@ take hex: or base64:.`,
 		}
 		if fs.Changed("match") {
 			if match == "" {
-				return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--match is empty: give re:REGEX or jq:EXPR"),
-					Hints: []string{`for example --match 're:^ok$' or --match 'jq:.status == "ok"'`}}
+				return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New("--match is empty"),
+					Hints: []string{"give re:REGEX or jq:EXPR", `for example --match 're:^ok$' or --match 'jq:.status == "ok"'`}}
 			}
 			if opts.Match, err = sub.CompileMatch(match); err != nil {
 				return &clierr.Error{Kind: clierr.KindUsage, Err: err, Hints: matchHints(match)}
@@ -191,7 +191,7 @@ take hex: or base64:.`,
 		}
 		if fs.Changed("format") {
 			if format == "" {
-				return clierr.Usagef("-F/--format is empty: give a format such as '%%t %%p'")
+				return clierr.Usagef("-F/--format is empty").Hintf("give a format such as '%%t %%p'")
 			}
 			if opts.Format, err = sub.CompileFormat(format); err != nil {
 				return clierr.Usagef("-F: %v", err)
@@ -238,7 +238,7 @@ func parseRetainHandling(s string) (byte, error) {
 	case "never", "2":
 		return 2, nil
 	}
-	return 0, clierr.Usagef("--retain-handling %q: use always (0, send retained messages), new (1, only for a new subscription) or never (2)", s)
+	return 0, clierr.Usagef("unknown --retain-handling %q", s).Hintf("use always (0, send retained messages), new (1, only for a new subscription) or never (2)")
 }
 
 // matchHints say how to fix a --match expression that does not compile.
@@ -268,7 +268,8 @@ func (c countValue) String() string {
 func (c countValue) Set(s string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
-		return fmt.Errorf("give a whole number of messages, such as -C 10")
+		// A *clierr.Error so that flagError keeps the hint.
+		return clierr.Usagef("not a whole number").Hintf("give a whole number of messages, such as -C 10")
 	}
 	*c.n = n
 	return nil
@@ -296,12 +297,12 @@ func applyRandomFilter(fs *pflag.FlagSet, opts *sub.Options, percent float64) er
 		return nil
 	}
 	if percent < 0.1 || percent > 100 || math.IsNaN(percent) {
-		return clierr.Usagef("--random-filter %g: give a percentage from 0.1 to 100", percent)
+		return clierr.Usagef("--random-filter %g out of range", percent).Hintf("give a percentage from 0.1 to 100")
 	}
 	if opts.RemoveRetained {
 		// mqtk clears what it shows; skipping some at random would leave
 		// retained messages behind without a word.
-		return clierr.Usagef("--random-filter with --remove-retained would clear only the messages it happens to pick: drop one of them")
+		return clierr.Usagef("--random-filter with --remove-retained would clear only the messages it happens to pick").Hintf("drop one of them")
 	}
 	chance := percent / 100
 	wrapMessages(opts, func(m *mqttconn.Message, next func(*mqttconn.Message)) {
@@ -323,7 +324,7 @@ type rateCounter struct{ n atomic.Int64 }
 func applyMessageRate(fs *pflag.FlagSet, opts *sub.Options) (*rateCounter, error) {
 	for _, name := range []string{"verbose", "no-eol", "format", "output", "watch", "dump", "pretty", "count", "match", "retained-only", "remove-retained", "random-filter", "stats"} {
 		if fs.Changed(name) {
-			return nil, clierr.Usagef("--message-rate prints only how many messages arrive each second, so --%s does not apply: drop one of them", name)
+			return nil, clierr.Usagef("--message-rate prints only how many messages arrive each second, so --%s does not apply", name).Hintf("drop one of them")
 		}
 	}
 	rc := &rateCounter{}

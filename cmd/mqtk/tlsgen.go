@@ -76,7 +76,7 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 		Out:             f.out,
 	}
 	if f.dir == "" {
-		return nil, clierr.Usagef("--dir is empty: give a directory, e.g. --dir ./certs")
+		return nil, clierr.Usagef("--dir is empty").Hintf("give a directory, e.g. --dir ./certs")
 	}
 	// Only explicit choices are passed on, so that reusing an existing CA
 	// or certificate can refuse the ones that disagree with it.
@@ -85,7 +85,7 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 	}
 	if cmd.Flags().Changed("key-type") {
 		if strings.TrimSpace(f.keyType) == "" {
-			return nil, clierr.Usagef("--key-type is empty: use one of %s, or leave it out for %s", keyTypeNames(), tlsgen.ECDSAP256)
+			return nil, clierr.Usagef("--key-type is empty").Hintf("use one of %s, or leave it out for %s", keyTypeNames(), tlsgen.ECDSAP256)
 		}
 		kt, err := tlsgen.ParseKeyType(f.keyType)
 		if err != nil {
@@ -95,7 +95,8 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 	}
 	if cmd.Flags().Changed("days") {
 		if f.days <= 0 {
-			return nil, clierr.Usagef("--days %d: give a positive number of days, e.g. --days %d (the default)", f.days, tlsgen.DefaultDays(kind))
+			return nil, clierr.Usagef("--days %d is not a positive number of days", f.days).
+				Hintf("give a positive number of days, e.g. --days %d (the default)", tlsgen.DefaultDays(kind))
 		}
 		o.Days = f.days
 	}
@@ -104,12 +105,14 @@ func (f *issueFlags) options(a *app, cmd *cobra.Command, kind tlsgen.Command, ar
 		o.Names = args
 	case tlsgen.CmdClient:
 		if len(args) != 1 {
-			return nil, clierr.Usagef("tlsgen client takes exactly one name, the certificate's CN (the MQTT user name), got %d: e.g. mqtk tlsgen client sensor-1", len(args))
+			return nil, clierr.Usagef("tlsgen client takes exactly one name, the certificate's CN (the MQTT user name), got %d", len(args)).
+				Hintf("give one name, e.g. mqtk tlsgen client sensor-1")
 		}
 		o.CommonName = args[0]
 	default:
 		if len(args) > 0 {
-			return nil, clierr.Usagef("unexpected argument %q: mqtk tlsgen takes no names; for a server certificate with your names run mqtk tlsgen server %s", args[0], strings.Join(args, " "))
+			return nil, clierr.Usagef("unexpected argument %q: mqtk tlsgen takes no names", args[0]).
+				Hintf("for a server certificate with your names run mqtk tlsgen server %s", strings.Join(args, " "))
 		}
 	}
 	if f.p12 {
@@ -134,7 +137,7 @@ func p12Password(a *app, cmd *cobra.Command, flag string) (string, error) {
 	}
 	f, ok := a.io.In.(*os.File)
 	if !ok || !a.io.InTTY || !term.IsTerminal(int(f.Fd())) {
-		return "", clierr.Usagef("--p12 needs a password and there is no terminal to ask: give --p12-password or set MQTK_P12_PASSWORD")
+		return "", clierr.Usagef("--p12 needs a password and there is no terminal to ask").Hintf("give --p12-password or set MQTK_P12_PASSWORD")
 	}
 	read := func(label string) (string, error) {
 		b, err := a.askSecret(cmd.Context(), f, label)
@@ -152,7 +155,7 @@ func p12Password(a *app, cmd *cobra.Command, flag string) (string, error) {
 		return "", err
 	}
 	if pw != again {
-		return "", clierr.Usagef("the two PKCS#12 passwords differ: run the command again")
+		return "", clierr.Usagef("the two PKCS#12 passwords differ").Hintf("run the command again")
 	}
 	return pw, nil
 }
@@ -258,7 +261,7 @@ array for scripts.`,
 			case "json":
 				o.JSON = true
 			default:
-				return clierr.Usagef("unknown --format %q: use text or json", format)
+				return clierr.Usagef("unknown --format %q", format).Hintf("use text or json")
 			}
 			return tlsgen.Inspect(o)
 		},
@@ -281,7 +284,8 @@ It prints a plain-language verdict and exits 0 when the certificate is good,
 		Args:    cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return clierr.Usagef("tlsgen verify checks one certificate, got %d: e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem", len(args))
+				return clierr.Usagef("tlsgen verify checks one certificate, got %d", len(args)).
+					Hintf("give one certificate, e.g. mqtk tlsgen verify --ca certs/ca.pem certs/server.pem")
 			}
 			return tlsgen.Verify(&tlsgen.VerifyOptions{IO: a.io, CAFile: ca, CertFile: args[0], Host: host})
 		},

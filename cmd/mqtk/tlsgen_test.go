@@ -78,25 +78,26 @@ func TestTlsgenFlagsToOptions(t *testing.T) {
 
 func TestTlsgenUsageErrorsExit2(t *testing.T) {
 	dir := t.TempDir()
+	// want is in the "mqtk:" line; hint, when given, in a "hint:" line.
 	for _, tt := range []struct {
-		args []string
-		want string
+		args       []string
+		want, hint string
 	}{
-		{[]string{"tlsgen", "--key-type", "dsa"}, "unknown --key-type"},
-		{[]string{"tlsgen", "--days", "0"}, "positive number of days, e.g. --days 397"},
-		{[]string{"tlsgen", "ca", "--days", "0"}, "positive number of days, e.g. --days 3650"},
-		{[]string{"tlsgen", "--key-type", ""}, "--key-type is empty: use one of ecdsa-p256,"},
-		{[]string{"tlsgen", "client", "a", "--p12", "--p12-password", ""}, "--p12 with an empty password"},
-		{[]string{"tlsgen", "verify", "--ca", "ca.pem", "--host", "bad host", "x.pem"}, `--host "bad host" is not a host name or IP address`},
-		{[]string{"tlsgen", "server"}, "at least one name"},
-		{[]string{"tlsgen", "server", "broker:8883"}, "has a port"},
-		{[]string{"tlsgen", "client"}, "exactly one name"},
-		{[]string{"tlsgen", "client", "a", "--p12"}, "give --p12-password or set MQTK_P12_PASSWORD"},
-		{[]string{"tlsgen", "localhost"}, "mqtk tlsgen server localhost"},
-		{[]string{"tlsgen", "inspect"}, "at least one file"},
-		{[]string{"tlsgen", "inspect", "--format", "yaml", "x"}, "use text or json"},
-		{[]string{"tlsgen", "verify", "x.pem"}, "--ca FILE"},
-		{[]string{"tlsgen", "--bogus"}, "unknown flag"},
+		{[]string{"tlsgen", "--key-type", "dsa"}, "unknown --key-type", ""},
+		{[]string{"tlsgen", "--days", "0"}, "--days 0 is not a positive number of days", "positive number of days, e.g. --days 397"},
+		{[]string{"tlsgen", "ca", "--days", "0"}, "--days 0 is not a positive number of days", "positive number of days, e.g. --days 3650"},
+		{[]string{"tlsgen", "--key-type", ""}, "--key-type is empty", "use one of ecdsa-p256,"},
+		{[]string{"tlsgen", "client", "a", "--p12", "--p12-password", ""}, "--p12 with an empty password", ""},
+		{[]string{"tlsgen", "verify", "--ca", "ca.pem", "--host", "bad host", "x.pem"}, `--host "bad host" is not a host name or IP address`, ""},
+		{[]string{"tlsgen", "server"}, "at least one name", ""},
+		{[]string{"tlsgen", "server", "broker:8883"}, "has a port", ""},
+		{[]string{"tlsgen", "client"}, "exactly one name", ""},
+		{[]string{"tlsgen", "client", "a", "--p12"}, "--p12 needs a password", "give --p12-password or set MQTK_P12_PASSWORD"},
+		{[]string{"tlsgen", "localhost"}, `unexpected argument "localhost"`, "mqtk tlsgen server localhost"},
+		{[]string{"tlsgen", "inspect"}, "at least one file", ""},
+		{[]string{"tlsgen", "inspect", "--format", "yaml", "x"}, `unknown --format "yaml"`, "use text or json"},
+		{[]string{"tlsgen", "verify", "x.pem"}, "tlsgen verify needs the CA", "--ca FILE"},
+		{[]string{"tlsgen", "--bogus"}, "unknown flag", ""},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			args := append(tt.args, "--dir", dir)
@@ -104,14 +105,28 @@ func TestTlsgenUsageErrorsExit2(t *testing.T) {
 				args = tt.args
 			}
 			code, out, errs := mqtkRun(t, nil, args...)
-			if code != 2 || !strings.Contains(errs, tt.want) || !strings.HasPrefix(errs, "mqtk: ") {
+			first, _, _ := strings.Cut(errs, "\n")
+			if code != 2 || !strings.Contains(first, tt.want) || !strings.HasPrefix(errs, "mqtk: ") {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errs, tt.want)
+			}
+			if tt.hint != "" && !hasHintLine(errs, tt.hint) {
+				t.Errorf("stderr %q has no hint: line with %q", errs, tt.hint)
 			}
 			if out != "" {
 				t.Errorf("stdout %q on a usage error", out)
 			}
 		})
 	}
+}
+
+// hasHintLine reports whether stderr has a "hint:" line containing s.
+func hasHintLine(stderr, s string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(line, "hint: ") && strings.Contains(line, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestTlsgenCommandEndToEnd(t *testing.T) {
@@ -149,7 +164,7 @@ func TestTlsgenCommandEndToEnd(t *testing.T) {
 	before, _ := os.ReadFile(filepath.Join(dir, "alice.pem"))
 	code, _, errs = mqtkRun(t, nil, "tlsgen", "client", "alice", "--out", "alice", "--dir", dir)
 	after, _ := os.ReadFile(filepath.Join(dir, "alice.pem"))
-	if code != 2 || !strings.Contains(errs, "--force") || string(before) != string(after) {
+	if code != 2 || !hasHintLine(errs, "add --force") || string(before) != string(after) {
 		t.Errorf("overwrite without --force: exit %d %q", code, errs)
 	}
 }
