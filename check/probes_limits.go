@@ -104,18 +104,13 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 	}
 	const limit, sent = 2, 6
 	t := p.topic("rm")
-	sub, pub, err := p.unackedPair(ctx, t, func(c *packet.Connect) {
+	sub, held, done, err := p.unackedBurst(ctx, t, sent, func(c *packet.Connect) {
 		c.Properties.ReceiveMaximum = limit
 	})
 	if err != nil {
 		return err
 	}
-	defer sub.disconnect(nil)
-	defer pub.disconnect(nil)
-	held, err := p.unackedBurst(ctx, sub, pub, t, sent)
-	if err != nil {
-		return err
-	}
+	defer done()
 	unacked := len(held)
 	total := unacked
 	for _, m := range held {
@@ -145,43 +140,43 @@ func (p *prober) probeReceiveMaximum(ctx context.Context) error {
 	return nil
 }
 
-// unackedPair opens a subscriber to topic t at QoS 1 that acknowledges
-// nothing (its CONNECT edited by edit), and a publisher.
-func (p *prober) unackedPair(ctx context.Context, t string, edit func(*packet.Connect)) (sub, pub *rawConn, err error) {
+// unackedBurst opens a subscriber to topic t at QoS 1 that acknowledges
+// nothing (its CONNECT edited by edit) and a publisher, publishes sent
+// QoS 1 messages on t, and returns the subscriber with what it received
+// before the broker fell quiet. done disconnects both.
+func (p *prober) unackedBurst(ctx context.Context, t string, sent int, edit func(*packet.Connect)) (sub *rawConn, held []*packet.Publish, done func(), err error) {
 	sub, _, err = p.open(ctx, edit)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sub.autoAck.Store(false)
 	if _, err := sub.subscribe(ctx, p.wait, 0, packet.Subscription{Filter: t, QoS: 1}); err != nil {
 		sub.disconnect(nil)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	pub, _, err = p.open(ctx, nil)
+	pub, _, err := p.open(ctx, nil)
 	if err != nil {
 		sub.disconnect(nil)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return sub, pub, nil
-}
-
-// unackedBurst publishes sent QoS 1 messages on t through pub and returns
-// what sub, which does not acknowledge, received before the broker fell
-// quiet.
-func (p *prober) unackedBurst(ctx context.Context, sub, pub *rawConn, t string, sent int) ([]*packet.Publish, error) {
+	done = func() {
+		sub.disconnect(nil)
+		pub.disconnect(nil)
+	}
 	for i := range sent {
 		if _, err := pub.publish(ctx, p.wait, &packet.Publish{Topic: t, QoS: 1, Payload: []byte{byte('0' + i)}}); err != nil {
-			return nil, err
+			done()
+			return nil, nil, nil, err
 		}
 	}
-	var held []*packet.Publish
 	for {
 		m, err := sub.message(ctx, p.quiet, t)
 		if errors.Is(err, errQuiet) {
-			return held, nil
+			return sub, held, done, nil
 		}
 		if err != nil {
-			return nil, err
+			done()
+			return nil, nil, nil, err
 		}
 		held = append(held, m)
 	}
@@ -194,17 +189,12 @@ func (p *prober) unackedBurst(ctx context.Context, sub, pub *rawConn, t string, 
 func (p *prober) probeInflightWindow(ctx context.Context) error {
 	const sent = 30
 	t := p.topic("window")
-	sub, pub, err := p.unackedPair(ctx, t, nil)
-	if err != nil {
-		return err
-	}
-	defer sub.disconnect(nil)
-	defer pub.disconnect(nil)
 	// Kept unacknowledged: the window is what is out at once.
-	held, err := p.unackedBurst(ctx, sub, pub, t, sent)
+	_, held, done, err := p.unackedBurst(ctx, t, sent, nil)
 	if err != nil {
 		return err
 	}
+	defer done()
 	n := len(held)
 	r := Row{ID: "inflight_window", Verdict: Info, Number: num(float64(n)),
 		Value: fmt.Sprintf("%d QoS 1 messages unacknowledged at once", n)}

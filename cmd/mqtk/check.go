@@ -124,13 +124,7 @@ reached or refused the connection, 7 an expectation was not met.`,
 			}
 			opts.Compare = &c
 		}
-		if err := opts.Validate(); err != nil {
-			return err
-		}
-		if runF != nil {
-			return runF(opts)
-		}
-		return check.Run(cmd.Context(), opts)
+		return validateAndRun(cmd.Context(), opts, runF, check.Run)
 	}
 	return cmd
 }

@@ -184,13 +184,7 @@ Ctrl-C quits at once. -D publish sets properties on every response.`,
 		if strings.TrimSpace(opts.Share) == "" && fs.Changed("share") {
 			return clierr.Usagef("--share is empty").Hintf("give a group name, e.g. --share workers")
 		}
-		if err := opts.Validate(); err != nil {
-			return err
-		}
-		if runF != nil {
-			return runF(opts)
-		}
-		return reply.Run(cmd.Context(), opts)
+		return validateAndRun(cmd.Context(), opts, runF, reply.Run)
 	}
 	return cmd
 }

@@ -293,3 +293,16 @@ func flagError(cmd *cobra.Command, err error) error {
 	}
 	return &clierr.Error{Kind: clierr.KindUsage, Err: errors.New(msg), Hints: hints}
 }
+
+// validateAndRun ends a command's RunE: the options are checked, then
+// handed to runF, the tests' seam from flags to Options, or to the
+// command's Run.
+func validateAndRun[O interface{ Validate() error }](ctx context.Context, opts O, runF func(O) error, run func(context.Context, O) error) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	if runF != nil {
+		return runF(opts)
+	}
+	return run(ctx, opts)
+}

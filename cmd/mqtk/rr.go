@@ -157,13 +157,7 @@ on stderr.`,
 			return err
 		}
 		opts.Print = sub.NewPrinter(out)
-		if err := opts.Validate(); err != nil {
-			return err
-		}
-		if runF != nil {
-			return runF(opts)
-		}
-		return rr.Run(cmd.Context(), opts)
+		return validateAndRun(cmd.Context(), opts, runF, rr.Run)
 	}
 	return cmd
 }
