@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
@@ -258,16 +259,7 @@ func TestOwnBroker(t *testing.T) {
 
 func startOwnBroker(t *testing.T, limits broker.Limits) string {
 	t.Helper()
-	b, err := broker.New(broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}, AllowAnonymous: true, Limits: limits})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := brokertest.Own(t, broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}, AllowAnonymous: true, Limits: limits})
 	return b.Listeners()[0].URL()
 }
 

@@ -239,15 +239,31 @@ func group(ls []mosquittotest.Listener) [][]int {
 	return groups
 }
 
-func (ob *ownBroker) start(t testing.TB, b *Broker) {
+// Own starts mqtk's broker with o in the test's process and closes it
+// when the test ends, for a test that needs options of mqtk's own (limits,
+// say) rather than mosquitto's.
+func Own(t testing.TB, o broker.Options) *broker.Broker {
 	t.Helper()
-	nb, err := broker.New(ob.opts)
+	b, err := broker.New(o)
 	if err != nil {
 		t.Fatalf("mqtk broker: %v", err)
 	}
-	if err := nb.Start(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
 		t.Fatalf("mqtk broker: %v", err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = b.Close(ctx) // idempotent: Stop may have closed it
+	})
+	return b
+}
+
+func (ob *ownBroker) start(t testing.TB, b *Broker) {
+	t.Helper()
+	nb := Own(t, ob.opts)
 	ob.b, ob.closed = nb, false
 	for i, l := range nb.Listeners() {
 		if l.Scheme == "unix" {

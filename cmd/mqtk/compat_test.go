@@ -197,7 +197,6 @@ type compatEnv struct {
 	ca, capath, cert, key    string
 	data                     string // static files (hello.txt, bin.dat)
 	home                     string // empty HOME/XDG_CONFIG_HOME for the clients
-	resp                     *compatResponder
 }
 
 func TestMosquittoCompat(t *testing.T) {
@@ -252,7 +251,7 @@ func TestMosquittoCompat(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env.resp = startCompatResponder(t, ctx, env.port)
+	startCompatResponder(t, ctx, env.port)
 
 	var rows []compatRow
 	for _, c := range []string{"pub", "sub", "rr"} {
@@ -804,46 +803,23 @@ func (p *subackProxy) close() {
 	p.wg.Wait()
 }
 
-// compatResponder answers the rr rows' requests: on the Response Topic
-// with the Correlation Data (MQTT 5), or on PREFIX/rs (3.1.1), with
+// startCompatResponder answers the rr rows' requests: on the Response
+// Topic with the Correlation Data (MQTT 5), or on PREFIX/rs (3.1.1), with
 // "re:" and the payload. The watcher writes down both.
-type compatResponder struct {
-}
-
-func startCompatResponder(t *testing.T, ctx context.Context, port int) *compatResponder {
+func startCompatResponder(t *testing.T, ctx context.Context, port int) {
 	t.Helper()
-	r := &compatResponder{}
-	cfg := mqttconn.Default()
-	cfg.Host, cfg.Port = "127.0.0.1", port
-	var c mqttconn.Client
-	ready := make(chan struct{})
-	cfg.OnMessage = func(m *mqttconn.Message) {
-		<-ready
+	answerRequests(t, ctx, port, mqttconn.V5, "cx/+/rq/#", 2, func(m *mqttconn.Message) []*mqttconn.Message {
 		// cx/rr-NAME/rq...: the row's prefix is the first two levels.
 		parts := strings.SplitN(m.Topic, "/", 3)
 		if len(parts) < 3 {
-			return
+			return nil
 		}
-		prefix := parts[0] + "/" + parts[1]
 		to := m.ResponseTopic
 		if to == "" {
-			to = prefix + "/rs"
+			to = parts[0] + "/" + parts[1] + "/rs"
 		}
-		c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: m.QoS, Payload: append([]byte("re:"), m.Payload...),
+		return []*mqttconn.Message{{Topic: to, QoS: m.QoS, Payload: append([]byte("re:"), m.Payload...),
 			CorrelationData: m.CorrelationData, ContentType: "text/plain",
-			UserProperties: []mqttconn.UserProperty{{Key: "by", Value: "responder"}}}, func(error) {})
-	}
-	if err := cfg.Resolve(); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if c, err = mqttconn.Dial(ctx, cfg); err != nil {
-		t.Fatalf("responder: %v", err)
-	}
-	close(ready)
-	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: "cx/+/rq/#", QoS: 2}}); err != nil || codes[0] >= 0x80 {
-		t.Fatalf("responder subscribe: %v %v", codes, err)
-	}
-	return r
+			UserProperties: []mqttconn.UserProperty{{Key: "by", Value: "responder"}}}}
+	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/source"
@@ -28,23 +29,39 @@ import (
 // answer would look.
 func responder(t *testing.T, ctx context.Context, port int, wrongFirst bool) {
 	t.Helper()
-	cfg := mqttconn.Default()
-	cfg.Host, cfg.Port = "127.0.0.1", port
-	var c mqttconn.Client
-	ready := make(chan struct{})
-	cfg.OnMessage = func(m *mqttconn.Message) {
-		<-ready
+	answerRequests(t, ctx, port, mqttconn.V5, "rq/#", 1, func(m *mqttconn.Message) []*mqttconn.Message {
 		to := m.ResponseTopic
 		if to == "" {
 			to = "rs/fixed"
 		}
+		var out []*mqttconn.Message
 		if wrongFirst {
-			c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: []byte("wrong"),
-				CorrelationData: append([]byte("not-"), m.CorrelationData...)}, func(error) {})
+			out = append(out, &mqttconn.Message{Topic: to, QoS: 1, Payload: []byte("wrong"),
+				CorrelationData: append([]byte("not-"), m.CorrelationData...)})
 		}
-		c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...),
+		return append(out, &mqttconn.Message{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...),
 			CorrelationData: m.CorrelationData, ContentType: "text/plain",
-			UserProperties: []mqttconn.UserProperty{{Key: "by", Value: "responder"}}}, func(error) {})
+			UserProperties: []mqttconn.UserProperty{{Key: "by", Value: "responder"}}})
+	})
+}
+
+// answerRequests subscribes a client of the connection layer (protocol
+// v) to filter at qos on the broker at port and publishes, for each request, the
+// messages answer makes of it, until the test ends.
+func answerRequests(t *testing.T, ctx context.Context, port int, v mqttconn.Version, filter string, qos byte, answer func(*mqttconn.Message) []*mqttconn.Message) {
+	t.Helper()
+	cfg := mqttconn.Default()
+	cfg.Host, cfg.Port, cfg.Version = "127.0.0.1", port, v
+	if err := cfg.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	var c mqttconn.Client
+	ready := make(chan struct{})
+	cfg.OnMessage = func(m *mqttconn.Message) {
+		<-ready // c is set
+		for _, r := range answer(m) {
+			c.PublishAsync(ctx, r, func(error) {})
+		}
 	}
 	var err error
 	if c, err = mqttconn.Dial(ctx, cfg); err != nil {
@@ -52,7 +69,7 @@ func responder(t *testing.T, ctx context.Context, port int, wrongFirst bool) {
 	}
 	close(ready)
 	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: "rq/#", QoS: 1}}); err != nil || codes[0] >= 0x80 {
+	if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: filter, QoS: qos}}); err != nil || codes[0] >= 0x80 {
 		t.Fatalf("responder subscribe: %v %v", codes, err)
 	}
 }
@@ -142,23 +159,19 @@ func TestRRMatchesMosquittoRR(t *testing.T) {
 // request's: mqtk rr ignores it and prints the right one (mosquitto PR
 // #2812), on both brokers.
 func TestRRIgnoresOtherCorrelationData(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ports := []int{startOwnBroker(t, ctx, "")}
-	if mosquittotest.Binary() != "" {
-		ports = append(ports, mosquittotest.Start(t, mosquittotest.Options{}).Port())
-	}
-	for _, port := range ports {
-		responder(t, ctx, port, true)
-		code, out, stderr := runMqtk(t, "", "rr", "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "rq/x", "-e", "rs/x",
+	brokertest.Each(t, mosquittotest.Options{}, func(t *testing.T, b *brokertest.Broker) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		responder(t, ctx, b.Port(), true)
+		code, out, stderr := runMqtk(t, "", "rr", "-h", "127.0.0.1", "-p", fmt.Sprint(b.Port()), "-t", "rq/x", "-e", "rs/x",
 			"-m", "q", "-q", "1", "-W", "10", "-F", "%p|%D", "-D", "publish", "correlation-data", "hex:00ff", "--latency")
 		if code != 0 || out != "re:q|\x00\xff\n" {
-			t.Errorf("port %d: exit %d, stdout %q; want 0 and only the right answer\n%s", port, code, out, stderr)
+			t.Errorf("exit %d, stdout %q; want 0 and only the right answer\n%s", code, out, stderr)
 		}
 		if !strings.Contains(stderr, "mqtk: latency ") || !strings.HasSuffix(stderr, " ms\n") {
-			t.Errorf("port %d: --latency: stderr %q", port, stderr)
+			t.Errorf("--latency: stderr %q", stderr)
 		}
-	}
+	})
 }
 
 // No response within -W: exit 27, as mosquitto_rr, and nothing on stdout.
@@ -272,49 +285,31 @@ func TestRRResponseTopicConvention(t *testing.T) {
 // plain client, not mqtk reply), rr -V 311 without -e gets the answer
 // on T/reply, on both brokers; --response-suffix follows another one.
 func TestRRConventionRoundTrip(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ports := []int{startOwnBroker(t, ctx, "")}
-	if mosquittotest.Binary() != "" {
-		ports = append(ports, mosquittotest.Start(t, mosquittotest.Options{}).Port())
-	}
-	for _, port := range ports {
-		cfg := mqttconn.Default()
-		cfg.Host, cfg.Port, cfg.Version = "127.0.0.1", port, mqttconn.V311
-		var c mqttconn.Client
-		ready := make(chan struct{})
-		cfg.OnMessage = func(m *mqttconn.Message) {
-			<-ready
+	brokertest.Each(t, mosquittotest.Options{}, func(t *testing.T, b *brokertest.Broker) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		answerRequests(t, ctx, b.Port(), mqttconn.V311, "conv/#", 1, func(m *mqttconn.Message) []*mqttconn.Message {
 			if strings.HasSuffix(m.Topic, "/reply") || strings.HasSuffix(m.Topic, "/back") {
-				return
+				return nil
 			}
 			to := m.Topic + "/reply"
 			if strings.HasPrefix(m.Topic, "conv/back/") {
 				to = m.Topic + "/back"
 			}
-			c.PublishAsync(ctx, &mqttconn.Message{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...)}, func(error) {})
-		}
-		var err error
-		if c, err = mqttconn.Dial(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
-		close(ready)
-		if codes, err := c.Subscribe(ctx, []mqttconn.Subscription{{Filter: "conv/#", QoS: 1}}); err != nil || codes[0] >= 0x80 {
-			t.Fatalf("subscribe: %v %v", codes, err)
-		}
+			return []*mqttconn.Message{{Topic: to, QoS: 1, Payload: append([]byte("re:"), m.Payload...)}}
+		})
 		for _, args := range [][]string{
 			{"-t", "conv/a", "-m", "x", "-v"},
 			{"-t", "conv/back/b", "-m", "x", "-v", "--response-suffix", "/back"},
 		} {
-			code, out, stderr := runMqtk(t, "", append([]string{"rr", "-p", fmt.Sprint(port), "-V", "311", "-q", "1", "-W", "10"}, args...)...)
+			code, out, stderr := runMqtk(t, "", append([]string{"rr", "-p", fmt.Sprint(b.Port()), "-V", "311", "-q", "1", "-W", "10"}, args...)...)
 			want := args[1] + "/reply re:x\n"
 			if len(args) > 5 {
 				want = args[1] + "/back re:x\n"
 			}
 			if code != 0 || out != want {
-				t.Errorf("port %d %q: exit %d, stdout %q, want %q: %s", port, args, code, out, want, stderr)
+				t.Errorf("%q: exit %d, stdout %q, want %q: %s", args, code, out, want, stderr)
 			}
 		}
-		_ = c.Disconnect(context.Background())
-	}
+	})
 }

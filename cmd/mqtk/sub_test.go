@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mqtk/mqtk/broker"
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/mqttconn"
 	"github.com/mqtk/mqtk/internal/ui"
@@ -338,7 +339,7 @@ func maskMid(s string) string {
 
 // startOwnBroker starts mqtk's broker on a free loopback port, with an ACL
 // file when acl is not empty, and returns the port.
-func startOwnBroker(t *testing.T, ctx context.Context, acl string) int {
+func startOwnBroker(t *testing.T, _ context.Context, acl string) int {
 	t.Helper()
 	o := broker.Options{Listeners: []string{"tcp://127.0.0.1:0"}, AllowAnonymous: true}
 	if acl != "" {
@@ -347,14 +348,7 @@ func startOwnBroker(t *testing.T, ctx context.Context, acl string) int {
 			t.Fatal(err)
 		}
 	}
-	b, err := broker.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := brokertest.Own(t, o)
 	_, port, err := net.SplitHostPort(b.Listeners()[0].Addr)
 	if err != nil {
 		t.Fatal(err)
