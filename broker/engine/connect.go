@@ -225,6 +225,7 @@ func (c *conn) accept(cn *packet.Connect) error {
 		return c.refuse(packet.ServerUnavailable)
 	}
 	old := s.sessions[c.info.ID]
+	var takenWill *Message // the will of a connection this one takes over
 	if cfg.MaxClients > 0 && (old == nil || !old.online()) && s.onlineLocked() >= cfg.MaxClients {
 		s.mu.Unlock()
 		// Server busy (3.1.1: server unavailable): the client may retry.
@@ -242,9 +243,19 @@ func (c *conn) accept(cn *packet.Connect) error {
 		}
 		if oc := old.c; oc != nil {
 			// [MQTT-3.1.4-3] take-over: the existing connection is closed,
-			// MQTT 5 clients told why; its will is not published.
+			// MQTT 5 clients told why. Its will is published as for any
+			// connection that ends without DISCONNECT [MQTT-3.1.2-8]
+			// (MQTT 5 3.1.4: "that Will Message is published as
+			// described in section 3.1.2.5"): at once when its delay is
+			// 0 or the session ends with the take-over (clean start, or
+			// no session expiry); otherwise the new connection came
+			// within the delay and the will is not sent. mosquitto does
+			// the same.
 			old.c = nil
 			old.connected.Store(false)
+			if old.will != nil && (old.willDelay == 0 || cn.CleanStart || old.expiry == 0) {
+				takenWill = old.will
+			}
 			old.will = nil
 			oc.takenOver()
 		}
@@ -281,6 +292,12 @@ func (c *conn) accept(cn *packet.Connect) error {
 	rec := se.recordLocked()
 	se.mu.Unlock()
 	s.mu.Unlock()
+	if takenWill != nil {
+		takenWill.Created = s.now()
+		if err := s.Publish(takenWill, true); err != nil {
+			cfg.Logf("will of %q not published: %v", c.info.ID, err)
+		}
+	}
 	if old != nil && !resume {
 		// [MQTT-3.1.2-4] a clean start discards the old session's
 		// subscriptions.

@@ -199,6 +199,9 @@ func diagnoses() []diagnosis {
 		}},
 
 		// WebSocket.
+		{when: func(f *failure) bool { return errors.As(f.err, &f.wsErr) && f.wsErr.toTLS }, kind: clierr.KindNetwork, say: func(f *failure) finding {
+			return finding{msg: fmt.Errorf("the server refused the plain HTTP sent during the WebSocket upgrade (%s): port %d expects TLS", f.wsErr.status, f.cfg.Port), hints: []string{"use wss:// (with --cafile if needed)"}}
+		}},
 		{when: func(f *failure) bool { return errors.As(f.err, &f.wsErr) }, kind: clierr.KindNetwork, say: func(f *failure) finding {
 			return finding{msg: fmt.Errorf("%s at %s", f.wsErr.Error(), f.wsErr.url), hints: []string{"check the WebSocket path (--ws-path, default /mqtt) and that the port is a WebSocket listener"}}
 		}},

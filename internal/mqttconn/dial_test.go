@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
@@ -140,15 +141,16 @@ func roundTrip(t *testing.T, base Config) {
 func TestRoundTripTCP(t *testing.T) { bothClients(t, testRoundTripTCP) }
 
 func testRoundTripTCP(t *testing.T, native bool) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
-	for _, v := range []Version{V5, V311, V31} {
-		t.Run(v.String(), func(t *testing.T) {
-			cfg := defaultFor(native)
-			cfg.Version = v
-			cfg.Host, cfg.Port = "127.0.0.1", b.Port()
-			roundTrip(t, cfg)
-		})
-	}
+	brokertest.Each(t, mosquittotest.Options{}, func(t *testing.T, b *brokertest.Broker) {
+		for _, v := range []Version{V5, V311, V31} {
+			t.Run(v.String(), func(t *testing.T) {
+				cfg := defaultFor(native)
+				cfg.Version = v
+				cfg.Host, cfg.Port = "127.0.0.1", b.Port()
+				roundTrip(t, cfg)
+			})
+		}
+	})
 }
 
 // The DUP flag of an incoming PUBLISH reaches the message. No real broker

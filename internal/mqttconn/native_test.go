@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 	"github.com/mqtk/mqtk/internal/packet"
@@ -37,49 +38,50 @@ func defaultFor(native bool) Config {
 // 3.3.2.3.4), and a message over the broker's Maximum Packet Size is
 // refused before it is sent [MQTT-3.1.2-25], leaving the connection up.
 func TestNativeTopicAliasAndPacketSize(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{Global: "max_packet_size 200"})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	col := newCollector()
-	subCfg := defaultFor(true)
-	subCfg.Host, subCfg.Port = "127.0.0.1", b.Port()
-	subCfg.OnMessage = col.on
-	sub := dial(t, subCfg)
-	if _, err := sub.Subscribe(ctx, []Subscription{{Filter: "alias/#", QoS: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	var trace ui.SyncBuffer
-	cfg := subCfg
-	cfg.OnMessage, cfg.Debug = nil, &trace
-	pub := dial(t, cfg)
-	if got := pub.Info(); got.TopicAliasMaximum != 10 || got.MaximumPacketSize != 200 {
-		t.Fatalf("CONNACK: topic alias maximum %d, maximum packet size %d; want 10 (mosquitto default) and 200", got.TopicAliasMaximum, got.MaximumPacketSize)
-	}
-	for i := range 3 {
-		if err := pub.Publish(ctx, &Message{Topic: "alias/x", Payload: []byte(fmt.Sprint(i)), QoS: 1, TopicAlias: 2}); err != nil {
-			t.Fatalf("publish %d: %v", i, err)
+	brokertest.Each(t, mosquittotest.Options{Global: "max_packet_size 200"}, func(t *testing.T, b *brokertest.Broker) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		col := newCollector()
+		subCfg := defaultFor(true)
+		subCfg.Host, subCfg.Port = "127.0.0.1", b.Port()
+		subCfg.OnMessage = col.on
+		sub := dial(t, subCfg)
+		if _, err := sub.Subscribe(ctx, []Subscription{{Filter: "alias/#", QoS: 1}}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	err := pub.Publish(ctx, &Message{Topic: "alias/big", Payload: make([]byte, 300), QoS: 1})
-	var e *clierr.Error
-	if !errors.As(err, &e) || e.Kind != clierr.KindRejected || e.Reason != 0x95 {
-		t.Fatalf("300-byte publish against a 200-byte maximum: %v, want a refusal with reason 0x95", err)
-	}
-	if err := pub.Publish(ctx, &Message{Topic: "alias/after", Payload: []byte("ok"), QoS: 1}); err != nil {
-		t.Fatalf("publish after the refused one: %v", err)
-	}
-	msgs := col.wait(t, 4)
-	for i, m := range msgs[:3] {
-		if m.Topic != "alias/x" || string(m.Payload) != fmt.Sprint(i) {
-			t.Errorf("message %d: %s %q, want alias/x %d", i, m.Topic, m.Payload, i)
+		var trace ui.SyncBuffer
+		cfg := subCfg
+		cfg.OnMessage, cfg.Debug = nil, &trace
+		pub := dial(t, cfg)
+		if got := pub.Info(); got.TopicAliasMaximum != 10 || got.MaximumPacketSize != 200 {
+			t.Fatalf("CONNACK: topic alias maximum %d, maximum packet size %d; want 10 (both brokers' default) and 200", got.TopicAliasMaximum, got.MaximumPacketSize)
 		}
-	}
-	if msgs[3].Topic != "alias/after" {
-		t.Errorf("last message on %s, want alias/after", msgs[3].Topic)
-	}
-	if n := strings.Count(trace.String(), "alias/x"); n != 1 {
-		t.Errorf("the topic name went out %d times, want once (then the alias alone):\n%s", n, trace.String())
-	}
+		for i := range 3 {
+			if err := pub.Publish(ctx, &Message{Topic: "alias/x", Payload: []byte(fmt.Sprint(i)), QoS: 1, TopicAlias: 2}); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+		err := pub.Publish(ctx, &Message{Topic: "alias/big", Payload: make([]byte, 300), QoS: 1})
+		var e *clierr.Error
+		if !errors.As(err, &e) || e.Kind != clierr.KindRejected || e.Reason != 0x95 {
+			t.Fatalf("300-byte publish against a 200-byte maximum: %v, want a refusal with reason 0x95", err)
+		}
+		if err := pub.Publish(ctx, &Message{Topic: "alias/after", Payload: []byte("ok"), QoS: 1}); err != nil {
+			t.Fatalf("publish after the refused one: %v", err)
+		}
+		msgs := col.wait(t, 4)
+		for i, m := range msgs[:3] {
+			if m.Topic != "alias/x" || string(m.Payload) != fmt.Sprint(i) {
+				t.Errorf("message %d: %s %q, want alias/x %d", i, m.Topic, m.Payload, i)
+			}
+		}
+		if msgs[3].Topic != "alias/after" {
+			t.Errorf("last message on %s, want alias/after", msgs[3].Topic)
+		}
+		if n := strings.Count(trace.String(), "alias/x"); n != 1 {
+			t.Errorf("the topic name went out %d times, want once (then the alias alone):\n%s", n, trace.String())
+		}
+	})
 }
 
 // A broker's topic aliases, and a resent QoS 2 message, reach the handler

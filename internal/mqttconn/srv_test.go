@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/mqtk/mqtk/broker/brokertest"
 	"github.com/mqtk/mqtk/internal/clierr"
 	"github.com/mqtk/mqtk/internal/mosquittotest"
 )
@@ -71,22 +72,23 @@ func srvServer(t *testing.T, records map[string]uint16) *net.Resolver {
 // the record names, not to -p; a name without a record fails as a
 // network error naming the record it looked for.
 func TestSRVLookup(t *testing.T) {
-	b := mosquittotest.Start(t, mosquittotest.Options{})
-	res := srvServer(t, map[string]uint16{"_mqtt._tcp.brokers.test.": uint16(b.Port())})
-	for _, native := range []bool{false, true} {
-		cfg := defaultFor(native)
-		cfg.Host, cfg.Port, cfg.SRV, cfg.Resolver = "brokers.test", 1, true, res
-		roundTrip(t, cfg)
-	}
+	brokertest.Each(t, mosquittotest.Options{}, func(t *testing.T, b *brokertest.Broker) {
+		res := srvServer(t, map[string]uint16{"_mqtt._tcp.brokers.test.": uint16(b.Port())})
+		for _, native := range []bool{false, true} {
+			cfg := defaultFor(native)
+			cfg.Host, cfg.Port, cfg.SRV, cfg.Resolver = "brokers.test", 1, true, res
+			roundTrip(t, cfg)
+		}
 
-	cfg := Default()
-	cfg.Host, cfg.SRV, cfg.Resolver = "nothing.test", true, res
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := Dial(ctx, cfg)
-	if err == nil || clierr.KindOf(err) != clierr.KindNetwork || !strings.Contains(err.Error(), "_mqtt._tcp.nothing.test") {
-		t.Fatalf("-S for a name without a record: %v (kind %v), want a network error naming _mqtt._tcp.nothing.test", err, clierr.KindOf(err))
-	}
+		cfg := Default()
+		cfg.Host, cfg.SRV, cfg.Resolver = "nothing.test", true, res
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := Dial(ctx, cfg)
+		if err == nil || clierr.KindOf(err) != clierr.KindNetwork || !strings.Contains(err.Error(), "_mqtt._tcp.nothing.test") {
+			t.Fatalf("-S for a name without a record: %v (kind %v), want a network error naming _mqtt._tcp.nothing.test", err, clierr.KindOf(err))
+		}
+	})
 }
 
 // -S with a transport its records cannot name is a usage error.

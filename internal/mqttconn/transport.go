@@ -1,9 +1,11 @@
 package mqttconn
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -106,8 +108,12 @@ func dialWebSocket(ctx context.Context, cfg *Config, st *connState, dial dialFun
 	ws, resp, err := d.DialContext(ctx, u.String(), hdr)
 	if err != nil {
 		if resp != nil {
+			// Go's TLS servers (mqtk broker among them) answer plain HTTP
+			// with 400 and this sentence; mosquitto just closes.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
-			return nil, &wsStatusError{status: resp.Status, url: u.String()}
+			toTLS := resp.StatusCode == http.StatusBadRequest && bytes.Contains(body, []byte("HTTP request to an HTTPS server"))
+			return nil, &wsStatusError{status: resp.Status, url: u.String(), toTLS: toTLS}
 		}
 		var hs *handshakeError
 		if !errors.As(err, &hs) && isEOFOrReset(err) {
@@ -126,7 +132,10 @@ type upgradeClosedError struct{ err error }
 func (e *upgradeClosedError) Error() string { return e.err.Error() }
 func (e *upgradeClosedError) Unwrap() error { return e.err }
 
-type wsStatusError struct{ status, url string }
+type wsStatusError struct {
+	status, url string
+	toTLS       bool // the server said the port expects TLS
+}
 
 func (e *wsStatusError) Error() string {
 	return "websocket upgrade refused with HTTP " + e.status
