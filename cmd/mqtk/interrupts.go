@@ -18,7 +18,8 @@ import (
 // The handler is installed on demand rather than at start-up: os/signal
 // starts a goroutine locked to its own OS thread (plus the runtime's
 // template thread), a measurable part of a one-shot `mqtk pub`
-// (BENCHMARKS.md, "pub startup").
+// (BENCHMARKS.md, "pub start-up machinery: does it still pay without
+// mochi?", which measures this and newRootCmd's building of one command).
 // Commands that run for a while install it as they start (see
 // catchInterrupts); the ones that usually end at once (a single publish,
 // version) get it from a timer after quickGrace, so anything that lasts —

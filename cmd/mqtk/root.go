@@ -136,7 +136,8 @@ func subcommands(a *app) []struct {
 // newRootCmd builds the command tree for args. When args name a
 // subcommand, only that one is built: constructing every command's flags
 // is a visible part of a one-shot `mqtk pub` (BENCHMARKS.md, "pub
-// startup"), and nothing outside the named command is reachable from there. Anything
+// start-up machinery"), and nothing outside the named command is
+// reachable from there. Anything
 // else (no args, help, completion, a typo needing suggestions) gets the
 // whole tree.
 func newRootCmd(a *app, args []string) *cobra.Command {
