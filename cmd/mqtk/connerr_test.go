@@ -120,7 +120,7 @@ func TestConnectErrorExitCodes(t *testing.T) {
 // works; MQTT 5 features asked for then stop it instead of being dropped.
 func TestBrokerWithoutMQTT5(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{})
-	port := fmt.Sprint(mosquittotest.Only311(t, b))
+	port := fmt.Sprint(mosquittotest.Only311(t, b.Addr(0)))
 	conn := func(args ...string) []string {
 		return append([]string{args[0], "-h", "127.0.0.1", "-p", port}, args[1:]...)
 	}

@@ -39,7 +39,7 @@ func TestStartServesAndRestarts(t *testing.T) {
 func TestOnly311(t *testing.T) {
 	b := Start(t, Options{})
 	pub, sub := RequireClients(t)
-	port := strconv.Itoa(Only311(t, b))
+	port := strconv.Itoa(Only311(t, b.Addr(0)))
 	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-V", "mqttv5", "-t", "g/x", "-m", "no").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Unsupported Protocol Version") {
 		t.Errorf("mosquitto_pub -V mqttv5 through Only311: %v %q, want the refusal mosquitto_pub reads as an unsupported protocol version", err, out)

@@ -12,14 +12,14 @@ import (
 )
 
 // Only311 starts a listener on 127.0.0.1 that acts as a broker speaking
-// nothing newer than MQTT 3.1.1, in front of b: it answers an MQTT 5
+// nothing newer than MQTT 3.1.1, in front of a broker: it answers an MQTT 5
 // CONNECT with the 3.1.1 CONNACK return code 1 (unacceptable protocol
 // version) and closes the connection, as mosquitto 1.x did for protocol
 // levels it did not know; a 3.1.1 or 3.1 connection is passed through to
-// b's first listener byte for byte. Debian's mosquitto 2 has no setting
+// the broker at addr byte for byte. Debian's mosquitto 2 has no setting
 // that turns MQTT 5 off, hence this stand-in. It returns the port and
 // stops when the test ends.
-func Only311(t testing.TB, b *Broker) int {
+func Only311(t testing.TB, addr string) int {
 	t.Helper()
 	refusal, err := packet.Encode(&packet.Connack{Code: packet.ConnRefusedProtocolVersion}, packet.V311)
 	if err != nil {
@@ -37,7 +37,7 @@ func Only311(t testing.TB, b *Broker) int {
 			_, _ = c.Write(refusal)
 			return
 		}
-		up, err := net.DialTimeout("tcp", b.Addr(0), 10*time.Second)
+		up, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err != nil {
 			return
 		}

@@ -475,10 +475,8 @@ func TestBrokerWithoutMQTT5(t *testing.T) { bothClients(t, testBrokerWithoutMQTT
 func testBrokerWithoutMQTT5(t *testing.T, native bool) {
 	brokertest.Each(t, mosquittotest.Options{}, func(t *testing.T, b *brokertest.Broker) {
 		// Only311 stands in front of either broker as one that speaks
-		// nothing newer than 3.1.1 (and passes 3.1.1 through to b). It
-		// takes a *mosquittotest.Broker but uses nothing of it except
-		// the first listener's address (Addr(0)), so b's ports serve.
-		port := mosquittotest.Only311(t, &mosquittotest.Broker{Ports: b.Ports})
+		// nothing newer than 3.1.1 (and passes 3.1.1 through to b).
+		port := mosquittotest.Only311(t, b.Addr(0))
 		cfg := defaultFor(native)
 		cfg.Host, cfg.Port = "127.0.0.1", port
 		err := connectErr(t, cfg)
